@@ -187,6 +187,36 @@ def test_an_adapter_on_the_bare_model_as_peft(folders, tmp_path):
     np.testing.assert_allclose(hidden, theirs[1], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("mean_resizing", [True, False])
+def test_the_bare_models_pretrained_model_methods_as_transformers(folders, mean_resizing):
+    """What a user of AutoModel calls on it (AttributeErrors before): counts, the embeddings and their resizing
+    (the same new rows from the same seed), gradient checkpointing, can_generate."""
+    theirs = quietly(transformers.AutoModel.from_pretrained, folders["bare"])
+    ours = models.AutoModel.from_pretrained(folders["bare"])
+    for exclude in (False, True):
+        assert ours.num_parameters(exclude_embeddings=exclude) == theirs.num_parameters(exclude_embeddings=exclude)
+    # (the parameters' bytes: transformers' rotary layer keeps a second float32 buffer, original_inv_freq, that
+    # minilora keeps as float64 NumPy frequencies outside the buffers: 4 * head_dim / 2 bytes apart with buffers)
+    assert ours.get_memory_footprint(return_buffers=False) == theirs.get_memory_footprint(return_buffers=False)
+    assert ours.can_generate() is theirs.can_generate() is False
+    assert ours.get_output_embeddings() is theirs.get_output_embeddings() is None
+    assert ours.get_input_embeddings() is ours.embed_tokens and ours.main_input_name == theirs.main_input_name
+    torch.manual_seed(2)
+    quietly(theirs.resize_token_embeddings, 56, mean_resizing=mean_resizing)
+    ml.manual_seed(2)
+    table = ours.resize_token_embeddings(53, pad_to_multiple_of=8, mean_resizing=mean_resizing)
+    assert table is ours.embed_tokens and ours.config.vocab_size == theirs.config.vocab_size == 56
+    np.testing.assert_allclose(table.weight.numpy(), theirs.embed_tokens.weight.detach().numpy(), rtol=1e-6, atol=1e-7)
+    ours.train()
+    ours.gradient_checkpointing_enable()
+    ours.enable_input_require_grads()
+    assert ours.is_gradient_checkpointing
+    ours.requires_grad_(False)
+    ours.layers[0].self_attn.q_proj.weight.requires_grad_(True)
+    ours(ml.tensor(IDS)).last_hidden_state.sum().backward()  # (the frozen embeddings' output still takes grad)
+    assert ours.layers[0].self_attn.q_proj.weight.grad is not None
+
+
 def test_auto_model_from_config_builds_the_bare_model():
     for dtype in (None, "bfloat16"):
         theirs = quietly(transformers.AutoModel.from_config, transformers.LlamaConfig(**SHAPE),

@@ -1195,6 +1195,63 @@ class LlamaModel(Module):
                                       attentions=tuple(attentions) if output_attentions else None)
         return out if (return_dict if return_dict is not None else config.get("return_dict", True)) else out.to_tuple()
 
+    # --- transformers' PreTrainedModel methods, as its bare model has them (the causal LM takes the generic ones) ----
+    main_input_name = "input_ids"
+
+    def num_parameters(self, only_trainable=False, exclude_embeddings=False):
+        """transformers': the parameter count; ``exclude_embeddings`` leaves the Embedding tables out."""
+        skipped = {id(m.weight) for m in self.modules() if isinstance(m, Embedding)} if exclude_embeddings else set()
+        return sum(p.numel() for p in self.parameters()
+                   if (p.requires_grad or not only_trainable) and id(p) not in skipped)
+
+    def get_memory_footprint(self, return_buffers=True):
+        """transformers': the bytes the parameters (and buffers) take."""
+        tensors = list(self.parameters()) + (list(self.buffers()) if return_buffers else [])
+        return sum(t.nbytes for t in tensors)
+
+    def can_generate(self):
+        return False  # (no head: transformers' bare model cannot generate)
+
+    def get_input_embeddings(self):
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.embed_tokens = value
+
+    def get_output_embeddings(self):
+        return None  # (no head to tie)
+
+    def enable_input_require_grads(self):
+        """Make the embedding output require grad, so gradient checkpointing of the first layer has a
+        graph to recompute into even when the embeddings are frozen (LoRA); as in transformers."""
+        def require_grads(module, inputs, output):
+            output.requires_grad_(True)
+        self._require_grads_hook = self.get_input_embeddings().register_forward_hook(require_grads)
+
+    def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
+        """The embedding's vocabulary grown or shrunk, as ``LlamaForCausalLM.resize_token_embeddings`` (no head
+        here). Returns the embedding."""
+        n = _new_vocabulary_size(self.embed_tokens, new_num_tokens, pad_to_multiple_of)
+        if n != self.embed_tokens.num_embeddings:
+            _resize_embedding(self.embed_tokens, n, self.config.initializer_range, mean_resizing)
+            self.config.vocab_size = n
+        return self.embed_tokens
+
+    def set_attn_implementation(self, attn_implementation):
+        """transformers' switch between "eager" and "sdpa" attention (see ``_attention_bias``)."""
+        self.config._attn_implementation = _attention_kind(attn_implementation)
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
+        """(See ``LlamaForCausalLM.gradient_checkpointing_enable``.)"""
+        self.gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self):
+        self.gradient_checkpointing = False
+
+    @property
+    def is_gradient_checkpointing(self):
+        return self.gradient_checkpointing
+
     @property
     def dtype(self):
         return self.embed_tokens.weight.dtype
@@ -1435,6 +1492,30 @@ def _check_4d_mask(mask_shape, mask_dtype, shape, past):
 # ==================================================================================================
 # The causal language model
 # ==================================================================================================
+def _new_vocabulary_size(embedding, new_num_tokens, pad_to_multiple_of):
+    """resize_token_embeddings' size: ``new_num_tokens`` (None: the table's own) rounded up to a multiple of
+    ``pad_to_multiple_of``."""
+    n = embedding.num_embeddings if new_num_tokens is None else new_num_tokens
+    if pad_to_multiple_of:
+        n = -(-n // pad_to_multiple_of) * pad_to_multiple_of
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"new_num_tokens must be an integer >= 1, got {new_num_tokens!r}")
+    return n
+
+
+def _resize_embedding(old, n, std, mean_resizing):
+    """The embedding ``old`` with ``n`` rows, new ones drawn as transformers draws them (``_resize_into``). As
+    transformers: the module and its Parameter stay (their hooks -- enable_input_require_grads' -- and
+    requires_grad with them), holding the new table."""
+    fresh = Embedding(n, old.embedding_dim, padding_idx=old.padding_idx if (old.padding_idx or 0) < n else None,
+                      dtype=old.weight.dtype, device=old.weight.device)
+    _resize_into(fresh, old.weight._array, std, mean_resizing)
+    old.weight.data = fresh.weight.data
+    old.num_embeddings = n
+    if old.padding_idx is not None and old.padding_idx >= n:
+        old.padding_idx = None
+
+
 def _init_weights(modules, std):
     """transformers' ``_init_weights`` of each module, in the order given (its post-order walk visits
     the leaves in ``modules()`` order): N(0, std) for every Linear and Embedding weight (the padding
@@ -1966,23 +2047,15 @@ class LlamaForCausalLM(Module):
         """Each generated token's score from ``generate``'s output; see ``generation.compute_transition_scores``."""
         return generation.compute_transition_scores(self, sequences, scores, beam_indices, normalize_logits)
 
-    def num_parameters(self, only_trainable=False, exclude_embeddings=False):
-        """transformers': the parameter count; ``exclude_embeddings`` leaves the Embedding tables out."""
-        skipped = {id(m.weight) for m in self.modules() if isinstance(m, Embedding)} if exclude_embeddings else set()
-        return sum(p.numel() for p in self.parameters()
-                   if (p.requires_grad or not only_trainable) and id(p) not in skipped)
-
-    def get_memory_footprint(self, return_buffers=True):
-        """transformers': the bytes the parameters (and buffers) take."""
-        tensors = list(self.parameters()) + (list(self.buffers()) if return_buffers else [])
-        return sum(t.nbytes for t in tensors)
-
     def can_generate(self):
         return True
 
     def get_decoder(self):
         return self.model
 
+    num_parameters, get_memory_footprint = LlamaModel.num_parameters, LlamaModel.get_memory_footprint
+    enable_input_require_grads = LlamaModel.enable_input_require_grads
+    set_attn_implementation = LlamaModel.set_attn_implementation
     main_input_name = "input_ids"  # transformers' class attributes
     base_model_prefix = "model"
     config_class = LlamaConfig
@@ -2007,13 +2080,6 @@ class LlamaForCausalLM(Module):
     def set_output_embeddings(self, value):
         self.lm_head = value
 
-    def enable_input_require_grads(self):
-        """Make the embedding output require grad, so gradient checkpointing of the first layer has a
-        graph to recompute into even when the embeddings are frozen (LoRA); as in transformers."""
-        def require_grads(module, inputs, output):
-            output.requires_grad_(True)
-        self._require_grads_hook = self.get_input_embeddings().register_forward_hook(require_grads)
-
     def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
         """Grow or shrink the vocabulary of the embedding and the head (new tokens after resizing a
         tokenizer). New rows are drawn as transformers draws them, with torch's numbers for the same seed:
@@ -2021,11 +2087,7 @@ class LlamaForCausalLM(Module):
         old tokens' average), or with ``mean_resizing=False`` as a fresh model's init,
         N(0, initializer_range^2). Returns the embedding."""
         old = self.get_input_embeddings()
-        n = old.num_embeddings if new_num_tokens is None else new_num_tokens
-        if pad_to_multiple_of:
-            n = -(-n // pad_to_multiple_of) * pad_to_multiple_of
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"new_num_tokens must be an integer >= 1, got {new_num_tokens!r}")
+        n = _new_vocabulary_size(old, new_num_tokens, pad_to_multiple_of)
         if n == old.num_embeddings:
             return old
         # transformers 5 resizes a head that does not share the embedding's table (drawing its Linear's init and its
@@ -2033,15 +2095,7 @@ class LlamaForCausalLM(Module):
         # now: set after the model was made too)
         tied = self.lm_head.weight is old.weight
         std = self.config.initializer_range
-        fresh = Embedding(n, old.embedding_dim, padding_idx=old.padding_idx if (old.padding_idx or 0) < n else None,
-                          dtype=old.weight.dtype, device=old.weight.device)
-        _resize_into(fresh, old.weight._array, std, mean_resizing)
-        # As transformers: the embedding module and its Parameter stay (their hooks -- enable_input_require_grads'
-        # -- and requires_grad with them), holding the new table.
-        old.weight.data = fresh.weight.data
-        old.num_embeddings = n
-        if old.padding_idx is not None and old.padding_idx >= n:
-            old.padding_idx = None
+        _resize_embedding(old, n, std, mean_resizing)
         if tied:  # transformers draws no new head: the embedding's table is the head's
             self.lm_head.weight = old.weight
             self.lm_head.out_features = n
@@ -2054,10 +2108,6 @@ class LlamaForCausalLM(Module):
                 self.lm_head.weight = old.weight
         self.config.vocab_size = n
         return old
-
-    def set_attn_implementation(self, attn_implementation):
-        """transformers' switch between "eager" and "sdpa" attention (see ``_attention_bias``)."""
-        self.config._attn_implementation = _attention_kind(attn_implementation)
 
     # --- gradient checkpointing (transformers' names) ---------------------------------------------
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
