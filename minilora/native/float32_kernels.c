@@ -487,6 +487,97 @@ void ml_mish_backward(const float *g, const float *restrict x, const float *rest
     }
 }
 
+/* ---- SLEEF's other double functions (torch's Vectorized<double> exp2, log1p, expm1, sinh, cosh, tanh, atanh, erf,
+ * atan2, hypot, pow): float32_math's NumPy ports (sleef_exp2_64, sleef_log1p64, ...) step for step in C, each
+ * product-and-sum a fused multiply-add where the port's is, so that both give the same bits. A double-double is
+ * an unevaluated sum hi + lo; the helpers below are the ports' _dd_* and _df_* steps. */
+typedef struct { double hi, lo; } dd;
+
+static inline dd dd_of(double hi, double lo) { dd r = {hi, lo}; return r; }
+
+/* Knuth's TwoSum: a + b exactly (float32_math.two_sum) */
+static inline dd dd_two_sum(double a, double b) {
+    double s = a + b, v = s - a;
+    return dd_of(s, (a - (s - v)) + (b - v));
+}
+
+/* x + y, y a double: TwoSum of the high parts, x's low part added (_df_add_float) */
+static inline dd dd_add_d(dd x, double y) {
+    double s = x.hi + y, v = s - x.hi;
+    return dd_of(s, ((x.hi - (s - v)) + (y - v)) + x.lo);
+}
+
+/* x + y with TwoSum of the high parts (_df_add) */
+static inline dd dd_add(dd x, dd y) {
+    double s = x.hi + y.hi, v = s - x.hi;
+    return dd_of(s, ((x.hi - (s - v)) + (y.hi - v)) + (x.lo + y.lo));
+}
+
+/* x + y where |x| >= |y| (_dd_add_fast) */
+static inline dd dd_add_fast(dd x, dd y) {
+    double s = x.hi + y.hi;
+    return dd_of(s, (((x.hi - s) + y.hi) + x.lo) + y.lo);
+}
+
+static inline dd dd_mul_d(dd x, double y) {
+    double s = x.hi * y;
+    return dd_of(s, fma(x.lo, y, fma(x.hi, y, -s)));
+}
+
+static inline dd dd_mul(dd x, dd y) {
+    double s = x.hi * y.hi;
+    return dd_of(s, fma(x.hi, y.lo, fma(x.lo, y.hi, fma(x.hi, y.hi, -s))));
+}
+
+static inline dd dd_square(dd x) {
+    double s = x.hi * x.hi;
+    return dd_of(s, fma(x.hi + x.hi, x.lo, fma(x.hi, x.hi, -s)));
+}
+
+static inline dd dd_reciprocal(dd d) {
+    double s = 1 / d.hi;
+    return dd_of(s, s * fma(-d.lo, s, fma(-d.hi, s, 1.0)));
+}
+
+static inline dd dd_divide(dd n, dd d) {
+    double t = 1 / d.hi, s = n.hi * t;
+    double u = fma(t, n.hi, -s), v = fma(-d.lo, t, fma(-d.hi, t, 1.0));
+    return dd_of(s, fma(s, v, fma(n.lo, t, u)));
+}
+
+static inline dd dd_sqrt(dd d) {
+    double t = sqrt(d.hi + d.lo), inverse = 1 / t;
+    dd square = dd_of(t * t, fma(t, t, -(t * t)));
+    dd s = dd_mul(dd_add(d, square), dd_of(inverse, inverse * fma(-t, inverse, 1.0)));
+    return dd_of(s.hi * 0.5, s.lo * 0.5);
+}
+
+/* u 2^q in two halves of q (_times_power_of_two: q clipped to +-2100, NaN 0) */
+static inline double times_power_of_two(double u, double q) {
+    int64_t k = q != q ? 0 : q > 2100 ? 2100 : q < -2100 ? -2100 : (int64_t)q;
+    return u * ldexp(1.0, (int)(k >> 1)) * ldexp(1.0, (int)(k - (k >> 1)));
+}
+
+static inline double mulsign64(double a, double b) { return a * copysign(1.0, b); }
+
+/* Estrin's scheme as float32_math._sleef_poly: coefficients highest power first, p = [x, x^2, x^4, x^8, x^16] */
+static inline double poly2(const double *p, const double *c) { return fma(p[0], c[0], c[1]); }
+static inline double poly3(const double *p, const double *c) { return fma(p[1], c[0], poly2(p, c + 1)); }
+static inline double poly4(const double *p, const double *c) { return fma(p[1], poly2(p, c), poly2(p, c + 2)); }
+static inline double poly5(const double *p, const double *c) { return fma(p[2], c[0], poly4(p, c + 1)); }
+static inline double poly7(const double *p, const double *c) { return fma(p[2], poly3(p, c), poly4(p, c + 3)); }
+static inline double poly8(const double *p, const double *c) { return fma(p[2], poly4(p, c), poly4(p, c + 4)); }
+static inline double poly9(const double *p, const double *c) { return fma(p[3], c[0], poly8(p, c + 1)); }
+static inline double poly10(const double *p, const double *c) { return fma(p[3], poly2(p, c), poly8(p, c + 2)); }
+static inline double poly16(const double *p, const double *c) { return fma(p[3], poly8(p, c), poly8(p, c + 8)); }
+static inline double poly21(const double *p, const double *c) { return fma(p[4], poly5(p, c), poly16(p, c + 5)); }
+
+#define LN2_HI 0.693147180559945286226764
+#define LN2_LO 2.319046813846299558417771e-17
+#define R_LN2_64 1.442695040888963407359924681001892137426645954152985934135449406931
+#define LN2_UPPER .69314718055966295651160180568695068359375
+#define LN2_LOWER .28235290563031577122588448175013436025525412068e-12
+
 /* ---- SLEEF's double exp (Sleef_expd8_u10, torch's Vectorized<double>::exp: float64 softmax, sigmoid, silu, ...),
  * float32_math.sleef_exp64's steps in the same order: q = rint(d / ln 2), s = d - q ln 2 in two fused steps, POLY10
  * by Estrin's scheme in fused multiply-adds (SLEEF's macro's grouping), three more, then times 2^q in two halves. */
@@ -496,19 +587,16 @@ static const double EXP64_POLY[10] = {0.2081276378237164457e-8, 0.25112107030422
                                       0.1666666666666669072e+0};
 
 static double sleef_exp64(double d) {
-    const double *c = EXP64_POLY;
-    double q = rint(d * 1.442695040888963407359924681001892137426645954152985934135449406931);
-    double s = fma(q, -.69314718055966295651160180568695068359375, d);
-    s = fma(q, -.28235290563031577122588448175013436025525412068e-12, s);
-    double s2 = s * s, s4 = s2 * s2, s8 = s4 * s4;
-    double u = fma(s8, fma(c[0], s, c[1]),
-                   fma(s4, fma(s2, fma(c[2], s, c[3]), fma(c[4], s, c[5])),
-                       fma(s2, fma(c[6], s, c[7]), fma(c[8], s, c[9]))));
+    double q = rint(d * R_LN2_64);
+    double s = fma(q, -LN2_UPPER, d);
+    s = fma(q, -LN2_LOWER, s);
+    double s2 = s * s, s4 = s2 * s2;
+    double p[4] = {s, s2, s4, s4 * s4};
+    double u = poly10(p, EXP64_POLY);
     u = fma(u, s, 0.5);
     u = fma(u, s, 1.0);
     u = fma(u, s, 1.0);
-    int64_t k = q != q ? 0 : q > 2100 ? 2100 : q < -2100 ? -2100 : (int64_t)q;  /* (inf -> the clip, NaN -> 0) */
-    u = u * ldexp(1.0, (int)(k >> 1)) * ldexp(1.0, (int)(k - (k >> 1)));
+    u = times_power_of_two(u, q);
     if (d > 709.78271289338397) u = INFINITY;
     if (d < -1000) u = 0.0;
     return u;
@@ -516,6 +604,315 @@ static double sleef_exp64(double d) {
 
 void ml_exp64(const double *x, double *out, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = sleef_exp64(x[i]);
+}
+
+static const double EXP2_64_POLY[10] = {
+    0.4434359082926529454e-9, 0.7073164598085707425e-8, 0.1017819260921760451e-6, 0.1321543872511327615e-5,
+    0.1525273353517584730e-4, 0.1540353045101147808e-3, 0.1333355814670499073e-2, 0.9618129107597600536e-2,
+    0.5550410866482046596e-1, 0.2402265069591012214e+0};
+
+static double sleef_exp2_64(double d) {
+    double q = rint(d), s = d - q, s2 = s * s, s4 = s2 * s2;
+    double p[4] = {s, s2, s4, s4 * s4};
+    double u = fma(fma(poly10(p, EXP2_64_POLY), s, 0.6931471805599452862e+0), s, 1.0);
+    u = times_power_of_two(u, q);
+    if (d >= 1024) u = INFINITY;
+    if (d < -2000) u = 0.0;
+    return u;
+}
+
+static const double LOG1P_64_POLY[7] = {0.1532076988502701353e+0, 0.1525629051003428716e+0, 0.1818605932937785996e+0,
+                                        0.2222214519839380009e+0, 0.2857142932794299317e+0, 0.3999999999635251990e+0,
+                                        0.6666666666667333541e+0};
+
+/* floor(log2 |v|) as AVX-512's getexp (frexp's exponent less one) */
+static inline double exponent_of(double v) { int e; frexp(v, &e); return e - 1; }
+
+static double sleef_log1p64(double d) {
+    if (d != d || d < -1) return NAN;
+    if (d == -1) return -INFINITY;
+    if (d == 0) return d;                                /* (-0 stays -0) */
+    if (d > 1e307) return log(d);                        /* (past SLEEF's bound: its log, here C's) */
+    double scaled = (d + 1) * (1 / 0.75), e = exponent_of(scaled);
+    double t = ldexp(1.0, -(int)e);
+    double m = fma(d, t, t - 1);
+    double s_hi = LN2_HI * e, s_lo = fma(LN2_LO, e, fma(LN2_HI, e, -s_hi));
+    double two_plus_m = 2 + m;
+    dd x = dd_divide(dd_of(m, 0.0), dd_of(two_plus_m, (2 - two_plus_m) + m));
+    double x2 = x.hi * x.hi, x4 = x2 * x2;
+    double p[4] = {x2, x4, x4 * x4, 0};
+    double poly = poly7(p, LOG1P_64_POLY);
+    double hi = s_hi + x.hi * 2;
+    s_lo = (((s_hi - hi) + x.hi * 2) + s_lo) + x.lo * 2;
+    double tail = (x2 * x.hi) * poly;
+    s_hi = hi;
+    hi = hi + tail;
+    return hi + (((s_hi - hi) + tail) + s_lo);
+}
+
+static const double EXPK2_64_POLY[10] = {
+    0.1602472219709932072e-9, 0.2092255183563157007e-8, 0.2505230023782644465e-7, 0.2755724800902135303e-6,
+    0.2755731892386044373e-5, 0.2480158735605815065e-4, 0.1984126984148071858e-3, 0.1388888888886763255e-2,
+    0.8333333333333347095e-2, 0.4166666666666669905e-1};
+
+/* e^y as a double-double (SLEEF's expk2 of (y, 0); both parts 0 below -1000) */
+static dd sleef_expk2_64(double y) {
+    double q = rint(y * R_LN2_64);
+    dd s = dd_add_d(dd_of(y, 0.0), q * -LN2_UPPER);
+    s = dd_add_d(s, q * -LN2_LOWER);
+    dd s2 = dd_square(s), s4 = dd_square(s2);
+    double p[4] = {s.hi, s2.hi, s4.hi, s4.hi * s4.hi};
+    double u = poly10(p, EXPK2_64_POLY);
+    dd t = dd_add_fast(dd_of(0.5, 0.0), dd_mul_d(s, 0.1666666666666666574e+0));
+    t = dd_add_fast(dd_of(1.0, 0.0), dd_mul(t, s));
+    t = dd_add_fast(dd_of(1.0, 0.0), dd_mul(t, s));
+    t = dd_add_fast(t, dd_mul_d(s4, u));
+    if (y < -1000) return dd_of(0.0, 0.0);
+    return dd_of(times_power_of_two(t.hi, q), times_power_of_two(t.lo, q));
+}
+
+static double sleef_expm1_64(double a) {
+    if (a > 709.782712893383996732223) return INFINITY;
+    if (a < -36.736800569677101399113302437) return -1.0;
+    if (a == 0) return a;
+    dd d = dd_add_d(sleef_expk2_64(a), -1.0);
+    return d.hi + d.lo;
+}
+
+/* which: 0 sinh, 1 cosh, 2 tanh */
+static double sleef_hyperbolic64(int which, double x) {
+    if (x != x) return x;
+    double y = fabs(x), out;
+    dd e = sleef_expk2_64(y), r = dd_reciprocal(e), minus_r = dd_of(-r.hi, -r.lo);
+    if (which == 2) {
+        dd d = dd_divide(dd_add(e, minus_r), dd_add(e, r));
+        out = d.hi + d.lo;
+        if (y > 18.714973875 || out != out) out = 1.0;
+    } else {
+        dd d = dd_add_fast(e, which == 1 ? r : minus_r);
+        out = (d.hi + d.lo) * 0.5;
+        if (y > 710 || out != out) out = INFINITY;
+    }
+    return which == 1 ? out : copysign(out, x);
+}
+
+static const double LOGK2_64_POLY[7] = {0.13860436390467167910856, 0.131699838841615374240845,
+                                        0.153914168346271945653214, 0.181816523941564611721589,
+                                        0.22222224632662035403996, 0.285714285511134091777308,
+                                        0.400000000000914013309483};
+
+/* ln of a double-double d > 0 as one (SLEEF's logk2) */
+static dd sleef_logk2_64(dd d) {
+    double e = exponent_of(d.hi * (1 / 0.75));
+    dd m = dd_of(ldexp(d.hi, -(int)e), ldexp(d.lo, -(int)e));
+    dd x = dd_divide(dd_add_d(m, -1.0), dd_add_d(m, 1.0));
+    dd x2 = dd_square(x);
+    double x4 = x2.hi * x2.hi;
+    double p[4] = {x2.hi, x4, x4 * x4, 0};
+    double t = fma(poly7(p, LOGK2_64_POLY), x2.hi, 0.666666666666664853302393);
+    dd s = dd_mul_d(dd_of(LN2_HI, LN2_LO), e);
+    s = dd_add_fast(s, dd_of(x.hi * 2, x.lo * 2));
+    return dd_add_fast(s, dd_mul_d(dd_mul(x2, x), t));
+}
+
+static double sleef_atanh64(double x) {
+    if (x != x) return x;
+    double y = fabs(x), out;
+    if (isinf(x) || y > 1) return NAN;
+    if (y == 1) {
+        out = INFINITY;
+    } else {
+        dd d = sleef_logk2_64(dd_divide(dd_two_sum(1.0, y), dd_two_sum(1.0, -y)));
+        out = (d.hi + d.lo) * 0.5;
+        if (out != out) return NAN;
+    }
+    return copysign(out, x);
+}
+
+static const double EXPK_64_POLY[10] = {
+    2.51069683420950419527139e-08, 2.76286166770270649116855e-07, 2.75572496725023574143864e-06,
+    2.48014973989819794114153e-05, 0.000198412698809069797676111, 0.0013888888939977128960529,
+    0.00833333333332371417601081, 0.0416666666665409524128449, 0.166666666666666740681535,
+    0.500000000000000999200722};
+
+/* e^d of a double-double, rounded to a double (SLEEF's expk; 0 below -1000) */
+static double sleef_expk64(dd d) {
+    double q = rint((d.hi + d.lo) * R_LN2_64);
+    dd s = dd_add_d(d, q * -LN2_UPPER);
+    s = dd_add_d(s, q * -LN2_LOWER);
+    double hi = s.hi + s.lo;
+    s = dd_of(hi, (s.hi - hi) + s.lo);
+    double s2 = s.hi * s.hi, s4 = s2 * s2;
+    double p[4] = {s.hi, s2, s4, s4 * s4};
+    double u = poly10(p, EXPK_64_POLY);
+    dd t = dd_add_fast(dd_of(1.0, 0.0), s);
+    t = dd_add_fast(t, dd_mul_d(dd_square(s), u));
+    return d.hi < -1000 ? 0.0 : times_power_of_two(t.hi + t.lo, q);
+}
+
+/* erf: |x| <= 2.5 as (1 + x P(x))^-16 - 1, beyond as e^(x P(x)) - 1 (SLEEF's erf_u1's two coefficient sets),
+ * P's low three coefficients double-doubles */
+static const double ERF_NEAR_POLY[21] = {
+    -0.2083271002525222097e-14, +0.7151909970790897009e-13, -0.1162238220110999364e-11, +0.1186474230821585259e-10,
+    -0.8499973178354613440e-10, +0.4507647462598841629e-9, -0.1808044474288848915e-8, +0.5435081826716212389e-8,
+    -0.1143939895758628484e-7, +0.1215442362680889243e-7, +0.1669878756181250355e-7, -0.9808074602255194288e-7,
+    +0.1389000557865837204e-6, +0.2945514529987331866e-6, -0.1842918273003998283e-5, +0.3417987836115362136e-5,
+    +0.3860236356493129101e-5, -0.3309403072749947546e-4, +0.1060862922597579532e-3, +0.2323253155213076174e-3,
+    +0.1490149719145544729e-3};
+static const double ERF_FAR_POLY[21] = {
+    -0.4024015130752621932e-18, +0.3847193332817048172e-16, -0.1749316241455644088e-14, +0.5029618322872872715e-13,
+    -0.1025221466851463164e-11, +0.1573695559331945583e-10, -0.1884658558040203709e-9, +0.1798167853032159309e-8,
+    -0.1380745342355033142e-7, +0.8525705726469103499e-7, -0.4160448058101303405e-6, +0.1517272660008588485e-5,
+    -0.3341634127317201697e-5, -0.2515023395879724513e-5, +0.6539731269664907554e-4, -0.3551065097428388658e-3,
+    +0.1210736097958368864e-2, -0.2605566912579998680e-2, +0.1252823202436093193e-2, +0.1820191395263313222e-1,
+    -0.1021557155453465954e+0};
+static const double ERF_NEAR_DD[3][2] = {{0.0092877958392275604405, 7.9287559463961107493e-19},
+                                         {0.042275531758784692937, 1.3785226620501016138e-19},
+                                         {0.07052369794346953491, 9.5846628070792092842e-19}};
+static const double ERF_FAR_DD[3][2] = {{-0.63691044383641748361, -2.4249477526539431839e-17},
+                                        {-1.1282926061803961737, -6.2970338860410996505e-17},
+                                        {-1.2261313785184804967e-05, -5.5329707514490107044e-22}};
+
+static double sleef_erf64(double a) {
+    double x = fabs(a), x2 = x * x, x4 = x2 * x2, x8 = x4 * x4;
+    int near = x <= 2.5;
+    const double (*c)[2] = near ? ERF_NEAR_DD : ERF_FAR_DD;
+    double p[5] = {x, x2, x4, x8, x8 * x8};
+    double t = poly21(p, near ? ERF_NEAR_POLY : ERF_FAR_POLY);
+    dd high = dd_add_fast(dd_of(c[0][0], c[0][1]), dd_mul_d(dd_of(t, 0.0), x));
+    dd low = dd_add_fast(dd_of(c[2][0], c[2][1]), dd_mul_d(dd_of(c[1][0], c[1][1]), x));
+    dd t2 = dd_add_fast(low, dd_mul_d(high, x2));
+    if (near) {
+        dd s = dd_mul_d(t2, x);
+        double hi = 1 + s.hi;
+        s = dd_of(hi, ((1 - hi) + s.hi) + s.lo);
+        for (int k = 0; k < 4; k++) s = dd_square(s);
+        t2 = dd_reciprocal(s);
+    } else {
+        t2 = dd_of(sleef_expk64(t2), 0.0);
+    }
+    t2 = dd_add_d(t2, -1.0);
+    double z = -(t2.hi + t2.lo);
+    if (x < 1e-8) z = x * 1.12837916709551262756245475959;
+    if (x >= 6) z = 1.0;
+    if (isinf(a)) z = 1.0;
+    if (a == 0) z = 0.0;
+    return mulsign64(z, a);
+}
+
+static const double ATAN2_64_POLY[16] = {
+    1.06298484191448746607415e-05, -0.000125620649967286867384336, 0.00070557664296393412389774,
+    -0.00251865614498713360352999, 0.00646262899036991172313504, -0.0128281333663399031014274,
+    0.0208024799924145797902497, -0.0289002344784740315686289, 0.0359785005035104590853656,
+    -0.041848579703592507506027, 0.0470843011653283988193763, -0.0524914210588448421068719,
+    0.0587946590969581003860434, -0.0666620884778795497194182, 0.0769225330296203768654095,
+    -0.0909090442773387574781907};
+static const double ATAN2_64_HORNER[4] = {0.111111108376896236538123, -0.142857142756268568062339,
+                                          0.199999999997977351284817, -0.333333333333317605173818};
+
+/* the angle of (x, y), y >= 0, as a double-double (SLEEF's atan2k_u1) */
+static dd sleef_atan2k_64(double y, double x) {
+    double q = x < 0 ? -2.0 : 0.0;
+    x = fabs(x);
+    int swap = x < y;
+    if (swap) q += 1;
+    dd s = dd_divide(dd_of(swap ? -x : y, 0.0), dd_of(swap ? y : x, 0.0));
+    dd t = dd_square(s);
+    double hi = t.hi + t.lo;
+    t = dd_of(hi, (t.hi - hi) + t.lo);
+    double t2 = t.hi * t.hi, t4 = t2 * t2;
+    double p[4] = {t.hi, t2, t4, t4 * t4};
+    double u = poly16(p, ATAN2_64_POLY);
+    for (int k = 0; k < 4; k++) u = fma(u, t.hi, ATAN2_64_HORNER[k]);
+    t = dd_add_fast(s, dd_mul_d(dd_mul(s, t), u));
+    return dd_add_fast(dd_mul_d(dd_of(1.570796326794896557998982, 6.12323399573676603586882e-17), q), t);
+}
+
+static double sleef_atan2_64(double y, double x) {
+    const double half_pi = 1.5707963267948966;
+    int tiny = fabs(x) < 5.5626846462680083984e-309;   /* (both scaled up by 2^53 first) */
+    double xs = tiny ? x * 9007199254740992.0 : x, ys = tiny ? y * 9007199254740992.0 : y;
+    dd d = sleef_atan2k_64(fabs(ys), xs);
+    double r = mulsign64(d.hi + d.lo, xs);
+    if (isinf(x) || x == 0) r = half_pi - (isinf(x) ? mulsign64(half_pi, x) : 0.0);
+    if (isinf(ys)) r = half_pi - (isinf(x) ? mulsign64(0.7853981633974483, x) : 0.0);
+    if (y == 0) r = signbit(x) ? 3.141592653589793 : 0.0;
+    return x != x || y != y ? NAN : mulsign64(r, y);
+}
+
+static double sleef_hypot64(double x, double y) {
+    x = fabs(x), y = fabs(y);
+    if (x == INFINITY || y == INFINITY) return INFINITY;
+    if (x != x || y != y) return NAN;
+    double low = x < y ? x : y, high = x < y ? y : x;
+    if (low == 0) return high;
+    int tiny = high < 2.2250738585072014e-308;
+    double n = tiny ? low * 18014398509481984.0 : low, d = tiny ? high * 18014398509481984.0 : high;
+    dd t = dd_divide(dd_of(n, 0.0), dd_of(d, 0.0));
+    t = dd_mul_d(dd_sqrt(dd_add_d(dd_square(t), 1.0)), high);
+    double out = t.hi + t.lo;
+    return out != out ? INFINITY : out;
+}
+
+static const double LOGK_64_POLY[9] = {
+    0.116255524079935043668677, 0.103239680901072952701192, 0.117754809412463995466069, 0.13332981086846273921509,
+    0.153846227114512262845736, 0.181818180850050775676507, 0.222222222230083560345903, 0.285714285714249172087875,
+    0.400000000000000077715612};
+
+/* ln d of d > 0 as a double-double (SLEEF's logk, AVX-512's branch: getexp, getmant) */
+static dd sleef_logk64(double d) {
+    double e = isinf(d) ? 1024.0 : exponent_of(d * (1 / 0.75));
+    int ignored;
+    double fraction = frexp(d, &ignored);               /* in [0.5, 1) */
+    double m = fraction < 0.75 ? fraction * 2 : fraction;  /* getmant: [0.75, 1.5) */
+    dd x = dd_divide(dd_two_sum(-1.0, m), dd_two_sum(1.0, m));
+    dd x2 = dd_square(x);
+    double x4 = x2.hi * x2.hi, x8 = x4 * x4;
+    double p[4] = {x2.hi, x4, x8, x8 * x8};
+    double t = poly9(p, LOGK_64_POLY);
+    dd s = dd_mul_d(dd_of(LN2_HI, LN2_LO), e);
+    s = dd_add_fast(s, dd_of(x.hi * 2, x.lo * 2));
+    x = dd_mul(x2, x);
+    s = dd_add_fast(s, dd_mul(x, dd_of(0.666666666666666629659233, 3.80554962542412056336616e-17)));
+    x = dd_mul(x2, x);
+    return dd_add_fast(s, dd_mul_d(x, t));
+}
+
+static double sleef_pow64(double x, double y) {
+    int is_int = rint(y) == y, is_odd = is_int && rint(y * 0.5) != y * 0.5;
+    if (y == 0 || x == 1) return 1.0;
+    if (x != x || y != y) return NAN;
+    if (isinf(x) || x == 0) return (is_odd ? mulsign64(1.0, x) : 1.0) * ((x == 0 ? -y : y) < 0 ? 0.0 : INFINITY);
+    if (isinf(y)) {
+        double efx = mulsign64(fabs(x) - 1, y);
+        return efx < 0 ? 0.0 : efx == 0 ? 1.0 : INFINITY;
+    }
+    dd d = dd_mul_d(sleef_logk64(fabs(x)), y);
+    double result = d.hi > 709.78271114955742909217217426 ? INFINITY : sleef_expk64(d);
+    return result * (x > 0 ? 1.0 : is_int ? (is_odd ? -1.0 : 1.0) : NAN);
+}
+
+/* float32_math._SLEEF64_UNARY's numbering */
+void ml_sleef64(int which, const double *restrict x, double *restrict out, size_t n) {
+    switch (which) {
+    case 0: for (size_t i = 0; i < n; i++) out[i] = sleef_exp2_64(x[i]); break;
+    case 1: for (size_t i = 0; i < n; i++) out[i] = sleef_log1p64(x[i]); break;
+    case 2: for (size_t i = 0; i < n; i++) out[i] = sleef_expm1_64(x[i]); break;
+    case 3: case 4: case 5: for (size_t i = 0; i < n; i++) out[i] = sleef_hyperbolic64(which - 3, x[i]); break;
+    case 6: for (size_t i = 0; i < n; i++) out[i] = sleef_atanh64(x[i]); break;
+    case 7: for (size_t i = 0; i < n; i++) out[i] = sleef_erf64(x[i]); break;
+    default: break;
+    }
+}
+
+/* float32_math._SLEEF64_BINARY's numbering */
+void ml_sleef64_2(int which, const double *restrict x, const double *restrict y, double *restrict out, size_t n) {
+    switch (which) {
+    case 0: for (size_t i = 0; i < n; i++) out[i] = sleef_atan2_64(x[i], y[i]); break;
+    case 1: for (size_t i = 0; i < n; i++) out[i] = sleef_hypot64(x[i], y[i]); break;
+    case 2: for (size_t i = 0; i < n; i++) out[i] = sleef_pow64(x[i], y[i]); break;
+    default: break;
+    }
 }
 
 /* ---- MKL's float32 sqrt, as torch's CPU build runs it on an Intel CPU with AVX-512 --------------------------
