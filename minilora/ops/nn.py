@@ -3078,7 +3078,7 @@ def _per_channel(t, ndim):
 def _running_stats_as_aten(input, running_mean, running_var):
     """Whether ``_update_running_as_aten`` applies: a C-contiguous float32 batch with float32 statistics."""
     stats = [t for t in (running_mean, running_var) if t is not None]
-    return (stats and input.dtype == np.float32 and all(t.dtype == np.float32 for t in stats)
+    return (stats and input.dtype in (np.float32, np.float64) and all(t.dtype == input.dtype for t in stats)
             and not input.is_meta and _aten_kernel_view(input._array) is not None)  # (meta: no statistics to read)
 
 
@@ -3087,8 +3087,14 @@ def _update_running_as_aten(x, count, running_mean, running_var, momentum):
     and the sum of squared deviations ``var_sum`` as ATen collects them (``_aten_batch_stats``), then
     ``running_mean = m * mean + (1 - m) * running_mean`` in float and
     ``running_var = fma(m, var_sum / (n - 1), (1 - m) * running_var)``, m the momentum as a float and 1 - m
-    computed in float."""
+    computed in float. float64: ``momentum * new + (1 - momentum) * old``, no multiply-add fused."""
     mean, var_sum = _aten_batch_stats(_aten_kernel_view(x), count)
+    if x.dtype == np.float64:
+        for stat, new in ((running_mean, mean), (running_var, var_sum / (count - 1))):
+            if stat is not None:
+                blended = momentum * new + (1 - momentum) * stat._array
+                stat.copy_(Tensor._make(blended, stat._device, False, None))
+        return
     m = np.float32(momentum)
     keep = np.float32(1) - m  # (in float: 1 - 1/3 rounds otherwise than float(2/3))
     if running_mean is not None:
@@ -3099,13 +3105,14 @@ def _update_running_as_aten(x, count, running_mean, running_var, momentum):
         running_var.copy_(Tensor._make(blended, running_var._device, False, None))
 
 
-def _strided_float32(input, *stats):
-    """A float32 batch laid out for neither of torch's batch-norm kernels (a slice, a permutation): its
-    ``batch_norm_cpu_update_stats_template`` and ``batch_norm_backward_cpu_template`` run their own loops
-    (``_strided_var_sum``, ``_batch_norm_backward_serial``), float32 statistics beside it."""
+def _strided_batch(input, *stats):
+    """A float32 or float64 batch laid out for neither of torch's batch-norm kernels (a slice, a permutation;
+    float64: any but C-contiguous): its ``batch_norm_cpu_update_stats_template`` and
+    ``batch_norm_backward_cpu_template`` run their own loops (``_strided_var_sum``, ``_batch_norm_backward_serial``),
+    statistics of its dtype beside it."""
     x = input._array
-    return (type(x) is np.ndarray and x.dtype == np.float32 and x.ndim > 1 and not input.is_meta
-            and _aten_kernel_view(x) is None and all(t.dtype == np.float32 for t in stats))
+    return (type(x) is np.ndarray and x.dtype in (np.float32, np.float64) and x.ndim > 1 and not input.is_meta
+            and _aten_kernel_view(x) is None and all(t.dtype == x.dtype for t in stats))
 
 
 def _update_running_strided(x, mean, count, running_mean, running_var, momentum):
@@ -3117,29 +3124,62 @@ def _update_running_strided(x, mean, count, running_mean, running_var, momentum)
     for stat, new in news:
         if stat is not None:
             blended = momentum * new + (1 - momentum) * stat._array.astype(np.float64)
-            stat.copy_(Tensor._make(blended.astype(np.float32), stat._device, False, None))
+            stat.copy_(Tensor._make(blended.astype(stat.dtype), stat._device, False, None))
 
 
 def _strided_var_sum(x, mean):
     """Each channel's sum of squared deviations as torch's non-contiguous batch-norm loop adds it: in double, one
     element after another in memory order (``cpu_serial_kernel``: ``var_sum += (i - mean) * (i - mean)``)."""
-    others = [d for d in range(x.ndim) if d != 1]
-    order = sorted(others, key=lambda d: -abs(x.strides[d]))  # (TensorIterator's: outermost stride first)
-    rows = np.transpose(x, [1] + order).reshape(x.shape[1], -1).astype(np.float64)
+    rows = _in_memory_order(x, x).astype(np.float64)
     centred = rows - mean.astype(np.float64)[:, None]
     return np.cumsum(centred * centred, axis=1)[:, -1]  # (a running sum: in order, not pairwise)
+
+
+def _in_memory_order(values, x):
+    """``values`` (of ``x``'s shape [N, C, ...]) as [C, N * ...] rows, each channel's elements in the order
+    TensorIterator walks ``x``'s (``_iteration_order``)."""
+    order = _iteration_order(x, [d for d in range(x.ndim) if d != 1])
+    return np.transpose(np.broadcast_to(values, x.shape), [1] + order).reshape(x.shape[1], -1)
+
+
+def _iteration_order(x, dims):
+    """``dims`` of ``x`` outermost first as TensorIterator's reorder_dimensions sorts them: an insertion sort from
+    the innermost, a dimension moved outwards past one of smaller stride (of equal stride, past a shorter one),
+    a broadcast dimension (stride 0) compared with none, so it keeps its place (an expanded batch stays outermost,
+    where sorting by stride put it innermost: ~50% of such a batch's outputs an ulp off)."""
+    def compare(inner, outer):  # (1: swap them, -1: in order, 0: undecided, look further out)
+        a, b = abs(x.strides[inner]), abs(x.strides[outer])
+        if a == 0 or b == 0:
+            return 0
+        if a != b:
+            return 1 if a > b else -1
+        return 1 if x.shape[inner] > x.shape[outer] else 0
+    perm = list(reversed(dims))  # (innermost first)
+    for i in range(1, len(perm)):
+        moving = i
+        for j in range(i - 1, -1, -1):
+            comparison = compare(perm[j], perm[moving])
+            if comparison > 0:
+                perm[j], perm[moving] = perm[moving], perm[j]
+                moving = j
+            elif comparison < 0:
+                break
+    return list(reversed(perm))
 
 
 def _aten_kernel_view(x):
     """The array torch's float32 batch-norm kernels read ``x`` [N, C, ...] as: ``x`` itself where it takes the
     contiguous kernel (C-contiguous, more than one element per sample and channel), [N * H * W, C] rows where
     it takes the channels-last one (a channels_last(_3d) input, or one element per sample and channel: [N, C],
-    NC11), None for any other layout."""
+    NC11), None for any other layout. float64: the contiguous kernel's ``x`` only (its channels-last kernel's
+    double sums are not modelled)."""
     if type(x) is not np.ndarray or x.ndim < 2:
         return None
     n, c = x.shape[:2]
     if x.flags.c_contiguous and x.size > n * c:
         return x
+    if x.dtype == np.float64:
+        return None
     rows = np.moveaxis(x, 1, -1)
     if rows.flags.c_contiguous or (x.flags.c_contiguous and x.size == n * c):
         return np.ascontiguousarray(rows).reshape(-1, c)
@@ -3151,6 +3191,8 @@ def aten_training_statistics(view, count, eps):
     returns): ATen's mean and var_sum of ``view`` (``_aten_kernel_view``'s), invstd = 1 / sqrt(var_sum / n + eps)
     with the quotient in float, the rest in double."""
     mean, var_sum = _aten_batch_stats(view, count)
+    if view.dtype == np.float64:
+        return mean, 1 / np.sqrt(var_sum / count + eps)
     return mean, (1 / np.sqrt((var_sum / np.float32(count)).astype(np.float64) + eps)).astype(np.float32)
 
 
@@ -3160,7 +3202,10 @@ def _aten_batch_stats(x, count):
     double over N, divided and rounded to float, and the float squares ``(x - mean)^2`` added in double. A
     [N, C] batch is read as channels-last (its channels_last_impl): the rows cut into one chunk per thread
     (``at::parallel_for(0, N, 1)``, torch's thread count taken as ``parallel.num_threads()``), each chunk's
-    rows added in float32 in order (squares by fused multiply-adds), the chunks' sums added in double."""
+    rows added in float32 in order (squares by fused multiply-adds), the chunks' sums added in double. float64:
+    ``_aten_batch_stats64``."""
+    if x.dtype == np.float64:
+        return _aten_batch_stats64(x, count)
     if x.ndim > 2:
         axes = (0,) + tuple(range(2, x.ndim))
         mean = (x.sum(axis=axes, dtype=np.float64) / count).astype(np.float32)
@@ -3174,6 +3219,30 @@ def _aten_batch_stats(x, count):
     for s in starts:  # (a row at a time: each fused multiply-add rounds)
         squares += float32_sums.fma_square_columns(centred[s:s + chunk])
     return mean, squares.astype(np.float32)
+
+
+def _aten_batch_stats64(x, count):
+    """(mean, var_sum) of each channel of a C-contiguous float64 [N, C, ...] batch as the contiguous kernel
+    (batch_norm_cpu_collect_stats_contiguous_impl) adds them in double: the elements one after another, sample by
+    sample, the sum divided by n; then the squares ``(x - mean)^2`` one after another, where torch's build fuses the
+    square of a sample's odd last element into the running sum (its loop takes the elements in pairs: measured,
+    ~1.5% of variances an ulp off otherwise)."""
+    n, c = x.shape[:2]
+    rows = x.reshape(n, c, -1)
+    width = rows.shape[2]
+    in_order = np.moveaxis(rows, 0, 1).reshape(c, -1)
+    mean = np.cumsum(in_order, axis=1)[:, -1] / count  # (cumsum: left to right, where sum is pairwise)
+    centred = rows - mean[None, :, None]
+    pairs = width - width % 2
+    squares = centred[:, :, :pairs] * centred[:, :, :pairs]
+    if pairs == width:
+        return mean, np.cumsum(np.moveaxis(squares, 0, 1).reshape(c, -1), axis=1)[:, -1]
+    var_sum = np.zeros(c)
+    for sample in range(n):
+        var_sum = np.cumsum(np.concatenate([var_sum[:, None], squares[sample]], axis=1), axis=1)[:, -1]
+        last = centred[sample, :, -1]
+        var_sum = float32_math.fused_multiply_add64(last, last, var_sum)
+    return mean, var_sum
 
 
 def _blend_(stat, new, momentum):
@@ -3268,7 +3337,7 @@ def _batch_norm(input, running_mean, running_var, weight, bias, training, moment
         with no_grad():
             if count and _running_stats_as_aten(input, running_mean, running_var):
                 _update_running_as_aten(input._array, count, running_mean, running_var, momentum)
-            elif count and _strided_float32(input, *[t for t in (running_mean, running_var) if t is not None]):
+            elif count and _strided_batch(input, *[t for t in (running_mean, running_var) if t is not None]):
                 _update_running_strided(input._array, mean._array.reshape(-1), count, running_mean, running_var,
                                         momentum)
             else:
@@ -3286,14 +3355,33 @@ def _batch_norm(input, running_mean, running_var, weight, bias, training, moment
     if bias is not None:
         out = out + _per_channel(bias, input.ndim)
     exact = _batch_norm_as_aten(input, running_mean, running_var, weight, bias, training, eps)
-    if exact is None and _strided_float32(input, *[t for t in (running_mean, running_var, weight, bias) if t is not None]):
-        exact = out._array  # (the composed values are torch's loop's; its backward is the serial one)
+    if exact is None and _strided_batch(input, *[t for t in (running_mean, running_var, weight, bias) if t is not None]):
+        exact = out._array  # (float32: the composed values are torch's loop's; its backward is the serial one)
+        if input.dtype == np.float64:
+            exact = _strided_values64(input, running_mean, running_var, weight, bias, training, eps)
     if exact is None:
         return out
     gradients = _batch_norm_backward_as_aten(input, running_mean, running_var, weight, training, eps)
     if gradients is None:
         return KernelValues.apply(out, values=exact)
     return KernelGradients.apply(out, input, weight, bias, values=exact, gradients=gradients)
+
+
+def _strided_values64(input, running_mean, running_var, weight, bias, training, eps):
+    """A float64 batch norm's output where torch's transform runs its TensorIterator loop (``_strided_batch``):
+    ``((x - mean) * invstd) * w + b``, each step rounded; training's mean at::mean's and invstd = 1 / sqrt(var_sum /
+    n + eps) with the serial loop's var_sum, eval's 1 / sqrt(running_var + eps)."""
+    x = input._array
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    if training:
+        mean = input.mean((0,) + tuple(range(2, x.ndim)))._array
+        invstd = 1 / np.sqrt(_strided_var_sum(x, mean) / (x.size // x.shape[1]) + eps)
+    else:
+        mean, invstd = running_mean._array, 1 / np.sqrt(running_var._array + eps)
+    out = (x - mean.reshape(shape)) * invstd.reshape(shape)
+    if weight is not None:
+        out = out * weight._array.reshape(shape)
+    return out if bias is None else out + bias._array.reshape(shape)
 
 
 class KernelValues(Clone):
@@ -3331,24 +3419,25 @@ class KernelGradients(Function):
 def _batch_norm_backward_as_aten(input, running_mean, running_var, weight, training, eps):
     """torch 2.13's float32 batch-norm backward (``batch_norm_cpu_backward_kernel``) as a function of (g, needs)
     for ``KernelGradients``: its contiguous kernel or its channels-last one (``_aten_kernel_view``), with the
-    statistics its forward saved. None where the kernel is another (the composed gradients stand)."""
+    statistics its forward saved. None where the kernel is another (the composed gradients stand). float64: the
+    contiguous kernel and the serial loops (``_strided_batch``)."""
     x = input._array
     view = _aten_kernel_view(x)
-    strided = _strided_float32(input, *[t for t in (running_mean, running_var, weight) if t is not None])
+    strided = _strided_batch(input, *[t for t in (running_mean, running_var, weight) if t is not None])
     if (view is None and not strided) or float32_math.CPU_CAPABILITY == "default":
         return None
     c = x.shape[1]
     count = x.size // c
     if strided and training:  # (at::mean's mean, the serial loop's var_sum; invstd in double, stored as float)
         mean = input.mean((0,) + tuple(range(2, x.ndim)))._array
-        invstd = (1 / np.sqrt(_strided_var_sum(x, mean) / count + eps)).astype(np.float32)
+        invstd = (1 / np.sqrt(_strided_var_sum(x, mean) / count + eps)).astype(x.dtype)
     elif training:
         mean, invstd = aten_training_statistics(view, count, eps)
     else:
         mean = running_mean._array  # (the backward's 1 / std::sqrt(running_var[c] + eps): eps a double, so the root
-        invstd = (1 / np.sqrt(running_var._array.astype(np.float64) + eps)).astype(np.float32)  # in double, stored
+        invstd = (1 / np.sqrt(running_var._array.astype(np.float64) + eps)).astype(x.dtype)  # in double, stored
         # as float, where the forward kernel's is float's)
-    w = np.ones(c, np.float32) if weight is None else weight._array
+    w = np.ones(c, x.dtype) if weight is None else weight._array
     kernel = _batch_norm_backward_contiguous if view is x else _batch_norm_backward_channels_last
 
     def gradients(g, needs):
@@ -3364,56 +3453,64 @@ def _batch_norm_backward_as_aten(input, running_mean, running_var, weight, train
 def _batch_norm_backward_serial(g, needs, x, mean, invstd, w, training):
     """batch_norm_backward_cpu_template's own loops, where the gradient is laid out otherwise than the input
     (ATen's kernels want both alike; a gradient expanded from a sum is neither): gb = torch's sum of dy (in dy's
-    layout); dotp the float products (x - mean) * dy added in double, gw = dotp * invstd in double; dx =
-    (dy - gb / n - (x - mean) * k) * invstd * w with k = float(dotp) * invstd * invstd / n, each step rounded
-    (training), dy * invstd * w (eval)."""
+    layout); dotp the products (x - mean) * dy added in double (float64's one after another in the input's memory
+    order, unfused: ``_in_memory_order``), gw = dotp * invstd in double; dx = (dy - gb / n - (x - mean) * k) *
+    invstd * w with k = dotp * invstd * invstd / n in the input's dtype, each step rounded (training), dy *
+    invstd * w (eval)."""
     c = x.shape[1]
+    dtype = x.dtype.type
     axes = (0,) + tuple(range(2, x.ndim))
     shape = (1, c) + (1,) * (x.ndim - 2)
     count = x.size // c
     centred = x - mean.reshape(shape)
     total = float32_sums.torch_order_sum(g, axes)
-    dotp = (centred * g).sum(axis=axes, dtype=np.float64)
+    if dtype is np.float64:
+        dotp = np.cumsum(_in_memory_order(centred * g, x), axis=1)[:, -1]  # (cumsum: in order)
+    else:
+        dotp = (centred * g).sum(axis=axes, dtype=np.float64)  # (float products: exact in double, any order)
     gx = None
     if needs[0]:
         if training:
-            k = dotp.astype(np.float32) * invstd * invstd / np.float32(count)
-            gx = (g - (total / np.float32(count)).reshape(shape) - centred * k.reshape(shape))
+            k = dotp.astype(dtype) * invstd * invstd / dtype(count)
+            gx = (g - (total / dtype(count)).reshape(shape) - centred * k.reshape(shape))
             gx = gx * invstd.reshape(shape) * w.reshape(shape)
         else:
             gx = g * invstd.reshape(shape) * w.reshape(shape)
-    gw = (dotp * invstd).astype(np.float32) if needs[1] else None
+    gw = (dotp * invstd).astype(dtype) if needs[1] else None
     return gx, gw, total if needs[2] else None
 
 
 def _batch_norm_backward_contiguous(g, needs, x, mean, invstd, w, training):
     """``batch_norm_cpu_backward_contiguous_impl`` (measured on torch's AVX-512 build, whose kernel is the AVX2
-    one: 8 floats a vector): per sample and channel ``vec::reduce_all`` of dy and ``map2_reduce_all`` of
-    ``(x - mean) * dy`` (``fastmath.lane_sum``, the partial vector fused), each added into a double; then
+    one: 8 floats or 4 doubles a vector): per sample and channel ``vec::reduce_all`` of dy and ``map2_reduce_all``
+    of ``(x - mean) * dy`` (``fastmath.lane_sum``, the partial vector fused), each added into a double; then
     gb = sum, gw = dotp * invstd in double; dx = fma(-(x - mean), k, dy - sum / N) * invstd * w with
-    k = float(dotp) * invstd * invstd / N in float (training), dy * invstd * w (eval)."""
+    k = float(dotp) * invstd * invstd / N in float (training), dy * invstd * w (eval). float64: all of it in
+    double."""
     n, c = x.shape[:2]
     count = x.size // c
+    dtype = x.dtype.type
     shape = (1, c) + (1,) * (x.ndim - 2)
     dys, xs = np.ascontiguousarray(g).reshape(n, c, -1), x.reshape(n, c, -1)
     total, dotp = np.zeros(c), np.zeros(c)
+    lanes = 32 // x.itemsize
     for i in range(n):  # (one sample after another, each sample's sums added into doubles)
-        total += fastmath.lane_sum(np.ascontiguousarray(dys[i]), lanes=8)
+        total += fastmath.lane_sum(np.ascontiguousarray(dys[i]), lanes=lanes)
         dotp += fastmath.lane_sum(np.ascontiguousarray(xs[i] - mean[:, None]), np.ascontiguousarray(dys[i]),
-                                  fuse_tail=True, lanes=8)
+                                  fuse_tail=True, lanes=lanes)
     gx = None
     if needs[0]:
         scale = np.broadcast_to(invstd.reshape(shape), x.shape)
         if training:
-            k = dotp.astype(np.float32) * invstd * invstd / np.float32(count)
-            shifted = g - (total / count).astype(np.float32).reshape(shape)
-            gx = float32_math.fused_multiply_add(-(x - mean.reshape(shape)), np.broadcast_to(k.reshape(shape), x.shape),
-                                                 shifted)
+            k = dotp.astype(dtype) * invstd * invstd / dtype(count)
+            shifted = g - (total / count).astype(dtype).reshape(shape)
+            fma = float32_math.fused_multiply_add64 if dtype is np.float64 else float32_math.fused_multiply_add
+            gx = fma(-(x - mean.reshape(shape)), np.broadcast_to(k.reshape(shape), x.shape), shifted)
             gx = gx * scale * w.reshape(shape)
         else:
             gx = g * scale * w.reshape(shape)
-    gw = (dotp * invstd).astype(np.float32) if needs[1] else None
-    gb = total.astype(np.float32) if needs[2] else None
+    gw = (dotp * invstd).astype(dtype) if needs[1] else None
+    gb = total.astype(dtype) if needs[2] else None
     return gx, gw, gb
 
 
@@ -3459,25 +3556,26 @@ def _batch_norm_as_aten(input, running_mean, running_var, weight, bias, training
     which fuse its multiply-adds): per channel alpha = invstd * weight and beta = fma(-mean, alpha, bias), then
     fma(x, alpha, beta). Training: ATen's batch mean and var_sum (``_aten_batch_stats``), invstd = 1 / sqrt(var_sum
     / n + eps) with the quotient in float, the rest in double; eval: 1 / sqrt(running_var + eps) in float. None
-    where this is not that kernel (another dtype or layout, a default build): the composed formula stands."""
+    where this is not that kernel (another dtype or layout, a default build): the composed formula stands. float64
+    (its contiguous kernel): the same steps in double."""
     x = input._array
     params = [t for t in (weight, bias) if t is not None]
     stats = [] if training else [running_mean, running_var]
-    if not (float32_math.FUSED_MULTIPLY_ADD and type(x) is np.ndarray and x.dtype == np.float32 and not input.is_meta
-            and _aten_kernel_view(x) is not None  # (meta: shapes only, the composed ops' meta rules give them)
-            and all(type(t._array) is np.ndarray and t.dtype == np.float32 for t in params + stats)):
+    if not (float32_math.FUSED_MULTIPLY_ADD and type(x) is np.ndarray and x.dtype in (np.float32, np.float64)
+            and not input.is_meta and _aten_kernel_view(x) is not None  # (meta: shapes only, the composed ops'
+            and all(type(t._array) is np.ndarray and t.dtype == x.dtype for t in params + stats)):  # meta rules)
         return None
     count = x.size // x.shape[1]
     if training:
         mean, invstd = aten_training_statistics(_aten_kernel_view(x), count, eps)
     else:
         mean = running_mean._array
-        invstd = np.float32(1) / np.sqrt(running_var._array + np.float32(eps))
+        invstd = x.dtype.type(1) / np.sqrt(running_var._array + x.dtype.type(eps))
     alpha = invstd if weight is None else invstd * weight._array
-    beta = -mean * alpha if bias is None else float32_math.fused_multiply_add(-mean, alpha, bias._array)
+    fma = float32_math.fused_multiply_add64 if x.dtype == np.float64 else float32_math.fused_multiply_add
+    beta = -mean * alpha if bias is None else fma(-mean, alpha, bias._array)
     shape = (1, -1) + (1,) * (x.ndim - 2)
-    return float32_math.fused_multiply_add(x, np.broadcast_to(alpha.reshape(shape), x.shape),
-                                           np.broadcast_to(beta.reshape(shape), x.shape))
+    return fma(x, np.broadcast_to(alpha.reshape(shape), x.shape), np.broadcast_to(beta.reshape(shape), x.shape))
 
 
 def _all_16bit_parameters(input, *params):
