@@ -3815,14 +3815,17 @@ def _group_norm_as_aten(input, num_groups, weight, bias, eps):
     (torch's ``X.contiguous()``) for the contiguous one: each group's mean and variance by RowwiseMoments
     (``float32_sums.row_moments``), rstd = 1 / sqrt(var + eps) in double, then ``(x - mean) * rstd`` without
     weight and bias, else scale = rstd * weight, bias' = fma(-scale, mean, bias) per channel and fma(x, scale,
-    bias'). None elsewhere (the composed formula stands)."""
+    bias'). None elsewhere (the composed formula stands). float64: the contiguous kernel in double (its
+    channels-last one is not modelled)."""
     x = input._array
     params = [t for t in (weight, bias) if t is not None]
-    if not (float32_math.FUSED_MULTIPLY_ADD and type(x) is np.ndarray and x.dtype == np.float32 and x.ndim >= 2
-            and not input.is_meta  # (meta: shapes only, the composed ops' meta rules give them)
-            and x.size and all(type(t._array) is np.ndarray and t.dtype == np.float32 for t in params)):
+    if not (float32_math.FUSED_MULTIPLY_ADD and type(x) is np.ndarray and x.dtype in (np.float32, np.float64)
+            and x.ndim >= 2 and not input.is_meta  # (meta: shapes only, the composed ops' meta rules give them)
+            and x.size and all(type(t._array) is np.ndarray and t.dtype == x.dtype for t in params)):
         return None
     w, b = (None if t is None else t._array for t in (weight, bias))
+    if _channels_last.applies(x) and x.dtype == np.float64:
+        return None
     if _channels_last.applies(x):
         rows = _channels_last.rows_of(x)
         mean, rstd = _channels_last.statistics(rows, num_groups, eps)
@@ -3849,20 +3852,28 @@ def group_statistics_as_torch(x, num_groups, eps):
 
 
 def _group_norm_values(x, num_groups, mean, rstd, weight, bias):
-    """The kernel's float32 output from each group's float32 ``mean`` and ``rstd`` ([N * G]): ``(x - mean) * rstd``
-    without weight and bias, else scale = rstd * weight, bias' = fma(-scale, mean, bias) per channel and
-    fma(x, scale, bias')."""
+    """The kernel's float32 (float64) output from each group's ``mean`` and ``rstd`` ([N * G]) of that dtype:
+    ``(x - mean) * rstd`` without weight and bias, else scale = rstd * weight, bias' = fma(-scale, mean, bias) per
+    channel and fma(x, scale, bias')."""
     n, c = x.shape[:2]
+    dtype, fma = _dtype_and_fma(x)
     per_channel = (n, c) + (1,) * (x.ndim - 2)
     mean, rstd = (np.repeat(v.reshape(n, num_groups), c // num_groups, axis=1).reshape(per_channel)
                   for v in (mean, rstd))
     if weight is None and bias is None:
         return (x - mean) * rstd
-    scale = rstd if weight is None else rstd * weight.astype(np.float32).reshape((1, c) + (1,) * (x.ndim - 2))
+    scale = rstd if weight is None else rstd * weight.astype(dtype).reshape((1, c) + (1,) * (x.ndim - 2))
     shift = np.zeros_like(scale) if bias is None else np.broadcast_to(
-        bias.astype(np.float32).reshape((1, c) + (1,) * (x.ndim - 2)), scale.shape)
-    shift = float32_math.fused_multiply_add(-scale, mean, shift)
-    return float32_math.fused_multiply_add(x, np.broadcast_to(scale, x.shape), np.broadcast_to(shift, x.shape))
+        bias.astype(dtype).reshape((1, c) + (1,) * (x.ndim - 2)), scale.shape)
+    shift = fma(-scale, mean, shift)
+    return fma(x, np.broadcast_to(scale, x.shape), np.broadcast_to(shift, x.shape))
+
+
+def _dtype_and_fma(a):
+    """A float32 or float64 kernel's scalar type and its fused multiply-add (float32_math's of that width)."""
+    if a.dtype == np.float64:
+        return np.float64, float32_math.fused_multiply_add64
+    return np.float32, float32_math.fused_multiply_add
 
 
 def _group_norm_16bit_kernel_runs(input, weight, bias):
@@ -3920,7 +3931,7 @@ def _group_norm_16bit_as_torch(input, num_groups, weight, bias, eps):
 def _group_statistics(x, num_groups, eps):
     """Each (sample, group)'s mean and rstd = 1 / sqrt(var + eps) (in double) as torch's kernel keeps them."""
     mean, var = float32_sums.row_moments(x.reshape(x.shape[0] * num_groups, -1))
-    return mean, (1 / np.sqrt(var.astype(np.float64) + eps)).astype(np.float32)
+    return mean, (1 / np.sqrt(var.astype(np.float64) + eps)).astype(x.dtype)
 
 
 def _group_norm_backward_as_aten(input, num_groups, weight, eps):
@@ -3933,9 +3944,9 @@ def _group_norm_backward_as_aten(input, num_groups, weight, eps):
     a group's last whole vector otherwise where 4, 5 or 7 are left: dx differs there in the last bits, pinned in
     tests/test_cnn_grads_r19.py; 2 and more threads measured bit for bit.)"""
     x = input._array
-    if float32_math.CPU_CAPABILITY == "default" or x.size == 0:
+    if float32_math.CPU_CAPABILITY == "default" or x.size == 0 or (x.dtype == np.float64 and _channels_last.applies(x)):
         return None
-    gamma = np.ones(x.shape[1], np.float32) if weight is None else weight._array
+    gamma = np.ones(x.shape[1], x.dtype) if weight is None else weight._array
     if _channels_last.applies(x):
         return _channels_last_backward(x, num_groups, gamma, eps)
     x = np.ascontiguousarray(x)
@@ -3963,8 +3974,11 @@ def _channels_last_gradients(g, rows, shape, num_groups, mean, rstd, gamma, need
 
 
 def _float32_ds_db(dy, rows):
-    """Each (sample, channel)'s ds = sum(dy * x) and db = sum(dy) as the float32 kernel adds them (8 lanes)."""
-    return fastmath.lane_sum(dy, rows, lanes=8), fastmath.lane_sum(dy, lanes=8)
+    """Each (sample, channel)'s ds = sum(dy * x) and db = sum(dy) as the float32 (float64) kernel adds them (an AVX2
+    vector's lanes: 8 floats, 4 doubles; float64's partial last vector of products fused into the lanes, measured:
+    unfused, 16 of 300 dgamma an ulp off)."""
+    lanes = 32 // dy.itemsize
+    return fastmath.lane_sum(dy, rows, fuse_tail=dy.dtype == np.float64, lanes=lanes), fastmath.lane_sum(dy, lanes=lanes)
 
 
 def _sixteen_bit_ds_db(dtype):
@@ -3992,9 +4006,10 @@ def _sixteen_bit_ds_db(dtype):
 
 def _group_norm_gradients(g, x, num_groups, mean, rstd, gamma, needs, ds_db, fuse_x=False):
     """(gx, gw, gb) of the kernel from float32 ``g`` and ``x`` [N, C, ...], each group's ``mean`` and ``rstd``
-    ([N * G]) and float32 ``gamma``; ``ds_db(dy, rows)``: the per-(sample, channel) sums; ``fuse_x``: dx's
-    multiply-add fuses c2 * x (else c1 * dy)."""
+    ([N * G]) and float32 ``gamma`` (float64: all of them float64); ``ds_db(dy, rows)``: the per-(sample, channel)
+    sums; ``fuse_x``: dx's multiply-add fuses c2 * x (else c1 * dy)."""
     n, c = x.shape[:2]
+    dtype, fma = _dtype_and_fma(rstd)
     size = x.size // (n * c)
     mean, rstd = mean.reshape(n, num_groups), rstd.reshape(n, num_groups)
     dy, rows = np.ascontiguousarray(g).reshape(n * c, size), x.reshape(n * c, size)
@@ -4004,12 +4019,12 @@ def _group_norm_gradients(g, x, num_groups, mean, rstd, gamma, needs, ds_db, fus
     if needs[0]:
         c1, c2, c3 = _group_input_coefficients(ds, db, mean, rstd, gamma, size)
         spread = lambda v: v.reshape(n, c, 1)  # noqa: E731
-        a, b = spread(c1) * np.ones(size, np.float32), spread(per_channel(c2)) * np.ones(size, np.float32)
+        a, b = spread(c1) * np.ones(size, dtype), spread(per_channel(c2)) * np.ones(size, dtype)
         dy3, x3 = dy.reshape(n, c, size), rows.reshape(n, c, size)
         if fuse_x:  # c1 dy + c2 x: GCC fuses the one product or the other (float16's kernel: c2 x, measured)
-            gx = float32_math.fused_multiply_add(b, x3, a * dy3)
+            gx = fma(b, x3, a * dy3)
         else:
-            gx = float32_math.fused_multiply_add(a, dy3, b * x3)
+            gx = fma(a, dy3, b * x3)
         gx = (gx + spread(per_channel(c3))).reshape(x.shape)
     return (gx,) + _gamma_beta_gradients(ds, db, mean, rstd, needs)
 
@@ -4018,15 +4033,16 @@ def _gamma_beta_gradients(ds, db, mean, rstd, needs):
     """GammaBackward and BetaBackward from ds, db [N, C] and each group's mean and rstd [N, G]: dgamma =
     fma(fma(-db, mean, ds), rstd, dgamma) and dbeta += db, sample after sample (None where not ``needs``)."""
     n, c = ds.shape
+    dtype, fma = _dtype_and_fma(rstd)
     per_channel = lambda v: np.repeat(v, c // v.shape[1], axis=1)  # noqa: E731  ([n, G] -> [n, C])
     gw = gb = None
     if needs[1]:
-        gw = np.zeros(c, np.float32)
+        gw = np.zeros(c, dtype)
         for i in range(n):  # (sample after sample, as its GammaBetaBackward)
-            centred = float32_math.fused_multiply_add(-db[i], per_channel(mean)[i], ds[i])
-            gw = float32_math.fused_multiply_add(centred, per_channel(rstd)[i], gw)
+            centred = fma(-db[i], per_channel(mean)[i], ds[i])
+            gw = fma(centred, per_channel(rstd)[i], gw)
     if needs[2]:
-        gb = np.zeros(c, np.float32)
+        gb = np.zeros(c, dtype)
         for i in range(n):
             gb = gb + db[i]
     return gw, gb
@@ -4036,23 +4052,26 @@ def _group_input_coefficients(ds, db, mean, rstd, gamma, size):
     """ApplyInputGradientsChannelsFirst's per-group coefficients, dx = c1 * dy + c2 * x + c3: the group's
     sums of ds * gamma and db * gamma (CalcDsDb: 8 lanes by fused multiply-adds, the lanes added from 0, then
     the channels after the last whole vector fused one by one), c2 = fma(db_val, mean, -ds_val) * rstd^3 * s and
-    c3 = fma(-(db_val * rstd), s, -(c2 * mean)) with s = 1 / (D * HxW); c1 = rstd * gamma per channel."""
+    c3 = fma(-(db_val * rstd), s, -(c2 * mean)) with s = 1 / (D * HxW); c1 = rstd * gamma per channel. (float64:
+    vectors of 4 doubles.)"""
     n, c = ds.shape
     groups = mean.shape[1]
     d = c // groups
+    dtype, fma = _dtype_and_fma(rstd)
+    lanes = 32 // rstd.itemsize
     ds, db, gamma = ds.reshape(n, groups, d), db.reshape(n, groups, d), gamma.reshape(groups, d)
-    inner, fma = d // 8 * 8, float32_math.fused_multiply_add
-    ds_lanes, db_lanes = np.zeros((n, groups, 8), np.float32), np.zeros((n, groups, 8), np.float32)
-    for j in range(0, inner, 8):
-        ds_lanes = fma(ds[..., j:j + 8], np.broadcast_to(gamma[:, j:j + 8], ds_lanes.shape), ds_lanes)
-        db_lanes = fma(db[..., j:j + 8], np.broadcast_to(gamma[:, j:j + 8], db_lanes.shape), db_lanes)
-    ds_val, db_val = np.zeros((n, groups), np.float32), np.zeros((n, groups), np.float32)
-    for k in range(8):  # (std::accumulate: from 0, lane after lane)
+    inner = d // lanes * lanes
+    ds_lanes, db_lanes = np.zeros((n, groups, lanes), dtype), np.zeros((n, groups, lanes), dtype)
+    for j in range(0, inner, lanes):
+        ds_lanes = fma(ds[..., j:j + lanes], np.broadcast_to(gamma[:, j:j + lanes], ds_lanes.shape), ds_lanes)
+        db_lanes = fma(db[..., j:j + lanes], np.broadcast_to(gamma[:, j:j + lanes], db_lanes.shape), db_lanes)
+    ds_val, db_val = np.zeros((n, groups), dtype), np.zeros((n, groups), dtype)
+    for k in range(lanes):  # (std::accumulate: from 0, lane after lane)
         ds_val, db_val = ds_val + ds_lanes[..., k], db_val + db_lanes[..., k]
     for j in range(inner, d):
         ds_val = fma(ds[..., j], np.broadcast_to(gamma[:, j], ds_val.shape), ds_val)
         db_val = fma(db[..., j], np.broadcast_to(gamma[:, j], db_val.shape), db_val)
-    s = np.float32(1) / np.float32(d * size)
+    s = dtype(1) / dtype(d * size)
     c2 = fma(db_val, mean, -ds_val) * rstd * rstd * rstd * s
     c3 = fma(-(db_val * rstd), np.broadcast_to(s, c2.shape), -(c2 * mean))
     c1 = (rstd[..., None] * gamma).reshape(n, c)
