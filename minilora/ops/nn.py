@@ -3137,34 +3137,11 @@ def _strided_var_sum(x, mean):
 
 def _in_memory_order(values, x):
     """``values`` (of ``x``'s shape [N, C, ...]) as [C, N * ...] rows, each channel's elements in the order
-    TensorIterator walks ``x``'s (``_iteration_order``)."""
-    order = _iteration_order(x, [d for d in range(x.ndim) if d != 1])
+    TensorIterator walks ``x``'s (``float32_sums.sort_dimensions``: an expanded batch, stride 0, keeps its outermost
+    place, where sorting by stride put it innermost: ~50% of such a batch's outputs an ulp off)."""
+    others = [d for d in reversed(range(x.ndim)) if d != 1]  # (innermost first)
+    order = float32_sums.sort_dimensions(others, x.shape, [x.strides])[::-1]
     return np.transpose(np.broadcast_to(values, x.shape), [1] + order).reshape(x.shape[1], -1)
-
-
-def _iteration_order(x, dims):
-    """``dims`` of ``x`` outermost first as TensorIterator's reorder_dimensions sorts them: an insertion sort from
-    the innermost, a dimension moved outwards past one of smaller stride (of equal stride, past a shorter one),
-    a broadcast dimension (stride 0) compared with none, so it keeps its place (an expanded batch stays outermost,
-    where sorting by stride put it innermost: ~50% of such a batch's outputs an ulp off)."""
-    def compare(inner, outer):  # (1: swap them, -1: in order, 0: undecided, look further out)
-        a, b = abs(x.strides[inner]), abs(x.strides[outer])
-        if a == 0 or b == 0:
-            return 0
-        if a != b:
-            return 1 if a > b else -1
-        return 1 if x.shape[inner] > x.shape[outer] else 0
-    perm = list(reversed(dims))  # (innermost first)
-    for i in range(1, len(perm)):
-        moving = i
-        for j in range(i - 1, -1, -1):
-            comparison = compare(perm[j], perm[moving])
-            if comparison > 0:
-                perm[j], perm[moving] = perm[moving], perm[j]
-                moving = j
-            elif comparison < 0:
-                break
-    return list(reversed(perm))
 
 
 def _aten_kernel_view(x):
