@@ -1147,8 +1147,10 @@ _SLEEF64_BINARY = ("atan2", "hypot", "pow")  # (ml_sleef64_2's)
 
 def _sleef64_natively(name, *flat):
     """SLEEF's double function ``name`` of flat C-contiguous float64 arrays (``_on_flat_doubles``' arguments) by the
-    compiled kernel (float32_kernels.c: the NumPy port's steps in C, the same bits, 10-60x faster), split between
-    ``parallel``'s threads from 16k elements; None without it (the NumPy port then runs)."""
+    compiled kernel (float32_kernels.c: the NumPy port's steps in C, the same bits), split between ``parallel``'s
+    threads from 16k elements; None without it (the NumPy port then runs). A million elements, best of 7 on 2 busy
+    cores: log1p 101 -> 9.5 ms, expm1 179 -> 14, sinh 217 -> 17, atan2 148 -> 14, hypot 103 -> 11, pow 327 -> 36,
+    F.mish 345 -> 40, gelu's tanh form 239 -> 32."""
     library = _native_library()
     if library is None:
         return None
