@@ -53,6 +53,9 @@ How it works (details in kernels/README.md):
    unsigned long long*``) is followed into the copies of the arrays it points to, given as a list of arrays or
    passed beside it.  What the fast mode cannot see: a read of the padding, and an access that jumps past the
    fence into other memory (use ``sanitize=True``).
+   Device code's malloc / new take their memory from an arena of the emulator's own mappings, canary bytes around
+   each block: a write past one is a KernelFault at the free() that finds it (or naming the malloc, when the launch
+   ends), never glibc's heap -- the interpreter's -- corrupted under Python.
    Asynchronous copies (cp.async, <cuda_pipeline.h>, cuda::memcpy_async with cuda::pipeline / cuda::barrier,
    cooperative_groups::memcpy_async) land when a wait covers them -- the latest a GPU may -- so a read before the
    wait sees the old bytes; ``racecheck=True`` names it, and ``check_races=True``, whose other schedules land

@@ -48,8 +48,10 @@
 #include <cstdarg>
 #include <cstdlib>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -2865,11 +2867,25 @@ namespace {
 // one's (emu_share_heap, from emulator_runtime.py), so kernels of different modules share the limit, see each
 // other's leaks, and may free what another module's kernel allocated.  (One launch runs at a time, and the books'
 // lock is the shared one; their map's nodes come from whichever module's code inserts them, all on the C heap.)
+// The fast builds' arena (see "the device heap's arena" below): where device code's allocations live.
+struct ArenaBlock {
+    char* start;   // the range taken from the arena: [start, end), the canary around [user, user + bytes)
+    char* end;
+    size_t bytes;  // as asked for
+    uintptr_t allocated_at;  // the return address of the malloc / new call: its source line names the allocation
+};
+struct DeviceArena {
+    std::vector<std::pair<char*, size_t>> chunks;  // mapped [base, base + size), each followed by a guard page
+    std::map<char*, size_t> free_ranges;           // start -> length, coalesced
+    std::map<char*, ArenaBlock> live;              // user address -> its block
+    std::atomic<bool> mapped{false};               // any chunk yet (read without the lock: frees of glibc's memory)
+};
 struct DeviceHeap {
     std::mutex lock;
     std::unordered_map<void*, size_t> blocks;  // address -> bytes while allocated (0: freed by device code)
     size_t live = 0, limit = size_t(8) << 20;
     std::atomic<bool> used{false};              // no bookkeeping at all until device code first allocates
+    DeviceArena arena;
 };
 DeviceHeap g_own_heap;
 DeviceHeap* g_heap = &g_own_heap;
@@ -2940,19 +2956,182 @@ void note_free(const char* call, void* p, uintptr_t return_address) {
     if (foreign) refuse_foreign_free(call, p, return_address);
     if (twice) refuse_double_free(call, p, return_address);
 }
+
+// ---- the device heap's arena ----
+// Fast builds: device code's malloc / new take their memory from the arena, mappings of their own (each chunk
+// followed by an inaccessible guard page), not from glibc's heap -- which is the Python interpreter's.  A kernel
+// that wrote past its allocation corrupted glibc's books there, and Python aborted later ("free(): invalid next
+// size"), far from the kernel.  Now such a write lands in the arena: in the canary bytes around each block
+// (checked when device code frees the block and when a launch ends: a KernelFault at the free's line, or naming
+// the allocation's), in another device allocation (as on a GPU), or on a guard page (a KernelFault at once).
+// The books (DeviceArena's maps) live on glibc's heap, out of the kernel's reach.  The sanitizer build keeps
+// AddressSanitizer's allocator, which reports the stray byte itself.
+constexpr size_t kArenaChunk = size_t(16) << 20;  // reserved (MAP_NORESERVE): pages cost memory once touched
+constexpr size_t kHeapCanary = 16;                // bytes of canary at least before and after each block
+char* align_up(char* p, size_t to) { return reinterpret_cast<char*>(round_up(uintptr_t(p), to)); }
+bool arena_serves() {
+#ifdef EMU_ASAN
+    return false;
+#else
+    return !t_keeping_books && device_code_running();
+#endif
+}
+bool add_arena_chunk(DeviceArena& a, size_t at_least) {
+    const size_t size = round_up(std::max(kArenaChunk, at_least + 2 * kHeapCanary + 4096), page_size());
+    void* m = mmap(nullptr, size + page_size(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    if (m == MAP_FAILED) return false;
+    char* base = static_cast<char*>(m);
+    mprotect(base + size, page_size(), PROT_NONE);
+    a.chunks.emplace_back(base, size);
+    a.free_ranges[base] = size;
+    a.mapped.store(true, std::memory_order_relaxed);
+    return true;
+}
+// The first free range that holds `bytes` at `align` between canaries: [start, end) of the block, or null.
+char* take_arena_range(DeviceArena& a, size_t bytes, size_t align, char** user, char** end) {
+    for (auto it = a.free_ranges.begin(); it != a.free_ranges.end(); ++it) {
+        char* start = it->first;
+        char* u = align_up(start + kHeapCanary, align);
+        char* e = align_up(u + bytes + kHeapCanary, 16);
+        if (e > start + it->second) continue;
+        const size_t rest = size_t(start + it->second - e);
+        a.free_ranges.erase(it);
+        if (rest) a.free_ranges[e] = rest;
+        *user = u, *end = e;
+        return start;
+    }
+    return nullptr;
+}
+void give_back_range(DeviceArena& a, char* start, char* end) {
+    auto next = a.free_ranges.lower_bound(start);
+    if (next != a.free_ranges.end() && next->first == end) {  // merge with the free range after
+        end += next->second;
+        next = a.free_ranges.erase(next);
+    }
+    if (next != a.free_ranges.begin()) {
+        auto before = std::prev(next);
+        if (before->first + before->second == start) {  // and with the one before (chunks never touch: a guard)
+            before->second = size_t(end - before->first);
+            return;
+        }
+    }
+    a.free_ranges[start] = size_t(end - start);
+}
+void fill_canary(const ArenaBlock& b, char* user) {
+    memset(b.start, kCanaryByte, size_t(user - b.start));
+    memset(user + b.bytes, kCanaryByte, size_t(b.end - (user + b.bytes)));
+}
+// "bytes 16..19 past the end" of the block at `user`, or "" when its canary is whole.
+std::string heap_canary_damage(const ArenaBlock& b, char* user) {
+    char* first = nullptr;
+    char* last = nullptr;
+    for (char* p = b.start; p < b.end; ++p) {
+        if (p == user) p += b.bytes;
+        if (p < b.end && (unsigned char)*p != kCanaryByte) (first ? last : first) = p, last = p;
+    }
+    if (!first) return "";
+    const bool after = first >= user + b.bytes;
+    if (after)
+        return fmt("bytes %td..%td past its end", first - user - (ptrdiff_t)b.bytes, last - user - (ptrdiff_t)b.bytes);
+    return fmt("bytes %td..%td before its start", user - last, user - first);
+}
+void* arena_allocate(size_t bytes, size_t align, uintptr_t return_address) {
+    RuntimeSection busy(me().cur);
+    HeapBooks books;
+    DeviceArena& a = g_heap->arena;
+    align = std::max<size_t>(align, 16);
+    char *user = nullptr, *end = nullptr;
+    char* start = take_arena_range(a, bytes, align, &user, &end);
+    if (!start && add_arena_chunk(a, bytes + align)) start = take_arena_range(a, bytes, align, &user, &end);
+    if (!start) return nullptr;  // the host's memory is exhausted: a GPU's malloc answers NULL too
+    const ArenaBlock b{start, end, bytes, return_address};
+    fill_canary(b, user);
+    a.live[user] = b;
+    return user;
+}
+bool in_arena(const DeviceArena& a, const void* p) {
+    for (const auto& c : a.chunks)
+        if (p >= c.first && p < c.first + c.second) return true;
+    return false;
+}
+// A free of an arena block (false for any other address: glibc's): its canary is checked, then its range reused.
+bool arena_release(const char* call, void* p, uintptr_t return_address) {
+    if (!p || t_keeping_books || !g_heap->arena.mapped.load(std::memory_order_relaxed)) return false;
+    const bool device = device_code_running();
+    std::string damage;
+    size_t bytes = 0;
+    {
+        std::optional<RuntimeSection> busy;
+        if (device) busy.emplace(me().cur);
+        HeapBooks books;
+        DeviceArena& a = g_heap->arena;
+        if (!in_arena(a, p)) return false;
+        auto it = a.live.find(static_cast<char*>(p));
+        if (it == a.live.end()) return true;  // (note_free refused it already: not reached)
+        damage = heap_canary_damage(it->second, it->first);
+        bytes = it->second.bytes;
+        give_back_range(a, it->second.start, it->second.end);
+        a.live.erase(it);
+    }
+    if (damage.empty() || !device) return true;
+    Fiber* f = current_fiber();
+    RuntimeSection busy(f);
+    f->worker->fault_pc = return_address - 1;
+    fail_in_fiber(E_FAULT, fmt("%s of %s called %s" kLocationMark " on a %zu-byte device-heap allocation whose %s "
+                               "were overwritten: an out-of-bounds write into device-heap memory (compute-sanitizer's "
+                               "memcheck names the write itself, launch with sanitize=True for its line; on a GPU it "
+                               "corrupts the heap)", tid_str(*f).c_str(), block_str().c_str(), call, bytes,
+                               damage.c_str()));
+}
+// After a launch: the live blocks' damaged canaries, the first named with the line that allocated it; each is
+// restored, so that the next launch does not report them again.
+std::string arena_damage_after_launch() {
+    if (!g_heap->used.load(std::memory_order_relaxed)) return "";
+    HeapBooks books;
+    std::string first;
+    size_t others = 0;
+    for (auto& [user, b] : g_heap->arena.live) {
+        const std::string damage = heap_canary_damage(b, user);
+        if (damage.empty()) continue;
+        fill_canary(b, user);
+        if (!first.empty()) {
+            ++others;
+            continue;
+        }
+        me().fault_pc = b.allocated_at - 1;
+        first = fmt("out-of-bounds write into device-heap memory during kernel '%s': the %zu-byte allocation made%s "
+                    "(at %p) had its %s overwritten", me().kernel->name, b.bytes, kLocationMark, (void*)user,
+                    damage.c_str());
+    }
+    if (first.empty()) return "";
+    return first + (others ? fmt(", and %zu more allocation%s theirs", others, others > 1 ? "s" : "") : "") +
+           " (seen when the launch ended; compute-sanitizer's memcheck names the write itself: launch with "
+           "sanitize=True for its line; on a GPU it corrupts the heap)";
+}
+// cudaDeviceReset: the arena's blocks are forgotten, their ranges free again (the mappings stay: a stale pointer
+// reads old bytes rather than crashing Python).
+void reset_arena(DeviceArena& a) {
+    a.live.clear();
+    a.free_ranges.clear();
+    for (const auto& c : a.chunks) a.free_ranges[c.first] = c.second;
+}
 }  // namespace
 extern "C" {
 void* __real_malloc(size_t);
 void __real_free(void*);
+// Device code's allocations come from the arena, everything else's from glibc (DEVICE_OR(real call)).
+#define EMU_HEAP_CALLER uintptr_t(__builtin_return_address(0))
+#define EMU_DEVICE_OR(ALIGN, REAL) (arena_serves() ? arena_allocate(n, ALIGN, EMU_HEAP_CALLER) : REAL)
 void* __wrap_malloc(size_t n) {
     if (!heap_has_room(n)) return nullptr;
-    void* p = __real_malloc(n);
+    void* p = EMU_DEVICE_OR(16, __real_malloc(n));
     note_allocation(p, n);
     return p;
 }
 void __wrap_free(void* p) {
-    note_free("free()", p, uintptr_t(__builtin_return_address(0)));
-    __real_free(p);
+    note_free("free()", p, EMU_HEAP_CALLER);
+    if (!arena_release("free()", p, EMU_HEAP_CALLER)) __real_free(p);
 }
 // operator new(size_t), new[](size_t), delete(void*), delete[](void*) and the sized deletes, by their mangled names
 void* __real__Znwm(size_t);
@@ -2963,31 +3142,31 @@ void __real__ZdlPvm(void*, size_t);
 void __real__ZdaPvm(void*, size_t);
 void* __wrap__Znwm(size_t n) {
     if (!heap_has_room(n)) return nullptr;  // a GPU's new answers NULL (device code has no exceptions)
-    void* p = __real__Znwm(n);
+    void* p = EMU_DEVICE_OR(16, __real__Znwm(n));
     note_allocation(p, n);
     return p;
 }
 void* __wrap__Znam(size_t n) {
     if (!heap_has_room(n)) return nullptr;  // a GPU's new answers NULL (device code has no exceptions)
-    void* p = __real__Znam(n);
+    void* p = EMU_DEVICE_OR(16, __real__Znam(n));
     note_allocation(p, n);
     return p;
 }
 void __wrap__ZdlPv(void* p) {
-    note_free("delete", p, uintptr_t(__builtin_return_address(0)));
-    __real__ZdlPv(p);
+    note_free("delete", p, EMU_HEAP_CALLER);
+    if (!arena_release("delete", p, EMU_HEAP_CALLER)) __real__ZdlPv(p);
 }
 void __wrap__ZdaPv(void* p) {
-    note_free("delete[]", p, uintptr_t(__builtin_return_address(0)));
-    __real__ZdaPv(p);
+    note_free("delete[]", p, EMU_HEAP_CALLER);
+    if (!arena_release("delete[]", p, EMU_HEAP_CALLER)) __real__ZdaPv(p);
 }
 void __wrap__ZdlPvm(void* p, size_t n) {
-    note_free("delete", p, uintptr_t(__builtin_return_address(0)));
-    __real__ZdlPvm(p, n);
+    note_free("delete", p, EMU_HEAP_CALLER);
+    if (!arena_release("delete", p, EMU_HEAP_CALLER)) __real__ZdlPvm(p, n);
 }
 void __wrap__ZdaPvm(void* p, size_t n) {
-    note_free("delete[]", p, uintptr_t(__builtin_return_address(0)));
-    __real__ZdaPvm(p, n);
+    note_free("delete[]", p, EMU_HEAP_CALLER);
+    if (!arena_release("delete[]", p, EMU_HEAP_CALLER)) __real__ZdaPvm(p, n);
 }
 // The aligned (a type declared alignas(N) over 16: C++17's align_val_t) and nothrow forms, which device code reaches
 // with `new T` of such a type and `new (std::nothrow) T`.
@@ -3001,24 +3180,24 @@ void __real__ZdlPvSt11align_val_t(void*, std::align_val_t);
 void __real__ZdaPvSt11align_val_t(void*, std::align_val_t);
 void __real__ZdlPvmSt11align_val_t(void*, size_t, std::align_val_t);
 void __real__ZdaPvmSt11align_val_t(void*, size_t, std::align_val_t);
-#define EMU_WRAP_NEW(MANGLED, PARAMS, ARGS)    \
-    void* __wrap_##MANGLED PARAMS {            \
-        if (!heap_has_room(n)) return nullptr; \
-        void* p = __real_##MANGLED ARGS;       \
-        note_allocation(p, n);                 \
-        return p;                              \
+#define EMU_WRAP_NEW(MANGLED, ALIGN, PARAMS, ARGS)               \
+    void* __wrap_##MANGLED PARAMS {                              \
+        if (!heap_has_room(n)) return nullptr;                   \
+        void* p = EMU_DEVICE_OR(ALIGN, __real_##MANGLED ARGS);   \
+        note_allocation(p, n);                                   \
+        return p;                                                \
     }
-EMU_WRAP_NEW(_ZnwmSt11align_val_t, (size_t n, std::align_val_t a), (n, a))
-EMU_WRAP_NEW(_ZnamSt11align_val_t, (size_t n, std::align_val_t a), (n, a))
-EMU_WRAP_NEW(_ZnwmRKSt9nothrow_t, (size_t n, const std::nothrow_t& t) noexcept, (n, t))
-EMU_WRAP_NEW(_ZnamRKSt9nothrow_t, (size_t n, const std::nothrow_t& t) noexcept, (n, t))
-EMU_WRAP_NEW(_ZnwmSt11align_val_tRKSt9nothrow_t, (size_t n, std::align_val_t a, const std::nothrow_t& t) noexcept, (n, a, t))
-EMU_WRAP_NEW(_ZnamSt11align_val_tRKSt9nothrow_t, (size_t n, std::align_val_t a, const std::nothrow_t& t) noexcept, (n, a, t))
+EMU_WRAP_NEW(_ZnwmSt11align_val_t, size_t(a), (size_t n, std::align_val_t a), (n, a))
+EMU_WRAP_NEW(_ZnamSt11align_val_t, size_t(a), (size_t n, std::align_val_t a), (n, a))
+EMU_WRAP_NEW(_ZnwmRKSt9nothrow_t, 16, (size_t n, const std::nothrow_t& t) noexcept, (n, t))
+EMU_WRAP_NEW(_ZnamRKSt9nothrow_t, 16, (size_t n, const std::nothrow_t& t) noexcept, (n, t))
+EMU_WRAP_NEW(_ZnwmSt11align_val_tRKSt9nothrow_t, size_t(a), (size_t n, std::align_val_t a, const std::nothrow_t& t) noexcept, (n, a, t))
+EMU_WRAP_NEW(_ZnamSt11align_val_tRKSt9nothrow_t, size_t(a), (size_t n, std::align_val_t a, const std::nothrow_t& t) noexcept, (n, a, t))
 #undef EMU_WRAP_NEW
-#define EMU_WRAP_DELETE(MANGLED, CALL, PARAMS, ARGS)                   \
-    void __wrap_##MANGLED PARAMS {                                     \
-        note_free(CALL, p, uintptr_t(__builtin_return_address(0)));    \
-        __real_##MANGLED ARGS;                                         \
+#define EMU_WRAP_DELETE(MANGLED, CALL, PARAMS, ARGS)                                   \
+    void __wrap_##MANGLED PARAMS {                                                     \
+        note_free(CALL, p, EMU_HEAP_CALLER);                                           \
+        if (!arena_release(CALL, p, EMU_HEAP_CALLER)) __real_##MANGLED ARGS;           \
     }
 EMU_WRAP_DELETE(_ZdlPvSt11align_val_t, "delete", (void* p, std::align_val_t a), (p, a))
 EMU_WRAP_DELETE(_ZdaPvSt11align_val_t, "delete[]", (void* p, std::align_val_t a), (p, a))
@@ -3029,10 +3208,13 @@ EMU_WRAP_DELETE(_ZdaPvmSt11align_val_t, "delete[]", (void* p, size_t n, std::ali
 void* emu_aligned_device_malloc(size_t size, size_t align) {
     if (align == 0 || (align & (align - 1)) || !heap_has_room(size)) return nullptr;
     void* p = nullptr;
-    if (posix_memalign(&p, align < sizeof(void*) ? sizeof(void*) : align, size ? size : 1) != 0) return nullptr;
+    if (arena_serves()) p = arena_allocate(size, align, EMU_HEAP_CALLER);
+    else if (posix_memalign(&p, align < sizeof(void*) ? sizeof(void*) : align, size ? size : 1) != 0) return nullptr;
     note_allocation(p, size);
     return p;
 }
+#undef EMU_DEVICE_OR
+#undef EMU_HEAP_CALLER
 }
 // cudaDeviceSetLimit(cudaLimitMallocHeapSize, bytes), as emulator.py passes it before each launch.
 EMU_EXPORT void emu_set_heap_limit(size_t bytes) {
@@ -3055,6 +3237,7 @@ EMU_EXPORT void emu_heap_reset() {
     std::lock_guard<std::mutex> hold{g_heap->lock};
     t_keeping_books = true;
     g_heap->blocks.clear();
+    reset_arena(g_heap->arena);
     t_keeping_books = false;
     g_heap->live = 0;
     g_heap->used.store(false);
@@ -3389,7 +3572,11 @@ EMU_EXPORT int emu_launch(int kernel_index, void** args, const uint64_t* cfg, ch
     install_escapes(double(cfg[10]) * 1e-6, (cfg[11] & 1) != 0);
 #endif
     set_kept_and_flushing_csr(g_flush_denormals);
-    const int rc = run_launch(int((cfg[11] >> 8) & 0xFF), (cfg[11] & 4) != 0);
+    int rc = run_launch(int((cfg[11] >> 8) & 0xFF), (cfg[11] & 4) != 0);
+    if (rc == E_OK) {  // a write past a device-heap block that no free() checked
+        const std::string damage = arena_damage_after_launch();
+        if (!damage.empty()) set_error(rc = E_FAULT, damage);
+    }
     set_kept_and_flushing_csr(false);
 #ifndef EMU_ASAN
     remove_escapes();
