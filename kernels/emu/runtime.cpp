@@ -2918,26 +2918,29 @@ bool heap_has_room(size_t n) {
     HeapBooks books;
     return n <= g_heap->limit && g_heap->live <= g_heap->limit - n;
 }
-// A second free of what device code allocated: the launch stops at the call's line.
-[[noreturn]] void refuse_double_free(const char* call, void* p, uintptr_t return_address) {
+// A heap call of device code that the launch stops at, at the call's line: "<thread> of <block> called <call> at
+// <line> on <what>".
+[[noreturn]] void refuse_heap_call(const char* call, uintptr_t return_address, const std::string& what) {
     Fiber* f = current_fiber();
     RuntimeSection busy(f);
     f->worker->fault_pc = return_address - 1;  // inside the call instruction: addr2line names its line
-    fail_in_fiber(E_FAULT, fmt("%s of %s called %s" kLocationMark " on %p, which device code had already freed: a "
-                               "double free of device-heap memory (compute-sanitizer's memcheck reports it; on a GPU "
-                               "the heap is corrupted)", tid_str(*f).c_str(), block_str().c_str(), call, p));
+    fail_in_fiber(E_FAULT, fmt("%s of %s called %s" kLocationMark " on ", tid_str(*f).c_str(), block_str().c_str(),
+                               call) + what);
+}
+// A second free of what device code allocated.
+[[noreturn]] void refuse_double_free(const char* call, void* p, uintptr_t return_address) {
+    refuse_heap_call(call, return_address, fmt("%p, which device code had already freed: a double free of device-heap "
+                                               "memory (compute-sanitizer's memcheck reports it; on a GPU the heap is "
+                                               "corrupted)", p));
 }
 // A free of what device code never allocated (an argument array, a local or __shared__ address, a pointer into an
 // allocation): glibc aborted with "free(): invalid pointer" and no line, or took the address into its free lists.
 [[noreturn]] void refuse_foreign_free(const char* call, void* p, uintptr_t return_address) {
-    Fiber* f = current_fiber();
-    RuntimeSection busy(f);
-    f->worker->fault_pc = return_address - 1;
-    fail_in_fiber(E_FAULT, fmt("%s of %s called %s" kLocationMark " on %p, which the device heap never returned (an "
-                               "argument array, a local or __shared__ address, or a pointer into an allocation: only "
-                               "what malloc() / new returned in device code may be freed; compute-sanitizer's "
-                               "memcheck reports an invalid free, and on a GPU the heap is corrupted)",
-                               tid_str(*f).c_str(), block_str().c_str(), call, p));
+    refuse_heap_call(call, return_address, fmt("%p, which the device heap never returned (an argument array, a local "
+                                               "or __shared__ address, or a pointer into an allocation: only what "
+                                               "malloc() / new returned in device code may be freed; compute-sanitizer's "
+                                               "memcheck reports an invalid free, and on a GPU the heap is corrupted)",
+                                               p));
 }
 void note_free(const char* call, void* p, uintptr_t return_address) {
     if (!p || t_keeping_books || !device_code_running()) return;
@@ -3075,14 +3078,10 @@ bool arena_release(const char* call, void* p, uintptr_t return_address) {
         a.live.erase(it);
     }
     if (damage.empty() || !device) return true;
-    Fiber* f = current_fiber();
-    RuntimeSection busy(f);
-    f->worker->fault_pc = return_address - 1;
-    fail_in_fiber(E_FAULT, fmt("%s of %s called %s" kLocationMark " on a %zu-byte device-heap allocation whose %s "
-                               "were overwritten: an out-of-bounds write into device-heap memory (compute-sanitizer's "
-                               "memcheck names the write itself, launch with sanitize=True for its line; on a GPU it "
-                               "corrupts the heap)", tid_str(*f).c_str(), block_str().c_str(), call, bytes,
-                               damage.c_str()));
+    refuse_heap_call(call, return_address, fmt("a %zu-byte device-heap allocation whose %s were overwritten: an "
+                                               "out-of-bounds write into device-heap memory (compute-sanitizer's "
+                                               "memcheck names the write itself, launch with sanitize=True for its "
+                                               "line; on a GPU it corrupts the heap)", bytes, damage.c_str()));
 }
 // After a launch: the live blocks' damaged canaries, the first named with the line that allocated it; each is
 // restored, so that the next launch does not report them again.
