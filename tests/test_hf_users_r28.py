@@ -217,6 +217,15 @@ def test_the_bare_models_pretrained_model_methods_as_transformers(folders, mean_
     assert ours.layers[0].self_attn.q_proj.weight.grad is not None
 
 
+def test_base_model_is_the_body_as_transformers(folders):
+    """``model.base_model`` (an AttributeError before): a task model's body, the bare model itself."""
+    for name in ("AutoModel", "AutoModelForCausalLM", "AutoModelForSequenceClassification"):
+        theirs = quietly(getattr(transformers, name).from_pretrained, folders["causal"])
+        ours = quietly(getattr(models, name).from_pretrained, folders["causal"])
+        assert type(ours.base_model).__name__ == type(theirs.base_model).__name__ == "LlamaModel"
+        assert (ours.base_model is ours) == (theirs.base_model is theirs) == (name == "AutoModel")
+
+
 def test_auto_model_from_config_builds_the_bare_model():
     for dtype in (None, "bfloat16"):
         theirs = quietly(transformers.AutoModel.from_config, transformers.LlamaConfig(**SHAPE),

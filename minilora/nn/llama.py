@@ -1212,6 +1212,11 @@ class LlamaModel(Module):
     def can_generate(self):
         return False  # (no head: transformers' bare model cannot generate)
 
+    @property
+    def base_model(self):
+        """transformers' ``model.base_model``: the body under a task head (its ``model``), the bare model itself."""
+        return self._modules.get("model", self)
+
     def get_input_embeddings(self):
         return self.embed_tokens
 
@@ -2054,6 +2059,7 @@ class LlamaForCausalLM(Module):
         return self.model
 
     num_parameters, get_memory_footprint = LlamaModel.num_parameters, LlamaModel.get_memory_footprint
+    base_model = LlamaModel.base_model
     enable_input_require_grads = LlamaModel.enable_input_require_grads
     set_attn_implementation = LlamaModel.set_attn_implementation
     main_input_name = "input_ids"  # transformers' class attributes
@@ -2463,6 +2469,7 @@ class _LlamaWithHead(Module):
     is_gradient_checkpointing = LlamaForCausalLM.is_gradient_checkpointing
     set_attn_implementation = LlamaForCausalLM.set_attn_implementation
     num_parameters = LlamaForCausalLM.num_parameters
+    base_model = LlamaForCausalLM.base_model
 
     def get_output_embeddings(self):
         return None  # a task head is no vocabulary projection (transformers: None, nothing to tie)
