@@ -38,9 +38,11 @@ setup(
         # minilora serve: the OpenAI-compatible HTTP API; pydantic: its request bodies, validated as vLLM's models
         # (FastAPI's dependency); llguidance: structured outputs (vLLM's "guidance" backend)
         "serve": ["starlette", "uvicorn", "pydantic>=2", "llguidance"],
-        # Intel's MKL, the BLAS torch's CPU build calls: minilora's float32/float64 products then give torch's bits
-        # (and run 10-15% faster on Intel CPUs than NumPy's OpenBLAS); minilora.blas finds it (MINILORA_BLAS)
-        "mkl": ["mkl; platform_machine == 'x86_64' or platform_machine == 'AMD64'"],
+        # Intel's MKL, the BLAS and math library torch's CPU build calls: minilora's float32/float64 products and
+        # torch's VML functions (sin, exp, erf, ...) then give torch's bits (and products run 10-15% faster on Intel
+        # CPUs than NumPy's OpenBLAS); minilora.blas finds it (MINILORA_BLAS). 2024.2: the version torch 2.13 ships
+        # (a later MKL's sin, cos and exp differ from it)
+        "mkl": ["mkl==2024.2.*; platform_machine == 'x86_64' or platform_machine == 'AMD64'"],
     },
     entry_points={"console_scripts": ["minilora=minilora.cli:main"]},
 )

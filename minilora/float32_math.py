@@ -70,7 +70,7 @@ import warnings
 
 import numpy as np
 
-from . import gemm_pool, native, parallel
+from . import gemm_pool, mkl_vml, native, parallel
 from .device import CHUNK, cache_slices, xp_of
 
 __all__ = ["torch_cpu_capability", "CPU_CAPABILITY", "FLOAT_LANES", "FUSED_MULTIPLY_ADD", "vectorized", "vml",
@@ -819,12 +819,15 @@ def _is_16bit_array(a):
 
 def vml(name, a):
     """The NumPy function ``name`` (``"exp"``, ``"tanh"``, ...) of an array as torch's MKL kernel
-    gives it, as near as an open formula gets: float32 correctly rounded, other dtypes (and CuPy
-    arrays) NumPy's own (MKL's float64 results are not reproduced either)."""
+    gives it: MKL's own where MKL is loaded and torch calls it (``mkl_vml``), else as near as an open formula
+    gets: float32 correctly rounded, other dtypes (and CuPy arrays) NumPy's own."""
     if _is_16bit_array(a) and not (a.dtype == np.float16 and name in _NUMPY_FLOAT16):  # (float16 exp(0.0073) is
         return vml(name, a.astype(_F32)).astype(a.dtype)  # a float32 tie: rounded from float32, as torch's)
     if name == "sqrt" and type(a) is np.ndarray and a.dtype == _F64:
         return mkl_sqrt(a)
+    in_mkl = mkl_vml.compute(name, a)  # torch's own MKL function, where MKL is loaded (sin, cos, tanh, log2, ...)
+    if in_mkl is not None:
+        return in_mkl
     if type(a) is not np.ndarray or a.dtype != _F32:
         return getattr(xp_of(a), name)(a)
     if name == "exp":  # (its float64 result may pass float32's range: inf, as float32's exp, unwarned)

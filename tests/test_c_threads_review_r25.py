@@ -110,8 +110,7 @@ def _lora_backward(X, W0, A, B, dY, U, s, in_c_threads):
     V, dX = np.empty((M, len(A)), np.float32), np.empty(X.shape, np.float32)
     grads = L._backward_in_c_threads(dY, X, U, None, V, dX, W0, A, B, s, True, True, work) if in_c_threads else None
     if grads is None:
-        grads = parallel.sum_over_rows(lambda *rows: L._lora_backward_rows(*rows, W0, A, B, s, True, True),
-                                       dY, X, U, None, V, dX, work_per_row=work)
+        grads = L._backward_in_python(dY, X, U, None, V, dX, W0, A, B, s, True, True, work)
     return (V, dX) + tuple(grads)
 
 

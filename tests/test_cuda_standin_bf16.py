@@ -23,7 +23,7 @@ import pytest
 
 import fake_cupy
 import minilora as ml
-from minilora import compiled_attention, float32_math, kernels, mkl_half_gemm, ops
+from minilora import blas, compiled_attention, float32_math, kernels, mkl_half_gemm, ops
 from minilora.device import device as _device, xp_of
 from minilora.lora import LoraConfig, get_peft_model
 from minilora.models import LlamaConfig, LlamaForCausalLM
@@ -91,7 +91,11 @@ def without_cpu_kernel_roundings():
         patch.setattr(lora_ops, "x_grad_in_two_parts", lambda x: False)
         patch.setattr(mkl_half_gemm, "APPLIES", False)
         patch.setattr(float32_math, "MKL_SQRT_CPU", False)  # (the optimizer's roots: MKL's sqrt on Intel CPUs)
-        yield
+        before = blas.select("openblas")  # (MKL's products and VML functions, where installed: the stand-in's are NumPy's)
+        try:
+            yield
+        finally:
+            blas.select(before or "openblas")
 
 
 @pytest.mark.parametrize("lora", [True, False], ids=["lora-all-linear", "full-fine-tuning"])

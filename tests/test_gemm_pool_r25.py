@@ -36,11 +36,7 @@ def _numpy_way(X, W0, A, B, dY, s, need_dX=True, need_dA=True, need_dB=True, kee
     U, Y, V = np.empty((M, r), X.dtype), np.empty((M, len(W0)), X.dtype), np.empty((M, r), X.dtype)
     dX = np.empty(X.shape, X.dtype) if need_dX else None
     parallel.rows(lambda *rows: L._lora_forward_rows(*rows, W0, A, B, None, s), X, keep, U, Y, work_per_row=work)
-    if L._sums_over_all_rows():  # (MKL: dA and dB each one product over all the rows, as LoraLinear's)
-        dA, dB = L._lora_backward_rows(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB)
-    else:
-        dA, dB = parallel.sum_over_rows(lambda *rows: L._lora_backward_rows(*rows, W0, A, B, s, need_dA, need_dB),
-                                        dY, X, U, keep, V, dX, work_per_row=work)
+    dA, dB = L._backward_in_python(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB, work)
     return U, Y, V, dX, dA, dB
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import dtypes, ops
+from ..blas import matmul
 from ..factories import eye, randn
 from ..nn import Dropout, Identity, ModuleDict, Parameter, init
 from ..nn import Embedding as _NNEmbedding
@@ -172,7 +173,7 @@ class SVDLinear(BaseTunerLayer):
         factors (``autocast_adapter_dtype=False``) each op rounds, the matmul once (float32 inside, as
         torch's CPU kernel)."""
         A, E, B = (t._array for t in (self.lora_A[adapter_name], self.lora_E[adapter_name], self.lora_B[adapter_name]))
-        product = (dtypes.upcast(B) @ dtypes.upcast(A * E)).astype(B.dtype, copy=False)
+        product = matmul(dtypes.upcast(B), dtypes.upcast(A * E)).astype(B.dtype, copy=False)
         return self._scaled(product, adapter_name)
 
     def merge_math(self, adapter_name, W, unmerge=False, safe_merge=False):

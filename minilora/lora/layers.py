@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 
 from .. import amp as _amp, dtypes, nn, ops
+from ..blas import matmul  # (np.matmul through minilora's BLAS: MKL's, as PEFT's, where installed)
 from ..device import xp_of
 from ..nn import Conv1d, Conv2d, Dropout, Identity, Module, ModuleDict, MultiheadAttention, Parameter
 from ..nn import Embedding as _NNEmbedding
@@ -581,7 +582,7 @@ class Linear(BaseTunerLayer):
         16-bit factors are multiplied in float32 (PEFT's get_delta_weight upcasts them on the CPU; NumPy
         would sum a bfloat16 product in bfloat16) and the result stays float32."""
         B, A = self.lora_B[adapter_name].weight._array, self.lora_A[adapter_name].weight._array
-        return dtypes.upcast(B) @ dtypes.upcast(A)
+        return matmul(dtypes.upcast(B), dtypes.upcast(A))
 
     # --- forward -------------------------------------------------------------------------------
     def adapter_forward(self, x):
@@ -826,7 +827,7 @@ class Embedding(BaseTunerLayer):
     def _BA(self, adapter_name):
         """``B A`` [dim, num_embeddings] in float32 for 16-bit factors (as Linear's)."""
         A, B = self.lora_embedding_A[adapter_name]._array, self.lora_embedding_B[adapter_name]._array
-        return dtypes.upcast(B) @ dtypes.upcast(A)
+        return matmul(dtypes.upcast(B), dtypes.upcast(A))
 
     def _dora_norms(self, adapter_name):
         """DoRA's weight norm ``||(W + s (B A)^T)[:, j]||`` for every embedding dimension j, as PEFT's
@@ -883,7 +884,7 @@ class Embedding(BaseTunerLayer):
     def get_delta_weight(self, adapter_name):
         """``s (B A)^T`` [num_embeddings, dim]: the update merging adds to the table."""
         A, B = self.lora_embedding_A[adapter_name]._array, self.lora_embedding_B[adapter_name]._array
-        delta = self.scaling[adapter_name] * (dtypes.upcast(B) @ dtypes.upcast(A)).T  # 16-bit: in float32,
+        delta = self.scaling[adapter_name] * matmul(dtypes.upcast(B), dtypes.upcast(A)).T  # 16-bit: in float32,
         return delta.astype(B.dtype, copy=False)                                     # rounded once (PEFT)
 
     def merge_math(self, adapter_name, W, unmerge=False, safe_merge=False):
@@ -1169,7 +1170,7 @@ class VeraLinear(BaseTunerLayer):
         A, B = (t._array for t in self._projections(adapter_name))
         lambda_b = self.vera_lambda_b[adapter_name]._array[:, None]
         lambda_d = self.vera_lambda_d[adapter_name]._array[:, None]
-        return (lambda_b * B) @ (lambda_d * A)
+        return matmul(lambda_b * B, lambda_d * A)
         # END SOLUTION
 
     def merge_math(self, adapter_name, W, unmerge=False, safe_merge=False):

@@ -31,6 +31,7 @@ generate is a mistake, not an empty answer), and sampling options given to greed
 warned about (they would change nothing). A model may bring its own defaults, from its folder's
 ``generation_config.json`` (``model.generation_config``): they apply to every option a call leaves out.
 """
+import inspect
 import json
 import os
 import time
@@ -1055,7 +1056,8 @@ def generate(model, input_ids=None, max_new_tokens=None, do_sample=DEFAULT, temp
             # then the newest token; without a cache, every position every step
             start = _first_uncached(cache, unseen + ids.shape[1])
             out = model(**_step_inputs(ids, embeds, start, unseen, step), attention_mask=_mask_arg(mask), position_ids=positions[:, start:],
-                        past_key_values=cache, use_cache=use_cache or cache is not None, **internals)
+                        past_key_values=cache, use_cache=use_cache or cache is not None, **internals,
+                        **_logits_kept(model))
             steps.append(out)
             cache = out.past_key_values if use_cache else None
             logits = out.logits[:, -1, :].cpu().numpy().astype(np.float32)  # transformers' float32 copy
@@ -1459,6 +1461,15 @@ def _host_bools(value):
     return np.asarray(value.cpu().numpy() if isinstance(value, Tensor) else value, dtype=bool)
 
 
+def _logits_kept(model):
+    """``{"logits_to_keep": 1}`` where the model's forward takes it, as transformers' generate passes it: the head
+    runs on the last position alone -- less work, and a one-row product, summed as torch sums it -- else {}."""
+    try:
+        return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    except (TypeError, ValueError):  # (a forward without a signature)
+        return {}
+
+
 def _the_cache(past_key_values, cache):
     """generate's ``past_key_values=`` (transformers 5 also calls it ``cache=``): a KV cache (``DynamicCache()``,
     or one holding a prompt prefix, as transformers' prefix-reuse recipe) that generate fills and returns."""
@@ -1649,7 +1660,8 @@ def _beam_search(model, ids, mask, padding, process, stops, eos, max_new_tokens,
             positions = _position_ids(flat_mask, unseen + length)
             start = _first_uncached(cache, unseen + length)
             out = model(**_step_inputs(flat, embeds, start, unseen, step), attention_mask=_mask_arg(step_mask), position_ids=positions[:, start:],
-                        past_key_values=cache, use_cache=use_cache, **internals)
+                        past_key_values=cache, use_cache=use_cache, **internals,
+                        **_logits_kept(model))
             cache = out.past_key_values if use_cache else None
             if any(internals.values()):
                 steps.append(out)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import amp, dtypes, float32_math, forward_ad, linalg, ops, parallel
+from .. import amp, blas, dtypes, float32_math, forward_ad, linalg, ops, parallel
 from ..checkpoint import (SAFE_WEIGHTS_NAME, CheckpointError, atomic_folder, atomic_write, checkpoint_files,
                           load_checkpoint, load_json, one_version_of, put_back_a_cut_swap, read_checkpoint_shapes,
                           read_weights_header, save_file, save_json)
@@ -944,7 +944,7 @@ class LlamaAttention(Module):
         # the model already holds that (with padding); without one, Tq == Tk is torch's is_causal,
         # one new token sees every key, and a chunk after a cache needs the bottom-right bias.
         tq, tk = q.shape[2], k.shape[2]
-        eager = output_attentions or self._eager_in_16_bits(q)
+        eager = output_attentions or self._eager_op_by_op(q)
         if mask is None and (1 < tq < tk or (eager and tq > 1)):
             mask = causal_bias(tq, tk, q.dtype, q.device.xp)
         dropout = self.attention_dropout if self.training else 0.0
@@ -961,13 +961,15 @@ class LlamaAttention(Module):
                                                dropout_p=dropout, enable_gqa=True)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
 
-    def _eager_in_16_bits(self, q):
-        """Whether transformers' "eager" attention runs here op by op: in bfloat16/float16 (a 16-bit model, or
-        autocast's products) its steps round where torch's flash kernel (sdpa) does not (q k^T rounded to 16
-        bits, then the scaling, the weights before the product with v): 28% of a layer's attention outputs
-        differ. float32 keeps the fused node: there minilora's products are OpenBLAS's, not torch's MKL's, so
-        neither way gives torch's bits."""
-        return (q.dtype.itemsize == 2 or amp.active) and getattr(self.config, "_attn_implementation", None) == "eager"
+    def _eager_op_by_op(self, q):
+        """Whether transformers' "eager" attention runs here op by op, as transformers' own: in bfloat16/float16 (a
+        16-bit model, or autocast's products) its steps round where torch's flash kernel (sdpa) does not (q k^T
+        rounded to 16 bits, then the scaling, the weights before the product with v): 28% of a layer's attention
+        outputs differ; in float32/float64 where MKL is minilora's BLAS (``minilora.blas``), whose products are
+        torch's, so the ops give transformers' bits (a Llama's logits, every bit). Else the fused node, faster:
+        with OpenBLAS's products neither way gives torch's bits."""
+        return ((q.dtype.itemsize == 2 or amp.active or blas.library() == "mkl")
+                and getattr(self.config, "_attn_implementation", None) == "eager")
 
     def _normed_heads(self, q, k):
         """Queries and keys [B, T, heads, D] before RoPE: Llama's as projected (Qwen3 normalizes each head)."""

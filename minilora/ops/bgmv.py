@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import kernels
 from .. import dtypes
+from ..blas import matmul  # (np.matmul through minilora's BLAS: the products LoraLinear's rows get)
 from ..device import xp_of
 from ..tensor import Function
 
@@ -79,8 +80,8 @@ class Bgmv(Function):
             return _forward_16bit(base, x, A, B, ctx.saved[3], scales)
         out = base.copy()
         for a, rows, r in ctx.saved[3]:
-            U = x[rows] @ A[a, :r].T                                   # shrink [rows, r]
-            out[rows] += scales[a] * (U @ B[a, :, :r].T)               # expand [rows, N]
+            U = matmul(x[rows], A[a, :r].T)                            # shrink [rows, r]
+            out[rows] += scales[a] * matmul(U, B[a, :, :r].T)          # expand [rows, N]
         return out
 
     @staticmethod
@@ -100,12 +101,12 @@ class Bgmv(Function):
         xp = xp_of(g)
         dx, dA, dB = xp.zeros_like(x), xp.zeros_like(A), xp.zeros_like(B)
         for a, rows, r in groups:
-            U = x[rows] @ A[a, :r].T
+            U = matmul(x[rows], A[a, :r].T)
             gs = scales[a] * g[rows]
-            V = gs @ B[a, :, :r]                                       # gradient reaching U [rows, r]
-            dx[rows] = V @ A[a, :r]
-            dA[a, :r] = V.T @ x[rows]
-            dB[a, :, :r] = gs.T @ U
+            V = matmul(gs, B[a, :, :r])                                # gradient reaching U [rows, r]
+            dx[rows] = matmul(V, A[a, :r])
+            dA[a, :r] = matmul(V.T, x[rows])
+            dB[a, :, :r] = matmul(gs.T, U)
         return g, dx, dA, dB
 
     kernel_backward = backward

@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from .. import amp as _amp, backends, fastmath, float32_math, parallel
+from .. import amp as _amp, backends, fastmath, float32_math, mkl_vml, parallel
 from ..float32_sums import sixteen_bit_backward, sum_like_torch
 from ..factories import in_iterator_layout, known_layout, laid_out_copy, layout_order, like_view_strides
 from ..device import META as _META, NO_DATA, xp_of
@@ -784,6 +784,9 @@ class Erf(Function):
                 erf = float32_math.c_function("erff", wide) if float32_math.CPU_CAPABILITY == "default" \
                     else float32_math.aten_erf(wide)
             return erf.astype(a.dtype)
+        in_mkl = mkl_vml.compute("erf", a)  # (float32/float64: torch's MKL erf, where MKL is loaded)
+        if in_mkl is not None:
+            return in_mkl
         host = fastmath.erf(_host_array(a).astype(np.float64))  # (16-bit off the CPU: through float32, as
         if _is_16bit_float(a):  # torch's CUDA kernel computes in float)
             host = host.astype(np.float32)

@@ -194,6 +194,16 @@ def _backward_in_c_threads(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB,
     return dA, dB
 
 
+def _backward_in_python(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB, work):
+    """``(dA, dB)`` (and V, dX filled) from ``_lora_backward_rows`` itself: on blocks of rows in minilora's Python
+    threads, their terms added in the blocks' order; or, where dA and dB are one product over all rows
+    (``_sums_over_all_rows``), on the whole arrays in this thread."""
+    if _sums_over_all_rows():
+        return _lora_backward_rows(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB)
+    return parallel.sum_over_rows(lambda *rows: _lora_backward_rows(*rows, W0, A, B, s, need_dA, need_dB),
+                                  dY, X, U, keep, V, dX, work_per_row=work)
+
+
 def _backward_sums_whole(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB, work):
     """``_backward_in_c_threads`` with dA and dB each one product over all the rows: V and dX by blocks of rows
     first, then dA = V^T dropout(X) and dB = s (U^T dY)^T side by side, one per thread (``split="whole"``)."""
@@ -485,11 +495,8 @@ class LoraLinear(Function):
         s = dY.dtype.type(ctx.scale)
         work = parallel.product_work(W0.size if nx else B.size)
         grads = _backward_in_c_threads(dY, X, U, keep, V, dX, W0, A, B, s, na, nb, work)
-        if grads is None and _sums_over_all_rows():  # (one thread: see _sums_over_all_rows)
-            grads = _lora_backward_rows(dY, X, U, keep, V, dX, W0, A, B, s, na, nb)
         if grads is None:
-            grads = parallel.sum_over_rows(lambda *rows: _lora_backward_rows(*rows, W0, A, B, s, na, nb),
-                                           dY, X, U, keep, V, dX, work_per_row=work)
+            grads = _backward_in_python(dY, X, U, keep, V, dX, W0, A, B, s, na, nb, work)
         dA, dB = grads
         dA, dB = _in_c_order(dA), _in_c_order(dB)
         dX, dW0, dbias = _base_grads(ctx, dY, dX)

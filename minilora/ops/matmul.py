@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 
 from .. import amp as _amp, bf16_products, blas, dtypes, float32_sums, gemm_pool, half_products, mkl_dot, parallel, solutions
+from ..blas import matmul as array_matmul
 from ..device import xp_of
 from ..dtypes import is_floating, torch_name, upcast
 from ..factories import known_layout
@@ -193,8 +194,8 @@ def _linear_backward_rows(g, x, gx, w, need_w, need_b):
     # EXERCISE 1.5: gradients of x W^T + b from g [rows, out]; no weight GEMM for a frozen weight (not need_w)
     # BEGIN SOLUTION
     if gx is not None:
-        blas.matmul(g, w, out=gx)  # dX = dY W (np.matmul through minilora's BLAS)
-    gw = blas.matmul(g.T, x) if need_w else None  # dW = dY^T X: skipped for a frozen weight
+        array_matmul(g, w, out=gx)  # dX = dY W (array_matmul: np.matmul through minilora's BLAS)
+    gw = array_matmul(g.T, x) if need_w else None  # dW = dY^T X: skipped for a frozen weight
     gb = _sum_over_rows(g) if need_b else None
     # END SOLUTION
     return gw, gb

@@ -17,7 +17,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .. import amp as _amp, dtypes, fastmath, float32_math, float32_sums
+from .. import amp as _amp, dtypes, fastmath, float32_math, float32_sums, mkl_vml
 from ..device import holds_no_values, xp_of
 from ..tensor import Function, Tensor, name_node, no_forward_formula, saves_as_torch
 from . import elementwise as E
@@ -498,7 +498,8 @@ class Erfc(Function):
     @staticmethod
     def forward(ctx, a):
         ctx.a = a
-        return _on_host(erfc_f64, a)
+        in_mkl = mkl_vml.compute("erfc", a)  # (float32/float64: torch's MKL erfc, where MKL is loaded)
+        return _on_host(erfc_f64, a) if in_mkl is None else in_mkl
 
     @staticmethod
     def backward(ctx, g):  # torch's -2.0 / sqrt(M_PI) * exp(-(self.pow(2))) * grad, in that order
@@ -509,7 +510,8 @@ class Erfc(Function):
 class Erfinv(Function):
     @staticmethod
     def forward(ctx, a):
-        ctx.out = _on_host(erfinv_f64, a)
+        in_mkl = mkl_vml.compute("erfinv", a)  # (float32/float64: torch's MKL erfinv, where MKL is loaded)
+        ctx.out = _on_host(erfinv_f64, a) if in_mkl is None else in_mkl
         return ctx.out
 
     @staticmethod
