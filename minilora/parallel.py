@@ -480,6 +480,16 @@ def matmul(a, b):
     return blas.matmul(a, b)
 
 
+def matmul_into(out, a, b):
+    """``out += a @ b`` in place (``out`` [M, N] C-contiguous, ``a`` [M, K], ``b`` [K, N], one float dtype), BLAS's
+    beta = 1: the sums start from out's values, as torch's addmm and Linear start from the bias (MKL adds each block of
+    K into C: starting from the bias or adding it after are different roundings). Split by rows as ``matmul``."""
+    work = product_work(b.size)
+    if not products_run(len(a), [gemm_pool.Product(a, b, out, beta=1.0)], work):
+        rows(lambda a_rows, out_rows: blas.gemm(a_rows, b, out_rows, beta=1.0), a, out, work_per_row=work)
+    return out
+
+
 def matmuls(*pairs):
     """``[a @ b for a, b in pairs]`` for 2-D arrays: independent products computed side by side
     (a pair that is ``None`` gives ``None``).

@@ -44,7 +44,7 @@ def _pool_way(X, W0, A, B, dY, s, need_dX=True, need_dA=True, need_dB=True, keep
     M, r, work = len(X), len(A), parallel.product_work(W0.size)
     U, Y, V = np.empty((M, r), X.dtype), np.empty((M, len(W0)), X.dtype), np.empty((M, r), X.dtype)
     dX = np.empty(X.shape, X.dtype) if need_dX else None
-    assert L._forward_in_c_threads(X, keep, U, Y, W0, A, B, s, work)
+    assert L._forward_in_c_threads(X, keep, U, Y, W0, A, B, None, s, work)
     grads = L._backward_in_c_threads(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB, work)
     assert grads is not None
     return (U, Y, V, dX) + grads
@@ -120,7 +120,7 @@ def test_two_python_threads_at_once_get_their_own_numbers(threads):
                 M, work_ = len(layers[i][0]), parallel.product_work(layers[i][1].size)
                 X, W0, A, B, dY = layers[i]
                 U, Y = np.empty((M, 4), np.float32), np.empty((M, 96), np.float32)
-                if not L._forward_in_c_threads(X, None, U, Y, W0, A, B, np.float32(2), work_):
+                if not L._forward_in_c_threads(X, None, U, Y, W0, A, B, None, np.float32(2), work_):
                     L._lora_forward_rows(X, None, U, Y, W0, A, B, None, np.float32(2))
                 _assert_same((U, Y), expected[i][:2])
         except BaseException as exc:
@@ -140,12 +140,12 @@ def test_the_pool_declines_what_its_products_are_not(threads):
     U, Y = np.empty((M, 4), np.float32), np.empty((M, 96), np.float32)
     wide = np.empty((M, 256), np.float32)
     wide[:, ::2] = X
-    assert not L._forward_in_c_threads(wide[:, ::2], None, U, Y, W0, A, B, np.float32(2), work)  # strided columns
-    assert not L._forward_in_c_threads(X[:8], None, U[:8], Y[:8], W0, A, B, np.float32(2), work)  # too small to split
+    assert not L._forward_in_c_threads(wide[:, ::2], None, U, Y, W0, A, B, None, np.float32(2), work)  # strided columns
+    assert not L._forward_in_c_threads(X[:8], None, U[:8], Y[:8], W0, A, B, None, np.float32(2), work)  # too small to split
     one_rank = (A[:1], B[:, :1], np.empty((M, 1), np.float32))
-    assert not L._forward_in_c_threads(X, None, one_rank[2], Y, W0, one_rank[0], one_rank[1], np.float32(2), work)
+    assert not L._forward_in_c_threads(X, None, one_rank[2], Y, W0, one_rank[0], one_rank[1], None, np.float32(2), work)
     threads(1)
-    assert not L._forward_in_c_threads(X, None, U, Y, W0, A, B, np.float32(2), work)  # one thread: nothing to split
+    assert not L._forward_in_c_threads(X, None, U, Y, W0, A, B, None, np.float32(2), work)  # one thread: nothing to split
     # (set_flush_denormal(True) is no longer declined: the C threads follow the caller's MXCSR, test_faults_r26)
 
 

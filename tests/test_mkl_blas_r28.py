@@ -91,19 +91,23 @@ def test_linear_gradients_are_torchs(mkl):
     assert np.array_equal(mw.grad.numpy(), tw.grad.numpy())
 
 
-def _lora_layers(peft, base_w, A, B, alpha):
+def _lora_layers(peft, base_w, A, B, alpha, bias=None):
     """PEFT's and minilora's LoRA layer of one ``proj`` Linear, holding the same weights."""
     class Net(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.proj = torch.nn.Linear(base_w.shape[1], base_w.shape[0], bias=False)
+            self.proj = torch.nn.Linear(base_w.shape[1], base_w.shape[0], bias=bias is not None)
 
     tnet = Net()
     tnet.proj.weight.data = torch.from_numpy(base_w.copy())
+    if bias is not None:
+        tnet.proj.bias.data = torch.from_numpy(bias.copy())
     tnet = peft.get_peft_model(tnet, peft.LoraConfig(r=len(A), lora_alpha=alpha, target_modules=["proj"]))
     mnet = ml.nn.Module()
-    mnet.proj = ml.nn.Linear(base_w.shape[1], base_w.shape[0], bias=False)
+    mnet.proj = ml.nn.Linear(base_w.shape[1], base_w.shape[0], bias=bias is not None)
     mnet.proj.weight.data = ml.tensor(base_w.copy())
+    if bias is not None:
+        mnet.proj.bias.data = ml.tensor(bias.copy())
     mnet = ml.lora.get_peft_model(mnet, ml.lora.LoraConfig(r=len(A), lora_alpha=alpha, target_modules=["proj"]))
     layers = tnet.base_model.model.proj, mnet.base_model.model.proj
     for layer, wrap in zip(layers, (torch.from_numpy, ml.tensor)):
@@ -123,8 +127,8 @@ def _forward_and_grads(layer, wrap, x, g):
 
 # (s = alpha / r a power of two, as in most configs: PEFT rounds (U B^T) and then its product with s, minilora's
 # gemm scales the sum once -- the same number only when scaling is exact; s = 1.5 differs in ~20% of outputs)
-@pytest.mark.parametrize("alpha", [16, 32, 4])
-def test_lora_layer_is_peft_bit_for_bit_past_256_features(mkl, monkeypatch, alpha):
+@pytest.mark.parametrize("alpha,with_bias", [(16, False), (32, False), (4, False), (16, True)])
+def test_lora_layer_is_peft_bit_for_bit_past_256_features(mkl, monkeypatch, alpha, with_bias):
     """A LoRA layer of a 640 -> 384 Linear: forward and every gradient as PEFT's, on 1, 2 or 3 threads, with and
     without the C threads. (Before: dA and dB summed block by block, so they changed with the thread count.)"""
     peft = pytest.importorskip("peft")
@@ -132,7 +136,8 @@ def test_lora_layer_is_peft_bit_for_bit_past_256_features(mkl, monkeypatch, alph
     base_w, A, B = (rng.standard_normal(shape).astype(np.float32) / 25 for shape in ((384, 640), (8, 640), (384, 8)))
     x = rng.standard_normal((4, 60, 640)).astype(np.float32)
     g = rng.standard_normal((4, 60, 384)).astype(np.float32)
-    theirs, ours = _lora_layers(peft, base_w, A, B, alpha)
+    bias = rng.standard_normal(384).astype(np.float32) if with_bias else None
+    theirs, ours = _lora_layers(peft, base_w, A, B, alpha, bias)
     expected = _forward_and_grads(theirs, torch.from_numpy, x, g)
     for threads in (1, 2, 3):
         for pool in ("1", "0"):
@@ -178,3 +183,19 @@ def test_openblas_still_chosen_on_request(monkeypatch):
         assert blas.gemm_address(np.float32) not in (None, mkl_sgemm)  # (the C pool calls OpenBLAS's too)
     finally:
         blas.select(before or "openblas")
+
+
+@pytest.mark.parametrize("M,K,N", [(128, 688, 256), (33, 2000, 65), (64, 300, 50)])
+def test_linear_with_bias_starts_from_the_bias_as_torchs_addmm(mkl, M, K, N):
+    """nn.Linear's default bias: torch's addmm fills the output with the bias and lets MKL add the products into it
+    block by block; adding the bias after the product differed in 33-53% of outputs from K = 688 on."""
+    rng = np.random.default_rng(M)
+    x, w, b = (rng.standard_normal(shape).astype(np.float32) for shape in ((M, K), (N, K), (N,)))
+    expected = F.linear(*map(torch.from_numpy, (x, w, b))).numpy()
+    for threads in (1, 2):
+        before = ml.parallel.num_threads()
+        ml.parallel.set_num_threads(threads)
+        try:
+            assert np.array_equal(ml.nn.functional.linear(*map(ml.tensor, (x, w, b))).numpy(), expected), threads
+        finally:
+            ml.parallel.set_num_threads(before)

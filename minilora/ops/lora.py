@@ -110,10 +110,12 @@ def _lora_forward_rows(X, keep, U, Y, W0, A, B, bias, s):
     # BEGIN SOLUTION
     # (matmul: np.matmul through the BLAS minilora calls, MKL's or OpenBLAS's -- minilora.blas)
     matmul(X if keep is None else X * keep, A.T, out=U)  # the only thing LoRA adds to memory
-    matmul(X, W0.T, out=Y)
+    if bias is None:
+        matmul(X, W0.T, out=Y)
+    else:  # PEFT's base layer is F.linear, whose addmm starts the sums from the bias (BLAS's beta = 1)
+        Y[...] = bias
+        addmm_(Y, X, W0.T)
     addmm_(Y, U, B.T, alpha=s)  # Y += s U B^T in place: no [rows, N] temporary
-    if bias is not None:
-        Y += bias
     # END SOLUTION
 
 
@@ -150,13 +152,16 @@ _forward_is_the_solution = solutions.solution_check(_lora_forward_rows)  # (else
 _backward_is_the_solution = solutions.solution_check(_lora_backward_rows)
 
 
-def _forward_in_c_threads(X, keep, U, Y, W0, A, B, s, work):
-    """U = dropout(X) A^T, Y = X W0^T, Y += s U B^T on blocks of rows in C threads; False: not done."""
+def _forward_in_c_threads(X, keep, U, Y, W0, A, B, bias, s, work):
+    """U = dropout(X) A^T, Y = (bias +) X W0^T, Y += s U B^T on blocks of rows in C threads; False: not done."""
     if parallel.parts_for(len(X), work) < 2 or not _forward_is_the_solution():
         return False
     P = gemm_pool.Product
     dropped = X if keep is None else X * keep
-    return parallel.products_run(len(X), [P(dropped, A.T, U), P(X, W0.T, Y), P(U, B.T, Y, alpha=s, beta=1.0)], work)
+    if bias is not None:
+        Y[...] = bias  # (the base product's sums start from it, as _lora_forward_rows')
+    base = P(X, W0.T, Y, beta=0.0 if bias is None else 1.0)
+    return parallel.products_run(len(X), [P(dropped, A.T, U), base, P(U, B.T, Y, alpha=s, beta=1.0)], work)
 
 
 def _sums_over_all_rows():
@@ -464,9 +469,8 @@ class LoraLinear(Function):
         work = parallel.product_work(W0.size)
         if _one_row_as_peft(X, keep, U, Y, W0, A, B, bias, s):
             pass
-        elif _forward_in_c_threads(X, keep, U, Y, W0, A, B, s, work):
-            if bias is not None:
-                Y += bias
+        elif _forward_in_c_threads(X, keep, U, Y, W0, A, B, bias, s, work):
+            pass
         else:
             parallel.rows(lambda *rows: _lora_forward_rows(*rows, W0, A, B, bias, s), X, keep, U, Y,
                           work_per_row=work)

@@ -147,6 +147,14 @@ def _mkl_dot(a, b):
     return None
 
 
+def _bias_first(x, w, b):
+    """Whether ``x @ w.T + b`` starts its sums from ``b`` (BLAS's beta = 1, as torch's addmm calls MKL) rather than
+    adding ``b`` to the finished product: float32/float64 NumPy arrays of one dtype where MKL is minilora's BLAS
+    (torch's bits; with K past one of MKL's blocks the two differ: 33-53% of outputs at K = 688-2000)."""
+    return (b is not None and blas.library() == "mkl" and type(x) is np.ndarray and type(b) is np.ndarray
+            and x.dtype == w.dtype == b.dtype and x.dtype in (np.float32, np.float64) and b.ndim == 1 and x.size > 0)
+
+
 def one_row_times_weight(x, w):
     """``x @ w.T`` for ``x`` of one row ([1, K]; ``w`` [N, K]) as torch computes it: ATen hands a one-row mm to
     MKL's gemm, which sums it as its gemv -- ``torch.mv(w, x[0])``'s bits (measured: ``F.linear`` of one row equals
@@ -413,9 +421,13 @@ class Linear(Function):
             out = _linear_in_float32(x2, w, b)  # (cuda: a 16-bit product rounded before the bias would round twice)
         else:
             out = one_row_times_weight(x2, w)  # (a decoded token: torch's mv order)
-            if out is None:
+            if out is None and _bias_first(x2, w, b):  # torch's addmm: the sums start from the bias
+                out = parallel.matmul_into(np.broadcast_to(b, (len(x2), len(w))).copy(), x2, w.T)
+            elif out is None:
                 out = parallel.matmul(x2, w.T)  # cuda 16-bit: cuBLAS accumulates in float32 (see _product)
-            if b is not None:
+                if b is not None:
+                    out += b
+            elif b is not None:
                 out += b
         # The input is kept only for the weight gradient: a frozen weight does not hold it alive.
         ctx.x2 = x2 if ctx.needs_input_grad[1] else None
