@@ -382,6 +382,8 @@ def _power_kernel(a, b):
     """``a ** b`` (arrays or a Python number on either side) as torch's pow kernel for their dtype."""
     if isinstance(a, np.generic):  # (NumPy's 0-d results are scalars: a 0-d tensor's power, not NumPy's ``**``;
         a = np.asarray(a)  # norm_backward's |x| ** (p - 1) of a 0-d x was off)
+    if _is_16bit_float(a) and type(b) in _NUMBERS and b == 0:
+        return xp_of(a).ones(a.shape, dtype=a.dtype)  # (torch fills: pow(signaling NaN, 0) is 1, NumPy's NaN)
     try:
         out = _half_powers(a, b)
         if out is None:
@@ -391,10 +393,19 @@ def _power_kernel(a, b):
         if out is None:
             out = _float64_power(a, b)
         if out is None:
-            out = a ** b
+            out = _float16_zero_powers(a, b, a ** b)
     except ValueError:  # NumPy refuses integers to negative integer powers
         out = _integer_power(a, b)
     return out
+
+
+def _float16_zero_powers(a, b, out):
+    """``out`` (NumPy's ``a ** b``) with 1 where a float16 tensor is raised to a float16 tensor's 0: torch computes
+    in float32, and widening float16 quiets a signaling NaN, so its pow(NaN, 0) is 1 as in C where NumPy's is NaN
+    (bfloat16 widens bit for bit and stays NaN, in torch too)."""
+    if getattr(a, "dtype", None) != np.float16 or getattr(b, "dtype", None) != np.float16:
+        return out
+    return xp_of(out).where(b == 0, out.dtype.type(1), out)
 
 
 def _multiplied_power(a, b):
