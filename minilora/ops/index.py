@@ -1127,7 +1127,8 @@ class CumProd(Function):
     i!=k} a_i``: without a zero in the input, torch's ``reversed_cumsum(out * g) / a`` (its bits: the running
     sum in float64, as its cumsum); with one, computed as it reads (products *without* ``a_k``, not ``out_j /
     a_k``), so a zero gives torch's finite gradient rather than 0/0 (float32/float64 on the CPU: torch's own masked
-    formula, ``_cumprod_backward_with_zeros``; elsewhere O(n^2) along the axis)."""
+    formula, ``_cumprod_backward_with_zeros``; elsewhere O(n^2) along the axis). 16-bit floats: torch's formula is
+    16-bit tensor ops, each rounding its result, and so are NumPy's ufuncs on 16-bit arrays."""
     torch_layout = "contiguous"  # (torch's CPU kernel writes a contiguous result: Function.torch_layout)
 
     @staticmethod
@@ -1138,15 +1139,18 @@ class CumProd(Function):
 
     @staticmethod
     def backward(ctx, g):
-        xp = xp_of(g)
-        if ctx.a.size <= 1 or ctx.a.shape[ctx.axis] == 1:  # (torch's cumprod_backward hands g on as it is)
+        xp, a, out = xp_of(g), ctx.a, ctx.out
+        if a.size <= 1 or a.shape[ctx.axis] == 1:  # (torch's cumprod_backward hands g on as it is)
             return g
-        if not (ctx.a == 0).any():  # torch's cumprod_backward without a zero: reversed_cumsum(out * g) / a
-            w = ctx.out * g
-            return xp.flip(cumulative(xp.cumsum, xp.flip(w, axis=ctx.axis), ctx.axis), axis=ctx.axis) / ctx.a
-        if type(g) is np.ndarray and g.dtype in (np.float32, np.float64) and g.dtype == ctx.a.dtype:
-            return _cumprod_backward_with_zeros(ctx.a, g, ctx.out, ctx.axis)
-        a, g = xp.moveaxis(ctx.a, ctx.axis, -1), xp.moveaxis(g, ctx.axis, -1)
+        half = getattr(ctx, "step_dtype", None)
+        if half is not None:  # torch's formula is 16-bit tensor ops, each rounding its result: so are NumPy's
+            a, g, out = (v.astype(half) for v in (a, g, out))  # ufuncs on 16-bit arrays (cumulative: a float32 sum)
+        if not (a == 0).any():  # torch's cumprod_backward without a zero: reversed_cumsum(out * g) / a
+            w = out * g
+            return xp.flip(cumulative(xp.cumsum, xp.flip(w, axis=ctx.axis), ctx.axis), axis=ctx.axis) / a
+        if type(g) is np.ndarray and is_floating(g.dtype) and g.dtype == a.dtype:
+            return _cumprod_backward_with_zeros(a, g, out, ctx.axis)
+        a, g = xp.moveaxis(a, ctx.axis, -1), xp.moveaxis(g, ctx.axis, -1)
         n = a.shape[-1]
         before = xp.cumprod(xp.concatenate([xp.ones_like(a[..., :1]), a[..., :-1]], -1), -1)
         grad = xp.empty_like(g)
@@ -1174,7 +1178,7 @@ def _cumprod_backward_with_zeros(a, g, out, axis):
     first_zero &= between
     after = between & ~first_zero
     terms = cumulative(np.cumprod, np.where(after, a, real(1)), axis) * np.where(count != 1, real(0), g)
-    total = np.expand_dims(float32_sums.cascade_sum(np.ascontiguousarray(terms), (axis,)), axis)
+    total = sum_like_torch(np.ascontiguousarray(terms), (axis,))
     previous = np.where(first == 0, real(1), np.take_along_axis(out, np.maximum(first - 1, 0), axis=axis))
     grad[first_zero] = np.broadcast_to(total * previous, a.shape)[first_zero]
     return grad

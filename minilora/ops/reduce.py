@@ -1312,13 +1312,13 @@ def aminmax(input, *, dim=None, keepdim=False):
 
 # ---- logcumsumexp, nanmedian -----------------------------------------------------------------------
 @quiet_float_errors
-@computes_in_float32
 class LogCumSumExp(Function):
     """``log(cumsum(exp(a)))`` along ``axis`` without overflow (NumPy's ``logaddexp.accumulate``).
 
     d out_j / d a_i = exp(a_i - out_j) for i <= j, so a_i's gradient is ``sum_{j >= i} g_j
     exp(a_i - out_j)``: summed in log space, the positive and the negative g apart (as torch's formula),
-    so that no ``exp`` overflows. Complex: torch's scan of its complex logaddexp, and its gradient
+    so that no ``exp`` overflows. 16-bit floats: torch's formula is 16-bit tensor ops, each rounding its result,
+    and so are NumPy's ufuncs on 16-bit arrays (the scans run in float32, as torch's). Complex: torch's scan of its complex logaddexp, and its gradient
     ``conj(exp(a + reversed_logcumsumexp(log(conj(g)) - out)))`` (no sign split needed)."""
     torch_layout = "contiguous"  # (torch's CPU kernel writes a contiguous result: Function.torch_layout)
     complex_grad = True  # (the backward below takes a complex g itself)
@@ -1356,10 +1356,10 @@ class LogCumSumExp(Function):
 
 
 def _log_cumsum_exp_scan(a, axis):
-    """torch's real logcumsumexp scan along ``axis``: a float32 input's running value carried in double (acc_type),
-    each output rounded (NumPy's ``logaddexp.accumulate``); a contiguous result."""
+    """torch's real logcumsumexp scan along ``axis``: the running value carried in its acc_type (double for float32,
+    float for 16-bit floats), each output rounded (NumPy's ``logaddexp.accumulate``); a contiguous result."""
     a = xp_of(a).asarray(a, order="C")
-    wide = a.astype(np.float64) if a.dtype == np.float32 else a
+    wide = a.astype(np.float64) if a.dtype == np.float32 else a.astype(np.float32) if a.itemsize == 2 else a
     return xp_of(a).logaddexp.accumulate(wide, axis=axis).astype(a.dtype) if a.size else a.copy()
 
 
