@@ -10,7 +10,7 @@ Ops that return values *and* indices return a named tuple, as ``torch.return_typ
 """
 import numpy as np
 
-from .. import amp as _amp, dtypes, return_types, std_sort
+from .. import amp as _amp, dtypes, float32_math, return_types, std_sort
 from .. import float32_sums
 from ..float32_sums import sum_like_torch
 from ..device import META, holds_no_values, xp_of
@@ -551,14 +551,61 @@ class IndexAdd(Function):
     @staticmethod
     def forward(ctx, a, source, index, axis, alpha):
         ctx.where, ctx.alpha = _along(axis, index), alpha
+        if _sums_16_bits_in_float32(a, index, axis, alpha):
+            return _added_in_float32(a, ctx.where, source)
+        if alpha != 1 and a.ndim > 1 and type(a) is np.ndarray and a.dtype in (np.float32, np.float64):
+            return _fused_slice_by_slice(a, source, index, axis, alpha)
         out = a.copy()
-        add_at(out, ctx.where, source * alpha if alpha != 1 else source)
+        add_at(out, ctx.where, source * alpha if alpha != 1 else source)  # (16-bit: alpha and each sum rounded)
         return out
 
     @staticmethod
     def backward(ctx, g):
         na, ns = ctx.needs_input_grad
-        return (g if na else None), (g[ctx.where] * ctx.alpha if ns else None)
+        return (g if na else None), (_times_number(g[ctx.where], ctx.alpha) if ns else None)
+
+
+def _times_number(a, number):
+    """``a * number`` as torch's kernel multiplies a tensor by a Python number: a 16-bit array in float32 with the
+    number as a float32, rounded once (NumPy's 16-bit ufunc would round the number to 16 bits first)."""
+    if number == 1:
+        return a
+    if a.itemsize == 2 and is_floating(a.dtype):
+        return (a.astype(np.float32) * np.float32(number)).astype(a.dtype)
+    return a * number
+
+
+def _sums_16_bits_in_float32(a, index, axis, alpha):
+    """Whether torch's CPU index_add adds 16-bit slices in float32, rounding each sum once (measured, torch 2.13):
+    alpha 1, an int64 index, along the first or the last of 2+ dimensions (its scatter_add path); else it adds one
+    slice at a time in the 16-bit dtype, ``self += source * alpha``, each step rounded (NumPy's ``add.at``)."""
+    return (a.itemsize == 2 and is_floating(a.dtype) and alpha == 1 and index.dtype == np.int64 and a.ndim > 1
+            and axis in (0, a.ndim - 1))
+
+
+def _added_in_float32(a, where, source):
+    wide = a.astype(np.float32)
+    add_at(wide, where, source.astype(np.float32))
+    return wide.astype(a.dtype)
+
+
+def _fused_slice_by_slice(a, source, index, axis, alpha):
+    """torch's float32/float64 index_add with an alpha along a dimension of 2+: slice by slice in index order,
+    ``self[index[i]] = fma(alpha, source[i], self[index[i]])`` (its vectorized add; a 1-D input's scalar loop
+    rounds ``source * alpha`` first). Repeated positions wait for a later round: each round updates distinct
+    slices, the k-th occurrence of each position in round k."""
+    out = a.copy()
+    order = np.argsort(index, kind="stable")
+    rank = np.empty(index.size, np.int64)  # (how many earlier entries name the same position)
+    ordered = index[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    rank[order] = np.arange(index.size) - np.repeat(starts, np.diff(np.r_[starts, index.size]))
+    fused = float32_math.fused_multiply_add if a.dtype == np.float32 else float32_math.fused_multiply_add64
+    for r in range(int(rank.max()) + 1 if index.size else 0):
+        picked = np.flatnonzero(rank == r)
+        where = _along(axis, index[picked])
+        out[where] = fused(a.dtype.type(alpha), np.take(source, picked, axis=axis), out[where])
+    return out
 
 
 def _check_index_add_shapes(input, dim, count, source):
