@@ -1273,8 +1273,7 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     no_meta_kernel("_unique2" if dim is None else "unique_dim", input)
     array = input.detach().cpu().numpy()  # (on the host: a sort; the result's size depends on the values)
     if dim is None:
-        values, inverse, counts = np.unique(array.reshape(-1), return_inverse=True, return_counts=True,
-                                            equal_nan=False)  # torch: every NaN is its own value
+        values, inverse, counts = _unique_elements(array.reshape(-1))
         inverse = inverse.reshape(input.shape)
     else:
         dim = unique_dim(input, dim)
@@ -1287,6 +1286,22 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     extras = [Tensor(part.astype(np.int64), dtype=np.int64, device=input.device)
               for part, wanted in ((inverse, return_inverse), (counts, return_counts)) if wanted]
     return (out, *extras) if extras else out
+
+
+def _unique_elements(flat):
+    """``(values, inverse, counts)`` of a 1-D array as torch's unique: every NaN a value of its own, and the NaNs
+    numbered in the order torch's unstable sort leaves them (``std_sort.sort_order``: NumPy's sort numbered a
+    16-bit tensor's NaNs in another order)."""
+    if not (is_floating(flat.dtype) and np.isnan(flat).any()):
+        return np.unique(flat, return_inverse=True, return_counts=True)
+    order = std_sort.sort_order(flat.reshape(1, -1), False)[0]
+    ordered = flat[order]
+    starts = np.ones(flat.size, bool)
+    starts[1:] = ordered[1:] != ordered[:-1]  # (NaN != NaN: each NaN starts a value)
+    inverse = np.empty(flat.size, np.int64)
+    inverse[order] = np.cumsum(starts) - 1
+    first = np.flatnonzero(starts)
+    return ordered[first], inverse, np.diff(np.append(first, flat.size))
 
 
 def bincount(input, weights=None, minlength=0):
