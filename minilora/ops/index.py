@@ -1597,20 +1597,40 @@ def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=N
     if sorted_sequence.is_meta and (not isinstance(values, Tensor) or values.is_meta):  # (shapes, not a search)
         _check_searched_rows(sorted_sequence.shape, None if isinstance(values, Tensor) else (), values)
         return Tensor(META.xp.zeros(np.shape(values), dtype), dtype=dtype, device=sorted_sequence.device)
-    sequence = sorted_sequence.detach().cpu().numpy()
+    common = dtypes.result_type(sorted_sequence, values)  # (torch compares in the two's common dtype)
+    sequence = sorted_sequence.detach().cpu().numpy().astype(common, copy=False)
     if sorter is not None:
         sequence = np.take_along_axis(sequence, sorter.detach().cpu().numpy(), axis=-1)
     scalar = not isinstance(values, Tensor)
-    values = np.asarray(values) if scalar else values.detach().cpu().numpy()
+    values = (np.asarray(values) if scalar else values.detach().cpu().numpy()).astype(common, copy=False)
     _check_searched_rows(sequence.shape, () if scalar else None, values)
     if sequence.ndim == 1:
-        found = np.searchsorted(sequence, values, side=side)
+        found = _binary_search(sequence.reshape(1, -1), values.reshape(1, -1), side).reshape(values.shape)
     else:
         leading = int(np.prod(sequence.shape[:-1]))  # (not -1: NumPy cannot infer it from 0 elements)
         rows, wanted = sequence.reshape(leading, sequence.shape[-1]), values.reshape(leading, values.shape[-1])
-        found = np.array([np.searchsorted(row, v, side=side) for row, v in zip(rows, wanted)],  # (not stack:
-                         dtype=np.int64).reshape(values.shape)  # no rows, or a zero width, is an empty answer)
+        found = _binary_search(rows, wanted, side).reshape(values.shape)
     return Tensor(np.asarray(found, dtype=dtype), dtype=dtype, device=sorted_sequence.device)
+
+
+def _binary_search(rows, values, side):
+    """Each row's insertion points of its values, (rows, n) and (rows, m) -> (rows, m), as torch's CPU kernel
+    searches: halve [start, end) and go right unless ``row[mid] >= v`` (``side='right'``: ``row[mid] > v``). A NaN
+    compares false either way, so a NaN value lands at the end and a NaN in the row sends every value right of
+    it; NumPy's searchsorted orders NaN last instead (a NaN value before the row's NaNs: off by their count)."""
+    n = rows.shape[-1]
+    start = np.zeros(values.shape, np.int64)
+    end = np.full(values.shape, n, np.int64)
+    searching = start < end
+    while searching.any():
+        middle = start + ((end - start) >> 1)
+        at_middle = np.take_along_axis(rows, np.minimum(middle, n - 1), axis=-1)
+        with np.errstate(invalid="ignore"):
+            left_of = at_middle > values if side == "right" else at_middle >= values
+        start = np.where(searching & ~left_of, middle + 1, start)
+        end = np.where(searching & left_of, middle, end)
+        searching = start < end
+    return start
 
 
 def _check_searched_rows(sequence_shape, scalar, values):

@@ -1,0 +1,178 @@
+"""Tutorial-style torch code in less-walked ops, against torch 2.13 bit for bit, round 28 (values, indices and the
+gradients of ``sum(out * w)``), float32, float64 and the 16-bit floats.
+
+What differed at the round's start: a 16-bit tensor to the power 0 at a signaling NaN (torch fills ones; float16's
+tensor exponent widens, quieting it); 16-bit cumprod and logcumsumexp gradients (torch's formulas are 16-bit tensor
+ops, each rounding, where minilora computed them in float32); unique's inverse of a 16-bit tensor with NaNs (numbered
+in torch's unstable sort order); searchsorted / bucketize where a NaN or an unsorted row meets torch's binary search;
+index_add's 16-bit sums (float32 on its scatter_add path, along the first or last of 2+ dims with alpha 1) and a
+float32 / float64 alpha along such dims (a fused multiply-add per slice).
+"""
+import numpy as np
+import pytest
+
+import minilora as ml
+
+torch = pytest.importorskip("torch")
+
+SIXTEEN = ["bfloat16", "float16"]
+
+
+def _torch_input(shape, dtype, seed=0, scale=1.0):
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=generator, dtype=torch.float64) * scale).to(getattr(torch, dtype))
+
+
+def _as_minilora(t):
+    """The same numbers, bit for bit (a 16-bit signaling NaN too: a trip through float32 could quiet it)."""
+    t = t.detach()
+    if t.dtype in (torch.bfloat16, torch.float16):
+        bits = t.contiguous().view(torch.int16).numpy()
+        return ml.tensor(bits.view(np.dtype(getattr(ml, str(t.dtype)[6:]))).copy())
+    return ml.tensor(t.contiguous().numpy().copy())
+
+
+def _as_torch(m):
+    a = np.array(m.detach().numpy(), order="C")
+    if str(a.dtype) == "bfloat16":
+        return torch.from_numpy(a.view(np.int16).copy()).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+def _differing(theirs, mine):
+    """How many elements differ (NaNs of any payload equal), or a word on the shape or dtype."""
+    mine = _as_torch(mine)
+    if tuple(mine.shape) != tuple(theirs.shape) or mine.dtype != theirs.dtype:
+        return f"{tuple(mine.shape)} {mine.dtype} vs {tuple(theirs.shape)} {theirs.dtype}"
+    if not theirs.dtype.is_floating_point:
+        return int((theirs != mine).sum())
+    a, b = theirs.detach().double().numpy(), mine.double().numpy()
+    return int((~((a.view(np.int64) == b.view(np.int64)) | (np.isnan(a) & np.isnan(b)))).sum())
+
+
+def _assert_torchs(fn, *inputs, grad=False):
+    """fn(lib, *inputs) in both libraries: every output equal, and with ``grad`` every input's gradient."""
+    theirs_in = [t.detach().requires_grad_(grad and t.dtype.is_floating_point) for t in inputs]
+    mine_in = [_as_minilora(t).requires_grad_(grad and t.dtype.is_floating_point) for t in inputs]
+    theirs, mine = fn(torch, *theirs_in), fn(ml, *mine_in)
+    theirs, mine = (list(v) if isinstance(v, tuple) else [v] for v in (theirs, mine))
+    assert [_differing(t, m) for t, m in zip(theirs, mine)] == [0] * len(theirs)
+    if grad:
+        weight = torch.randn(theirs[0].shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        weight = weight.to(theirs[0].dtype)
+        (theirs[0] * weight).sum().backward()
+        (mine[0] * _as_minilora(weight)).sum().backward()
+        assert [_differing(t.grad, m.grad) for t, m in zip(theirs_in, mine_in) if t.requires_grad] == \
+            [0] * sum(t.requires_grad for t in theirs_in)
+
+
+# ---- pow at a signaling NaN -------------------------------------------------------------------------------------
+def _signaling_nans(dtype):
+    quiet, signaling = (0x7FC0, 0x7F81) if dtype == "bfloat16" else (0x7E00, 0x7C01)
+    bits = np.array([signaling, signaling | 0x8000, quiet, 0, 0x3C00 if dtype == "float16" else 0x3F80], np.uint16)
+    return torch.from_numpy(bits.view(np.int16).copy()).view(getattr(torch, dtype))
+
+
+@pytest.mark.parametrize("dtype", SIXTEEN)
+def test_16bit_power_zero_of_a_signaling_nan(dtype):
+    # a number 0: torch fills ones (NumPy's pow(sNaN, 0) is NaN); float16 ** float16 tensor: torch widens float16 to
+    # float32, which quiets the NaN, so 1 as C's pow(NaN, 0); bfloat16 widens bit for bit and stays NaN
+    for call in (lambda L, x: x.pow(0), lambda L, x: x ** 0.0, lambda L, x: L.pow(x, L.zeros(5, dtype=x.dtype)),
+                 lambda L, x: L.pow(x, L.tensor(0.0)), lambda L, x: L.pow(x, L.zeros(3, 1, dtype=x.dtype))):
+        _assert_torchs(call, _signaling_nans(dtype))
+
+
+# ---- cumprod and logcumsumexp gradients in 16 bits ---------------------------------------------------------------
+@pytest.mark.parametrize("layout", ["rows", "strided columns", "transposed"])
+def test_cumprod_gradient_as_torchs_16bit_ops(layout):
+    # reversed_cumsum(out * grad) / input: three 16-bit tensor ops, each rounding (the cumsum's running sum in float32)
+    calls = {"rows": lambda L, x: L.cumprod(x, 1), "strided columns": lambda L, x: x[:, ::2].cumprod(dim=0),
+             "transposed": lambda L, x: L.cumprod(x.t(), -1)}
+    for dtype in SIXTEEN + ["float32"]:
+        _assert_torchs(calls[layout], _torch_input((16, 40), dtype, seed=3, scale=1.2), grad=True)
+
+
+def test_cumprod_gradient_with_zeros_as_torchs_16bit_ops():
+    # torch's masked formula (zeros in the rows): its cumprod, product and sum are 16-bit tensors too
+    for dtype in SIXTEEN + ["float32", "float64"]:
+        x = _torch_input((16, 40), dtype, seed=4, scale=1.2)
+        _assert_torchs(lambda L, x: L.cumprod(L.where(x.abs() < 0.2, 0.0, x), 1), x, grad=True)
+
+
+@pytest.mark.parametrize("dtype", SIXTEEN)
+@pytest.mark.parametrize("dim", [0, 1])
+def test_logcumsumexp_gradient_as_torchs_16bit_ops(dtype, dim):
+    # log|g|, where, - out, the reversed scan (float32 running value), + input, exp, pos - neg: each 16-bit
+    x = _torch_input((40, 30), dtype, seed=5, scale=4)
+    _assert_torchs(lambda L, x: L.logcumsumexp(x, dim), x, grad=True)
+
+
+@pytest.mark.parametrize("dtype", SIXTEEN)
+def test_logcumsumexp_gradient_with_infinities(dtype):
+    x = _torch_input((3, 20), dtype)
+    _assert_torchs(lambda L, x: L.logcumsumexp(L.where(x > 1, float("inf"), L.where(x < -1, float("-inf"), x)), 1),
+                   x, grad=True)
+
+
+# ---- unique with NaNs ---------------------------------------------------------------------------------------------
+def test_unique_numbers_nans_in_torchs_sort_order():
+    # every NaN is a value of its own; torch numbers them as its unstable sort leaves them (NumPy's sort: another
+    # order for 16-bit tensors)
+    for dtype in SIXTEEN + ["float32", "float64"]:
+        for seed in range(20):
+            generator = torch.Generator().manual_seed(seed)
+            x = torch.randint(-5, 5, (int(torch.randint(1, 300, (1,), generator=generator)),), generator=generator)
+            x = x.to(getattr(torch, dtype))
+            x[torch.rand(x.numel(), generator=generator) < 0.3] = float("nan")
+            _assert_torchs(lambda L, x: L.unique(x, return_inverse=True, return_counts=True), x)
+
+
+# ---- searchsorted / bucketize: torch's binary search ----------------------------------------------------------------
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_searchsorted_nan_values_and_rows_as_torchs_binary_search(side):
+    # torch goes right unless row[mid] >= v (> for side='right'): a NaN compares false, so a NaN value lands at the
+    # end and a NaN in the row sends values past it; NumPy orders NaN last
+    nan = float("nan")
+    rows = torch.tensor([[-2.0, 0.0, 1.0, nan], [nan, -2.0, -1.0, 2.0], [0.0, nan, 1.0, 3.0]])
+    values = torch.tensor([[nan, 2.0, -3.0, 1.0], [0.5, nan, 3.0, -2.0], [1.0, 2.0, nan, -1.0]])
+    _assert_torchs(lambda L, s, v: L.searchsorted(s, v, side=side), rows, values)
+    _assert_torchs(lambda L, s, v: L.searchsorted(s[0], v[0], right=side == "right", out_int32=True), rows, values)
+    _assert_torchs(lambda L, b, v: L.bucketize(v, b[2], right=side == "right"), rows, values)
+
+
+def test_searchsorted_unsorted_rows_and_mixed_dtypes_as_torch():
+    generator = torch.Generator().manual_seed(0)
+    row = torch.randint(-5, 5, (17,), generator=generator)  # (unsorted: torch's halving decides, as NumPy's need not)
+    values = torch.randint(-6, 6, (9,), generator=generator)
+    for r, v in ((row, values), (row.double(), values.float() + 0.5), (row.to(torch.bfloat16), values.float() - 0.5),
+                 (row.float(), values)):
+        _assert_torchs(lambda L, s, x: L.searchsorted(s, x), r, v)
+        _assert_torchs(lambda L, s, x: L.searchsorted(s, x, side="right"), r, v)
+
+
+# ---- index_add ----------------------------------------------------------------------------------------------------
+def _positions(lib, dtype="int64"):
+    return lib.tensor([i % 3 for i in range(200)], dtype=getattr(lib, dtype))
+
+
+@pytest.mark.parametrize("dtype", SIXTEEN + ["float32"])
+def test_index_add_sums_as_torch(dtype):
+    # 16 bits: torch's scatter_add path (alpha 1, int64 index, the first or last of 2+ dims) sums in float32 and rounds
+    # once, else slice by slice in 16 bits; float32 with an alpha along such dims: fma(alpha, source, self) per slice
+    forms = [((3,), (200,), 0, "int64"), ((3, 5), (200, 5), 0, "int64"), ((3, 5), (200, 5), 0, "int32"),
+             ((5, 3), (5, 200), 1, "int64"), ((2, 3, 4), (2, 200, 4), 1, "int64"), ((2, 4, 3), (2, 4, 200), -1, "int64")]
+    for self_shape, source_shape, dim, index_dtype in forms:
+        x, source = _torch_input(self_shape, dtype, seed=1), _torch_input(source_shape, dtype, seed=2)
+        for alpha in (1, 0.3):
+            _assert_torchs(lambda L, x, s: L.index_add(x, dim, _positions(L, index_dtype), s, alpha=alpha), x, source)
+            _assert_torchs(lambda L, x, s: x.t().clone().t().index_add_(dim, _positions(L, index_dtype), s, alpha=alpha)
+                           if x.ndim == 2 else x.clone().index_add_(dim, _positions(L, index_dtype), s, alpha=alpha),
+                           x, source)
+
+
+@pytest.mark.parametrize("dtype", SIXTEEN)
+def test_index_add_source_gradient_times_alpha_in_float32(dtype):
+    # grad.index_select(...) * alpha: torch multiplies a 16-bit tensor by the float alpha in float32 (NumPy's 16-bit
+    # ufunc would round alpha to 16 bits first)
+    _assert_torchs(lambda L, x, s: x.index_add(0, _positions(L), s, alpha=0.3),
+                   _torch_input((3, 5), dtype, seed=1), _torch_input((200, 5), dtype, seed=2), grad=True)
