@@ -11,7 +11,6 @@ Ops that return values *and* indices return a named tuple, as ``torch.return_typ
 import numpy as np
 
 from .. import amp as _amp, dtypes, float32_math, return_types, std_sort
-from .. import float32_sums
 from ..float32_sums import sum_like_torch
 from ..device import META, holds_no_values, xp_of
 from ..dtypes import (checked_number, compute_dtype, int_argument, int_arguments, is_floating, python_number, to_dtype,
