@@ -6,7 +6,8 @@ tensor exponent widens, quieting it); 16-bit cumprod and logcumsumexp gradients 
 ops, each rounding, where minilora computed them in float32); unique's inverse of a 16-bit tensor with NaNs (numbered
 in torch's unstable sort order); searchsorted / bucketize where a NaN or an unsorted row meets torch's binary search;
 index_add's 16-bit sums (float32 on its scatter_add path, along the first or last of 2+ dims with alpha 1) and a
-float32 / float64 alpha along such dims (a fused multiply-add per slice).
+float32 / float64 alpha along such dims (a fused multiply-add per slice); scatter_reduce / index_reduce's 16-bit prod
+gradients (torch's formula in 16-bit ops) and 16-bit mean (its sum rounded before it divides).
 """
 import numpy as np
 import pytest
@@ -176,3 +177,36 @@ def test_index_add_source_gradient_times_alpha_in_float32(dtype):
     # ufunc would round alpha to 16 bits first)
     _assert_torchs(lambda L, x, s: x.index_add(0, _positions(L), s, alpha=0.3),
                    _torch_input((3, 5), dtype, seed=1), _torch_input((200, 5), dtype, seed=2), grad=True)
+
+
+# ---- scatter_reduce / index_reduce in 16 bits ------------------------------------------------------------------------
+def _with_zeros(shape, dtype, seed):
+    x = _torch_input(shape, "float64", seed=seed)
+    x[x.abs() < 0.25] = 0
+    return x.to(getattr(torch, dtype))
+
+
+@pytest.mark.filterwarnings("ignore:index_reduce:UserWarning")
+@pytest.mark.parametrize("dtype", SIXTEEN)
+@pytest.mark.parametrize("include_self", [True, False])
+def test_scatter_and_index_reduce_prod_gradients_as_torchs_16bit_ops(dtype, include_self):
+    # torch's formula: grad * (the reduction again) / self, (grad * result).gather / src, ...: each a 16-bit tensor
+    for seed in range(3):
+        index = torch.randint(0, 6, (40,), generator=torch.Generator().manual_seed(seed + 10))
+        _assert_torchs(lambda L, x, s: L.scatter_reduce(x, 0, _as_minilora(index) if L is ml else index, s, "prod",
+                                                        include_self=include_self),
+                       _with_zeros((6,), dtype, seed), _with_zeros((40,), dtype, seed + 1), grad=True)
+        _assert_torchs(lambda L, x, s: x.index_reduce(0, _as_minilora(index) if L is ml else index, s, "prod",
+                                                      include_self=include_self),
+                       _with_zeros((6, 3), dtype, seed), _with_zeros((40, 3), dtype, seed + 1), grad=True)
+
+
+@pytest.mark.parametrize("dtype", SIXTEEN)
+def test_scatter_reduce_mean_rounds_the_16bit_sum_before_dividing(dtype):
+    # torch sums in float32 into the 16-bit result, then divides it by the counts: two roundings
+    for seed in range(3):
+        index = torch.randint(0, 6, (40,), generator=torch.Generator().manual_seed(seed + 10))
+        for include_self in (True, False):
+            _assert_torchs(lambda L, x, s: L.scatter_reduce(x, 0, _as_minilora(index) if L is ml else index, s, "mean",
+                                                            include_self=include_self),
+                           _torch_input((6,), dtype, seed), _torch_input((40,), dtype, seed + 1), grad=True)

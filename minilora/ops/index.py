@@ -913,6 +913,7 @@ class ScatterReduce(Function):
         xp.add.at(hit, where, 1)  # how many values each position receives
         out = _reduced_into(a, where, values, reduce, include_self, hit, stepwise)
         if reduce == "mean":
+            out = _rounded_to(a.dtype, out)  # (torch's sum is a 16-bit tensor before it divides: rounded twice)
             count = xp.maximum(hit + include_self, 1)
             out = out // count if out.dtype.kind in "iu" else out / count
         ctx.where, ctx.hit, ctx.reduce, ctx.include_self = where, hit, reduce, include_self
@@ -933,8 +934,10 @@ class ScatterReduce(Function):
             grad_a, grad_src = share, share[ctx.where]
         else:
             with np.errstate(divide="ignore", invalid="ignore"):  # (torch's nan/inf where its formula has them)
-                gradients = _prod_gradients if ctx.reduce == "prod" else _extreme_gradients
-                grad_a, grad_src = gradients(ctx, upcast(g))
+                if ctx.reduce == "prod":
+                    grad_a, grad_src = _prod_gradients(ctx, upcast(g), lambda v: _rounded_to(g.dtype, v))
+                else:
+                    grad_a, grad_src = _extreme_gradients(ctx, upcast(g))
         if not ctx.include_self:  # a position's old value is gone where something came
             grad_a = xp_of(g).where(ctx.hit > 0, 0, grad_a)
         grad_a = grad_a.astype(g.dtype, copy=False) if needs_a else None
@@ -968,18 +971,29 @@ def _reduced_into(a, where, values, reduce, include_self, hit, stepwise=False):
     return out
 
 
-def _prod_gradients(ctx, g):
+def _rounded_to(dtype, v):
+    """A float32 array that stands for one of torch's 16-bit tensors: rounded to ``dtype`` (and widened back);
+    for other dtypes ``v`` as it is."""
+    return v.astype(dtype).astype(np.float32) if v.dtype == np.float32 and dtype.itemsize == 2 else v
+
+
+def _prod_gradients(ctx, g, step):
     """torch's prod gradients: a factor's is the product of the others, computed again without a zero
-    where a position has exactly one (so that zero's gradient is not 0 / 0)."""
+    where a position has exactly one (so that zero's gradient is not 0 / 0). ``step`` rounds what torch's
+    formula has as a 16-bit tensor (its products, quotients and the reductions it runs again)."""
     xp, a, src, where = xp_of(g), ctx.a, ctx.values, ctx.where
-    masked_self = xp.where(a == 0, 1, a)
-    grad_a = g * _reduced_into(masked_self, where, src, "prod", ctx.include_self, ctx.hit) / masked_self
+
+    def reduced(base, values):  # (the forward's reduction again: index_reduce's step by step)
+        return step(_reduced_into(base, where, values, "prod", ctx.include_self, ctx.hit, ctx.stepwise))
+    masked_self = xp.where(a == 0, a.dtype.type(1), a)
+    grad_a = step(g * reduced(masked_self, src)) / masked_self
     src_zero = src == 0
     zeros_there = xp.zeros(a.shape, dtype=g.dtype)
     xp.add.at(zeros_there, where, src_zero)
     single_zero = src_zero & (zeros_there[where] == 1)
-    without_it = _reduced_into(a, where, xp.where(single_zero, 1, src), "prod", ctx.include_self, ctx.hit)
-    grad_src = xp.where(single_zero, (g * without_it)[where], (g * ctx.out)[where] / xp.where(src_zero, 1, src))
+    without_it = reduced(a, xp.where(single_zero, src.dtype.type(1), src))
+    grad_src = xp.where(single_zero, step(g * without_it)[where],
+                        step(g * step(ctx.out))[where] / xp.where(src_zero, src.dtype.type(1), src))
     return grad_a, grad_src
 
 
