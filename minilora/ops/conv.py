@@ -1269,7 +1269,7 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     else:
         _dtypes_taken(_upsample_kernel(mode, input.ndim - 2), input)
     kernel = _linear_kernel(input, sizes) if mode in ("linear", "bilinear", "trilinear") else None
-    out = _interpolate(input, tuple(sizes), tuple(scales), mode, bool(align_corners), kernel)
+    out = _interpolate(input, tuple(sizes), tuple(scales), mode, bool(align_corners), kernel, stored_as=input.dtype)
     out = composed_layout(out, input, "suggested")  # (torch's upsample kernels: channels_last from channels_last)
     return name_node(out, _UPSAMPLE_NODES[mode].format(len(sizes)), input, graph=(input,))  # (torch's one node)
 
@@ -1352,19 +1352,39 @@ def _linear_kernel(input, sizes):
 
 
 @float32_inside
-def _interpolate(input, sizes, scales, mode, align_corners, kernel=None):
+def _interpolate(input, sizes, scales, mode, align_corners, kernel=None, stored_as=None):
+    """The resize of ``input`` (float32 for a 16-bit one: ``stored_as`` names its dtype, in which torch's forward
+    kernels store the weights they compute in float32)."""
     if mode in ("linear", "bilinear", "trilinear"):
         sources = tuple(_linear_sources(n_in, n_out, scale, align_corners, input.dtype)
                         for n_in, n_out, scale in zip(input.shape[2:], sizes, scales))
-        return LinearResize.apply(input, sources=sources, kernel=kernel)
+        forward_sources = sources if kernel == "channels_last" else _weights_stored_as(stored_as, sources)
+        return LinearResize.apply(input, sources=sources, forward_sources=forward_sources, kernel=kernel)
     if mode.startswith("nearest"):
         sources = tuple(_nearest_sources(n_in, n_out, scale, mode == "nearest-exact")
                         for n_in, n_out, scale in zip(input.shape[2:], sizes, scales))
         return NearestResize.apply(input, sources=sources)
     arguments = [(n_in, n_out, scale, align_corners, input.dtype) for n_in, n_out, scale in zip(input.shape[2:], sizes,
                                                                                               scales)]  # (bicubic)
-    return CubicResize.apply(input, taps=tuple(_cubic_sources(*a) for a in arguments),
-                             backward_taps=tuple(_cubic_backward_sources(*a) for a in arguments))
+    taps = tuple([(index, _stored_as(stored_as, weight)) for index, weight in _cubic_sources(*a)] for a in arguments)
+    return CubicResize.apply(input, taps=taps, backward_taps=tuple(_cubic_backward_sources(*a) for a in arguments))
+
+
+def _stored_as(dtype, weights):
+    """float32 ``weights`` as a 16-bit ``dtype`` holds them (torch's generic upsample kernel keeps a 16-bit input's
+    weights in its dtype: rounded, then widened to float32 to blend); other dtypes: as they are."""
+    if dtype is None or np.dtype(dtype).itemsize != 2 or weights.dtype != np.float32:
+        return weights
+    return weights.astype(dtype).astype(np.float32)
+
+
+def _weights_stored_as(dtype, sources):
+    """Linear ``sources`` with the weights a 16-bit forward stores: the second's rounded, the first ``1 - it`` in
+    the 16-bit dtype (torch's ``lambda0 = scalar_t(1) - lambda1``), not ``1 - lambda`` rounded."""
+    def stored(first, second, w_first, w_second):
+        w_second = _stored_as(dtype, w_second)
+        return first, second, _stored_as(dtype, (np.float32(1) - w_second).astype(w_second.dtype)), w_second
+    return tuple(stored(*dimension) for dimension in sources)
 
 
 class LinearResize(Function):
@@ -1377,13 +1397,13 @@ class LinearResize(Function):
     w_w, g, grad_in[corner])``."""
 
     @staticmethod
-    def forward(ctx, x, sources, kernel="generic"):
+    def forward(ctx, x, sources, forward_sources=None, kernel="generic"):
         ctx.sources, ctx.kernel, ctx.shape, ctx.round_to = sources, kernel, x.shape, None
         xp, out = xp_of(x), x
         if kernel == "channels_last":
             return _corners_blended(xp, x, sources)
-        for axis in reversed(range(len(sources))):
-            first, second, w_first, w_second = sources[axis]
+        for axis in reversed(range(len(sources))):  # (forward_sources: the weights as torch's forward stores them)
+            first, second, w_first, w_second = (forward_sources or sources)[axis]
             shape = [len(first) if d == 2 + axis else 1 for d in range(x.ndim)]
             out = _multiply_add(xp, xp.take(out, first, 2 + axis), w_first.reshape(shape),
                                 xp.take(out, second, 2 + axis) * w_second.reshape(shape))
@@ -1984,16 +2004,17 @@ class AdaptiveAvgPool3d(Function):
     (depth, row, column) order, divided by its depth, then its height, then its width. (The mean over depth of
     the depth slices' 2-D averages rounds otherwise: up to 256 ulps.) Backward adds ``g / depth / height /
     width`` to every element of the block, cell by cell (in ``round_to``, a 16-bit dtype, each step rounded,
-    as ``AdaptiveAvgPool2d``)."""
+    as ``AdaptiveAvgPool2d``; the forward's sum and quotients too, as torch's scalar_t arithmetic)."""
     torch_layout = "contiguous"  # (from a channels_last_3d input too: Function.torch_layout)
 
     @staticmethod
     def forward(ctx, x, cells, round_to=None):
         xp = xp_of(x)
         out = xp.empty(x.shape[:-3] + tuple(len(c) for c in cells), dtype=x.dtype)
+        steps = x if round_to is None else x.astype(round_to)  # (torch's 16-bit sum and quotients: each step rounded)
         for cell in np.ndindex(*out.shape[-3:]):
             block = tuple(c[i] for c, i in zip(cells, cell))
-            total = _sum_block_in_order(x[(Ellipsis,) + block])
+            total = _sum_block_in_order(steps[(Ellipsis,) + block])
             for extent in block:
                 total = total / (extent.stop - extent.start)
             out[(Ellipsis,) + cell] = total
