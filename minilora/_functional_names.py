@@ -120,6 +120,37 @@ def _cdist_by_products(x1, x2, p, compute_mode):
     return p == 2 and (compute_mode == "use_mm_for_euclid_dist" or by_default) and not empty
 
 
+def _euclidean_dist(x1, x2):
+    """torch's ``_euclidean_dist`` (cdist's p = 2 by matrix products): ``[-2 x1, |x1|^2, 1] @ [x2, 1, |x2|^2]^T``,
+    clamped at 0, square-rooted -- not the rows' differences' norms (cancellation makes it differ, most in 16 bits:
+    near points come out 0). The batch dims broadcast first (torch expands both). Its gradient is torch's
+    ``_euclidean_dist_backward``, ``x1 * sum(g / d) - (g / d) @ x2`` (0 where d is 0); the differences' norms
+    stand as the graph a recorded pass (create_graph) differentiates."""
+    from . import linalg
+    from .ops.extra import broadcast_shapes
+    from .ops.shape import cat
+    from .ops.nn import KernelGradients
+    from .tensor import no_grad
+    batch = tuple(broadcast_shapes(x1.shape[:-2], x2.shape[:-2]))
+    x1, x2 = x1.expand(batch + tuple(x1.shape[-2:])), x2.expand(batch + tuple(x2.shape[-2:]))
+    with no_grad():
+        x1_norm, x2_norm = x1.pow(2).sum(-1, keepdim=True), x2.pow(2).sum(-1, keepdim=True)
+        x1_ = cat([x1.mul(-2), x1_norm, x1_norm.new_ones(x1_norm.shape)], -1)
+        x2_ = cat([x2, x2_norm.new_ones(x2_norm.shape), x2_norm], -1)
+        result = x1_.matmul(x2_.mT).clamp_min_(0).sqrt_()
+    composed = linalg.vector_norm(x1.unsqueeze(-2) - x2.unsqueeze(-3), 2, dim=-1)
+
+    def gradients(g, needs):
+        from .tensor import Tensor
+        with no_grad():
+            g = Tensor(g, dtype=g.dtype, device=x1.device)
+            ratio = (g / result).masked_fill_(result == 0, 0)
+            g1 = x1 * ratio.sum(-1, True) - ratio.matmul(x2) if needs[0] else None
+            g2 = x2 * ratio.sum(-2, False).unsqueeze(-1) - ratio.mT.matmul(x1) if needs[1] else None
+        return tuple(None if t is None else t._array for t in (g1, g2)) + (None,)
+    return KernelGradients.apply(composed, x1, x2, None, values=result._array, gradients=gradients)
+
+
 _CDIST_MODES = (None, "use_mm_for_euclid_dist_if_necessary", "use_mm_for_euclid_dist", "donot_use_mm_for_euclid_dist")
 
 
@@ -146,8 +177,7 @@ def cdist(x1, x2, p=2.0, compute_mode=None):
             raise RuntimeError(f"expected m1 and m2 to have the same dtype, but got: {_c_name(x1.dtype)} != "
                                f"{_c_name(x2.dtype)}")
         no_forward_formula("_euclidean_dist", x1, x2)
-        difference = x1.unsqueeze(-2) - x2.unsqueeze(-3)
-        return name_node(linalg.vector_norm(difference, p, dim=-1), "CdistBackward0", x1, x2)
+        return name_node(_euclidean_dist(x1, x2), "CdistBackward0", x1, x2)
     no_forward_formula("_cdist_forward", x1, x2)
     if p < 0:
         raise RuntimeError("cdist only supports non-negative p values")

@@ -1206,6 +1206,9 @@ def pdist(input, p=2):
         raise RuntimeError("pdist only supports floating-point dtypes")
     if p < 0:
         raise RuntimeError("pdist only supports non-negative p values")
+    if input.dtype.itemsize == 2 and input.shape[0] > 1 and input.shape[1] > 0:  # (torch's kernel: float and double;
+        raise NotImplementedError(f'"pdist" not implemented for \'{_torch_name(input.dtype)}\'')  # one row or no
+        # columns never reach it)
     first, second = np.triu_indices(input.shape[0], 1)
     rows = lambda index: input[ops.tensor(index, dtype=np.dtype("int64"), device=input.device)]  # noqa: E731
     out = (rows(first) - rows(second)).norm(p, -1)
