@@ -42,6 +42,8 @@ def _as_torch(m):
 
 def _differing(theirs, mine):
     """How many elements differ (NaNs of any payload equal), or a word on the shape or dtype."""
+    if theirs is None or mine is None:  # (an input the call does not use: no gradient on either side)
+        return 0 if theirs is None and mine is None else "a gradient on one side only"
     mine = _as_torch(mine)
     if tuple(mine.shape) != tuple(theirs.shape) or mine.dtype != theirs.dtype:
         return f"{tuple(mine.shape)} {mine.dtype} vs {tuple(theirs.shape)} {theirs.dtype}"
@@ -210,3 +212,48 @@ def test_scatter_reduce_mean_rounds_the_16bit_sum_before_dividing(dtype):
             _assert_torchs(lambda L, x, s: L.scatter_reduce(x, 0, _as_minilora(index) if L is ml else index, s, "mean",
                                                             include_self=include_self),
                            _torch_input((6,), dtype, seed), _torch_input((40,), dtype, seed + 1), grad=True)
+
+
+# ---- interpolate and adaptive average pooling in 16 bits ---------------------------------------------------------------
+@pytest.mark.parametrize("dtype", SIXTEEN)
+@pytest.mark.parametrize("mode", ["linear", "trilinear", "bicubic"])
+def test_16bit_interpolate_blends_with_16bit_weights(dtype, mode):
+    # torch's generic upsample kernel stores a 16-bit input's weights in its dtype: lambda1 rounded, lambda0 = 1 -
+    # lambda1 in 16 bits (Keys' cubic weights rounded), then blends in float32
+    shape = {"linear": (2, 3, 9), "trilinear": (1, 2, 3, 4, 5), "bicubic": (2, 3, 5, 7)}[mode]
+    size = {"linear": 14, "trilinear": (4, 5, 7), "bicubic": (8, 11)}[mode]
+    x = _torch_input(shape, dtype)
+    for align_corners in (False, True):
+        _assert_torchs(lambda L, x: L.nn.functional.interpolate(x, size=size, mode=mode, align_corners=align_corners),
+                       x, grad=True)
+        _assert_torchs(lambda L, x: L.nn.functional.interpolate(x, scale_factor=0.7, mode=mode,
+                                                                align_corners=align_corners), x, grad=True)
+
+
+@pytest.mark.parametrize("dtype", SIXTEEN)
+def test_16bit_adaptive_avg_pool3d_sums_in_16_bits(dtype):
+    # torch's adaptive_avg_pool3d_out_frame adds a cell's elements in scalar_t (each sum rounded), then divides by
+    # depth, height and width (interpolate's 'area' of a volume is the same kernel)
+    for shape, size in (((1, 2, 3, 4, 5), (4, 5, 7)), ((2, 3, 7, 6, 9), (3, 2, 4))):
+        x = _torch_input(shape, dtype)
+        _assert_torchs(lambda L, x: L.nn.functional.adaptive_avg_pool3d(x, size), x, grad=True)
+        _assert_torchs(lambda L, x: L.nn.functional.interpolate(x, size=size, mode="area"), x, grad=True)
+
+
+# ---- cdist by matrix products, pdist's dtypes ----------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", SIXTEEN + ["float32", "float64"])
+def test_cdist_by_matrix_products_as_torchs_euclidean_dist(dtype):
+    # p = 2 with more than 25 rows (or use_mm_for_euclid_dist): [-2 x1, |x1|^2, 1] @ [x2, 1, |x2|^2]^T clamped and
+    # rooted, and _euclidean_dist_backward -- minilora took the rows' differences' norms
+    cases = [(lambda L, a, b: L.cdist(a, b), (30, 5), (26, 5)),
+             (lambda L, a, b: L.cdist(a, b, compute_mode="use_mm_for_euclid_dist"), (2, 1, 6, 5), (3, 4, 5)),
+             (lambda L, a, b: L.cdist(a, a + 1e-3), (30, 8), (1, 8))]
+    for call, shape1, shape2 in cases:
+        _assert_torchs(call, _torch_input(shape1, dtype), _torch_input(shape2, dtype, seed=1), grad=True)
+
+
+@pytest.mark.parametrize("dtype", SIXTEEN)
+def test_pdist_refuses_16bit_rows_as_torch(dtype):
+    with pytest.raises(NotImplementedError, match="not implemented for"):
+        ml.pdist(_as_minilora(_torch_input((3, 2), dtype)))
+    _assert_torchs(lambda L, x: L.pdist(x), _torch_input((1, 3), dtype))  # (one row: no pair, no kernel)
