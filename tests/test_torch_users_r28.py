@@ -257,3 +257,12 @@ def test_pdist_refuses_16bit_rows_as_torch(dtype):
     with pytest.raises(NotImplementedError, match="not implemented for"):
         ml.pdist(_as_minilora(_torch_input((3, 2), dtype)))
     _assert_torchs(lambda L, x: L.pdist(x), _torch_input((1, 3), dtype))  # (one row: no pair, no kernel)
+
+
+# ---- reflection / replication padding's 16-bit gradient --------------------------------------------------------------
+@pytest.mark.parametrize("dtype", SIXTEEN)
+@pytest.mark.parametrize("mode", ["reflect", "replicate"])
+def test_16bit_pad_gradient_adds_in_16_bits(dtype, mode):
+    # torch's padding backward adds each output's gradient into the element it read, in scalar_t (each sum rounded)
+    for shape, widths in (((2, 3, 9), (5, 7)), ((2, 3, 6, 7), (-1, 3, 2, -1)), ((2, 2, 4, 5, 6), (2, 3, 1, 2, 2, 1))):
+        _assert_torchs(lambda L, x: L.nn.functional.pad(x, widths, mode=mode), _torch_input(shape, dtype), grad=True)

@@ -2479,7 +2479,7 @@ def pad(input, pad, mode="constant", value=None):
         if mode != "circular" and len(pad) == 2 and input.ndim in (2, 3) and width < 1:
             raise RuntimeError(f"input (W: {input.shape[-1]}) is too small. Calculated output W: {width}")
         out = _pad_by_index(input, pad, mode)  # torch's reflection/replication pads keep the input
-        if mode != "circular" and type(input._array) is np.ndarray and input.dtype in (np.float32, np.float64) \
+        if mode != "circular" and type(input._array) is np.ndarray and is_floating(input.dtype) \
                 and not input.is_meta:  # (meta: no values to copy, no kernel to stand for)
             out = KernelGradients.apply(out, input, None, None, values=out._array.copy(order="K"),
                                         gradients=_pad_gradients(input, pad, mode))
@@ -2507,7 +2507,8 @@ def _pad_gradients(input, pad, mode):
     """ATen's reflection/replication pad backward as a function of (g, needs) for ``KernelGradients``: each
     output element's gradient added into the input element it was read from, the output in row-major order (its
     loops over each plane's positions). The composed gather's backward added one padded dimension's copies at a
-    time, another order of additions: an ulp or more off where an element is read three times or more."""
+    time, another order of additions: an ulp or more off where an element is read three times or more. A 16-bit
+    gradient adds in its dtype, each addition rounded (torch's scalar_t ``+=``; NumPy's ``add.at`` on it too)."""
     from ..tensor import no_grad
     with no_grad():
         positions = Tensor(np.arange(input._array.size, dtype=np.int64).reshape(input.shape), dtype=np.int64,
