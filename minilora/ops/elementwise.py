@@ -2553,12 +2553,55 @@ def logical_xor(input, other):
 
 def _in_float32(op, input, tensor1, tensor2, value):
     """``op`` (addcmul, addcdiv) on 16-bit floats as torch's one kernel computes it: in float32,
-    rounded once (the casts carry the gradients back, each rounded once too); None for other dtypes."""
+    rounded once; None for other dtypes. Three tensors of one 16-bit dtype take ``SixteenBitAddc``, whose
+    gradients are torch's formulas in 16-bit ops; mixed operands go through casts (each gradient rounded once)."""
     dtype = result_type(input, tensor1, tensor2)
     if not (dtype.itemsize == 2 and is_floating(dtype)):
         return None
+    if all(isinstance(x, Tensor) and x.dtype == dtype for x in (input, tensor1, tensor2)):
+        return SixteenBitAddc.apply(input, tensor1, tensor2, value=value, divide=op is addcdiv)
     wide = [astype(x, float32) if isinstance(x, Tensor) else x for x in (input, tensor1, tensor2)]
     return astype(op(*wide, value=value), dtype)
+
+
+class SixteenBitAddc(Function):
+    """``c + value * a * b`` (``divide``: ``c + value * a / b``) of 16-bit tensors of one dtype: the float32
+    kernel's value rounded once (a fused multiply-add for addcmul), and derivatives.yaml's gradients as torch runs
+    them, 16-bit tensor ops each rounding: ``g * (b * value)``; addcdiv's ``g * (value / b)`` (``value / b`` is
+    ``full_like(b, value).div_(b)``: value rounded to 16 bits first) and ``-g * ((a * value) / (b * b))``."""
+
+    @staticmethod
+    def forward(ctx, c, a, b, value=1, divide=False):
+        ctx.a, ctx.b, ctx.c_shape, ctx.value, ctx.divide = a, b, c.shape, value, divide
+        c32, a32, b32 = (upcast(v) for v in (c, a, b))
+        scaled = a32 * np.float32(value) if value != 1 else a32
+        with np.errstate(all="ignore"):
+            out = c32 + scaled / b32 if divide else fastmath.multiply_add(scaled, b32, c32)
+        return out.astype(c.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        nc, na, nb = ctx.needs_input_grad
+        a, b, value = ctx.a, ctx.b, ctx.value
+        with np.errstate(all="ignore"):
+            if ctx.divide:
+                ga = g * (xp_of(b).full_like(b, value) / b) if na else None
+                gb = -g * (times_number(a, value) / (b * b)) if nb else None
+            else:
+                ga = g * times_number(b, value) if na else None
+                gb = g * times_number(a, value) if nb else None
+        return (unbroadcast(g, ctx.c_shape) if nc else None, None if ga is None else unbroadcast(ga, a.shape),
+                None if gb is None else unbroadcast(gb, b.shape), None, None)
+
+
+def times_number(a, number):
+    """``a * number`` as torch's kernel multiplies a tensor by a Python number: a 16-bit array in float32 with the
+    number as a float32, rounded once (NumPy's 16-bit ufunc would round the number to 16 bits first)."""
+    if number == 1:
+        return a
+    if _is_16bit_float(a):
+        return (upcast(a) * np.float32(number)).astype(a.dtype)
+    return a * number
 
 
 def _checked_value(name, input, tensor1, tensor2, value):

@@ -20,7 +20,7 @@ from ..tensor import (Function, Tensor, is_grad_enabled, name_node, no_complex_a
                       no_meta_kernel, no_meta_positions,
                       saves_as_torch)
 from ..factories import _NoDerivative, _broadcast, in_layout_of, known_layout, like_view_strides
-from .elementwise import backward_in_float32, gradient_passes_to, promotion_cast
+from .elementwise import backward_in_float32, gradient_passes_to, promotion_cast, times_number
 from .shape import NO_DIM, RecordedCopy, add_at, dim_given, one_by_one, put_into_copy, zeroed_at
 
 __all__ = ["gather", "sort", "argsort", "topk", "cumsum", "repeat", "tril", "triu", "nonzero",
@@ -561,17 +561,7 @@ class IndexAdd(Function):
     @staticmethod
     def backward(ctx, g):
         na, ns = ctx.needs_input_grad
-        return (g if na else None), (_times_number(g[ctx.where], ctx.alpha) if ns else None)
-
-
-def _times_number(a, number):
-    """``a * number`` as torch's kernel multiplies a tensor by a Python number: a 16-bit array in float32 with the
-    number as a float32, rounded once (NumPy's 16-bit ufunc would round the number to 16 bits first)."""
-    if number == 1:
-        return a
-    if a.itemsize == 2 and is_floating(a.dtype):
-        return (a.astype(np.float32) * np.float32(number)).astype(a.dtype)
-    return a * number
+        return (g if na else None), (times_number(g[ctx.where], ctx.alpha) if ns else None)
 
 
 def _sums_16_bits_in_float32(a, index, axis, alpha):
