@@ -266,3 +266,15 @@ def test_16bit_pad_gradient_adds_in_16_bits(dtype, mode):
     # torch's padding backward adds each output's gradient into the element it read, in scalar_t (each sum rounded)
     for shape, widths in (((2, 3, 9), (5, 7)), ((2, 3, 6, 7), (-1, 3, 2, -1)), ((2, 2, 4, 5, 6), (2, 3, 1, 2, 2, 1))):
         _assert_torchs(lambda L, x: L.nn.functional.pad(x, widths, mode=mode), _torch_input(shape, dtype), grad=True)
+
+
+# ---- addcmul / addcdiv gradients in 16 bits ----------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", SIXTEEN)
+@pytest.mark.parametrize("op", ["addcmul", "addcdiv"])
+def test_16bit_addcmul_addcdiv_gradients_as_torchs_16bit_ops(dtype, op):
+    # g * (tensor2 * value); addcdiv: g * (value / tensor2) (value filled into a 16-bit tensor first) and
+    # -g * ((tensor1 * value) / (tensor2 * tensor2)): each op rounds, then the broadcast sums
+    for value in (0.3, -2, 7.7, 1):
+        for shapes in (((4, 5), (4, 5), (4, 5)), ((1, 5), (4, 5), (4, 1)), ((4, 1), (1, 5), (4, 5))):
+            inputs = [_torch_input(shape, dtype, seed=i) for i, shape in enumerate(shapes)]
+            _assert_torchs(lambda L, a, b, c: getattr(L, op)(a, b, c, value=value), *inputs, grad=True)
