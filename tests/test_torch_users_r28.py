@@ -278,3 +278,14 @@ def test_16bit_addcmul_addcdiv_gradients_as_torchs_16bit_ops(dtype, op):
         for shapes in (((4, 5), (4, 5), (4, 5)), ((1, 5), (4, 5), (4, 1)), ((4, 1), (1, 5), (4, 5))):
             inputs = [_torch_input(shape, dtype, seed=i) for i, shape in enumerate(shapes)]
             _assert_torchs(lambda L, a, b, c: getattr(L, op)(a, b, c, value=value), *inputs, grad=True)
+
+
+# ---- float64 prod ------------------------------------------------------------------------------------------------
+def test_float64_prod_in_torchs_vector_order():
+    # binary_kernel_reduce_vec: four running vectors of 4 doubles over blocks of 16, (a0 a1)(a2 a3), lanes left to
+    # right, then the tail -- NumPy's product is another order (all of a row's bits differed past 16 elements)
+    for n in (3, 16, 17, 20, 47, 100, 257):
+        x = _torch_input((3, n), "float64", scale=1.1)
+        _assert_torchs(lambda L, x: L.prod(x, 1), x, grad=True)
+        _assert_torchs(lambda L, x: x.t().prod(0), x, grad=True)
+        _assert_torchs(lambda L, x: x[0].prod(), x, grad=True)

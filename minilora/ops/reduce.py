@@ -218,13 +218,14 @@ def _converted_as_torch(a, dtype):
 
 
 def _row_products_as_torch(rows):
-    """The product of each row of C-contiguous float32 [rows, width] as torch's ``prod`` multiplies it
+    """The product of each row of C-contiguous float32 or float64 [rows, width] as torch's ``prod`` multiplies it
     (``binary_kernel_reduce_vec``'s ``vectorized_inner_reduction``, its AVX2 build on AVX-512 CPUs too):
-    four running vectors of 8 floats over the whole blocks of 32, combined as ``(a0 a1)(a2 a3)``, their
-    lanes left to right, then the elements after the last block one by one. A 1-D product of 32768+
-    elements on several threads: one chunk per thread (``float32_sums.thread_chunk``), multiplied in order."""
+    four running 256-bit vectors (8 floats, 4 doubles) over the whole blocks of 32 (16), combined as
+    ``(a0 a1)(a2 a3)``, their lanes left to right, then the elements after the last block one by one. A 1-D
+    product of 32768+ elements on several threads: one chunk per thread (``float32_sums.thread_chunk``),
+    multiplied in order."""
     if len(rows) == 1 and float32_sums.thread_chunk(rows.shape[1]) < rows.shape[1]:
-        chunk, out = float32_sums.thread_chunk(rows.shape[1]), np.ones(1, np.float32)
+        chunk, out = float32_sums.thread_chunk(rows.shape[1]), np.ones(1, rows.dtype)
         for start in range(0, rows.shape[1], chunk):
             out *= _vectorized_row_products(rows[:, start:start + chunk])
         return out
@@ -233,17 +234,19 @@ def _row_products_as_torch(rows):
 
 def _vectorized_row_products(rows):
     """``vectorized_inner_reduction``'s products of each row (see ``_row_products_as_torch``)."""
-    count, width = rows.shape[1] // 32, rows.shape[1]
-    out = np.ones(len(rows), np.float32)
+    lanes_per_vector = 32 // rows.itemsize
+    block = 4 * lanes_per_vector
+    count, width = rows.shape[1] // block, rows.shape[1]
+    out = np.ones(len(rows), rows.dtype)
     if count:
-        blocks = rows[:, :count * 32].reshape(len(rows), count, 4, 8)
+        blocks = rows[:, :count * block].reshape(len(rows), count, 4, lanes_per_vector)
         running = blocks[:, 0].copy()
         for i in range(1, count):
             running *= blocks[:, i]
         lanes = (running[:, 0] * running[:, 1]) * (running[:, 2] * running[:, 3])
-        for j in range(8):
+        for j in range(lanes_per_vector):
             out *= lanes[:, j]
-    for k in range(count * 32, width):
+    for k in range(count * block, width):
         out *= rows[:, k]
     return out
 
@@ -264,7 +267,7 @@ class Prod(Function):
     @staticmethod
     def forward(ctx, a, axis, keepdims=False, whole=False):
         ctx.a, ctx.axis, ctx.keepdims, ctx.whole = a, axis, keepdims, whole
-        if a.dtype == np.float32 and type(a) is np.ndarray and a.size and a.strides[axis] == a.itemsize:
+        if a.dtype in (np.float32, np.float64) and type(a) is np.ndarray and a.size and a.strides[axis] == a.itemsize:
             # (the product runs along contiguous memory: a row's, a transpose's column, an expanded row's)
             rows = np.moveaxis(a, axis, -1)
             out = _row_products_as_torch(rows.reshape(-1, a.shape[axis])).reshape(rows.shape[:-1] + (1,))
