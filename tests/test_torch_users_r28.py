@@ -289,3 +289,15 @@ def test_float64_prod_in_torchs_vector_order():
         _assert_torchs(lambda L, x: L.prod(x, 1), x, grad=True)
         _assert_torchs(lambda L, x: x.t().prod(0), x, grad=True)
         _assert_torchs(lambda L, x: x[0].prod(), x, grad=True)
+
+
+# ---- var / std gradients in 16 bits ------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", SIXTEEN)
+def test_16bit_var_std_gradients_as_torchs_16bit_ops(dtype):
+    # var_backward: (2 / dof) * grad * (self - self.mean(dim, keepdim=True)), each op a 16-bit tensor; std's first
+    # divides grad by (result * 2), the saved 16-bit result
+    x = _torch_input((4, 50), dtype)
+    for call in (lambda L, x: L.var(x, 1), lambda L, x: x.std(1), lambda L, x: x.var(),
+                 lambda L, x: L.std(x.t(), 0, correction=0, keepdim=True), lambda L, x: L.var_mean(x, 1)[0],
+                 lambda L, x: L.std_mean(x, 1)[0]):
+        _assert_torchs(call, x, grad=True)

@@ -32,9 +32,10 @@ from ..device import META as _META, xp_of
 from ..factories import in_iterator_layout
 from ..fastmath import lane_sum, multiply_add
 from ..dtypes import bool_argument, compute_dtype, get_default_dtype, int_argument, is_floating, promote_types, to_dtype
+from ..dtypes import upcast
 from ..dtypes import dtype_argument, torch_name
 from ..tensor import Function, Tensor, name_node, no_grad, saves_as_torch, share_node, shows_values
-from .elementwise import (AsType, _is_16bit_float, _power_kernel, _torch_sign, backward_in_float32, complex_logaddexp,
+from .elementwise import (AsType, _is_16bit_float, _power_kernel, _step, _torch_sign, backward_in_float32, complex_logaddexp,
                           computes_in_float32)
 from .index import _gather, cast_to_dtype_argument, cumulative, quiet_float_errors, return_type
 from .shape import NO_DIM, RecordedCopy, _dense, dim_given
@@ -397,8 +398,11 @@ class Var(Function):
         xp = xp_of(a)
         ctx.axes, ctx.keepdims = _axes(axis, a.ndim), keepdims
         ctx.denom = builtins.max(_count(a.shape, ctx.axes) - correction, 0)
-        # what backward uses, as torch's var_backward: self - self.mean(dim, keepdim=True), in a's dtype
-        ctx.centered = a - _mean_as_torch(a, ctx.axes, keepdims=True)
+        # what backward uses, as torch's var_backward: self - self.mean(dim, keepdim=True), in a's dtype (16-bit:
+        # the mean and the difference each rounded to it)
+        half = getattr(ctx, "sixteen_bit_input", None)
+        ctx.centered = a - _mean_as_torch(a, ctx.axes, keepdims=True) if half is None else \
+            upcast(half - _mean_as_torch(half, ctx.axes, keepdims=True))
         # torch's CPU kernel accumulates float32 in float64 and rounds the result once
         with np.errstate(divide="ignore", invalid="ignore"):  # one sample: NaN, as torch (CuPy never warns)
             out = None if welford else _whole_variance_as_torch(a, ctx.axes, correction)
@@ -417,13 +421,14 @@ class Var(Function):
         xp = xp_of(g)
         g = _expand_reduced(g, ctx.axes, ctx.keepdims)
         with np.errstate(divide="ignore", invalid="ignore"):
-            if ctx.std is not None:
-                g = xp.where(ctx.std == 0, 0, g / (2 * ctx.std)).astype(g.dtype, copy=False)
+            if ctx.std is not None:  # (std_backward: grad / (result * 2), a 16-bit tensor under a 16-bit input)
+                std = _step(ctx, ctx.std)  # (the result torch saved: 16-bit; forward kept it unsqueezed, in float32)
+                g = _step(ctx, xp.where(std == 0, 0, g / (2 * std)).astype(g.dtype, copy=False))
             # torch's var_backward: (2.0 / dof) * grad * (self - self.mean(dim, keepdim=True)), in that order, each
             # product one tensor op (16-bit: computed in float32, the number as float32, rounded)
             scale = 2.0 / ctx.denom if ctx.denom else float("nan")
             scaled = (np.float32(scale) * g.astype(np.float32)).astype(g.dtype) if _is_16bit_float(g) else scale * g
-            return scaled * ctx.centered
+            return _step(ctx, scaled) * ctx.centered
 
 
 def _norm_in_kernel_order(a, p, axes):
