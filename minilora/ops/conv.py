@@ -1381,6 +1381,9 @@ def _stored_as(dtype, weights):
 def _weights_stored_as(dtype, sources):
     """Linear ``sources`` with the weights a 16-bit forward stores: the second's rounded, the first ``1 - it`` in
     the 16-bit dtype (torch's ``lambda0 = scalar_t(1) - lambda1``), not ``1 - lambda`` rounded."""
+    if dtype is None or np.dtype(dtype).itemsize != 2:
+        return sources
+
     def stored(first, second, w_first, w_second):
         w_second = _stored_as(dtype, w_second)
         return first, second, _stored_as(dtype, (np.float32(1) - w_second).astype(w_second.dtype)), w_second

@@ -716,7 +716,8 @@ def resized_small(arrays, options):
             return type(entry)(first(e) for e in entry)
         return np.zeros(1, entry.dtype) if entry.dtype.kind in "iu" else entry[:1]
     (x,), _ = small(arrays[:1], {})
-    return [x, *arrays[1:]], {k: first(v) if k in ("sources", "taps") else v for k, v in options.items()}
+    resized = ("sources", "forward_sources", "taps")
+    return [x, *arrays[1:]], {k: first(v) if k in resized and v is not None else v for k, v in options.items()}
 
 
 def repeat_shape(a, sizes):
