@@ -301,3 +301,14 @@ def test_16bit_var_std_gradients_as_torchs_16bit_ops(dtype):
                  lambda L, x: L.std(x.t(), 0, correction=0, keepdim=True), lambda L, x: L.var_mean(x, 1)[0],
                  lambda L, x: L.std_mean(x, 1)[0]):
         _assert_torchs(call, x, grad=True)
+
+
+# ---- grid_sample's 16-bit points outside ---------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", SIXTEEN)
+def test_16bit_grid_sample_outside_reads_positive_zero(dtype):
+    # torch's 16-bit grid sampler starts each output from +0 and adds the corners inside: a point outside is +0
+    # (minilora multiplied a masked read, -0 from a negative weight or value)
+    for shape, grid_shape in (((2, 3, 5, 7), (2, 4, 6, 2)), ((1, 2, 3, 4, 5), (1, 2, 3, 4, 3))):
+        x, grid = _torch_input(shape, dtype), _torch_input(grid_shape, dtype, seed=5, scale=2.5)
+        for align_corners in (False, True):
+            _assert_torchs(lambda L, x, g: L.nn.functional.grid_sample(x, g, align_corners=align_corners), x, grid)

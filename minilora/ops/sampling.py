@@ -245,7 +245,7 @@ def _bilinear(input, coords):
             factor = (c - _constant(c, low)) if o else (_constant(c, low + 1) - c)
             weight = factor if weight is None else weight * factor
         term = weight.unsqueeze(1) * _read(input, [f + o for f, o in zip(floors, offsets)])
-        out = term if out is None else out + term
+        out = term + 0.0 if out is None else out + term  # (torch's sum starts from +0: a point outside reads +0)
     return out
 
 
