@@ -2877,6 +2877,7 @@ struct ArenaBlock {
 struct DeviceArena {
     std::vector<std::pair<char*, size_t>> chunks;  // mapped [base, base + size), each followed by a guard page
     std::map<char*, size_t> free_ranges;           // start -> length, coalesced
+    std::multimap<size_t, char*> free_by_length;   // the same ranges by length: best fit in O(log n)
     std::map<char*, ArenaBlock> live;              // user address -> its block
     std::atomic<bool> mapped{false};               // any chunk yet (read without the lock: frees of glibc's memory)
 };
@@ -2979,6 +2980,20 @@ bool arena_serves() {
     return !t_keeping_books && device_code_running();
 #endif
 }
+void add_free_range(DeviceArena& a, char* start, size_t length) {
+    a.free_ranges[start] = length;
+    a.free_by_length.emplace(length, start);
+}
+// Takes the free range at `at` out of both maps; returns the next one by address.
+std::map<char*, size_t>::iterator remove_free_range(DeviceArena& a, std::map<char*, size_t>::iterator at) {
+    auto [first, last] = a.free_by_length.equal_range(at->second);
+    for (auto it = first; it != last; ++it)
+        if (it->second == at->first) {
+            a.free_by_length.erase(it);
+            break;
+        }
+    return a.free_ranges.erase(at);
+}
 bool add_arena_chunk(DeviceArena& a, size_t at_least) {
     const size_t size = round_up(std::max(kArenaChunk, at_least + 2 * kHeapCanary + 4096), page_size());
     void* m = mmap(nullptr, size + page_size(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
@@ -2987,39 +3002,39 @@ bool add_arena_chunk(DeviceArena& a, size_t at_least) {
     char* base = static_cast<char*>(m);
     mprotect(base + size, page_size(), PROT_NONE);
     a.chunks.emplace_back(base, size);
-    a.free_ranges[base] = size;
+    add_free_range(a, base, size);
     a.mapped.store(true, std::memory_order_relaxed);
     return true;
 }
-// The first free range that holds `bytes` at `align` between canaries: [start, end) of the block, or null.
+// The smallest free range sure to hold `bytes` at `align` between canaries (best fit: a kernel that frees every other
+// block of many leaves many small ranges, which a first-fit scan would walk at every allocation): [start, end) of
+// the block, or null.
 char* take_arena_range(DeviceArena& a, size_t bytes, size_t align, char** user, char** end) {
-    for (auto it = a.free_ranges.begin(); it != a.free_ranges.end(); ++it) {
-        char* start = it->first;
-        char* u = align_up(start + kHeapCanary, align);
-        char* e = align_up(u + bytes + kHeapCanary, 16);
-        if (e > start + it->second) continue;
-        const size_t rest = size_t(start + it->second - e);
-        a.free_ranges.erase(it);
-        if (rest) a.free_ranges[e] = rest;
-        *user = u, *end = e;
-        return start;
-    }
-    return nullptr;
+    const size_t worst = round_up(bytes, 16) + align + 2 * kHeapCanary;  // whatever the range's start
+    auto fit = a.free_by_length.lower_bound(worst);
+    if (fit == a.free_by_length.end()) return nullptr;
+    char* start = fit->second;
+    const size_t length = fit->first;
+    *user = align_up(start + kHeapCanary, align);
+    *end = align_up(*user + bytes + kHeapCanary, 16);
+    remove_free_range(a, a.free_ranges.find(start));
+    if (start + length > *end) add_free_range(a, *end, size_t(start + length - *end));
+    return start;
 }
 void give_back_range(DeviceArena& a, char* start, char* end) {
     auto next = a.free_ranges.lower_bound(start);
     if (next != a.free_ranges.end() && next->first == end) {  // merge with the free range after
         end += next->second;
-        next = a.free_ranges.erase(next);
+        next = remove_free_range(a, next);
     }
     if (next != a.free_ranges.begin()) {
         auto before = std::prev(next);
         if (before->first + before->second == start) {  // and with the one before (chunks never touch: a guard)
-            before->second = size_t(end - before->first);
-            return;
+            start = before->first;
+            remove_free_range(a, before);
         }
     }
-    a.free_ranges[start] = size_t(end - start);
+    add_free_range(a, start, size_t(end - start));
 }
 void fill_canary(const ArenaBlock& b, char* user) {
     memset(b.start, kCanaryByte, size_t(user - b.start));
@@ -3113,7 +3128,8 @@ std::string arena_damage_after_launch() {
 void reset_arena(DeviceArena& a) {
     a.live.clear();
     a.free_ranges.clear();
-    for (const auto& c : a.chunks) a.free_ranges[c.first] = c.second;
+    a.free_by_length.clear();
+    for (const auto& c : a.chunks) add_free_range(a, c.first, c.second);
 }
 }  // namespace
 extern "C" {
