@@ -267,9 +267,9 @@ def _persistent_buffers(model):
     return [(name, b) for name, b in model.named_buffers() if name in saved]
 
 
-def _restore(state, named_params, optimizer, scheduler, allocator_owner=None, buffers=()):
+def _restore(state, named_params, optimizer, scheduler, allocator_owner=None, buffers=(), built_here=False):
     """Load a checkpoint's state into the model (trainable parameters and buffers), optimizer, scheduler,
-    random generator and (AdaLoRA) rank allocator."""
+    random generator and (AdaLoRA) rank allocator. ``built_here``: see ``_check_consistent``."""
     _check_format(state)
     saved, own = state["model"], dict(named_params)
     missing = [k for k in own if k not in saved]
@@ -293,6 +293,7 @@ def _restore(state, named_params, optimizer, scheduler, allocator_owner=None, bu
     # Everything that can refuse the checkpoint runs before the model changes: a refused resume
     # leaves the caller's model as it was, not holding half the checkpoint's weights.
     _check_generator_states(state)
+    _check_consistent(state, built_here)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if allocator_owner is not None:
@@ -304,6 +305,45 @@ def _restore(state, named_params, optimizer, scheduler, allocator_owner=None, bu
             _copy_into(own_buffers[name], array)
     set_generator_states({"cpu": state["rng"], "python": state.get("python_rng"), "numpy": state.get("numpy_rng")})
     return int(state["step"]), [float(x) for x in state["losses"]]
+
+
+def _check_consistent(state, built_here):
+    """A checkpoint's parts must agree with its step: an edited or damaged one resumed as another run (a schedule at
+    another step, a history of another length) or failed steps later with a bare error (``math domain error``).
+    ``built_here``: ``train`` made the optimizer and schedule, which take one step per training step."""
+    step = state["step"]
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise ValueError(f"checkpoint: its step {step!r} is not a whole number >= 0: the file is damaged")
+    if len(state["losses"]) != step:
+        raise ValueError(f"checkpoint: it holds {len(state['losses'])} losses for its {step} steps: the file is "
+                         "damaged")
+    if not built_here:
+        return
+    scheduled = state["scheduler"].get("last_epoch")
+    if scheduled is not None and scheduled != step:
+        raise ValueError(f"checkpoint: its learning-rate schedule is at step {scheduled!r}, the run at step {step}: "
+                         "the file is damaged")
+    _check_optimizer_state(state["optimizer"], step)
+
+
+def _check_optimizer_state(saved, step):
+    """AdamW's state of each parameter, as ``train`` made it: the same entries for every parameter, a step count
+    between 0 and the run's, second moments (means of squares) >= 0."""
+    per_parameter = list(saved.get("state", {}).items())
+    entries = set().union(*(set(values) for _, values in per_parameter))
+    for index, values in per_parameter:
+        missing = sorted(entries - set(values))
+        if missing:
+            raise ValueError(f"checkpoint: the optimizer state of parameter {index} lacks {missing}, which the "
+                             "others have: the file is damaged")
+        count = float(np.asarray(values.get("step", 0)))
+        if not 0 <= count <= step:
+            raise ValueError(f"checkpoint: the optimizer state of parameter {index} counts {count:g} steps, outside "
+                             f"0..{step}: the file is damaged")
+        for name in ("exp_avg_sq", "max_exp_avg_sq"):
+            if name in values and np.any(np.asarray(values[name]) < 0):
+                raise ValueError(f"checkpoint: the optimizer's {name} of parameter {index} holds negative values (it "
+                                 "is a mean of squares): the file is damaged")
 
 
 def _check_format(state):
@@ -886,7 +926,8 @@ def _train(model, train_data, eval_data, *, steps, batch_size, lr, weight_decay,
                              f"{bad[0]}); training on them gives NaN at once. Resume from another checkpoint")
         try:
             own_generators = _this_ranks_generators(state, ddp)
-            start, losses = _restore(state, named, optimizer, scheduler, allocator_owner, buffers)
+            start, losses = _restore(state, named, optimizer, scheduler, allocator_owner, buffers,
+                                     built_here=optimizers == (None, None))
             if own_generators is not None:
                 set_generator_states(own_generators)
             if isinstance(loader, _EpochLoader):

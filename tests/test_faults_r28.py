@@ -161,6 +161,46 @@ def test_train_keeps_a_programs_own_sigterm_handler_and_puts_the_default_back(tm
 
 
 # ==================================================================================================
+# A damaged checkpoint is refused by name before the model changes, not resumed as another run
+# ==================================================================================================
+def _first_moments(state):
+    return state["optimizer"]["state"][0]
+
+
+DAMAGES = {  # what an edited or damaged checkpoint.npz held: resumed, each was another run or a bare error later
+    "a step count below zero": (lambda s: s.__setitem__("step", -3), "its step -3 is not a whole number >= 0"),
+    "a step count between two steps": (lambda s: s.__setitem__("step", 2.5), "its step 2.5 is not a whole number"),
+    "a history shorter than the run": (lambda s: s.__setitem__("losses", s["losses"][:1]), "holds 1 losses for its 2"),
+    "a schedule at another step": (lambda s: s["scheduler"].__setitem__("last_epoch", 100),
+                                   "its learning-rate schedule is at step 100, the run at step 2"),
+    "a moment missing": (lambda s: _first_moments(s).pop("exp_avg"),
+                         "the optimizer state of parameter 0 lacks ['exp_avg'], which the others have"),
+    "an optimizer step count below zero": (lambda s: _first_moments(s).__setitem__("step", np.array(-5.0, np.float32)),
+                                           "parameter 0 counts -5 steps, outside 0..2"),
+    "an optimizer step count past the run's": (
+        lambda s: _first_moments(s).__setitem__("step", np.array(7.0, np.float32)), "counts 7 steps, outside 0..2"),
+    "negative second moments": (lambda s: _first_moments(s).__setitem__("exp_avg_sq", -_first_moments(s)["exp_avg_sq"]
+                                                                       - 1), "exp_avg_sq of parameter 0 holds negative"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_checkpoint_is_refused_by_name_before_the_model_changes(tmp_path, damage):
+    from minilora.train import ResumeError, save_training_state
+    run(SignalledLM(), tmp_path, steps=2)
+    state = load_training_state(str(tmp_path / "checkpoint.npz"))
+    edit, words = DAMAGES[damage]
+    edit(state)
+    save_training_state(str(tmp_path / "damaged.npz"), state)
+    model = SignalledLM()
+    before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    with pytest.raises(ResumeError, match="damaged.npz") as refused:
+        run(model, tmp_path / "resumed", resume=str(tmp_path / "damaged.npz"))
+    assert words in str(refused.value) and "the file is damaged" in str(refused.value)
+    assert all(np.array_equal(v.numpy(), before[k]) for k, v in model.state_dict().items())
+
+
+# ==================================================================================================
 # minilora train under mpirun
 # ==================================================================================================
 from test_distributed import MPIRUN, SKIP_REASON  # noqa: E402  (the launcher command, or why not)
