@@ -452,7 +452,9 @@ class _MetricsLog:
 
     def write(self, record):
         self.records.append(record)
-        if self.path:
+        if self.path and len(self.records) > 1 and not os.path.exists(self.path):
+            self._write_again()  # (a stat a record: the file was there after the last one)
+        elif self.path:
             try:
                 with open(self.path, "a") as f:
                     f.write(json.dumps(record) + "\n")
@@ -461,6 +463,19 @@ class _MetricsLog:
                     raise
                 raise OSError(exc.errno, f"{exc.strerror} (appending step {record.get('step')}'s record to the "
                                          "run's metrics; the last checkpoint is kept)", self.path) from exc
+
+
+    def _write_again(self):
+        """The log, or the run's whole folder, was deleted while the run trained: written again with every record
+        so far, in a folder made again -- as transformers' Trainer makes its output_dir again at its next save (the
+        next checkpoint follows at its step). Appending made a log of the records from here on alone."""
+        folder = os.path.dirname(self.path) or "."
+        if os.path.isdir(folder) or not os.path.exists(folder):  # (a file in its place: atomic_write names it)
+            gone = self.path if os.path.isdir(folder) else f"folder {folder}"
+            print(f"train: the run's {gone} was deleted while training; writing it again with the metrics so far "
+                  f"(a checkpoint deleted with it is written again at the next save)", file=sys.stderr, flush=True)
+        with atomic_write(self.path, "w") as f:  # (which makes the folder again)
+            f.writelines(json.dumps(r) + "\n" for r in self.records)
 
 
 def plot_losses(path, losses, evals, title="training loss"):

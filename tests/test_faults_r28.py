@@ -201,6 +201,27 @@ def test_a_damaged_checkpoint_is_refused_by_name_before_the_model_changes(tmp_pa
 
 
 # ==================================================================================================
+# The run's folder, or its metrics log, deleted while it trains
+# ==================================================================================================
+@pytest.mark.parametrize("deleted", ["folder", "log"])
+def test_a_run_whose_folder_is_deleted_while_it_trains_writes_it_again_whole(tmp_path, capsys, deleted):
+    """Before: deleting the folder killed the run with FileNotFoundError on metrics.jsonl (every step since the last
+    checkpoint lost), and deleting the log alone left one of the last steps only. Now the log is written again with
+    every record, the folder made again as transformers' Trainer makes its output_dir again, and the run goes on."""
+    import shutil
+    out = tmp_path / "run"
+
+    def delete_at_step_3(step):
+        if step == 3:
+            shutil.rmtree(out) if deleted == "folder" else os.remove(out / "metrics.jsonl")
+    result = run(SignalledLM(), out, after_optimizer_step=delete_at_step_3, save_every=2)
+    assert len(result.losses) == STEPS
+    assert [r["step"] for r in train_records(out)] == list(range(1, STEPS + 1))
+    assert load_training_state(str(out / "checkpoint.npz"))["step"] == STEPS
+    assert "was deleted while training; writing it again with the metrics so far" in capsys.readouterr().err
+
+
+# ==================================================================================================
 # minilora train under mpirun
 # ==================================================================================================
 from test_distributed import MPIRUN, SKIP_REASON  # noqa: E402  (the launcher command, or why not)
