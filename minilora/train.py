@@ -1576,8 +1576,28 @@ def cli_main(args):
         traceback.print_exception(exc)
         sys.stderr.flush()
         distributed.abort(1)
+    if code == STOPPED_BY_SIGTERM:
+        _leave_the_job(rank, code)
     distributed.destroy_process_group()
     return code
+
+
+STOPPED_BY_SIGTERM = 128 + signal.SIGTERM  # (the shell's status for it)
+# How long a rank other than 0 stopped by SIGTERM waits before it leaves: rank 0, signalled with it (mpirun's Ctrl-C,
+# a job scheduler), saves the last whole step meanwhile and ends the job first.
+SAVE_GRACE_SECONDS = 2.0
+
+
+def _leave_the_job(rank, code):
+    """Leave an MPI job after a SIGTERM stopped this rank mid-step, at once (rank 0, its checkpoint written) or after
+    ``SAVE_GRACE_SECONDS``. Not through MPI_Finalize: the abandoned step's collectives would keep it -- and a rank
+    that was not signalled, waiting in them for this one -- until the timeout (30 minutes). The launcher then ends
+    the ranks still there with SIGTERM, and rank 0, if it is one, saves its last whole step."""
+    if rank != 0:
+        time.sleep(SAVE_GRACE_SECONDS)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _run_folder(args):
@@ -1698,7 +1718,7 @@ def _train_command(args, rank=0, world=1):
     except ResumeError as exc:  # checked before the first step: the run folder is the user's to fix
         raise UsageError(f"--resume: {exc}") from None
     except TrainingInterrupted as exc:
-        return _say_interrupted(exc, steps)
+        return _say_interrupted(exc, steps, quiet=rank != 0)
     except TrainingDivergedError as exc:
         print(f"minilora train: {exc}", file=sys.stderr)
         if exc.checkpoint:
@@ -1736,13 +1756,14 @@ def _train_command(args, rank=0, world=1):
     return 0
 
 
-def _say_interrupted(exc, steps):
-    """How far an interrupted run got and how to go on; the shell's status for the signal (128 + its number)."""
+def _say_interrupted(exc, steps, quiet=False):
+    """How far an interrupted run got and how to go on (``quiet``: a rank other than 0, which rank 0 speaks for);
+    the shell's status for the signal (128 + its number)."""
     how = "interrupted" if exc.signal == "SIGINT" else f"stopped by {exc.signal} (the step in progress abandoned)"
-    if exc.checkpoint is None:
+    if exc.checkpoint is None and not quiet:
         print(f"minilora train: {how} after step {exc.step} of {steps}; no checkpoint holds it yet. To start "
               f"again, run the same command with --overwrite.", file=sys.stderr)
-    else:
+    elif not quiet:
         print(f"minilora train: {how} after step {exc.step} of {steps}; checkpoint {exc.checkpoint} holds it. To "
               f"continue, run the same command with --resume.", file=sys.stderr)
     return 128 + int(getattr(signal, exc.signal))
