@@ -119,9 +119,10 @@ def test_new_array_overrun_and_underrun_are_named_at_delete():
 def test_a_kept_allocation_written_past_its_end_is_named_by_its_malloc_when_the_launch_ends():
     kernel = module(HEAP).get_function("scratch_list")
     out = np.zeros(4, i32)
-    with pytest.raises(KernelFault, match=r"out-of-bounds write into device-heap memory during kernel 'scratch_list': "
-                                          r"the 12-byte allocation made at scratch_list\.cu:5 \(at 0x[0-9a-f]+\) had its "
-                                          r"bytes 0\.\.3 past its end overwritten, and 3 more allocations theirs"):
+    want = (r"out-of-bounds write into device-heap memory during kernel 'scratch_list': the 12-byte allocation made "
+            r"at scratch_list\.cu:5 \(at 0x[0-9a-f]+\) had its bytes 0\.\.3 past its end overwritten, and 3 more "
+            r"allocations theirs")
+    with pytest.raises(KernelFault, match=want):
         kernel((1,), (4,), (i32(3), i32(4), out, i32(1)))
     module(HEAP).get_function("release_kept")((1,), (4,), ())  # reported once: the canaries are whole again
 

@@ -2937,11 +2937,11 @@ bool heap_has_room(size_t n) {
 // A free of what device code never allocated (an argument array, a local or __shared__ address, a pointer into an
 // allocation): glibc aborted with "free(): invalid pointer" and no line, or took the address into its free lists.
 [[noreturn]] void refuse_foreign_free(const char* call, void* p, uintptr_t return_address) {
-    refuse_heap_call(call, return_address, fmt("%p, which the device heap never returned (an argument array, a local "
-                                               "or __shared__ address, or a pointer into an allocation: only what "
-                                               "malloc() / new returned in device code may be freed; compute-sanitizer's "
-                                               "memcheck reports an invalid free, and on a GPU the heap is corrupted)",
-                                               p));
+    refuse_heap_call(call, return_address,
+                     fmt("%p, which the device heap never returned (an argument array, a local or __shared__ address, "
+                         "or a pointer into an allocation: only what malloc() / new returned in device code may be "
+                         "freed; compute-sanitizer's memcheck reports an invalid free, and on a GPU the heap is "
+                         "corrupted)", p));
 }
 void note_free(const char* call, void* p, uintptr_t return_address) {
     if (!p || t_keeping_books || !device_code_running()) return;
