@@ -11,6 +11,10 @@ compared with float64 NumPy.  What failed at the round's start, fixed in the emu
   a GPU, another allocation's bytes) or meets its guard page.  The sanitizer build keeps AddressSanitizer's
   allocator, which names the write itself.  The free ranges are kept by length too (best fit, O(log n) an
   allocation): 262K mallocs / frees across fragmenting launches take 0.26 s, glibc's heap 0.10 s.
+* Printed differently: CUDA's printf "can accept at most 32 arguments in addition to the format string.  Additional
+  arguments beyond this will be ignored, and the format specifier output as-is" (the CUDA C++ Programming Guide); the
+  emulator formatted all of them.  Now the text from the conversion that would take the 33rd argument (a `*` width
+  counts as one) is printed as written, and printf returns 32 at most.
 
 Checked and found right on the round's start (not kept here: each test here fails there), against float64 NumPy:
 cooperative groups -- a row sum per thread_block_tile<16> (meta_group_rank, shfl_down in a template of the tile size,
@@ -35,7 +39,7 @@ __float2int_rn / rz / rd / ru, __float2uint_rn, __float2ll_rn, __float2ull_rz of
 PTX's cvt), __double2int_rn, __double2uint_ru, __double2ll_rz, __double2float_rz / ru; CUDA's min / max of int and
 unsigned (max(-1, 2u) is 4294967295), abs of a float; __funnelshift_l / r / lc, __byte_perm, __dp4a (signed and
 unsigned), __vadd2, __vabsdiffu4, __sad, __hadd, __rhadd, __mul24; __hmax / __hmin / _nan with NaN and signed zeros.
-printf: widths, precisions, flags, %x %X %o %lld %llu %c %% %s %p %hhd %hd %ld %e %a, and its return value as CUDA's
+printf: widths, precisions, flags, a __shared__ string, %x %X %o %lld %llu %c %% %s %p %hhd %hd %ld %e %a, and its return value as CUDA's
 (the number of arguments, not of characters).  Faults: assert() names its expression (CUDA_ERROR_ASSERT) and is
 gone under -DNDEBUG; reads and writes past an argument, before it, past static and dynamic __shared__ arrays, into a
 bad address from printf's %s; x / 0, x % 0 (int and unsigned long long), INT_MIN / -1; a spin on a flag no thread
@@ -126,3 +130,25 @@ def test_a_kept_allocation_written_past_its_end_is_named_by_its_malloc_when_the_
         kernel((1,), (4,), (i32(3), i32(4), out, i32(1)))
     module(HEAP).get_function("release_kept")((1,), (4,), ())  # reported once: the canaries are whole again
 
+
+
+# ------------------------------------------------------------------- printf's 32 arguments
+PRINTF = r"""
+#include <cstdio>
+#define TEN(b) b + 0, b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9
+// a debugging line of 34 values; then 31 values and a `*` width, which would take the 33rd argument
+extern "C" __global__ void dump_row(int* returned) {
+    returned[0] = printf("%d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d "
+                         "%d %d %d %d|\n", TEN(1), TEN(11), TEN(21), 31, 32, 33, 34);
+    returned[1] = printf("%d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d "
+                         "%d [%*d] %%|\n", TEN(1), TEN(11), TEN(21), 31, 6, 32);
+}
+"""
+
+
+def test_printf_takes_32_arguments_and_prints_the_rest_of_its_format_as_is(capfd):
+    returned = np.zeros(2, i32)
+    module(PRINTF).get_function("dump_row")((1,), (1,), (returned,))
+    first = " ".join(str(k) for k in range(1, 33))
+    assert capfd.readouterr().out.splitlines() == [first + " %d %d|", first[:first.rindex(" ")] + " [%*d] %%|"]
+    np.testing.assert_array_equal(returned, [32, 31])  # the arguments parsed

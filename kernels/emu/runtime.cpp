@@ -2775,17 +2775,28 @@ void bad_runtime_tile(unsigned n, const char* file, int line) {
                                "encountered)", n, where(file, line).c_str(), block_str().c_str(), tid_str(*f).c_str()));
 }
 
+// CUDA's printf "can accept at most 32 arguments in addition to the format string. Additional arguments beyond
+// this will be ignored, and the format specifier output as-is".
+constexpr int kPrintfMaxArguments = 32;
 // What CUDA's device printf returns: the number of arguments its format parsed (each conversion and each `*`
-// width or precision), not C's count of characters; -1 for a null format.
-static int printf_arguments(const char* f) {
+// width or precision), not C's count of characters; -1 for a null format.  `beyond`: where the conversion that
+// would take the 33rd argument starts (null if none does).
+static int printf_arguments(const char* f, const char** beyond) {
     int count = 0;
+    *beyond = nullptr;
     for (const char* p = f; *p; ++p) {
         if (*p != '%') continue;
         if (p[1] == '%') { ++p; continue; }
+        const char* start = p;
+        int takes = 1;
         while (*++p && !std::strchr("diouxXeEfFgGaAcspn", *p))
-            if (*p == '*') ++count;
+            if (*p == '*') ++takes;
+        if (count + takes > kPrintfMaxArguments) {
+            *beyond = start;
+            return count;
+        }
+        count += takes;
         if (!*p) break;
-        ++count;
     }
     return count;
 }
@@ -2795,15 +2806,21 @@ int device_printf(const char* f, ...) {
     Fiber* fiber = current_fiber();
     Worker& w = *fiber->worker;
     RuntimeSection busy(fiber);
+    const char* beyond = nullptr;
+    const int count = printf_arguments(f, &beyond);
+    const std::string head = beyond ? std::string(f, beyond) : std::string(f);  // what takes the first 32
     char buf[4096];
     va_list ap;
     va_start(ap, f);
     w.printing_from = uintptr_t(__builtin_return_address(0)) - 1;  // inside the call instruction: its line
-    int n = vsnprintf(buf, sizeof buf, f, ap);
+    int n = vsnprintf(buf, sizeof buf, head.c_str(), ap);
     w.printing_from = 0;
     va_end(ap);
-    if (w.output.size() + g_shared.output_bytes < (16u << 20)) w.output += buf;  // CUDA's printf buffer is finite too
-    return n < 0 ? -2 : printf_arguments(f);
+    if (w.output.size() + g_shared.output_bytes < (16u << 20)) {  // CUDA's printf buffer is finite too
+        w.output += buf;
+        if (beyond) w.output += beyond;  // the rest of the format, its conversions as written
+    }
+    return n < 0 ? -2 : count;
 }
 
 long long clock_ticks() { return ++g_clock; }  // (atomic: workers share it)
