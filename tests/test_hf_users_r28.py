@@ -325,3 +325,36 @@ def test_each_method_has_its_own_prefix(config_class, name, prefix):
                "reinitialization of the adapter weights during loading." in words
         _, words = said(lambda: lib_peft.get_peft_model(llama(lib), lib_peft.LoraConfig(**BASE), adapter_name="lora_A"))
         assert not [w for w in words if PREFIX_WARNING in w]  # (a name holding the prefix is no piece of it)
+
+
+# ==================================================================================================
+# add_weighted_adapter's magnitude pruning: torch.topk's choice among equal magnitudes
+# ==================================================================================================
+@pytest.mark.parametrize("shape, density", [((8, 32), 0.5), ((16, 64), 0.02), ((4, 4), 0.7), ((64, 40), 0.3)])
+def test_magnitude_pruning_keeps_the_entries_torch_topk_keeps(shape, density):
+    """PEFT prunes a task tensor with torch.topk of its magnitudes; a bfloat16 model's adapters (cast from its dtype)
+    hold few distinct values, so equal magnitudes straddle the cut, and minilora kept the first ones (a stable
+    sort) where torch keeps others (its partial_sort / nth_element)."""
+    from peft.utils.merge_utils import magnitude_based_pruning
+    from minilora.lora.compose import prune
+    values = np.random.default_rng(0).choice([-0.5, -0.25, 0.25, 0.5, 0.125], size=shape).astype(np.float32)
+    expected = magnitude_based_pruning(torch.tensor(values), density).numpy()
+    np.testing.assert_array_equal(prune(values, density, "magnitude"), expected)
+
+
+def test_a_magnitude_pruned_adapter_of_a_bfloat16_model_as_peft():
+    """(TIES agreed already: its sign election and mean hid the difference in this model.)"""
+    seen = {}
+    for name, (lib, lib_peft) in LIBRARIES.items():
+        base = llama(lib).to(lib.bfloat16)
+        lib.manual_seed(1)
+        model = lib_peft.get_peft_model(base, lib_peft.LoraConfig(**BASE))
+        lib.manual_seed(2)
+        model.add_adapter("other", lib_peft.LoraConfig(**dict(BASE, lora_alpha=6)))
+        model.add_weighted_adapter(["default", "other"], [0.7, 0.4], "mix", combination_type="magnitude_prune",
+                                   density=0.5)
+        seen[name] = {k: v.detach().float().numpy() for k, v in model.state_dict().items() if ".mix." in k}
+    assert sorted(seen["minilora"]) == sorted(seen["torch"])
+    for key, theirs in seen["torch"].items():
+        np.testing.assert_array_equal(seen["minilora"][key] == 0, theirs == 0, err_msg=key)  # the same entries kept
+        np.testing.assert_allclose(seen["minilora"][key], theirs, rtol=1e-6, atol=1e-7, err_msg=key)

@@ -32,7 +32,7 @@ import warnings
 
 import numpy as np
 
-from .. import dtypes
+from .. import dtypes, std_sort
 from ..device import xp_of
 from .. import random as _random
 from ..tensor import Tensor, _host
@@ -69,7 +69,8 @@ def prune(tensor, density, method, rescale=False, rng=None):
     if method == "magnitude":
         k = int(density * tensor.size)
         keep = np.zeros(tensor.size, dtype=tensor.dtype)
-        keep[np.argsort(-np.abs(tensor).reshape(-1), kind="stable")[:k]] = 1
+        if k:  # PEFT's torch.topk: among equal magnitudes at the cut, the entries torch's topk keeps (std_sort.py)
+            keep[std_sort.topk_order(np.abs(tensor).reshape(1, -1), k, largest=True, sorted=True)[0]] = 1
         return tensor * keep.reshape(tensor.shape)
     if method == "random":
         keep = _random_mask(tensor, density, rng).astype(tensor.dtype)
