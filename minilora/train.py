@@ -1033,12 +1033,12 @@ def _train(model, train_data, eval_data, *, steps, batch_size, lr, weight_decay,
 
     interruptions = _Interruptions()  # from here on, the first Ctrl-C asks the loop to stop after the current step
     ranks_generators = None  # with several ranks: theirs, as the last step (or evaluation) left them
-    boundary = _StepBoundary(start, loader)
+    boundary = _StepBoundary(start, loader)  # (then one each step, as its update ends: nothing draws until the next)
     try:
         if resume and state.get("eval_due"):  # the interrupted run was stopped before its evaluation
             evaluate(start)
+            boundary = _StepBoundary(start, loader)
         for step in range(start + 1, steps + 1):
-            boundary = _StepBoundary(step - 1, loader, ranks=ranks_generators)
             t_step = time.perf_counter()
             loss_sum, tokens = 0.0, 0
             for micro in range(grad_accum):
