@@ -541,33 +541,34 @@ class _Progress:
 # ----------------------------------------------------------------------------------------------
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM during ``train``: with ``out_dir``, the checkpoint ``checkpoint`` holds ``step``, so
-    ``resume=True`` continues exactly where the run stopped. ``signal``: the one that stopped it (``"SIGINT"``: the
-    step in progress was finished first; ``"SIGTERM"``: it was abandoned, and ``step`` is the last whole one)."""
+    ``resume=True`` continues exactly where the run stopped. ``signal``: the one that stopped it (``"SIGINT"`` or
+    ``"SIGTERM"``); ``abandoned``: the step in progress was given up (SIGTERM, a second Ctrl-C) rather than finished
+    (a first Ctrl-C), and ``step`` is the last whole one."""
 
-    def __init__(self, step, checkpoint, signal="SIGINT"):
+    def __init__(self, step, checkpoint, signal="SIGINT", abandoned=False):
         super().__init__(f"training interrupted after step {step}" +
-                         (f" ({signal}: the step in progress was abandoned)" if signal != "SIGINT" else ""))
-        self.step, self.checkpoint, self.signal = step, checkpoint, signal
+                         (f" ({signal}: the step in progress was abandoned)" if abandoned else ""))
+        self.step, self.checkpoint, self.signal, self.abandoned = step, checkpoint, signal, abandoned
 
 
-class _Terminated(BaseException):
-    """Raised by the SIGTERM handler in the middle of a step: ``train`` saves the last whole step and stops."""
+class _StopNow(BaseException):
+    """Raised by a signal handler in the middle of a step: ``train`` saves the last whole step and stops."""
 
 
 class _Interruptions:
     """What stops a training run, and how.
 
-    Ctrl-C (SIGINT): the first one sets ``asked`` -- the loop stops after the current step -- and a second one
-    interrupts at once. SIGTERM (a job scheduler ending the job; ``mpirun`` turns a Ctrl-C into SIGTERM to every
-    rank, followed a fraction of a second later by SIGKILL): there is no time to finish the step, so the handler
-    raises ``_Terminated`` at once, and ``train`` saves the last whole step -- unless the update is being applied
-    (``applying()``), which is finished first, so the weights, moments and step count always agree. SIGTERM is taken
+    Ctrl-C (SIGINT): the first one sets ``asked`` -- the loop stops after the current step. SIGTERM (a job scheduler
+    ending the job; ``mpirun`` turns a Ctrl-C into SIGTERM to every rank, followed a fraction of a second later by
+    SIGKILL), or a second Ctrl-C: no time to finish the step, so the handler raises ``_StopNow`` at once, and
+    ``train`` saves the last whole step -- unless the update is being applied (``applying()``), which is finished
+    first, so the weights, moments and step count always agree. ``stopping`` names the signal. SIGTERM is taken
     over only where it would kill the process (``SIG_DFL``): a program's own handler, or ``SIG_IGN``, is kept.
     ``restore()`` puts the previous handlers back. (Signals reach the main thread only; elsewhere both keep their
     usual meaning.)"""
 
     def __init__(self):
-        self.asked, self.terminated, self._applying, self.previous = False, False, False, {}
+        self.asked, self.stopping, self._applying, self.previous = False, None, False, {}
         if threading.current_thread() is not threading.main_thread():
             return
         self.previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_sigint)
@@ -575,31 +576,33 @@ class _Interruptions:
             self.previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigint(self, signum, frame):
-        if self.terminated:
-            return  # (already saving the last whole step, and stopping)
         if self.asked:
-            raise KeyboardInterrupt
+            self._stop_now("SIGINT")
+            return
         self.asked = True
-        print("\nCtrl-C: stopping after this step (press Ctrl-C again to stop at once)", file=sys.stderr,
-              flush=True)
+        print("\nCtrl-C: stopping after this step (press Ctrl-C again to stop at once, with the last whole step "
+              "saved)", file=sys.stderr, flush=True)
 
     def _on_sigterm(self, signum, frame):
-        if self.terminated:
-            return
-        self.terminated = True
+        self._stop_now("SIGTERM")
+
+    def _stop_now(self, name):
+        if self.stopping:
+            return  # (already saving the last whole step, and stopping)
+        self.stopping = name
         if not self._applying:
-            raise _Terminated
+            raise _StopNow
 
     @contextlib.contextmanager
     def applying(self):
-        """The update of a step (optimizer, scheduler, the history): a SIGTERM inside waits for its end."""
+        """The update of a step (optimizer, scheduler, the history): a stop asked for inside waits for its end."""
         self._applying = True
         try:
             yield
         finally:
             self._applying = False
-        if self.terminated:
-            raise _Terminated
+        if self.stopping:
+            raise _StopNow
 
     def restore(self):
         for signum, previous in self.previous.items():
@@ -1092,11 +1095,11 @@ def _train(model, train_data, eval_data, *, steps, batch_size, lr, weight_decay,
             if interruptions.asked and step < steps:
                 raise TrainingInterrupted(step, ckpt_path)
         return result(steps)
-    except _Terminated:
+    except _StopNow:
         optimizer.zero_grad()  # (the abandoned step's gradients: a caller training on must not add to them)
         if ckpt_path and boundary.step > start:
             checkpoint(boundary.step, boundary)
-        raise TrainingInterrupted(boundary.step, last_good[0], "SIGTERM") from None
+        raise TrainingInterrupted(boundary.step, last_good[0], interruptions.stopping, abandoned=True) from None
     finally:
         interruptions.restore()
         bar.close()
@@ -1570,26 +1573,33 @@ def cli_main(args):
         code = _train_command_alone(args, rank, world) if rank == 0 else _train_command(args, rank, world)
     except (UsageError, SystemExit):  # the same options on every rank: every rank stops with it
         raise
+    except _AbandonedStep as stopped:
+        _leave_the_job(rank, stopped.code)
     except BaseException as exc:  # noqa: B036 (a Ctrl-C too): the others must not wait for this rank
         import traceback
         print(f"minilora train: rank {rank} of {world} failed; stopping every rank", file=sys.stderr)
         traceback.print_exception(exc)
         sys.stderr.flush()
         distributed.abort(1)
-    if code == STOPPED_BY_SIGTERM:
-        _leave_the_job(rank, code)
     distributed.destroy_process_group()
     return code
 
 
-STOPPED_BY_SIGTERM = 128 + signal.SIGTERM  # (the shell's status for it)
+class _AbandonedStep(Exception):
+    """A rank of an MPI job stopped mid-step (``code``: its exit status): see ``_leave_the_job``."""
+
+    def __init__(self, code):
+        super().__init__(code)
+        self.code = code
+
+
 # How long a rank other than 0 stopped by SIGTERM waits before it leaves: rank 0, signalled with it (mpirun's Ctrl-C,
 # a job scheduler), saves the last whole step meanwhile and ends the job first.
 SAVE_GRACE_SECONDS = 2.0
 
 
 def _leave_the_job(rank, code):
-    """Leave an MPI job after a SIGTERM stopped this rank mid-step, at once (rank 0, its checkpoint written) or after
+    """Leave an MPI job after a signal stopped this rank mid-step, at once (rank 0, its checkpoint written) or after
     ``SAVE_GRACE_SECONDS``. Not through MPI_Finalize: the abandoned step's collectives would keep it -- and a rank
     that was not signalled, waiting in them for this one -- until the timeout (30 minutes). The launcher then ends
     the ranks still there with SIGTERM, and rank 0, if it is one, saves its last whole step."""
@@ -1718,7 +1728,10 @@ def _train_command(args, rank=0, world=1):
     except ResumeError as exc:  # checked before the first step: the run folder is the user's to fix
         raise UsageError(f"--resume: {exc}") from None
     except TrainingInterrupted as exc:
-        return _say_interrupted(exc, steps, quiet=rank != 0)
+        code = _say_interrupted(exc, steps, quiet=rank != 0)
+        if exc.abandoned and world > 1:
+            raise _AbandonedStep(code) from None
+        return code
     except TrainingDivergedError as exc:
         print(f"minilora train: {exc}", file=sys.stderr)
         if exc.checkpoint:
@@ -1759,7 +1772,7 @@ def _train_command(args, rank=0, world=1):
 def _say_interrupted(exc, steps, quiet=False):
     """How far an interrupted run got and how to go on (``quiet``: a rank other than 0, which rank 0 speaks for);
     the shell's status for the signal (128 + its number)."""
-    how = "interrupted" if exc.signal == "SIGINT" else f"stopped by {exc.signal} (the step in progress abandoned)"
+    how = f"stopped by {exc.signal} (the step in progress abandoned)" if exc.abandoned else "interrupted"
     if exc.checkpoint is None and not quiet:
         print(f"minilora train: {how} after step {exc.step} of {steps}; no checkpoint holds it yet. To start "
               f"again, run the same command with --overwrite.", file=sys.stderr)

@@ -40,17 +40,20 @@ def sigterm():
 
 
 class SignalledLM(DropoutLM):
-    """DropoutLM whose ``at``-th forward (counted from 1), once its dropout drew, sends SIGTERM to this process."""
+    """DropoutLM whose ``at``-th forward (counted from 1), once its dropout drew, sends SIGTERM to this process
+    (``ctrl_c_at``: the forwards after which it sends SIGINT)."""
 
-    def __init__(self, at=None):
+    def __init__(self, at=None, ctrl_c_at=()):
         super().__init__(seed=0)
-        self.at, self.calls = at, 0
+        self.at, self.ctrl_c_at, self.calls = at, ctrl_c_at, 0
 
     def forward(self, input_ids, labels=None):
         out = super().forward(input_ids, labels)
         self.calls += 1
         if self.calls == self.at:
             sigterm()
+        if self.calls in self.ctrl_c_at:
+            signal.raise_signal(signal.SIGINT)
         return out
 
 
@@ -75,7 +78,7 @@ def outcome(model, result):
 def interrupted_then_resumed(tmp_path, model, loader=None, **options):
     """Run ``model`` until its signal stops it, then resume in a fresh model: (the interruption, the checkpoint's
     state then, the outcome)."""
-    with pytest.raises(TrainingInterrupted) as stopped:
+    with pytest.raises(KeyboardInterrupt) as stopped:  # (a TrainingInterrupted)
         run(model, tmp_path, loader, **options)
     saved = load_training_state(stopped.value.checkpoint)
     fresh = SignalledLM()
@@ -96,8 +99,18 @@ def test_a_sigterm_mid_step_saves_the_last_whole_step_and_the_resume_is_the_unin
     holds step 3 as it ended. Before, SIGTERM killed the process (here: the test) and nothing was saved."""
     expected = uninterrupted(tmp_path, loader and torch_loader())
     stopped, saved, resumed = interrupted_then_resumed(tmp_path / "run", SignalledLM(at=8), loader and torch_loader())
-    assert (stopped.step, stopped.signal, saved["step"]) == (3, "SIGTERM", 3)
+    assert (stopped.step, stopped.signal, stopped.abandoned, saved["step"]) == (3, "SIGTERM", True, 3)
     assert stopped.checkpoint == str(tmp_path / "run" / "checkpoint.npz")
+    assert resumed == expected
+
+
+@pytest.mark.usefixtures("python_sigint")
+def test_a_second_ctrl_c_mid_step_saves_the_last_whole_step(tmp_path):
+    """The first Ctrl-C (7th forward: step 4's first micro-batch) asks for a stop after step 4; the second (8th)
+    stops at once. Before, it raised a bare KeyboardInterrupt, and every step since the last checkpoint was lost."""
+    expected = uninterrupted(tmp_path)
+    stopped, saved, resumed = interrupted_then_resumed(tmp_path / "run", SignalledLM(ctrl_c_at=(7, 8)))
+    assert (stopped.step, stopped.signal, stopped.abandoned, saved["step"]) == (3, "SIGINT", True, 3)
     assert resumed == expected
 
 
