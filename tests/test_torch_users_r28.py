@@ -312,3 +312,14 @@ def test_16bit_grid_sample_outside_reads_positive_zero(dtype):
         x, grid = _torch_input(shape, dtype), _torch_input(grid_shape, dtype, seed=5, scale=2.5)
         for align_corners in (False, True):
             _assert_torchs(lambda L, x, g: L.nn.functional.grid_sample(x, g, align_corners=align_corners), x, grid)
+
+
+# ---- embedding_bag's per_sample_weights gradient -----------------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_embedding_bag_per_sample_weights_gradient_in_mkls_dot_order(dtype):
+    # torch's _embedding_bag_per_sample_weights_backward: each sample's BLAS dot of its bag's gradient and its row
+    for width in (4, 37, 130):
+        weight, samples = _torch_input((5, width), dtype), _torch_input((8,), dtype, seed=2)
+        _assert_torchs(lambda L, w, p: L.nn.functional.embedding_bag(
+            L.tensor([0, 2, 1, 2, 4, 0, 3, 3]), w, L.tensor([0, 3, 3, 5]), mode="sum", per_sample_weights=p),
+            weight, samples, grad=True)

@@ -10,11 +10,11 @@ element where its build fuses, ``fastmath.multiply_add``), ``scale`` being 1, th
 before it is added, and the sum again: the 16-bit ``+=`` takes a 16-bit number). ``DenseBagGradient`` carries the forward's values
 and runs that loop as its backward: torch's bits in float32 and float64 (differentiating the ops left up to a
 quarter of the elements 1 ulp off). A ``per_sample_weights`` gradient is each sample's dot product of its bag's
-gradient and its row (torch's BLAS ``dot``, whose order is MKL's own: here a float64 sum, rounded).
+gradient and its row (torch's BLAS ``dot``: MKL's order, ``mkl_dot``, where it is known; else a float64 sum, rounded).
 """
 import numpy as np
 
-from .. import fastmath, std_sort
+from .. import fastmath, mkl_dot, std_sort
 from ..tensor import Function
 
 __all__ = ["DenseBagGradient"]
@@ -41,9 +41,21 @@ class DenseBagGradient(Function):
             return (grad_weight,)
         grad_weights = None
         if ctx.needs_input_grad[1]:  # each sample's <grad of its bag, its row>, 0 where not reached
-            products = g[ctx.bag_of].astype(np.float64) * ctx.weight[ctx.ids].astype(np.float64)
-            grad_weights = np.where(kept, products.sum(axis=1), 0).astype(ctx.weights.dtype).reshape(ctx.weights.shape)
+            grad_weights = np.where(kept, _sample_dots(g[ctx.bag_of], ctx.weight[ctx.ids]), 0)
+            grad_weights = grad_weights.astype(ctx.weights.dtype).reshape(ctx.weights.shape)
         return grad_weight, grad_weights
+
+
+def _sample_dots(bag_grads, rows):
+    """Each sample's dot product of its bag's gradient and its row, as torch's ``dot_impl`` (BLAS ``dot``): MKL's
+    order where ``mkl_dot`` knows it, else a float64 sum, rounded."""
+    products = bag_grads.astype(np.float64) * rows.astype(np.float64)
+    dots = products.sum(axis=1)
+    for sample, (x, y) in enumerate(zip(bag_grads, rows)):
+        in_mkl_order = mkl_dot.dot(np.ascontiguousarray(x), np.ascontiguousarray(y))
+        if in_mkl_order is not None:
+            dots[sample] = in_mkl_order
+    return dots
 
 
 def _accumulated_rows(ctx, g, kept):
