@@ -323,3 +323,12 @@ def test_embedding_bag_per_sample_weights_gradient_in_mkls_dot_order(dtype):
         _assert_torchs(lambda L, w, p: L.nn.functional.embedding_bag(
             L.tensor([0, 2, 1, 2, 4, 0, 3, 3]), w, L.tensor([0, 3, 3, 5]), mode="sum", per_sample_weights=p),
             weight, samples, grad=True)
+
+
+def test_reflection_and_replication_padding_refuse_bools_as_torch():
+    # torch's kernels have no bool version (after the sizes' checks); minilora's gather padded them
+    for mode, kernel in (("reflect", "reflection_pad"), ("replicate", "replication_pad")):
+        for shape, widths in (((1, 2, 4), (1, 1)), ((1, 2, 4, 4), (1, 1, 1, 1)), ((1, 1, 2, 4, 4), (1,) * 6)):
+            with pytest.raises(NotImplementedError, match=f'"{kernel}{len(widths) // 2}d" not implemented for'):
+                ml.nn.functional.pad(ml.zeros(shape, dtype=ml.bool), widths, mode=mode)
+    assert ml.nn.functional.pad(ml.ones(1, 2, dtype=ml.bool), (1, 1), mode="circular").tolist() == [[True] * 4]

@@ -2479,6 +2479,9 @@ def pad(input, pad, mode="constant", value=None):
         if mode != "circular" and len(pad) == 2 and input.ndim in (2, 3) and width < 1:
             raise RuntimeError(f"input (W: {input.shape[-1]}) is too small. Calculated output W: {width}")
         out = _pad_by_index(input, pad, mode)  # torch's reflection/replication pads keep the input
+        if mode != "circular" and input.dtype == np.bool_:  # (after the sizes' checks, as torch's kernels)
+            kernel = {"reflect": "reflection_pad", "replicate": "replication_pad"}[mode]
+            raise NotImplementedError(f'"{kernel}{len(pad) // 2}d" not implemented for \'Bool\'')
         if mode != "circular" and type(input._array) is np.ndarray and is_floating(input.dtype) \
                 and not input.is_meta:  # (meta: no values to copy, no kernel to stand for)
             out = KernelGradients.apply(out, input, None, None, values=out._array.copy(order="K"),
