@@ -253,7 +253,7 @@ KNOWN_MISMATCHES = {
     **{name: (["name"], COMPOSED) for name in (
         "combinations", "cholesky", "stft", "quantile", "nanquantile",
         "nn.functional.rrelu", "logdet", "nn.functional.embedding_bag",
-        "nn.functional.ctc_loss", "nn.functional.nll_loss", "repeat_interleave", "nn.functional.pairwise_distance",
+        "nn.functional.ctc_loss", "nn.functional.nll_loss", "nn.functional.pairwise_distance",
         "linalg.vecdot", "linalg.cond", "linalg.multi_dot", "linalg.tensorinv")},
     **{name: (["edges"], COMPOSED) for name in (
         "nn.functional.bilinear", "inner", "nn.functional.multi_head_attention_forward",

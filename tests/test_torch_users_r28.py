@@ -332,3 +332,20 @@ def test_reflection_and_replication_padding_refuse_bools_as_torch():
             with pytest.raises(NotImplementedError, match=f'"{kernel}{len(widths) // 2}d" not implemented for'):
                 ml.nn.functional.pad(ml.zeros(shape, dtype=ml.bool), widths, mode=mode)
     assert ml.nn.functional.pad(ml.ones(1, 2, dtype=ml.bool), (1, 1), mode="circular").tolist() == [[True] * 4]
+
+
+# ---- index_select's and repeat_interleave's gradients ------------------------------------------------------------
+@pytest.mark.parametrize("dtype", SIXTEEN + ["float32"])
+def test_index_select_and_repeat_interleave_gradients_as_torch(dtype):
+    # index_select's backward is zeros().index_add_(...): 16-bit sums in float32 along the first or last of 2+ dims;
+    # repeat_interleave by a Python int is torch's unsqueeze-expand-copy (its gradient a sum over the copies)
+    positions = [i % 3 for i in range(200)]
+    calls = [(lambda L, x: x.index_select(0, L.tensor(positions)), (3, 5)),
+             (lambda L, x: x.index_select(1, L.tensor(positions)), (5, 3)),
+             (lambda L, x: L.repeat_interleave(x, L.tensor([1, 0, 3, 2]), dim=0), (4, 5)),
+             (lambda L, x: x.repeat_interleave(7, dim=1), (4, 5)), (lambda L, x: x.repeat_interleave(30), (4, 5)),
+             (lambda L, x: x.t().repeat_interleave(3, dim=0), (4, 5))]
+    for call, shape in calls:
+        _assert_torchs(call, _torch_input(shape, dtype), grad=True)
+    x = ml.randn(4, 5, requires_grad=True)
+    assert type(x.repeat_interleave(3, dim=1).grad_fn).__name__ == "ViewBackward0"  # (torch's: the copy's view)

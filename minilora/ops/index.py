@@ -515,13 +515,15 @@ class IndexSelect(Function):
 
     @staticmethod
     def forward(ctx, a, index, axis):
-        ctx.shape, ctx.where = a.shape, _along(axis, index)
+        ctx.shape, ctx.where, ctx.index, ctx.axis = a.shape, _along(axis, index), index, axis
         out = a[ctx.where]  # (NumPy keeps the selected dimension outermost in memory; torch's result is contiguous)
         return xp_of(out).ascontiguousarray(out)
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx, g):  # (torch's: zeros(...).index_add_(dim, index, grad), its 16-bit sums as IndexAdd's)
         out = xp_of(g).zeros(ctx.shape, dtype=g.dtype)
+        if _sums_16_bits_in_float32(out, ctx.index, ctx.axis, 1):
+            return _added_in_float32(out, ctx.where, g)
         add_at(out, ctx.where, g)  # (CuPy's add.at has no bfloat16: add_at goes through float32)
         return out
 
@@ -1375,8 +1377,19 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
     if output_size is not None and output_size != len(positions):
         raise RuntimeError(f"repeat_interleave: output_size={output_size}, but the repeats add up "
                            f"to {len(positions)}")
+    if isinstance(repeats, (int, np.integer)) and not isinstance(repeats, bool):
+        return _repeated_by_expanding(input, dim, int(repeats))
     index = Tensor(positions.astype(np.int64), dtype=np.int64, device=input.device)
     return index_select(input, dim, index)
+
+
+def _repeated_by_expanding(input, dim, repeats):
+    """torch's repeat_interleave by a Python int: ``input.unsqueeze(dim + 1).expand(..., repeats, ...)`` copied and
+    flattened into ``dim`` -- its gradient the expand's, a sum over the copies in torch's sum order (a tensor of
+    counts goes through index_select, whose gradient adds the copies one by one)."""
+    shape = tuple(input.shape)
+    expanded = input.unsqueeze(dim + 1).expand(*shape[:dim + 1], repeats, *shape[dim + 1:])
+    return expanded.contiguous().reshape(*shape[:dim], shape[dim] * repeats, *shape[dim + 1:])
 
 
 def _refuse_bool(name, dtype):
