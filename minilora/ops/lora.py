@@ -245,6 +245,46 @@ def _one_row_as_peft(X, keep, U, Y, W0, A, B, bias, s):
     return True
 
 
+def _scale_rounds(X, s):
+    """Whether this layer takes PEFT's roundings of a scale that is not a power of two: where MKL is the BLAS (so the
+    products are torch's, and so the claim is PEFT's bits) and multiplying by s rounds. PEFT rounds the rank-r product
+    before scaling it, ``lora_B(lora_A(x)) * s``, and so scales dY before its products backward; minilora's one
+    scaled product (``addmm_(Y, U, B.T, alpha=s)``, ``V = s (dY B)``) rounds once: the same numbers only when
+    scaling is exact (s = 2 = 16 / 8, 0.25, 1 ...). rsLoRA's alpha / sqrt(r), or alpha = 12 at r = 8, take this path."""
+    return (type(X) is np.ndarray and blas.library() == "mkl" and np.isfinite(s) and s != 0
+            and np.frexp(s)[0] != 0.5)
+
+
+def _forward_in_pefts_order(X, keep, U, Y, W0, A, B, bias, s):
+    """The forward as PEFT rounds it for any s (``_scale_rounds``): ``base + (U B^T) * s``, each step rounded; the
+    products split by rows (``parallel``), the rank-r term through a temporary."""
+    U[...] = parallel.matmul(X if keep is None else X * keep, A.T)
+    if bias is None:
+        Y[...] = parallel.matmul(X, W0.T)
+    else:
+        Y[...] = bias
+        parallel.matmul_into(Y, X, W0.T)
+    lora = parallel.matmul(U, B.T)
+    lora *= s
+    Y += lora
+
+
+def _backward_in_pefts_order(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB):
+    """The backward as torch's autograd runs PEFT's layer for any s: dY scaled first (the forward's ``* s``), then
+    V = (s dY) B, dX = dY W0 + V A (dropout's mask on the second), dA = V^T dropout(X), dB = (s dY)^T U."""
+    scaled = dY * s
+    V[...] = parallel.matmul(scaled, B)
+    if dX is not None:
+        dX[...] = parallel.matmul(dY, W0)
+        if keep is None:
+            parallel.matmul_into(dX, V, A)
+        else:
+            dX += matmul(V, A) * keep
+    dA = matmul(V.T, X if keep is None else X * keep) if need_dA else None
+    dB = matmul(U.T, scaled).T if need_dB else None
+    return dA, dB
+
+
 def _check_shapes(x, W0, A, B, bias):
     K = x.shape[-1]
     r = A.shape[0]
@@ -469,6 +509,8 @@ class LoraLinear(Function):
         work = parallel.product_work(W0.size)
         if _one_row_as_peft(X, keep, U, Y, W0, A, B, bias, s):
             pass
+        elif _scale_rounds(X, s):
+            _forward_in_pefts_order(X, keep, U, Y, W0, A, B, bias, s)
         elif _forward_in_c_threads(X, keep, U, Y, W0, A, B, bias, s, work):
             pass
         else:
@@ -498,7 +540,8 @@ class LoraLinear(Function):
         dX = xp.empty(X.shape, X.dtype) if nx else None
         s = dY.dtype.type(ctx.scale)
         work = parallel.product_work(W0.size if nx else B.size)
-        grads = _backward_in_c_threads(dY, X, U, keep, V, dX, W0, A, B, s, na, nb, work)
+        grads = _backward_in_pefts_order(dY, X, U, keep, V, dX, W0, A, B, s, na, nb) if _scale_rounds(X, s) \
+            else _backward_in_c_threads(dY, X, U, keep, V, dX, W0, A, B, s, na, nb, work)
         if grads is None:
             grads = _backward_in_python(dY, X, U, keep, V, dX, W0, A, B, s, na, nb, work)
         dA, dB = grads
