@@ -22,6 +22,7 @@ LAYERS = [
     ("minilora.float32_math", 0),  # torch's float32 kernels on NumPy (parallel, device): the CPU capability
     ("minilora.float32_sums", 0),  # torch's float32 summation order (parallel: the thread count)
     ("minilora.mkl_half_gemm", 0),  # MKL's 16-bit GEMM's order for one query row (dtypes, float32_math)
+    ("minilora.mkl_vml", 0),  # torch's MKL math functions from MKL itself, where it is loaded (blas)
     ("minilora.glibc_math", 0),  # C's float32 functions, as torch's "default" build calls them (NumPy only)
     ("minilora.std_sort", 0),  # torch's sort/topk tie order: libstdc++'s algorithms (native/std_sort.cpp, or a port)
     ("minilora.cpu_switches", 0),  # torch.set_flush_denormal / interop threads (blas; parallel reads it)
