@@ -1995,7 +1995,10 @@ class Trainer:
     def _load_optimizer_and_scheduler(self, folder):
         optimizer, scheduler = os.path.join(folder, OPTIMIZER_NAME), os.path.join(folder, SCHEDULER_NAME)
         if os.path.isfile(optimizer) and os.path.isfile(scheduler):
-            self.optimizer.load_state_dict(self._checkpoint_file(optimizer))
+            try:
+                self.optimizer.load_state_dict(self._checkpoint_file(optimizer))
+            except ValueError as exc:  # (another optimizer's state, another parameter count: which file says so)
+                raise ValueError(f"{optimizer}: {exc}") from None
             self.lr_scheduler.load_state_dict(self._checkpoint_file(scheduler))
 
     def _load_rng_state(self, folder):

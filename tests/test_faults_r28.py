@@ -214,6 +214,55 @@ def test_a_damaged_checkpoint_is_refused_by_name_before_the_model_changes(tmp_pa
 
 
 # ==================================================================================================
+# Another kind of optimizer's state is refused by name
+# ==================================================================================================
+def _stepped(optimizer_class, **options):
+    ml.manual_seed(0)
+    params = [ml.nn.Parameter(ml.randn(4, 3)), ml.nn.Parameter(ml.randn(3))]
+    optimizer = optimizer_class(params, lr=1e-2, **options)
+    (params[0].sum() + params[1].sum()).backward()
+    optimizer.step()
+    return params, optimizer
+
+
+def _adafactor(params, lr):  # (transformers' Adafactor: the Trainer's optim="adafactor")
+    from minilora.optim.hf_adafactor import Adafactor
+    return Adafactor(params, lr=lr, relative_step=False, scale_parameter=False)
+
+
+@pytest.mark.parametrize("saved, loaded, words", [
+    ("AdamW", "SGD", "has no 'momentum', 'dampening' (SGD's settings) but holds 'betas', 'eps'"),
+    ("SGD", "AdamW", "has no 'betas', 'eps' (AdamW's settings) but holds 'momentum', 'dampening'"),
+    ("AdamW", "Adafactor", "has no 'clip_threshold', 'decay_rate' (Adafactor's settings) but holds 'betas'")])
+def test_another_kind_of_optimizers_state_is_refused_by_name(saved, loaded, words):
+    """torch fails at the first step after (KeyError: 'momentum'); before, the options it lacked took their defaults
+    and the run went on with another optimizer's learning rate, and none of its moments."""
+    kinds = {"AdamW": ml.optim.AdamW, "SGD": ml.optim.SGD, "Adafactor": _adafactor}
+    params, optimizer = _stepped(kinds[saved])
+    other = kinds[loaded](params, lr=1e-3)
+    with pytest.raises(ValueError, match="saved by another kind of optimizer") as refused:
+        other.load_state_dict(optimizer.state_dict())
+    assert words in str(refused.value) and other.param_groups[0]["lr"] == 1e-3 and not other.state
+    # what still loads, as in torch: Adam's state into AdamW (the same settings), and a save of this kind by an
+    # older torch, whose groups lack a later one's flags
+    params, adam = _stepped(ml.optim.Adam)
+    ml.optim.AdamW(params, lr=1e-3).load_state_dict(adam.state_dict())
+    params, sgd = _stepped(ml.optim.SGD, momentum=0.9)
+    older = sgd.state_dict()
+    for flag in ("nesterov", "maximize", "foreach", "differentiable", "fused"):
+        older["param_groups"][0].pop(flag, None)
+    ml.optim.SGD(params, lr=1e-3, momentum=0.5).load_state_dict(older)
+
+
+def test_a_trainer_resumed_with_another_optimizer_names_its_optimizer_file(tmp_path):
+    from test_faults_r19 import make_trainer
+    make_trainer(tmp_path, max_steps=2, save_steps=2).train()
+    with pytest.raises(ValueError, match=r"checkpoint-2/optimizer.pt: loaded state dict's parameter group 0 was "
+                                         r"saved by another kind of optimizer"):
+        make_trainer(tmp_path, max_steps=4, save_steps=2, optim="sgd").train(resume_from_checkpoint=True)
+
+
+# ==================================================================================================
 # The run's folder, or its metrics log, deleted while it trains
 # ==================================================================================================
 @pytest.mark.parametrize("deleted", ["folder", "log"])

@@ -228,6 +228,7 @@ class Optimizer:
             raise ValueError(f"loaded state dict has a different number of parameter groups: "
                              f"{len(groups)} parameter groups, but the optimizer has {len(self.param_groups)}")
         for i, (saved, own) in enumerate(zip(groups, self.param_groups)):
+            _check_same_kind(saved, own, self.defaults, i, type(self).__name__)
             if len(saved["params"]) != len(own["params"]):
                 raise ValueError(f"loaded state dict contains a parameter group that doesn't match the size "
                                  f"of optimizer's group (parameter group {i}: loaded state dict has "
@@ -288,6 +289,22 @@ def _check_state_shapes(state, param, index):
             raise RuntimeError(f"size mismatch for state {name!r} of parameter {index}: copying a state with shape "
                                f"{list(shape)} from checkpoint, the shape in current optimizer is "
                                f"{list(param.shape)}")
+
+
+def _check_same_kind(saved, own, defaults, index, name):
+    """A saved group of another kind of optimizer (AdamW's loaded into SGD) is refused by name. torch fails at the
+    first step (KeyError: 'momentum'); here the options it lacked took their defaults, and the run went on with
+    another optimizer's learning rate and hyperparameters. A group that lacks some of this optimizer's settings
+    (not its flags: an older torch's) but holds none of another's is an older save of this one, and loads."""
+    def setting(value):
+        return not isinstance(value, (bool, type(None)))
+    missing = [key for key, value in defaults.items() if key not in saved and setting(value)]
+    foreign = [key for key, value in saved.items() if key not in own and key not in defaults and setting(value)
+               and key not in ("params", "param_names", "initial_lr")]
+    if missing and foreign:
+        raise ValueError(f"loaded state dict's parameter group {index} was saved by another kind of optimizer: it "
+                         f"has no {', '.join(map(repr, missing))} ({name}'s settings) but holds "
+                         f"{', '.join(map(repr, foreign))}; load it into the kind of optimizer that saved it")
 
 
 def _loaded_group(saved, own, defaults, kept=None):
