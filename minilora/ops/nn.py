@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import amp as _amp, compiled_attention, fastmath, float32_math, float32_sums, parallel, solutions
 from ..blas import matmul
-from . import attention16, group_norm_channels_last as _channels_last
+from . import attention16, attention32, group_norm_channels_last as _channels_last
 from .elementwise import Clone, _c_log
 from .matmul import _bmm_message
 from ..device import unwritten_zeros, xp_of
@@ -2218,10 +2218,17 @@ def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable
     elif dropout_p > 0:
         out = _attention_with_dropout(q, k, v, bias, scale, dropout_p)
     else:
-        kernel = attention16.FlashAttention16 if flash16 else Attention
+        kernel = attention16.FlashAttention16 if flash16 else _float_kernel(q, k, v)
         out = kernel.apply(q, k, v, bias, scale=scale)  # torch's CPU math keeps v, for q's and k's gradients
         out = saves_as_torch(out, saved_for(v, q, k))
     return out if query.ndim == 4 else out.reshape(*query.shape[:-1], value.shape[-1])
+
+
+def _float_kernel(q, k, v):
+    """The Function for float32/float64 4-D attention that torch computes with its CPU flash kernel (the math one
+    returned earlier): that kernel's steps where they give torch's bits (``attention32.takes``: MKL's products, no
+    gradient wanted), else the fused ``Attention``."""
+    return attention32.FlashAttention32 if attention32.takes(q, k, v) else Attention
 
 
 def _runs_torchs_math(query, key, value, dropout_p, attn_mask):

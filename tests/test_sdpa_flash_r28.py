@@ -1,0 +1,141 @@
+"""float32/float64 ``F.scaled_dot_product_attention`` as torch's CPU flash-attention kernel (``ops/attention32.py``).
+
+torch computes 4-D float32/float64 attention on the CPU in blocks of queries and keys with its own exp (exp_u20,
+SLEEF's for float64), lane-ordered sums, an online softmax rescaled across blocks of 512 keys and MKL's products
+per block; minilora's plain softmax differed from it in most outputs (transformers' default "sdpa" Llama too). Where
+MKL is minilora's BLAS, minilora now takes the kernel's steps: every output bit is torch's, and a float32 Llama's
+logits and generate's scores with "sdpa" attention are transformers'.
+"""
+import numpy as np
+import pytest
+
+import minilora as ml
+from minilora import blas
+from minilora.ops import attention32
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+pytestmark = pytest.mark.skipif(blas.library() != "mkl", reason="MKL (minilora[mkl]) is not minilora's BLAS here")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """torch on one thread (as conftest sets it); minilora's MKL is sequential anyway."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _inputs(dtype, b, hq, hkv, tq, tk, d, mask, seed):
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((b, hq, tq, d)).astype(dtype)
+    k, v = (rng.standard_normal((b, hkv, tk, d)).astype(dtype) for _ in range(2))
+    if mask == "float":
+        mask = (rng.standard_normal((b, hq, tq, tk)) * 2).astype(dtype)
+    elif mask == "bool":  # broadcast over the heads; a few rows see no key at all (their output is 0)
+        mask = rng.random((b, 1, tq, tk)) > 0.4
+        mask[:, :, ::7] = False
+    return q, k, v, mask
+
+
+def _both(q, k, v, mask, **options):
+    theirs = F.scaled_dot_product_attention(*(torch.from_numpy(a) for a in (q, k, v)),
+                                            attn_mask=None if mask is None else torch.from_numpy(mask), **options)
+    with ml.no_grad():
+        ours = ml.nn.functional.scaled_dot_product_attention(*(ml.tensor(a) for a in (q, k, v)),
+                                                             attn_mask=None if mask is None else ml.tensor(mask),
+                                                             **options)
+    return ours.numpy(), theirs.numpy()
+
+
+CASES = [  # (batch, query heads, key/value heads, Tq, Tk, head size, causal, mask)
+    (1, 2, 2, 7, 7, 16, False, None),          # shorter than a vector: C's exp alone
+    (2, 4, 2, 40, 40, 32, True, None),         # GQA, two query blocks (32 + a block of 8)
+    (1, 2, 2, 33, 37, 128, False, "float"),    # a one-row query block; scale not a power of 2, added mask: one fma
+    (1, 2, 2, 1, 45, 64, False, "bool"),       # one token over a cache
+    (1, 2, 1, 100, 700, 64, False, None),      # two blocks of keys: the running max and sum rescaled
+    (1, 1, 1, 200, 1100, 32, True, "bool"),    # query blocks of 64, three blocks of keys, causal and masked
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c)))
+def test_sdpa_is_torchs_flash_kernel_bit_for_bit(dtype, case):
+    *shape, causal, mask = case
+    q, k, v, mask = _inputs(dtype, *shape, mask, seed=len(shape) + shape[3])
+    ours, theirs = _both(q, k, v, mask, is_causal=causal, enable_gqa=shape[1] != shape[2])
+    assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs)
+
+
+def test_heads_laid_out_as_a_projection():
+    """[B, T, H, D] projections viewed as [B, H, T, D] (a Llama's layout): the same bits."""
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.standard_normal((2, 24, 4, 64)).astype(np.float32).transpose(0, 2, 1, 3) for _ in range(3))
+    ours, theirs = _both(q, k, v, None, is_causal=True)
+    assert np.array_equal(ours, theirs)
+
+
+def test_exp_u20_is_atens():
+    """ATen's fast exp: within ~3e-6 of exp down to -80 (its 2^(n-1) underflows to 0 from about -87.3), 0 below
+    log(FLT_MIN)."""
+    x = np.concatenate([-np.linspace(0, 80, 100001, dtype=np.float32), np.float32([-88, -np.inf])])
+    got = attention32.exp_u20(x)
+    assert np.allclose(got[:-2], np.exp(x[:-2].astype(np.float64)), rtol=3e-6, atol=0) and not got[-2:].any()
+
+
+def test_training_keeps_the_fused_attention():
+    """Where a gradient is wanted the fused node runs (its backward), its output within rounding of torch's."""
+    q, k, v, _ = _inputs(np.float32, 1, 2, 2, 9, 9, 16, None, seed=5)
+    ours = [ml.tensor(a, requires_grad=True) for a in (q, k, v)]
+    out = ml.nn.functional.scaled_dot_product_attention(*ours, is_causal=True)
+    out.sum().backward()
+    theirs = [torch.tensor(a, requires_grad=True) for a in (q, k, v)]
+    F.scaled_dot_product_attention(*theirs, is_causal=True).sum().backward()
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def _llama_pair():
+    transformers = pytest.importorskip("transformers")
+    from test_llama import hf_model  # (transformers' Llama with random weights: the tests' reference)
+    from minilora.models import LlamaConfig, LlamaForCausalLM
+    config = LlamaConfig(vocab_size=300, hidden_size=128, intermediate_size=344, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)
+    reference = hf_model(transformers, config, dtype="float32", seed=0)
+    reference.config._attn_implementation = "sdpa"  # transformers' default
+    model = LlamaForCausalLM(config, dtype="float32")
+    model.load_state_dict({k: v.numpy() for k, v in reference.state_dict().items()})
+    assert model.config._attn_implementation == "sdpa"
+    return reference, model
+
+
+def test_llama_sdpa_logits_are_transformers_bit_for_bit():
+    reference, model = _llama_pair()
+    ids = np.random.default_rng(0).integers(0, 300, (2, 40))
+    padded = np.ones((2, 40), np.int64)
+    padded[1, :5] = 0  # left padding: a boolean mask, not is_causal
+    for attention_mask in (None, padded):
+        with torch.no_grad():
+            expected = reference(input_ids=torch.as_tensor(ids), attention_mask=None if attention_mask is None
+                                 else torch.as_tensor(attention_mask)).logits.numpy()
+        with ml.no_grad():
+            got = model(ml.tensor(ids), attention_mask=None if attention_mask is None
+                        else ml.tensor(attention_mask)).logits.numpy()
+        rows = slice(None) if attention_mask is None else (1, slice(5, None))  # (padded positions: no one's)
+        assert np.array_equal(got[rows], expected[rows])
+
+
+def test_llama_sdpa_generate_scores_are_transformers():
+    """Prefill, then one token at a time over the cache: every step's scores are transformers' (sdpa)."""
+    reference, model = _llama_pair()
+    prompt = np.random.default_rng(1).integers(0, 300, (1, 8))
+    with torch.no_grad():
+        expected = reference.generate(input_ids=torch.as_tensor(prompt), max_new_tokens=5, do_sample=False,
+                                      output_scores=True, return_dict_in_generate=True)
+    got = model.generate(input_ids=ml.tensor(prompt), max_new_tokens=5, do_sample=False, output_scores=True,
+                         return_dict_in_generate=True)
+    assert np.array_equal(np.asarray(got.sequences.numpy()), expected.sequences.numpy())
+    for step, (a, b) in enumerate(zip(got.scores, expected.scores)):
+        assert np.array_equal(np.asarray(a.numpy()), b.numpy()), step
