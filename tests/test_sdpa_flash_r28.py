@@ -54,7 +54,7 @@ CASES = [  # (batch, query heads, key/value heads, Tq, Tk, head size, causal, ma
     (1, 2, 2, 7, 7, 16, False, None),          # shorter than a vector: C's exp alone
     (2, 4, 2, 40, 40, 32, True, None),         # GQA, two query blocks (32 + a block of 8)
     (1, 2, 2, 33, 37, 128, False, "float"),    # a one-row query block; scale not a power of 2, added mask: one fma
-    (1, 2, 2, 1, 45, 64, False, "bool"),       # one token over a cache
+    (1, 4, 2, 3, 45, 80, False, "bool"),       # a chunk of 3 tokens over a cache (GQA)
     (1, 2, 1, 100, 700, 64, False, None),      # two blocks of keys: the running max and sum rescaled
     (1, 1, 1, 200, 1100, 32, True, "bool"),    # query blocks of 64, three blocks of keys, causal and masked
 ]
@@ -69,32 +69,33 @@ def test_sdpa_is_torchs_flash_kernel_bit_for_bit(dtype, case):
     assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs)
 
 
-def test_heads_laid_out_as_a_projection():
-    """[B, T, H, D] projections viewed as [B, H, T, D] (a Llama's layout): the same bits."""
+def test_heads_laid_out_as_a_projection_and_training():
+    """[B, T, H, D] projections viewed as [B, H, T, D] (a Llama's layout): the same bits. Where a gradient is wanted
+    the fused node runs instead (it has the backward), its values within rounding of torch's."""
     rng = np.random.default_rng(3)
     q, k, v = (rng.standard_normal((2, 24, 4, 64)).astype(np.float32).transpose(0, 2, 1, 3) for _ in range(3))
     ours, theirs = _both(q, k, v, None, is_causal=True)
     assert np.array_equal(ours, theirs)
+    leaves = [ml.tensor(a, requires_grad=True) for a in (q, k, v)]
+    ml.nn.functional.scaled_dot_product_attention(*leaves, is_causal=True).sum().backward()
+    torch_leaves = [torch.tensor(a, requires_grad=True) for a in (q, k, v)]
+    F.scaled_dot_product_attention(*torch_leaves, is_causal=True).sum().backward()
+    for a, b in zip(leaves, torch_leaves):
+        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_exp_u20_is_atens():
     """ATen's fast exp: within ~3e-6 of exp down to -80 (its 2^(n-1) underflows to 0 from about -87.3), 0 below
-    log(FLT_MIN)."""
+    log(FLT_MIN); compiled (native/float32_kernels.c) and in NumPy the same bits, sums included."""
     x = np.concatenate([-np.linspace(0, 80, 100001, dtype=np.float32), np.float32([-88, -np.inf])])
     got = attention32.exp_u20(x)
     assert np.allclose(got[:-2], np.exp(x[:-2].astype(np.float64)), rtol=3e-6, atol=0) and not got[-2:].any()
-
-
-def test_training_keeps_the_fused_attention():
-    """Where a gradient is wanted the fused node runs (its backward), its output within rounding of torch's."""
-    q, k, v, _ = _inputs(np.float32, 1, 2, 2, 9, 9, 16, None, seed=5)
-    ours = [ml.tensor(a, requires_grad=True) for a in (q, k, v)]
-    out = ml.nn.functional.scaled_dot_product_attention(*ours, is_causal=True)
-    out.sum().backward()
-    theirs = [torch.tensor(a, requires_grad=True) for a in (q, k, v)]
-    F.scaled_dot_product_attention(*theirs, is_causal=True).sum().backward()
-    for a, b in zip(ours, theirs):
-        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-5, atol=1e-5)
+    rows = -np.abs(np.random.default_rng(4).standard_normal((9, 77)) * 9)
+    for dtype in (np.float32, np.float64):
+        compiled = attention32._exp_and_lane_sum(rows.astype(dtype))
+        with ml.float32_math.numpy_port():
+            port = attention32._exp_and_lane_sum(rows.astype(dtype))
+        assert all(np.array_equal(a, b) for a, b in zip(compiled, port))
 
 
 def _llama_pair():

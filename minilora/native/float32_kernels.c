@@ -606,6 +606,63 @@ void ml_exp64(const double *x, double *out, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = sleef_exp64(x[i]);
 }
 
+/* ---- torch's CPU flash attention's exponentials and row sums (minilora/ops/attention32.py's _exp_and_lane_sum,
+ * step for step): ATen's Vectorized<float>::exp_u20 (float64: SLEEF's exp) on a row's whole vectors, C's exp on
+ * the last n % lanes, and each row's sum -- the vectors added lane by lane, the lanes folded pairwise (float32,
+ * i + i^(lanes/2), ..., ^1) or added in order (float64), then the tail in order. */
+static const float EXP_U20[6] = {0.00828929059f, 0.0418978221f, 0.166676521f, 0.499991506f, 0.999999701f, 1.0f};
+
+static float aten_exp_u20(float x) {
+    const float ln_flt_min = float_of(0xc2aeac50u), ln_flt_max = float_of(0x42b17218u);
+    float clipped = x < ln_flt_max ? x : ln_flt_max;  /* (the vector min and max: a NaN becomes the bound) */
+    clipped = clipped > ln_flt_min ? clipped : ln_flt_min;
+    float whole = floorf(fmaf(clipped, float_of(0x3fb8aa3bu), 0.5f));
+    float r = fmaf(-whole, float_of(0x3f317218u), clipped);
+    float poly = fmaf(r, EXP_U20[0], EXP_U20[1]);
+    for (int i = 2; i < 6; i++) poly = fmaf(r, poly, EXP_U20[i]);
+    float two_to_n_minus_1 = x < ln_flt_min ? 0.0f : float_of((uint32_t)((int32_t)(whole - 1.0f) + 127) << 23);
+    return poly * two_to_n_minus_1 * 2.0f;
+}
+
+void ml_flash_exp_sum(const float *x, float *e, float *totals, size_t rows, size_t n, size_t lanes) {
+    size_t whole = n - n % lanes;
+    for (size_t row = 0; row < rows; row++) {
+        const float *in = x + row * n;
+        float *out = e + row * n, acc[16] = {0}, folded[16];
+        for (size_t i = 0; i < whole; i++) out[i] = aten_exp_u20(in[i]);
+        for (size_t i = 0; i < whole; i += lanes)
+            for (size_t l = 0; l < lanes; l++) acc[l] += out[i + l];
+        for (size_t shift = lanes / 2; shift >= 1; shift /= 2) {
+            for (size_t l = 0; l < lanes; l++) folded[l] = acc[l] + acc[l ^ shift];
+            memcpy(acc, folded, sizeof acc);
+        }
+        float total = acc[0];
+        for (size_t i = whole; i < n; i++) {
+            out[i] = (float)exp((double)in[i]);  /* (the kernel's expf: correctly rounded, measured) */
+            total += out[i];
+        }
+        totals[row] = total;
+    }
+}
+
+void ml_flash_exp_sum64(const double *x, double *e, double *totals, size_t rows, size_t n, size_t lanes) {
+    size_t whole = n - n % lanes;
+    for (size_t row = 0; row < rows; row++) {
+        const double *in = x + row * n;
+        double *out = e + row * n, acc[8] = {0};
+        for (size_t i = 0; i < whole; i++) out[i] = sleef_exp64(in[i]);
+        for (size_t i = 0; i < whole; i += lanes)
+            for (size_t l = 0; l < lanes; l++) acc[l] += out[i + l];
+        double total = acc[0];
+        for (size_t l = 1; l < lanes; l++) total += acc[l];
+        for (size_t i = whole; i < n; i++) {
+            out[i] = exp(in[i]);
+            total += out[i];
+        }
+        totals[row] = total;
+    }
+}
+
 static const double EXP2_64_POLY[10] = {
     0.4434359082926529454e-9, 0.7073164598085707425e-8, 0.1017819260921760451e-6, 0.1321543872511327615e-5,
     0.1525273353517584730e-4, 0.1540353045101147808e-3, 0.1333355814670499073e-2, 0.9618129107597600536e-2,

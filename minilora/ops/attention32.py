@@ -22,7 +22,7 @@ plain ``ops.nn.Attention`` runs. The forward only (inference, ``generate``): whe
 """
 import numpy as np
 
-from .. import blas, float32_math
+from .. import blas, float32_math, parallel
 from ..device import xp_of
 from ..tensor import Function, is_grad_enabled
 from .attention16 import _KV_BLOCK, _LANES, _bits, _expf, _q_block
@@ -39,14 +39,15 @@ _EXP_U20 = [_F32(c) for c in ("0.00828929059", "0.0418978221", "0.166676521", "0
 def exp_u20(x):
     """ATen's ``Vectorized<float>::exp_u20`` of a float32 array (within ~20 ulps of exp): its steps in order."""
     fma = float32_math.fused_multiply_add
-    clipped = np.clip(x, _LN_FLT_MIN, _LN_FLT_MAX)
-    whole = np.floor(fma(clipped, _LOG2E, _F32(0.5)))
-    r = fma(-whole, _LN2, clipped)
-    poly = np.full_like(r, _EXP_U20[0])
-    for c in _EXP_U20[1:]:
+    clipped = np.where(x < _LN_FLT_MAX, x, _LN_FLT_MAX)  # (the vector min and max: a NaN becomes the bound)
+    clipped = np.where(clipped > _LN_FLT_MIN, clipped, _LN_FLT_MIN)
+    whole = np.floor(fma(_LOG2E, clipped, _F32(0.5)))  # (the array in the middle: float32_math's compiled fma)
+    r = fma(_LN2, -whole, clipped)
+    poly = fma(_EXP_U20[0], r, _EXP_U20[1])
+    for c in _EXP_U20[2:]:
         poly = fma(r, poly, c)
     with np.errstate(invalid="ignore"):  # (NaN lanes: any integer; the product stays NaN)
-        exponent = np.nan_to_num(whole - 1).astype(np.int32)
+        exponent = (whole - 1).astype(np.int32)
     two_to_n_minus_1 = ((exponent + 127) << 23).view(_F32)
     two_to_n_minus_1[x < _LN_FLT_MIN] = 0
     return poly * two_to_n_minus_1 * _F32(2)
@@ -82,6 +83,9 @@ def _exp_and_lane_sum(x):
     whole vectors added lane by lane, the lanes reduced (float32: folded pairwise; float64: in order, ATen's
     generic ``vec_reduce_all``), then the last ``n % lanes`` added in order."""
     lanes = _LANES if x.dtype == _F32 else _LANES // 2
+    compiled = _exp_and_lane_sum_natively(x, lanes)
+    if compiled is not None:
+        return compiled
     n = x.shape[-1]
     whole = n - n % lanes
     e = np.empty_like(x)
@@ -103,61 +107,83 @@ def _exp_and_lane_sum(x):
     return e, total
 
 
-def _block_scores(q, k, group):
-    """``q k^T`` of one block of queries and keys, MKL's gemm per (batch, query head) as the kernel calls it."""
+def _per_query_head(q_like, kv_like, group):
+    """[B, Hq, ...] and [B, Hkv, ...] arrays as stacks of one leading shape, each query head against its key/value
+    head: [B, Hkv, group, ...] and the key/value heads repeated as a view (``blas.gemm_batch`` stacks the group)."""
+    if group == 1:
+        return q_like, kv_like
+    b, kv_heads = kv_like.shape[:2]
+    stacked = q_like.reshape(b, kv_heads, group, *q_like.shape[2:])
+    return stacked, np.broadcast_to(kv_like[:, :, None], (b, kv_heads, group, *kv_like.shape[2:]))
+
+
+def _exp_and_lane_sum_natively(x, lanes):
+    """``_exp_and_lane_sum`` by its compiled twin (native/float32_kernels.c: the same steps), the rows split between
+    minilora's threads; None where it is not built (or torch's "default" build: C's exp throughout)."""
+    library = float32_math._native_library()
+    if library is None or float32_math.CPU_CAPABILITY == "default":
+        return None
+    kernel = library.ml_flash_exp_sum if x.dtype == _F32 else library.ml_flash_exp_sum64
+    flat = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+    e, total = np.empty_like(flat), np.empty(flat.shape[0], x.dtype)
+
+    def call(rows, out, sums):
+        kernel(rows.ctypes.data, out.ctypes.data, sums.ctypes.data, rows.shape[0], rows.shape[1], lanes)
+    parallel.rows(call, flat, e, total, work_per_row=16 * flat.shape[1])
+    return e.reshape(x.shape), total.reshape(x.shape[:-1])
+
+
+def _block_scores(q, k, group, step):
+    """``q k^T`` for every query and one block of keys: MKL's gemm per (batch, query head, block of ``step`` queries),
+    as the kernel calls it (MKL's sums depend on the product's shape)."""
     s = np.empty(q.shape[:-1] + (k.shape[2],), q.dtype)
-    for b in range(q.shape[0]):
-        for h in range(q.shape[1]):
-            blas.gemm(q[b, h], k[b, h // group].T, s[b, h])
+    for m in range(0, q.shape[2], step):
+        rows = slice(m, m + step)
+        queries, keys = _per_query_head(q[:, :, rows], k.swapaxes(-1, -2), group)
+        blas.gemm_batch(queries, keys, _per_query_head(s[:, :, rows], k, group)[0])
     return s
 
 
-def _accumulate_values(weights, v, dst, group, first):
-    """``dst = weights v (+ dst)``: MKL's gemm per (batch, query head), beta = 0 on the first block of keys, else 1."""
-    beta = 0.0 if first else 1.0
-    for b in range(dst.shape[0]):
-        for h in range(dst.shape[1]):
-            blas.gemm(weights[b, h], v[b, h // group], dst[b, h], beta=beta)
-
-
-def _query_block(q, k, v, bias, scale, group):
-    """One block of query rows (all batches and heads) through every block of keys (the module docstring)."""
-    rows = q.shape[:-1]
-    top = np.full(rows, -np.inf, q.dtype)
-    total = np.zeros(rows, q.dtype)
-    dst = np.empty((*rows, v.shape[-1]), q.dtype)
-    for n in range(0, k.shape[2], _KV_BLOCK):
-        keys = slice(n, n + _KV_BLOCK)
-        s = _block_scores(q, k[:, :, keys], group)
-        s = s * scale if bias is None else _fma(s, scale, bias[..., keys])
-        new_top = np.maximum(top, s.max(-1))
-        live = new_top != -np.inf  # a row with no key yet: its weights 0, its max and sum as they were
-        e, block_total = _exp_and_lane_sum(s - np.where(live, new_top, 0)[..., None])
-        e[~live] = 0
-        rescale = _scalar_exp(np.where(live, top - new_top, 0))
-        total = np.where(live, _fma(rescale, total, block_total), total)
-        top = new_top
-        if n:
-            dst *= rescale[..., None]
-        _accumulate_values(e, v[:, :, keys], dst, group, first=n == 0)
-    total[total == 0] = 1  # a row that saw no key: output 0, as torch
-    return dst * (q.dtype.type(1) / total)[..., None]
+def _accumulate_values(weights, v, dst, group, step, first):
+    """``dst = weights v (+ dst)`` per (batch, query head, block of queries): beta = 0 on the first block of keys,
+    else 1."""
+    for m in range(0, dst.shape[2], step):
+        rows = slice(m, m + step)
+        stacked, values = _per_query_head(weights[:, :, rows], v, group)
+        blas.gemm_batch(stacked, values, _per_query_head(dst[:, :, rows], v, group)[0], beta=0.0 if first else 1.0)
 
 
 def flash_forward(q, k, v, bias, scale):
     """``cpu_flash_attention``'s output for [B, Hq, Tq, D] ``q`` and [B, Hkv, Tk, D] ``k``, ``v`` (Hq a multiple of
-    Hkv), ``bias`` (causal and attention masks, -inf where a key takes no part) broadcastable to the scores."""
-    tq, group = q.shape[2], q.shape[1] // k.shape[1]
-    step = min(_q_block(tq), tq)
+    Hkv), ``bias`` (causal and attention masks, -inf where a key takes no part) broadcastable to the scores.
+
+    Each block of keys for all query blocks at once (the rows are independent but for the products' shapes): where
+    torch's causal kernel skips a block of keys that no query of the block sees, its bias here is -inf throughout,
+    which leaves the running max, sum and ``dst`` as they were."""
+    rows, tk, group = q.shape[:-1], k.shape[2], q.shape[1] // k.shape[1]
+    step = min(_q_block(q.shape[2]), q.shape[2])
     if bias is not None:
-        bias = np.broadcast_to(bias, (*q.shape[:-1], k.shape[2])).astype(q.dtype, copy=False)
-    out = np.empty((*q.shape[:-1], v.shape[-1]), q.dtype)
+        bias = np.broadcast_to(bias, (*rows, tk)).astype(q.dtype, copy=False)
+    top = np.full(rows, -np.inf, q.dtype)
+    total = np.zeros(rows, q.dtype)
+    dst = np.empty((*rows, v.shape[-1]), q.dtype)
     with np.errstate(invalid="ignore", over="ignore"):
-        for m in range(0, tq, step):
-            rows = slice(m, m + step)
-            out[:, :, rows] = _query_block(q[:, :, rows], k, v, None if bias is None else bias[:, :, rows], scale,
-                                           group)
-    return out
+        for n in range(0, tk, _KV_BLOCK):
+            keys = slice(n, n + _KV_BLOCK)
+            s = _block_scores(q, k[:, :, keys], group, step)
+            s = s * scale if bias is None else _fma(scale, s, np.ascontiguousarray(bias[..., keys]))
+            new_top = np.maximum(top, s.max(-1))
+            live = new_top != -np.inf  # a row with no key yet: its weights 0, its max and sum as they were
+            e, block_total = _exp_and_lane_sum(s - np.where(live, new_top, 0)[..., None])
+            e[~live] = 0
+            rescale = _scalar_exp(np.where(live, top - new_top, 0))
+            total = np.where(live, _fma(rescale, total, block_total), total)
+            top = new_top
+            if n:
+                dst *= rescale[..., None]
+            _accumulate_values(e, v[:, :, keys], dst, group, step, first=n == 0)
+    total[total == 0] = 1  # a row that saw no key: output 0, as torch
+    return dst * (q.dtype.type(1) / total)[..., None]
 
 
 class FlashAttention32(Function):
