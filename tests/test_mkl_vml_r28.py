@@ -56,17 +56,32 @@ def test_gradients_through_vml_are_torchs(name):
     assert _same(ours.grad.numpy(), theirs.grad.numpy())
 
 
-def _llama_pair():
+def _llama_pair(attention="eager"):
+    """transformers' float32 Llama and minilora's with its weights, both with ``attention`` ("eager" or "sdpa")."""
     transformers = pytest.importorskip("transformers")
     from test_llama import hf_model  # (transformers' Llama with random weights: the tests' reference)
     from minilora.models import LlamaConfig, LlamaForCausalLM
     config = LlamaConfig(vocab_size=300, hidden_size=128, intermediate_size=344, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2)
     reference = hf_model(transformers, config, dtype="float32", seed=0)  # (attn_implementation "eager")
+    reference.config._attn_implementation = attention
     model = LlamaForCausalLM(config, dtype="float32")
-    model.config._attn_implementation = "eager"
+    model.config._attn_implementation = attention
     model.load_state_dict({k: v.numpy() for k, v in reference.state_dict().items()})
     return reference, model
+
+
+def assert_same_greedy_scores(theirs, ours, new_tokens=5):
+    """Greedy ``generate`` from one prompt: the same tokens, every step's scores transformers' bit for bit."""
+    prompt = np.random.default_rng(1).integers(0, 300, (1, 8))
+    with torch.no_grad():
+        expected = theirs.generate(input_ids=torch.as_tensor(prompt), max_new_tokens=new_tokens, do_sample=False,
+                                   output_scores=True, return_dict_in_generate=True)
+    got = ours.generate(input_ids=ml.tensor(prompt), max_new_tokens=new_tokens, do_sample=False, output_scores=True,
+                        return_dict_in_generate=True)
+    assert np.array_equal(np.asarray(got.sequences.numpy()), expected.sequences.numpy())
+    for step, (a, b) in enumerate(zip(got.scores, expected.scores)):
+        assert np.array_equal(np.asarray(a.numpy()), b.numpy()), step
 
 
 @pytest.fixture
@@ -96,12 +111,4 @@ def test_lora_generate_scores_are_pefts_bit_for_bit(one_thread):
     theirs = peft.get_peft_model(reference, peft.LoraConfig(**options)).eval()
     ours = ml.lora.get_peft_model(model, ml.lora.LoraConfig(**options)).eval()
     ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
-    prompt = np.random.default_rng(1).integers(0, 300, (1, 8))
-    with torch.no_grad():
-        expected = theirs.generate(input_ids=torch.as_tensor(prompt), max_new_tokens=5, do_sample=False,
-                                   output_scores=True, return_dict_in_generate=True)
-    got = ours.generate(input_ids=ml.tensor(prompt), max_new_tokens=5, do_sample=False, output_scores=True,
-                        return_dict_in_generate=True)
-    assert np.array_equal(np.asarray(got.sequences.numpy()), expected.sequences.numpy())
-    for step, (a, b) in enumerate(zip(got.scores, expected.scores)):
-        assert np.array_equal(np.asarray(a.numpy()), b.numpy()), step
+    assert_same_greedy_scores(theirs, ours)
