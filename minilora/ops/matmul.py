@@ -995,7 +995,24 @@ def addmm(input, mat1, mat2, *, beta=1, alpha=1):
         result = _in_float32(addmm, input, mat1, mat2, beta, alpha)
     else:
         result = _scaled_sum("addmm", input, mm(mat1, mat2), beta, alpha)
+        _as_mkls_gemm(result, input, mat1, mat2, beta, alpha)
     return _one_node(result, "AddmmBackward0", input, mat1, mat2)
+
+
+def _as_mkls_gemm(result, input, first, second, beta, alpha):
+    """Put torch's values into ``result`` (addmm's or baddbmm's, composed of a product and a scaled sum: its graph
+    and gradients stay), where MKL is the BLAS: torch fills the result with ``input`` and hands MKL's gemm ``alpha``
+    and ``beta``, which scales and adds them inside its blocks of K -- not the composed roundings (most outputs from
+    K of a few hundred on, or with alpha != 1). float32/float64 NumPy arrays of one dtype, each product a gemm."""
+    arrays = [t._array for t in (result, input, first, second)]
+    if not (blas.library() == "mkl" and all(type(a) is np.ndarray and a.dtype == arrays[0].dtype for a in arrays)
+            and arrays[0].dtype in (np.float32, np.float64) and arrays[0].size and first.shape[-1]):
+        return
+    values = np.zeros(arrays[0].shape, arrays[0].dtype) if beta == 0 else np.broadcast_to(arrays[1], arrays[0].shape).copy()
+    for out, a, b in zip(values.reshape((-1,) + values.shape[-2:]), arrays[2].reshape((-1,) + arrays[2].shape[-2:]),
+                         arrays[3].reshape((-1,) + arrays[3].shape[-2:])):
+        blas.gemm(a, b, out, alpha=float(alpha), beta=float(beta))
+    arrays[0][...] = values
 
 
 def _one_node(result, name, *inputs):
@@ -1017,6 +1034,7 @@ def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):
     else:
         result = _scaled_sum("baddbmm", input, bmm(batch1, batch2), beta, alpha)
         result = _with_torchs_gradients(result, input, batch1, batch2, beta, alpha, summed=False)
+        _as_mkls_gemm(result, input, batch1, batch2, beta, alpha)
     return _one_node(result, "BaddbmmBackward0", input, batch1, batch2)
 
 
