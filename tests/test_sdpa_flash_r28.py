@@ -124,3 +124,22 @@ def test_llama_sdpa_generate_scores_are_transformers():
     """Prefill, then one token at a time over the cache: every step's scores are transformers' (sdpa)."""
     from test_mkl_vml_r28 import assert_same_greedy_scores
     assert_same_greedy_scores(*_llama_pair())
+
+
+@pytest.mark.parametrize("shapes, gqa", [
+    (((1, 2, 5, 16), (3, 2, 6, 16), (3, 2, 6, 16)), False),  # the query's batch broadcast
+    (((2, 4, 5, 16), (2, 1, 6, 16), (2, 1, 6, 16)), False),  # one key/value head broadcast, without enable_gqa
+    (((2, 2, 5, 16), (2, 2, 6, 16), (2, 2, 6, 24)), False),  # values of another head size
+], ids=["batch", "heads", "value-size"])
+def test_broadcasts_run_torchs_math_kernel(shapes, gqa):
+    """torch's dispatcher gives these to its math kernel, not the flash one (its grad_fn says so): minilora runs
+    that kernel's ops, and so has its bits (before, the fused node: last bits off)."""
+    rng = np.random.default_rng(6)
+    q, k, v = (rng.standard_normal(shape).astype(np.float32) for shape in shapes)
+    ours, theirs = _both(q, k, v, None, enable_gqa=gqa)
+    assert np.array_equal(ours, theirs)
+    leaves = [ml.tensor(a, requires_grad=True) for a in (q, k, v)]
+    torch_leaves = [torch.tensor(a, requires_grad=True) for a in (q, k, v)]
+    ours = ml.nn.functional.scaled_dot_product_attention(*leaves, enable_gqa=gqa)
+    theirs = F.scaled_dot_product_attention(*torch_leaves, enable_gqa=gqa)
+    assert ours.grad_fn.name() == theirs.grad_fn.name()

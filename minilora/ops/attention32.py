@@ -17,7 +17,8 @@ and at the end ``out = dst * (1 / sum)``. The lane sums: float32's 16 lanes (AVX
 ^4, ^2, ^1), float64's 8 lanes added in order, then the tail elements in order. Every step was found by comparing
 with torch's outputs (the products are MKL's own calls, so they need no model: only the kernel's block shapes).
 Only with MKL as minilora's BLAS (``blas.library() == "mkl"``): with another BLAS the products differ anyway, and the
-plain ``ops.nn.Attention`` runs. The forward only (inference, ``generate``): where a gradient is wanted
+plain ``ops.nn.Attention`` runs. Not reproduced: where a NaN enters the scores (a NaN query, key or mask: the
+kernel's max, exp_u20 and products treat it in ways not measured here, 14 of 80 such cases differ). The forward only (inference, ``generate``): where a gradient is wanted
 ``ops.nn.Attention`` runs too (the fast fused path; its values may differ from torch's in the last bits).
 """
 import numpy as np

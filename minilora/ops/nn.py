@@ -2132,7 +2132,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         raise RuntimeError(f"Expected attn_mask dtype to be bool or float or to match query dtype, but got "
                            f"attn_mask.dtype: {mask_dtype} and  query.dtype: {query.dtype} instead.")
     # torch's CPU flash kernel (else its math one): no forward-mode formula; on 16-bit inputs its own roundings
-    flash = _cpu_flash_takes(query, key, value, dropout_p, attn_mask)
+    flash = _cpu_flash_takes(query, key, value, dropout_p, attn_mask, enable_gqa)
     if forward_ad_open() and flash:
         no_forward_formula(FLASH_ATTENTION_CPU, query, key, value, attn_mask)
     if attention16.takes(query, key, value) and flash:
@@ -2147,14 +2147,20 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 FLASH_ATTENTION_CPU = "_scaled_dot_product_flash_attention_for_cpu"  # torch's kernel (it has no forward formula)
 
 
-def _cpu_flash_takes(query, key, value, dropout_p, attn_mask=None):
+def _cpu_flash_takes(query, key, value, dropout_p, attn_mask=None, enable_gqa=False):
     """Does torch's CPU dispatcher pick its flash-attention kernel (over the math one)? 4-D inputs, no dropout,
-    rows laid out with stride 1 in their last dimension, no empty sequence, and no mask that requires grad (a
-    learned bias: the math kernel, even under no_grad)."""
+    rows laid out with stride 1 in their last dimension, no empty sequence, no mask that requires grad (a
+    learned bias: the math kernel, even under no_grad), one batch size and head size, and one number of heads
+    (with ``enable_gqa`` a multiple of the key/value heads): a batch or heads broadcast, or values of another head
+    size, run torch's math kernel (its grad_fn says so)."""
     q, k, v = query._array, key._array, value._array  # (the arrays' own fields: this runs on every call)
     if dropout_p != 0 or q.ndim != 4 or k.ndim != 4 or v.ndim != 4 or query._device.name != "cpu":
         return False
     if attn_mask is not None and getattr(attn_mask, "requires_grad", False):
+        return False
+    if not (q.shape[0] == k.shape[0] == v.shape[0] and q.shape[3] == k.shape[3] == v.shape[3]
+            and k.shape[1] == v.shape[1] and (q.shape[1] == k.shape[1] or enable_gqa and k.shape[1]
+                                              and q.shape[1] % k.shape[1] == 0)):
         return False
     return q.shape[2] > 0 and k.shape[2] > 0 and _unit_last_stride(q) and _unit_last_stride(k) and _unit_last_stride(v)
 
@@ -2166,7 +2172,7 @@ def _unit_last_stride(a):
 def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, flash16=False):
     """The attention after its checks: ``Attention`` (in float32 for 16-bit inputs, torch's math kernel),
     or with ``flash16`` ``attention16.FlashAttention16`` on the 16-bit inputs (a float32 bias)."""
-    math_path = not flash16 and _runs_torchs_math(query, key, value, dropout_p, attn_mask)  # (decided on the caller's ranks)
+    math_path = not flash16 and _runs_torchs_math(query, key, value, dropout_p, attn_mask, enable_gqa)  # (the caller's ranks)
     if min(query.ndim, key.ndim, value.ndim) < 2:
         raise RuntimeError(f"Expected query, key, and value to all be  at least 2 dimensional, but got query.dim: "
                            f"{query.ndim} key.dim: {key.ndim} and value.dim: {value.ndim} instead.")  # (torch's words)
@@ -2231,11 +2237,11 @@ def _float_kernel(q, k, v):
     return attention32.FlashAttention32 if attention32.takes(q, k, v) else Attention
 
 
-def _runs_torchs_math(query, key, value, dropout_p, attn_mask):
+def _runs_torchs_math(query, key, value, dropout_p, attn_mask, enable_gqa=False):
     """Does torch's CPU dispatcher pick its math kernel here (not its flash one), on arrays minilora computes with
     NumPy? Then minilora runs that kernel's ops (``_attention_as_torchs_math``), and gets its bits."""
     return (query._device.name == "cpu" and type(query._array) is np.ndarray
-            and not _cpu_flash_takes(query, key, value, dropout_p, attn_mask))
+            and not _cpu_flash_takes(query, key, value, dropout_p, attn_mask, enable_gqa))
 
 
 def _attention_as_torchs_math(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa):
@@ -2270,8 +2276,8 @@ def _mask_as_torchs_math(attn_mask, query, key, is_causal):
     -inf where False and 0 where True (in the query's dtype), a float mask as it is."""
     if is_causal:
         allowed = np.tril(np.ones((query.shape[-2], key.shape[-2]), bool))
-    elif isinstance(attn_mask, Tensor) and attn_mask.dtype == np.bool_:
-        allowed = attn_mask._array
+    elif getattr(attn_mask, "dtype", None) == np.bool_:  # (a Tensor, or an array ops' callers pass)
+        allowed = _array(attn_mask)
     else:
         return attn_mask
     bias = np.where(allowed, query.dtype.type(0), query.dtype.type(-np.inf))
