@@ -9,12 +9,16 @@ index_add's 16-bit sums (float32 on its scatter_add path, along the first or las
 float32 / float64 alpha along such dims (a fused multiply-add per slice); scatter_reduce / index_reduce's 16-bit prod
 gradients (torch's formula in 16-bit ops) and 16-bit mean (its sum rounded before it divides).
 """
+import sys
+
 import numpy as np
 import pytest
 
 import minilora as ml
 
 torch = pytest.importorskip("torch")
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from users_ops_sweep import as_minilora as _as_minilora, as_torch as _as_torch  # noqa: E402  (the same bits)
 
 SIXTEEN = ["bfloat16", "float16"]
 
@@ -22,22 +26,6 @@ SIXTEEN = ["bfloat16", "float16"]
 def _torch_input(shape, dtype, seed=0, scale=1.0):
     generator = torch.Generator().manual_seed(seed)
     return (torch.randn(*shape, generator=generator, dtype=torch.float64) * scale).to(getattr(torch, dtype))
-
-
-def _as_minilora(t):
-    """The same numbers, bit for bit (a 16-bit signaling NaN too: a trip through float32 could quiet it)."""
-    t = t.detach()
-    if t.dtype in (torch.bfloat16, torch.float16):
-        bits = t.contiguous().view(torch.int16).numpy()
-        return ml.tensor(bits.view(np.dtype(getattr(ml, str(t.dtype)[6:]))).copy())
-    return ml.tensor(t.contiguous().numpy().copy())
-
-
-def _as_torch(m):
-    a = np.array(m.detach().numpy(), order="C")
-    if str(a.dtype) == "bfloat16":
-        return torch.from_numpy(a.view(np.int16).copy()).view(torch.bfloat16)
-    return torch.from_numpy(a)
 
 
 def _differing(theirs, mine):
