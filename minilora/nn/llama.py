@@ -767,8 +767,21 @@ class LlamaRotaryEmbedding(Module):
             return self.frequencies.astype(np.float32).astype(buffer.dtype).astype(np.float64)
         return self.frequencies
 
-    def forward(self, position_ids, dtype, xp=np):
-        """``position_ids`` [B, T] (NumPy ints) -> cos, sin of shape [B, 1, T, head_dim]."""
+    def forward(self, x, position_ids=None, xp=None):
+        """transformers' call, ``rotary_emb(x, position_ids)``: cos, sin Tensors [B, T, head_dim] in ``x``'s dtype
+        on its device (``x`` gives only those; ``position_ids`` [B, T]), as ``LlamaModel`` calls it (forward hooks
+        see that call). minilora's older call, ``rotary_emb(position_ids, dtype, xp)`` with NumPy positions,
+        still gives the arrays of ``tables``."""
+        if not isinstance(x, Tensor):
+            return self.tables(x, position_ids, np if xp is None else xp)
+        if position_ids is None:
+            raise TypeError("LlamaRotaryEmbedding.forward(x, position_ids): position_ids [batch, seq_len] is "
+                            "required (x gives the tables' dtype and device only)")
+        tables = self.tables(_as_ids(position_ids, "position_ids"), x.dtype, x.device.xp)
+        return tuple(Tensor._make(table[:, 0], x.device, False, None) for table in tables)
+
+    def tables(self, position_ids, dtype, xp=np):
+        """``position_ids`` [B, T] (NumPy ints) -> cos, sin arrays of shape [B, 1, T, head_dim]."""
         rope_type = (self.config.rope_scaling or {}).get("rope_type")
         if rope_type == "dynamic":
             self._dynamic_frequency_update(int(position_ids.max()) + 1)
@@ -927,9 +940,18 @@ class LlamaAttention(Module):
         # (LlamaModel builds the mask for each window its layers have)
         self.sliding_window = None
 
-    def forward(self, x, cos, sin, mask=None, cache=None, output_attentions=False):
-        """The attention output [B, T, hidden]; with ``output_attentions`` also the attention weights
-        [B, heads, Tq, Tk] (transformers' eager attention: softmax(q k^T / sqrt(D) + bias))."""
+    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, *,
+                past_key_values=None, output_attentions=False, **kwargs):
+        """transformers' call: ``(attn_output [B, T, hidden], attn_weights)``; the weights [B, heads, Tq, Tk]
+        (softmax(q k^T / sqrt(D) + mask)) come from "eager" attention, as transformers', None from "sdpa".
+        ``position_embeddings`` is the (cos, sin) pair of ``rotary_emb(hidden_states, position_ids)``;
+        ``attention_mask`` the model's 4-D additive or boolean mask (None: causal, as "sdpa" reads it);
+        ``cache`` (or ``past_key_values``) gets this layer's keys and values. The other keywords transformers
+        passes through (``position_ids``, ``use_cache``, ...) change nothing here; ``output_attentions`` asks
+        for the weights under "eager" attention, which computes them anyway."""
+        cache, x = _one_cache(past_key_values, cache), hidden_states
+        _check_passed_through(kwargs)
+        cos, sin = _rotary_pair(position_embeddings)
         b, t, _ = x.shape
         # [B, T, heads * D] -> [B, heads, T, D]: one row of D numbers per head and position.
         q, k = self._normed_heads(self.q_proj(x).reshape(b, t, -1, self.head_dim),
@@ -943,15 +965,14 @@ class LlamaAttention(Module):
         # Causal: query i (at position Tk - Tq + i) sees keys up to its own position. ``mask`` from
         # the model already holds that (with padding); without one, Tq == Tk is torch's is_causal,
         # one new token sees every key, and a chunk after a cache needs the bottom-right bias.
-        tq, tk = q.shape[2], k.shape[2]
-        eager = output_attentions or self._eager_op_by_op(q)
+        mask, tq, tk = attention_mask, q.shape[2], k.shape[2]
+        eager = getattr(self.config, "_attn_implementation", None) == "eager"
         if mask is None and (1 < tq < tk or (eager and tq > 1)):
             mask = causal_bias(tq, tk, q.dtype, q.device.xp)
         dropout = self.attention_dropout if self.training else 0.0
-        if eager:
+        if eager and (output_attentions or self._eager_op_by_op(q)):
             out, weights = _eager_attention(q, k, v, mask, dropout)
-            out = self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
-            return (out, weights) if output_attentions else out
+            return self.o_proj(out.transpose(1, 2).reshape(b, t, -1)), weights
         groups = q.shape[1] // max(k.shape[1], 1)
         if mask is not None and groups > 1 and tq > 1 and (q.dtype.itemsize == 2 or amp.active):
             # transformers' sdpa repeats the key/value heads where a mask is given (repeat_kv): their 16-bit
@@ -959,21 +980,47 @@ class LlamaAttention(Module):
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
         out = ops.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and tq == tk,
                                                dropout_p=dropout, enable_gqa=True)
-        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1)), None
 
     def _eager_op_by_op(self, q):
-        """Whether transformers' "eager" attention runs here op by op, as transformers' own: in bfloat16/float16 (a
+        """Whether transformers' "eager" attention runs here op by op, as transformers' own (it does whenever
+        ``output_attentions`` asks for its weights; else the fused node might): in bfloat16/float16 (a
         16-bit model, or autocast's products) its steps round where torch's flash kernel (sdpa) does not (q k^T
         rounded to 16 bits, then the scaling, the weights before the product with v): 28% of a layer's attention
         outputs differ; in float32/float64 where MKL is minilora's BLAS (``minilora.blas``), whose products are
         torch's, so the ops give transformers' bits (a Llama's logits, every bit). Else the fused node, faster:
         with OpenBLAS's products neither way gives torch's bits."""
-        return ((q.dtype.itemsize == 2 or amp.active or blas.library() == "mkl")
-                and getattr(self.config, "_attn_implementation", None) == "eager")
+        return q.dtype.itemsize == 2 or amp.active or blas.library() == "mkl"
 
     def _normed_heads(self, q, k):
         """Queries and keys [B, T, heads, D] before RoPE: Llama's as projected (Qwen3 normalizes each head)."""
         return q, k
+
+
+# The keywords transformers' decoder layers pass on to their attention (TransformersKwargs) that change nothing in a
+# Llama's; another (flash attention's packed-sequence lengths, a typo) is refused rather than silently ignored
+_PASSED_THROUGH = ("position_ids", "use_cache", "cache_position", "output_hidden_states", "return_dict",
+                   "num_items_in_batch")
+
+
+def _check_passed_through(kwargs):
+    unknown = sorted(set(kwargs) - set(_PASSED_THROUGH))
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s) {unknown}: a Llama layer takes hidden_states, attention_mask, "
+                        f"position_embeddings, cache (past_key_values), output_attentions and {list(_PASSED_THROUGH)}")
+
+
+def _rotary_pair(position_embeddings):
+    """transformers' ``position_embeddings``, (cos, sin) each [B, T, head_dim], as the [B, 1, T, head_dim] tables
+    that rotate every head (its ``apply_rotary_pos_emb``'s ``unsqueeze(1)``)."""
+    if not (isinstance(position_embeddings, (tuple, list)) and len(position_embeddings) == 2):
+        raise TypeError("position_embeddings=(cos, sin) is required, as transformers' Llama layers take it: "
+                        "cos, sin = model.model.rotary_emb(hidden_states, position_ids) "
+                        f"(got {type(position_embeddings).__name__})")
+    if any(len(table.shape) != 3 for table in position_embeddings):
+        raise ValueError("position_embeddings: cos and sin of shape [batch, seq_len, head_dim] (rotary_emb's), got "
+                         f"{[tuple(table.shape) for table in position_embeddings]}")
+    return tuple(table[:, None] for table in position_embeddings)
 
 
 def _eager_attention(q, k, v, bias, dropout):
@@ -984,6 +1031,7 @@ def _eager_attention(q, k, v, bias, dropout):
     scores = (q @ k.transpose(2, 3)) * (q.shape[-1] ** -0.5)
     if bias is not None:
         if bias.dtype == np.bool_:  # a user's boolean 4-D mask: True keeps the key
+            bias = bias._array if isinstance(bias, Tensor) else bias
             bias = q.device.xp.where(bias, 0.0, -np.inf).astype(scores._array.dtype)
         scores = scores + bias
     weights = ops.softmax(scores, -1, dtype=dtypes.compute_dtype(scores.dtype)).to(q.dtype)
@@ -1094,15 +1142,16 @@ class LlamaDecoderLayer(Module):
         self.input_layernorm = self.norm_class(config.hidden_size, eps=eps, dtype=dtype, device=device)
         self.post_attention_layernorm = self.norm_class(config.hidden_size, eps=eps, dtype=dtype, device=device)
 
-    def forward(self, x, cos, sin, mask=None, cache=None, output_attentions=False):
-        """The layer's output; with ``output_attentions``, (output, the attention weights)."""
-        attended = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, output_attentions)
-        weights = None
-        if output_attentions:
-            attended, weights = attended
-        x = x + attended
-        x = x + self.mlp(self.post_attention_layernorm(x))
-        return (x, weights) if output_attentions else x
+    def forward(self, hidden_states, attention_mask=None, position_ids=None, cache=None, use_cache=False,
+                position_embeddings=None, **kwargs):
+        """transformers 5's call and result: the layer's output [B, T, hidden] (a tensor, not a tuple: the
+        attention weights reach ``output_attentions`` through a hook on ``self_attn``). ``position_embeddings``
+        is rotary_emb's (cos, sin); the other keywords are ``LlamaAttention.forward``'s, passed on as there."""
+        attended, _ = self.self_attn(hidden_states=self.input_layernorm(hidden_states), attention_mask=attention_mask,
+                                     position_ids=position_ids, cache=cache, use_cache=use_cache,
+                                     position_embeddings=position_embeddings, **kwargs)
+        hidden_states = hidden_states + attended
+        return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
 
 
 # ==================================================================================================
@@ -1175,22 +1224,25 @@ class LlamaModel(Module):
         cache = past_key_values if past_key_values is not None else KVCache(self.config) if use_cache else None
         past = cache.get_seq_length() if cache is not None else 0
         if position_ids is None:  # positions continue after the cached ones
-            position_ids = np.arange(past, past + shape[1])[None, :]
-        cos, sin = self.rotary_emb(_as_ids(position_ids, "position_ids"), dtype, xp)
+            position_ids = Tensor(np.arange(past, past + shape[1])[None, :], dtype=np.int64)
+        x = self.embed_tokens(xp.asarray(ids)) if inputs_embeds is None else inputs_embeds
+        position_embeddings = self.rotary_emb(x, position_ids=position_ids)  # (transformers' call: hooks see it)
         attention = _attention_at_forward(getattr(self.config, "_attn_implementation", None))
         # as transformers 5: the first config.num_hidden_layers layers run, each with the window the config gives
         # its kind now (_window_of); one mask per window among them (None: Llama's full causal attention)
         layers = self.layers[:self.config.num_hidden_layers]
         windows = [self._window_of(i) for i in range(len(layers))]
-        masks = {window: _attention_bias(attention_mask, shape, past, dtype, xp, attention, window)
+        masks = {window: _as_mask_tensor(_attention_bias(attention_mask, shape, past, dtype, xp, attention, window),
+                                         weight.device)
                  for window in set(windows) or {None}}
-        x = self.embed_tokens(xp.asarray(ids)) if inputs_embeds is None else inputs_embeds
         weights_wanted = output_attentions and attention == "eager"  # (sdpa computes no weights)
         # (transformers' eager attention is matmuls and a softmax: forward-mode AD goes through it, where 'sdpa',
         # torch's flash kernel, refuses a dual input; minilora computes both with scaled_dot_product_attention)
         with forward_ad.composed(FLASH_ATTENTION_CPU) if attention == "eager" else contextlib.nullcontext():
-            x, states, attentions = self._layers(zip(layers, [masks[w] for w in windows]), x, cos, sin, cache,
-                                                 output_hidden_states, weights_wanted, recompute)
+            x, states, attentions = self._layers(
+                zip(layers, [masks[w] for w in windows]), x, output_hidden_states, weights_wanted, recompute,
+                dict(position_embeddings=position_embeddings, position_ids=position_ids, cache=cache,
+                     use_cache=bool(use_cache)))
         hidden = self.norm(x)
         out = BaseModelOutputWithPast(last_hidden_state=hidden, cache=cache,
                                       hidden_states=tuple(states) + (hidden,) if output_hidden_states else None,
@@ -1294,20 +1346,35 @@ class LlamaModel(Module):
         Llama's layers do; Mistral's and Qwen's read their config here, as transformers builds their masks)."""
         return None
 
-    def _layers(self, layers_and_masks, x, cos, sin, cache, output_hidden_states, weights_wanted, recompute):
-        """The decoder layers, each with its mask, on ``x``: (their output, each layer's input when asked for,
-        each layer's attention weights when asked for; both kept only then: each a whole [B, T, hidden])."""
+    def _layers(self, layers_and_masks, x, output_hidden_states, weights_wanted, recompute, keywords):
+        """The decoder layers, each with its mask and the ``keywords`` transformers' LlamaModel passes every layer,
+        on ``x``: (their output, each layer's input when asked for, each layer's attention weights when asked
+        for; both kept only then: each a whole [B, T, hidden])."""
         states, attentions = [], []
+        if weights_wanted:  # (transformers 5 records them the same way: a hook on each self_attn)
+            keywords = dict(keywords, output_attentions=True)
         for layer, mask in layers_and_masks:
             if output_hidden_states:
                 states.append(x)
-            if weights_wanted:
-                x, weights = layer(x, cos, sin, mask, cache, True)
-                attentions.append(weights)
-            else:
-                x = checkpoint(layer, x, cos, sin, mask, None, use_reentrant=False) if recompute else \
-                    layer(x, cos, sin, mask, cache)
+            with _recording_weights(layer.self_attn, attentions) if weights_wanted else contextlib.nullcontext():
+                x = checkpoint(layer, x, use_reentrant=False, **dict(keywords, attention_mask=mask, cache=None)) \
+                    if recompute else layer(x, attention_mask=mask, **keywords)
         return x, states, attentions
+
+
+def _as_mask_tensor(mask, device):
+    """The model's mask (an array, or None) as the Tensor transformers hands its layers (hooks see a tensor)."""
+    return None if mask is None or isinstance(mask, Tensor) else Tensor._make(mask, device, False, None)
+
+
+@contextlib.contextmanager
+def _recording_weights(attention, attentions):
+    """``attention``'s weights (its output's second item) appended to ``attentions`` while inside."""
+    handle = attention.register_forward_hook(lambda module, args, output: attentions.append(output[1]))
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _one_cache(past_key_values, cache):
