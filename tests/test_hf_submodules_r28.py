@@ -331,3 +331,33 @@ def test_a_layer_hook_sees_the_padding_mask_as_a_tensor():
     with torch.no_grad():
         theirs(torch.tensor(IDS), attention_mask=torch.tensor(padding))
     assert isinstance(seen["ours"], ml.Tensor) and tuple(seen["ours"].shape) == tuple(seen["theirs"].shape)
+
+
+# ==================================================================================================
+# The attributes tutorials read (and set)
+# ==================================================================================================
+def test_sub_modules_have_transformers_attributes():
+    ours, theirs = pair()
+    for name in ("rotary_emb.rope_type", "rotary_emb.attention_scaling", "rotary_emb.max_seq_len_cached",
+                 "layers.0.hidden_size", "layers.0.self_attn.num_key_value_groups", "layers.0.self_attn.scaling",
+                 "layers.0.self_attn.head_dim", "layers.0.self_attn.layer_idx", "layers.0.mlp.hidden_size",
+                 "layers.0.mlp.intermediate_size", "norm.variance_epsilon",
+                 "layers.0.input_layernorm.variance_epsilon"):
+        path, attribute = name.rsplit(".", 1)
+        assert getattr(ours.model.get_submodule(path), attribute) == getattr(theirs.model.get_submodule(path),
+                                                                              attribute), name
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_a_changed_scaling_and_norm_epsilon_are_used(attention):
+    """``self_attn.scaling`` multiplies the scores and ``variance_epsilon`` is the norm's, as in transformers (a
+    temperature tweak on one layer's attention, an epsilon study)."""
+    ours, theirs = pair(attention=attention)
+    for model in (ours, theirs):
+        model.model.layers[1].self_attn.scaling = 2.0
+        model.model.layers[0].input_layernorm.variance_epsilon = 0.5
+    logits = ours(ml.tensor(IDS)).logits
+    with torch.no_grad():
+        their_logits = theirs(torch.tensor(IDS)).logits
+    np.testing.assert_allclose(numbers(logits), numbers(their_logits), rtol=1e-5, atol=1e-5)
+    assert np.abs(numbers(logits) - numbers(pair(attention=attention)[0](ml.tensor(IDS)).logits)).max() > 1e-3

@@ -752,6 +752,7 @@ class LlamaRotaryEmbedding(Module):
         self._set_frequencies(self.original_inv_freq, None)
         self.max_seq_len_cached = self.original_max_seq_len = config.max_position_embeddings
         self.attention_scaling = rope_attention_scaling(config)
+        self.rope_type = (config.rope_scaling or {}).get("rope_type", "default")  # (transformers' attribute)
 
     def _set_frequencies(self, inv_freq, seq_len):
         """New float64 frequencies (those of a sequence of ``seq_len`` positions; None: the config's), and torch's
@@ -928,6 +929,8 @@ class LlamaAttention(Module):
         self.layer_idx = layer_idx
         self.head_dim = config.head_dim
         heads, kv_heads, hidden = config.num_attention_heads, config.num_key_value_heads, config.hidden_size
+        # transformers' attributes: query heads per key/value head, and the scores' factor (a new one is used)
+        self.num_key_value_groups, self.scaling = heads // kv_heads, self.head_dim ** -0.5
         bias = config._biases()  # Llama: config.attention_bias for all four
         # transformers' config.attention_dropout (0.0 in Llama's configs): dropout on the attention
         # weights in training mode
@@ -971,7 +974,7 @@ class LlamaAttention(Module):
             mask = causal_bias(tq, tk, q.dtype, q.device.xp)
         dropout = self.attention_dropout if self.training else 0.0
         if eager and (output_attentions or self._eager_op_by_op(q)):
-            out, weights = _eager_attention(q, k, v, mask, dropout)
+            out, weights = _eager_attention(q, k, v, mask, dropout, self.scaling)
             return self.o_proj(out.transpose(1, 2).reshape(b, t, -1)), weights
         groups = q.shape[1] // max(k.shape[1], 1)
         if mask is not None and groups > 1 and tq > 1 and (q.dtype.itemsize == 2 or amp.active):
@@ -979,8 +982,12 @@ class LlamaAttention(Module):
             # gradients come back per query head, each rounded, and are summed, where GQA adds them in turn
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
         out = ops.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and tq == tk,
-                                               dropout_p=dropout, enable_gqa=True)
+                                               dropout_p=dropout, enable_gqa=True, scale=self._sdpa_scale())
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1)), None
+
+    def _sdpa_scale(self):
+        """``scaling`` for scaled_dot_product_attention: None while it is 1/sqrt(head_dim), the kernel's own."""
+        return None if self.scaling == self.head_dim ** -0.5 else self.scaling
 
     def _eager_op_by_op(self, q):
         """Whether transformers' "eager" attention runs here op by op, as transformers' own (it does whenever
@@ -1023,12 +1030,12 @@ def _rotary_pair(position_embeddings):
     return tuple(table[:, None] for table in position_embeddings)
 
 
-def _eager_attention(q, k, v, bias, dropout):
+def _eager_attention(q, k, v, bias, dropout, scaling):
     """transformers' ``eager_attention_forward``: the weights themselves, for ``output_attentions``
     (each key/value head repeated for its group of query heads; a 16-bit softmax in float32)."""
     groups = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-    scores = (q @ k.transpose(2, 3)) * (q.shape[-1] ** -0.5)
+    scores = (q @ k.transpose(2, 3)) * scaling
     if bias is not None:
         if bias.dtype == np.bool_:  # a user's boolean 4-D mask: True keeps the key
             bias = bias._array if isinstance(bias, Tensor) else bias
@@ -1094,6 +1101,7 @@ class LlamaMLP(Module):
     def __init__(self, config, dtype=None, device=None):
         super().__init__()
         hidden, inner, bias = config.hidden_size, config.intermediate_size, config._biases()  # Llama: mlp_bias
+        self.hidden_size, self.intermediate_size = hidden, inner  # (transformers' attributes)
         self.gate_proj = Linear(hidden, inner, bias=bias["gate_proj"], dtype=dtype, device=device)
         self.up_proj = Linear(hidden, inner, bias=bias["up_proj"], dtype=dtype, device=device)
         self.down_proj = Linear(inner, hidden, bias=bias["down_proj"], dtype=dtype, device=device)
@@ -1122,6 +1130,15 @@ class LlamaRMSNorm(RMSNorm):
     def extra_repr(self):
         return f"{tuple(self.normalized_shape)}, eps={self.eps}"  # transformers' (no elementwise_affine)
 
+    @property
+    def variance_epsilon(self):
+        """transformers' name for ``eps``."""
+        return self.eps
+
+    @variance_epsilon.setter
+    def variance_epsilon(self, value):
+        self.eps = value
+
     def forward(self, x):
         if x.dtype.itemsize != 2 or self.weight is None:
             return super().forward(x)
@@ -1138,6 +1155,7 @@ class LlamaDecoderLayer(Module):
         super().__init__()
         self.self_attn = self.attention_class(config, layer_idx, dtype=dtype, device=device)
         self.mlp = self.mlp_class(config, dtype=dtype, device=device)
+        self.hidden_size = config.hidden_size  # (transformers' attribute)
         eps = config.rms_norm_eps
         self.input_layernorm = self.norm_class(config.hidden_size, eps=eps, dtype=dtype, device=device)
         self.post_attention_layernorm = self.norm_class(config.hidden_size, eps=eps, dtype=dtype, device=device)
