@@ -243,18 +243,20 @@ def _hooked_modules(model):
             "input_layernorm": layer.input_layernorm, "norm": model.model.norm, "lm_head": model.lm_head}
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_forward_hooks_see_transformers_arguments_and_outputs(attention):
-    """Per module: how many positional arguments, which keywords, and the output's kind (a tensor, or a tuple:
-    rotary_emb's (cos, sin), self_attn's (output, weights or None)), as transformers' hooks see them."""
+@pytest.mark.parametrize("attention, flags", [("sdpa", {}), ("eager", {}),
+                                              ("sdpa", dict(output_hidden_states=True, output_attentions=False))])
+def test_forward_hooks_see_transformers_arguments_and_outputs(attention, flags):
+    """Per module: how many positional arguments, which keywords (the output flags given to the model among
+    them), and the output's kind (a tensor, or a tuple: rotary_emb's (cos, sin), self_attn's (output, weights or
+    None)), as transformers' hooks see them."""
     ours, theirs = pair(attention=attention)
     seen = {}
     for library, model in (("ours", ours), ("theirs", theirs)):
         for name, module in _hooked_modules(model).items():
             module.register_forward_hook(_recorder(seen.setdefault(library, {}), name), with_kwargs=True)
-    ours(ml.tensor(IDS))
+    ours(ml.tensor(IDS), **flags)
     with torch.no_grad():
-        theirs(torch.tensor(IDS))
+        theirs(torch.tensor(IDS), **flags)
     assert seen["ours"] == seen["theirs"]
     assert seen["ours"]["self_attn"][2] == ("tensor", "tensor" if attention == "eager" else "NoneType")
 

@@ -1215,6 +1215,10 @@ class LlamaModel(Module):
         (the default) computes none, and the tuple is empty, as transformers'. These two left at None
         follow the config. ``cache_position`` is accepted and unused, as transformers 5's Llama."""
         config = self.config.extra
+        # (the keywords transformers hands on to its layers as they were given: hooks see them there)
+        given = {name: value for name, value in (("output_hidden_states", output_hidden_states),
+                                                 ("output_attentions", output_attentions),
+                                                 ("cache_position", cache_position)) if value is not None}
         output_hidden_states = bool(config.get("output_hidden_states", False)) if output_hidden_states is None \
             else output_hidden_states
         output_attentions = bool(config.get("output_attentions", False)) if output_attentions is None \
@@ -1260,7 +1264,7 @@ class LlamaModel(Module):
             x, states, attentions = self._layers(
                 zip(layers, [masks[w] for w in windows]), x, output_hidden_states, weights_wanted, recompute,
                 dict(position_embeddings=position_embeddings, position_ids=position_ids, cache=cache,
-                     use_cache=bool(use_cache)))
+                     use_cache=bool(use_cache), **given))
         hidden = self.norm(x)
         out = BaseModelOutputWithPast(last_hidden_state=hidden, cache=cache,
                                       hidden_states=tuple(states) + (hidden,) if output_hidden_states else None,
