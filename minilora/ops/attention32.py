@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import blas, float32_math, parallel
 from ..device import xp_of
-from ..tensor import Function, is_grad_enabled
+from ..tensor import Function, _mode, is_grad_enabled
 from .attention16 import _KV_BLOCK, _LANES, _bits, _expf, _q_block
 
 _F32 = np.float32
@@ -200,8 +200,9 @@ class FlashAttention32(Function):
 def takes(query, key, value):
     """Does this kernel give torch's bits here (where torch's dispatcher picks its flash kernel, ``ops.nn``)?
     float32/float64 NumPy inputs of one head size and batch size (not meta: no values, ``ops.nn.Attention``'s shape
-    rule), MKL minilora's BLAS, and no gradient wanted."""
+    rule), MKL minilora's BLAS, and no gradient wanted (nor a checkpoint's first run, recorded again later)."""
     return (query.dtype in (np.float32, np.float64) and query.ndim == key.ndim == value.ndim == 4
             and xp_of(query._array) is np and not query.is_meta and blas.library() == "mkl" and blas.has_direct_gemm(query.dtype)
             and query.shape[-1] == key.shape[-1] == value.shape[-1] and query.shape[0] == key.shape[0] == value.shape[0]
-            and not (is_grad_enabled() and any(t.requires_grad for t in (query, key, value))))
+            and not (is_grad_enabled() and any(t.requires_grad for t in (query, key, value)))
+            and not _mode.recomputed_later)  # (a checkpoint's first run: its recorded rerun takes the fused node)

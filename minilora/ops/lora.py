@@ -540,8 +540,7 @@ class LoraLinear(Function):
             return dX, dW0, dA, dB, dbias
         keep = _dropout_multipliers(X, ctx.p, ctx.seed, ctx.mask)  # the forward's mask (kept or regenerated)
         V = xp.empty((X.shape[0], A.shape[0]), X.dtype)
-        in_two_parts = len(ctx.inputs) > 5  # x_again: dX's two parts for the engine to add (x_grad_in_two_parts)
-        dX = xp.empty(X.shape, X.dtype) if nx and not in_two_parts else None
+        dX = xp.empty(X.shape, X.dtype) if nx else None
         s = dY.dtype.type(ctx.scale)
         work = parallel.product_work(W0.size if nx else B.size)
         grads = _backward_in_pefts_order(dY, X, U, keep, V, dX, W0, A, B, s, na, nb) \
@@ -551,11 +550,6 @@ class LoraLinear(Function):
             grads = _backward_in_python(dY, X, U, keep, V, dX, W0, A, B, s, na, nb, work)
         dA, dB = grads
         dA, dB = _in_c_order(dA), _in_c_order(dB)
-        if in_two_parts:  # the branch's V A (dropout's mask on it) and the base's dY W0, as PEFT's two uses of x
-            dx_lora = None if not nx else matmul(V, A) if keep is None else matmul(V, A) * keep
-            dx_base = parallel.matmul(dY, W0) if nx else None
-            _, dW0, dbias = _base_grads(ctx, dY, None)
-            return _in_shape(dx_lora, ctx), dW0, dA, dB, dbias, _in_shape(dx_base, ctx)
         dX, dW0, dbias = _base_grads(ctx, dY, dX)
         return dX, dW0, dA, dB, dbias
 
@@ -637,12 +631,12 @@ def _lora_linear_cast_twice(x_base, W0, A, B, scale, bias, dropout_p, seed, x):
 
 def x_grad_in_two_parts(x):
     """Whether x's gradient goes to the engine in PEFT's two parts (``LoraLinear``'s ``x_again``): a 16-bit x on
-    the CPU, where torch's autograd adds the base layer's and the branch's bf16 gradients with a rounding; and a
-    float32/float64 x where MKL is the BLAS (torch's bits claimed): the engine then adds the two parts among x's
-    other gradients (q, k and v's; gate and up's) in torch's order, where one fused dX = dY W0 + V A per layer
-    groups the sums otherwise (PEFT's gradients in 80-96% of a Llama's adapter weights: measured)."""
-    return x.device.type == "cpu" and (x.dtype.itemsize == 2 or (
-        blas.library() == "mkl" and x.dtype in (np.float32, np.float64)))
+    the CPU, where torch's autograd adds the base layer's and the branch's bf16 gradients with a rounding.
+    (float32/float64 with MKL: the two parts, added by the engine among x's other gradients, gave a whole LoRA
+    step's adapter gradients torch's bits -- measured, round 28 -- but cost ~5% of the step, and the engine's order
+    then differed with gradient checkpointing: not taken. One fused dX = dY W0 + V A per layer stands, its sums
+    grouped otherwise than torch's: 80-96% of a Llama's adapter gradients an ulp or so off.)"""
+    return x.dtype.itemsize == 2 and x.device.type == "cpu"
 
 
 def _lora_linear(x, W0, A, B, scale, bias=None, dropout_p=0.0, seed=None, x_base=None):
