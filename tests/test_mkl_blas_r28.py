@@ -31,6 +31,20 @@ def mkl():
     blas.select(before or "openblas")
 
 
+def _thread_settings(monkeypatch):
+    """Yields (threads, pool) for 1, 2 and 3 threads, with and without the C threads (gemm_pool), each in force
+    while the caller's loop body runs."""
+    for threads in (1, 2, 3):
+        for pool in ("1", "0"):
+            monkeypatch.setenv("MINILORA_GEMM_POOL", pool)
+            before = ml.parallel.num_threads()
+            ml.parallel.set_num_threads(threads)
+            try:
+                yield threads, pool
+            finally:
+                ml.parallel.set_num_threads(before)
+
+
 def _pair(shape_a, shape_b, dtype, seed=0):
     rng = np.random.default_rng(seed)
     return rng.standard_normal(shape_a).astype(dtype), rng.standard_normal(shape_b).astype(dtype)
@@ -141,35 +155,19 @@ def test_lora_layer_is_peft_bit_for_bit_past_256_features(mkl, monkeypatch, alph
     bias = rng.standard_normal(384).astype(np.float32) if with_bias else None
     theirs, ours = _lora_layers(peft, base_w, A, B, alpha, bias)
     expected = _forward_and_grads(theirs, torch.from_numpy, x, g)
-    for threads in (1, 2, 3):
-        for pool in ("1", "0"):
-            monkeypatch.setenv("MINILORA_GEMM_POOL", pool)
-            before = ml.parallel.num_threads()
-            ml.parallel.set_num_threads(threads)
-            try:
-                for name in ("lora_A", "lora_B"):
-                    getattr(ours, name)["default"].weight.grad = None
-                got = _forward_and_grads(ours, ml.tensor, x, g)
-            finally:
-                ml.parallel.set_num_threads(before)
-            for what, a, b in zip(("y", "dx", "dA", "dB"), got, expected):
-                assert np.array_equal(a, b), (what, threads, pool)
+    for threads, pool in _thread_settings(monkeypatch):
+        for name in ("lora_A", "lora_B"):
+            getattr(ours, name)["default"].weight.grad = None
+        got = _forward_and_grads(ours, ml.tensor, x, g)
+        for what, a, b in zip(("y", "dx", "dA", "dB"), got, expected):
+            assert np.array_equal(a, b), (what, threads, pool)
 
 
 def test_threads_and_the_c_pool_do_not_change_the_bits(mkl, monkeypatch):
     """Row blocks on 1, 2 or 3 threads, in C threads (gemm_pool) or Python's: each block is MKL's product of
     those rows, which sums each element as the whole product does."""
     x, w = _pair((700, 640), (384, 640), np.float32, seed=6)
-    results = []
-    for threads in (1, 2, 3):
-        for pool in ("1", "0"):
-            monkeypatch.setenv("MINILORA_GEMM_POOL", pool)
-            before = ml.parallel.num_threads()
-            ml.parallel.set_num_threads(threads)
-            try:
-                results.append(ml.nn.functional.linear(ml.tensor(x), ml.tensor(w)).numpy())
-            finally:
-                ml.parallel.set_num_threads(before)
+    results = [ml.nn.functional.linear(ml.tensor(x), ml.tensor(w)).numpy() for _ in _thread_settings(monkeypatch)]
     for other in results[1:]:
         assert np.array_equal(other, results[0])
     assert np.array_equal(results[0], F.linear(torch.from_numpy(x), torch.from_numpy(w)).numpy())
