@@ -1207,13 +1207,19 @@ def _gather_generator_states():
     return everyone
 
 
+def _adapter_scalings(module):
+    """A LoRA layer's ``scaling`` dict (adapter -> s); {} for any other module (attention's ``scaling`` is a number,
+    transformers' 1 / sqrt(head_dim))."""
+    scaling = getattr(module, "scaling", None)
+    return scaling if isinstance(scaling, dict) else {}
+
+
 def _zero_gradient_reason(model, first_step, loss):
     """Why no parameter got a gradient, and whether the run diverged: an adapter whose update is scaled by 0
     (lora_alpha=0), a model whose trainable parameters do not reach the loss (from the first step on), or a run
     that saturated (diverged)."""
     scaled_out = sorted({f"{name} (adapter {adapter!r})" for name, module in model.named_modules()
-                         for adapter, value in (getattr(module, "scaling", None) or {}).items()
-                         if isinstance(getattr(module, "scaling", None), dict) and value == 0})
+                         for adapter, value in _adapter_scalings(module).items() if value == 0})
     said = f"the gradient norm is exactly 0 while the loss is {loss:.4f}"
     if scaled_out:
         more = f" and {len(scaled_out) - 1} more" if scaled_out[1:] else ""

@@ -35,9 +35,11 @@ TINY = LlamaConfig(vocab_size=37, hidden_size=16, intermediate_size=24, num_hidd
 
 
 def llama_pair():
-    """transformers' Llama and minilora's, holding the same random float32 weights."""
+    """transformers' Llama and minilora's, holding the same random float32 weights, both with "eager" attention
+    (hf_model's: minilora's default "sdpa" is torch's flash kernel's bits under no_grad, where MKL is the BLAS)."""
     reference = hf_model(transformers, TINY, dtype="float32")
     model = LlamaForCausalLM(TINY, dtype="float32")
+    model.config._attn_implementation = "eager"
     model.load_state_dict({k: v.numpy(force=True) for k, v in reference.state_dict().items()})
     return reference, model
 

@@ -200,9 +200,11 @@ class FlashAttention32(Function):
 def takes(query, key, value):
     """Does this kernel give torch's bits here (where torch's dispatcher picks its flash kernel, ``ops.nn``)?
     float32/float64 NumPy inputs of one head size and batch size (not meta: no values, ``ops.nn.Attention``'s shape
-    rule), MKL minilora's BLAS, and no gradient wanted (nor a checkpoint's first run, recorded again later)."""
+    rule), MKL minilora's BLAS, and grad mode off (``no_grad``, ``inference_mode``: generate, evaluation). Not where grad
+    mode is on, even with nothing to differentiate: a frozen copy of a model (a loaded adapter) then gives the training
+    model's numbers, which come from the fused node (it saves the weights its backward needs); nor in a checkpoint's
+    first run, which backward records again."""
     return (query.dtype in (np.float32, np.float64) and query.ndim == key.ndim == value.ndim == 4
             and xp_of(query._array) is np and not query.is_meta and blas.library() == "mkl" and blas.has_direct_gemm(query.dtype)
             and query.shape[-1] == key.shape[-1] == value.shape[-1] and query.shape[0] == key.shape[0] == value.shape[0]
-            and not (is_grad_enabled() and any(t.requires_grad for t in (query, key, value)))
-            and not _mode.recomputed_later)  # (a checkpoint's first run: its recorded rerun takes the fused node)
+            and not is_grad_enabled() and not _mode.recomputed_later)

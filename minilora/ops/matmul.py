@@ -1008,6 +1008,8 @@ def _as_mkls_gemm(result, input, first, second, beta, alpha):
     if not (blas.library() == "mkl" and all(type(a) is np.ndarray and a.dtype == arrays[0].dtype for a in arrays)
             and arrays[0].dtype in (np.float32, np.float64) and arrays[0].size and first.shape[-1]):
         return
+    if first.ndim == 3 and first.shape[-1] * first.shape[-2] * second.shape[-1] < _BMM_LOOP_BELOW:
+        return  # (torch's baddbmm of small matrices: its own loop, which the composed values follow)
     values = np.zeros(arrays[0].shape, arrays[0].dtype) if beta == 0 else np.broadcast_to(arrays[1], arrays[0].shape).copy()
     for out, a, b in zip(values.reshape((-1,) + values.shape[-2:]), arrays[2].reshape((-1,) + arrays[2].shape[-2:]),
                          arrays[3].reshape((-1,) + arrays[3].shape[-2:])):
