@@ -163,7 +163,8 @@ def library():
     "openblas") or "openblas" (NumPy's own; also the name where there is none, and products fall back to NumPy).
 
     Measured (2 vCPUs of an Intel Xeon with AVX-512, real-time priority, one thread each): [512, 256] x [256, 688]
-    1117 -> 999 us a call; ``benchmarks/lora_step.py`` LoRA / PEFT 0.96 -> 0.87, full fine-tuning step 128 -> 111 ms."""
+    1121 -> 981 us a call (MKL 2024.2; 2026.2 961); ``benchmarks/lora_step.py`` LoRA / PEFT in a run 0.93-0.94 ->
+    0.89-0.90, ``train_step.py`` full fine-tuning / transformers 1.03-1.07 -> 0.93-0.97 (round 28's start vs its end)."""
     global _choice
     if _choice is None:
         wanted = os.environ.get("MINILORA_BLAS", "auto").lower()
