@@ -255,6 +255,20 @@ def _scale_rounds(X, s):
             and np.frexp(s)[0] != 0.5)
 
 
+def _forward_another_way(X, keep, U, Y, W0, A, B, bias, s, work):
+    """Fill U and Y the fast or PEFT-exact way where one applies -- one row as PEFT's mv products, PEFT's order for a
+    scale that rounds, the C threads -- and return True; False: ``_lora_forward_rows`` runs. Only while exercise 4.2
+    is the shipped solution (a learner's code runs whatever the shapes)."""
+    if not _forward_is_the_solution():
+        return False
+    if _one_row_as_peft(X, keep, U, Y, W0, A, B, bias, s):
+        return True
+    if _scale_rounds(X, s):
+        _forward_in_pefts_order(X, keep, U, Y, W0, A, B, bias, s)
+        return True
+    return _forward_in_c_threads(X, keep, U, Y, W0, A, B, bias, s, work)
+
+
 def _forward_in_pefts_order(X, keep, U, Y, W0, A, B, bias, s):
     """The forward as PEFT rounds it for any s (``_scale_rounds``): ``base + (U B^T) * s``, each step rounded; the
     products split by rows (``parallel``), the rank-r term through a temporary."""
@@ -507,16 +521,7 @@ class LoraLinear(Function):
         U = xp.empty((X.shape[0], A.shape[0]), X.dtype)
         s = X.dtype.type(scale)
         work = parallel.product_work(W0.size)
-        if not _forward_is_the_solution():  # (a learner's exercise 4.2: it runs, whatever the shapes)
-            parallel.rows(lambda *rows: _lora_forward_rows(*rows, W0, A, B, bias, s), X, keep, U, Y,
-                          work_per_row=work)
-        elif _one_row_as_peft(X, keep, U, Y, W0, A, B, bias, s):
-            pass
-        elif _scale_rounds(X, s):
-            _forward_in_pefts_order(X, keep, U, Y, W0, A, B, bias, s)
-        elif _forward_in_c_threads(X, keep, U, Y, W0, A, B, bias, s, work):
-            pass
-        else:
+        if not _forward_another_way(X, keep, U, Y, W0, A, B, bias, s, work):  # else exercise 4.2, by rows
             parallel.rows(lambda *rows: _lora_forward_rows(*rows, W0, A, B, bias, s), X, keep, U, Y,
                           work_per_row=work)
         _save(ctx, x, X, U, W0, A, B, scale, dropout_p, seed, mask)
