@@ -279,28 +279,32 @@ def gemm(a, b, out, alpha=1.0, beta=0.0):
     return out
 
 
-def gemm_batch(a, b, out, beta=0.0):
-    """``out[i] = a[i] @ b[i] + beta * out[i]`` for each index ``i`` of stacks ``a`` [..., M, K], ``b`` [..., K, N],
-    ``out`` [..., M, N] (one leading shape; an operand may repeat one matrix, a broadcast view; each matrix of ``out``
-    C-contiguous, the stack not necessarily: the rows of a block of queries); returns ``out``.
+def gemm_batch(a, b, out, beta=0.0, alpha=1.0):
+    """``out[i] = alpha * (a[i] @ b[i]) + beta * out[i]`` for each index ``i`` of stacks ``a`` [..., M, K],
+    ``b`` [..., K, N], ``out`` [..., M, N] (one leading shape; an operand may repeat one matrix, a broadcast view; each
+    matrix of ``out`` C-contiguous, the stack not necessarily: the rows of a block of queries); returns ``out``.
 
     With MKL, one ``gemm_batch_strided`` call per index of all but the last leading axis: each product's bits are
-    those of a ``gemm`` of its own (measured on float32/float64 stacks, beta 0 and 1), without Python's cost per
-    product. Elsewhere (OpenBLAS, operands BLAS cannot read as they are) ``gemm`` on each matrix."""
+    those of a ``gemm`` of its own (measured on float32/float64 stacks, beta 0 and 1, any alpha, all four transposes),
+    without Python's cost per product -- except where M, N or K is 1: there a ``gemm`` of its own takes other paths
+    (a matrix-vector product's, by the bits: ~1500 of 5760 such shapes and options differed), so each matrix goes
+    through ``gemm``, as torch's flash-attention kernel calls it (a block of one query row). Elsewhere (OpenBLAS,
+    operands BLAS cannot read as they are) ``gemm`` on each matrix too."""
     batched = _cblas_gemm_batch(out.dtype)
     first = (0,) * (out.ndim - 2)
     forms = None if out.ndim < 3 or out.size == 0 else (operand_form(a[first]), operand_form(b[first]))
-    if (batched is None or forms is None or None in forms or not _direct_gemm_applies(a[first], b[first], out[first])
+    if (batched is None or forms is None or None in forms or 1 in (*out.shape[-2:], a.shape[-1])
+            or not _direct_gemm_applies(a[first], b[first], out[first])
             or any(x.strides[-3] % x.itemsize for x in (a, b, out)) or np.may_share_memory(out, a)
             or np.may_share_memory(out, b)):
         for i in np.ndindex(out.shape[:-2]):
-            gemm(a[i], b[i], out[i], beta=beta)
+            gemm(a[i], b[i], out[i], alpha=alpha, beta=beta)
         return out
     (trans_a, lda), (trans_b, ldb) = forms
     (M, K), N, count, step = a.shape[-2:], b.shape[-1], out.shape[-3], out.itemsize
     for i in np.ndindex(out.shape[:-3]):
         a_i, b_i, out_i = a[i], b[i], out[i]
-        batched(_ROW_MAJOR, trans_a, trans_b, M, N, K, 1.0, a_i.ctypes.data, lda, a_i.strides[0] // step,
+        batched(_ROW_MAJOR, trans_a, trans_b, M, N, K, alpha, a_i.ctypes.data, lda, a_i.strides[0] // step,
                 b_i.ctypes.data, ldb, b_i.strides[0] // step, beta, out_i.ctypes.data, N, out_i.strides[0] // step,
                 count)
     return out
