@@ -97,9 +97,6 @@ class _ThreadMode(threading.local):
         self.saved_hooks = ()  # (pack, unpack) pairs of saved_tensors_hooks, innermost last (autograd.py)
         self.hooks_refused = None  # disable_saved_tensors_hooks' message while it is in force
         self.inputs_chosen = False  # a backward pass over chosen inputs is running (see backward_over_inputs)
-        # a checkpointed segment's first run (no grad), which backward runs again recording: an op that computes
-        # otherwise when no gradient is wanted (ops/attention32.py) keeps the recorded way, so both runs agree
-        self.recomputed_later = False
 
 
 _mode = _ThreadMode()

@@ -286,7 +286,9 @@ FUSED = {  # name: (call, torch's packs, minilora's packs) -- see each op's docs
         lambda L, F: F.scaled_dot_product_attention(*[_leaf(L, (1, 2, 4, 8), seed) for seed in range(3)],
                                                     is_causal=True),
         [((1, 2, 4, 8), "float32")] * 3 + [((1, 2, 4), "float32"), ((1, 2, 4, 8), "float32")],
-        [((1, 2, 4, 8), "float32")] * 4),
+        # with MKL, torch's flash kernel's node (ops/attention32.py): torch's packs; else the fused node's
+        [((1, 2, 4, 8), "float32")] * 3 + [((1, 2, 4), "float32"), ((1, 2, 4, 8), "float32")]
+        if minilora.blas.library() == "mkl" else [((1, 2, 4, 8), "float32")] * 4),
     "softmax": (lambda L, F: F.softmax(_leaf(L, (2, 8)), -1), [((2, 8), "float32")], [((2, 8), "float32")]),
     "silu": (lambda L, F: F.silu(_leaf(L, (2, 8))), [((2, 8), "float32")], [((2, 8), "float32")]),
     "silu(gate) * up (Llama's MLP; minilora's ops.swiglu)": (

@@ -198,12 +198,8 @@ class _Recompute(Function):
         if first is not None:  # (the function's recorded run already gave the output)
             out = first
         else:
-            before, _mode.recomputed_later = _mode.recomputed_later, True
-            try:
-                with no_grad():
-                    out = fn(*args)
-            finally:
-                _mode.recomputed_later = before
+            with no_grad():
+                out = fn(*args)
         ctx.outputs = _Outputs(out, fn, reentrant)
         packing.append(ctx.outputs)
         ctx.segment, ctx.args, ctx.n_inputs, ctx.rng_state, ctx.region = fn, args, n_inputs, rng_state, region

@@ -13,19 +13,23 @@ block of queries (32, 64 or 256 rows by the query length) and of 512 keys it com
     dst = dst * exp(top_before - top)               (from the second block of keys on)
     dst = E v + dst                                 MKL's gemm with beta = 1 (beta = 0 for the first block)
 
-and at the end ``out = dst * (1 / sum)``. The lane sums: float32's 16 lanes (AVX-512) folded pairwise (i + i^8,
-^4, ^2, ^1), float64's 8 lanes added in order, then the tail elements in order. Every step was found by comparing
+and at the end ``out = dst * (1 / sum)`` and the logsumexp ``top + log(sum)`` it saves for the backward
+(``flash_backward``: the weights recomputed from it per block, the gradients added up block by block with MKL's
+products; training, a checkpoint's two runs and inference all take these steps). The lane sums: float32's 16
+lanes (AVX-512) folded pairwise (i + i^8, ^4, ^2, ^1), float64's 8 lanes added in order, then the tail elements in
+order. Every step was found by comparing
 with torch's outputs (the products are MKL's own calls, so they need no model: only the kernel's block shapes).
 Only with MKL as minilora's BLAS (``blas.library() == "mkl"``): with another BLAS the products differ anyway, and the
-plain ``ops.nn.Attention`` runs. Not reproduced: where a NaN enters the scores (a NaN query, key or mask: the
-kernel's max, exp_u20 and products treat it in ways not measured here, 14 of 80 such cases differ). The forward only (inference, ``generate``): where a gradient is wanted
-``ops.nn.Attention`` runs too (the fast fused path; its values may differ from torch's in the last bits).
+plain ``ops.nn.Attention`` runs (as it does in training where exercise 2.4's backward is the learner's). A NaN or
+infinity in q, k, v or the mask gives torch's NaNs and values too (84 planted cases, forward and backward): the
+causal keys are filled in place of their products and the blocks the causal kernel skips are not read (before, as a
+-inf bias added to them, 14 of 80 such cases differed).
 """
 import numpy as np
 
 from .. import blas, float32_math, parallel
 from ..device import xp_of
-from ..tensor import Function, _mode, is_grad_enabled
+from ..tensor import Function
 from .attention16 import _KV_BLOCK, _LANES, _bits, _expf, _q_block
 
 _F32 = np.float32
@@ -95,17 +99,46 @@ def _exp_and_lane_sum(x):
     acc = np.zeros(x.shape[:-1] + (lanes,), x.dtype)
     for start in range(0, whole, lanes):
         acc += e[..., start:start + lanes]
-    if x.dtype == _F32:
-        for shift in (8, 4, 2, 1)[16 // lanes - 1:]:
-            acc = acc + acc[..., np.arange(lanes) ^ shift]
-        total = acc[..., 0]
-    else:
-        total = acc[..., 0]
-        for lane in range(1, lanes):
-            total = total + acc[..., lane]
+    total = _reduce_lanes(acc)
     for i in range(whole, n):
         total = total + e[..., i]
     return e, total
+
+
+def _reduce_lanes(acc):
+    """``vec_reduce_all`` with ``+`` of a vector of lanes (the last axis): float32's folded pairwise (AVX-512:
+    i + i^8, then ^4, ^2, ^1), float64's (ATen's generic one) added in order."""
+    lanes = acc.shape[-1]
+    if acc.dtype == _F32:
+        for shift in (8, 4, 2, 1)[16 // lanes - 1:]:
+            acc = acc + acc[..., np.arange(lanes) ^ shift]
+        return acc[..., 0]
+    total = acc[..., 0]
+    for lane in range(1, lanes):
+        total = total + acc[..., lane]
+    return total
+
+
+def _rows_dot(a, b):
+    """``vec::map2_reduce_all(x * y, x + y)`` along the last axis (the backward's ``rowsum(dO * out)``): products
+    of whole vectors added lane by lane (a product and a sum: the compiler does not fuse them here, measured), the
+    last ``n % lanes`` added into the first lanes, then ``_reduce_lanes``; a row shorter than a vector: its
+    products added in order."""
+    lanes = _LANES if a.dtype == _F32 else _LANES // 2
+    n = a.shape[-1]
+    if n < lanes:
+        products = a * b
+        total = products[..., 0]
+        for i in range(1, n):
+            total = total + products[..., i]
+        return total
+    acc = a[..., :lanes] * b[..., :lanes]
+    for start in range(lanes, n - lanes + 1, lanes):
+        acc += a[..., start:start + lanes] * b[..., start:start + lanes]
+    tail = n % lanes
+    if tail:
+        acc[..., :tail] += a[..., n - tail:] * b[..., n - tail:]
+    return _reduce_lanes(acc)
 
 
 def _per_query_head(q_like, kv_like, group):
@@ -154,13 +187,15 @@ def _accumulate_values(weights, v, dst, group, step, first):
         blas.gemm_batch(stacked, values, _per_query_head(dst[:, :, rows], v, group)[0], beta=0.0 if first else 1.0)
 
 
-def flash_forward(q, k, v, bias, scale):
-    """``cpu_flash_attention``'s output for [B, Hq, Tq, D] ``q`` and [B, Hkv, Tk, D] ``k``, ``v`` (Hq a multiple of
-    Hkv), ``bias`` (causal and attention masks, -inf where a key takes no part) broadcastable to the scores.
+def flash_forward(q, k, v, bias, scale, causal=False):
+    """``cpu_flash_attention``'s output and logsumexp for [B, Hq, Tq, D] ``q`` and [B, Hkv, Tk, D] ``k``, ``v`` (Hq a
+    multiple of Hkv), ``bias`` (an attention mask, -inf where a key takes no part) broadcastable to the scores, and
+    ``causal`` (top-left: query i sees keys up to i).
 
-    Each block of keys for all query blocks at once (the rows are independent but for the products' shapes): where
-    torch's causal kernel skips a block of keys that no query of the block sees, its bias here is -inf throughout,
-    which leaves the running max, sum and ``dst`` as they were."""
+    Each block of keys for all query blocks at once (the rows are independent but for the products' shapes), from
+    the first query block that sees one of its keys (``_first_query_block``). Causal: the keys after a query's
+    position get -inf in place of their products (before the scaling and mask, as the kernel fills them), so a
+    NaN or infinite q k^T there leaves no trace."""
     rows, tk, group = q.shape[:-1], k.shape[2], q.shape[1] // k.shape[1]
     step = min(_q_block(q.shape[2]), q.shape[2])
     if bias is not None:
@@ -170,41 +205,144 @@ def flash_forward(q, k, v, bias, scale):
     dst = np.empty((*rows, v.shape[-1]), q.dtype)
     with np.errstate(invalid="ignore", over="ignore"):
         for n in range(0, tk, _KV_BLOCK):
-            keys = slice(n, n + _KV_BLOCK)
-            s = _block_scores(q, k[:, :, keys], group, step)
-            s = s * scale if bias is None else _fma(scale, s, np.ascontiguousarray(bias[..., keys]))
-            new_top = np.maximum(top, s.max(-1))
+            keys, first = slice(n, n + _KV_BLOCK), _first_query_block(n, step, causal)
+            if first >= q.shape[2]:
+                break
+            part = (slice(None), slice(None), slice(first, None))  # the query rows that take this block
+            s = _block_scores(q[part], k[:, :, keys], group, step)
+            if causal:
+                s = _fill_future_keys(s, first, n, -np.inf)
+            s = s * scale if bias is None else _fma(scale, s, np.ascontiguousarray(bias[part][..., keys]))
+            new_top = np.maximum(top[part], s.max(-1))
             live = new_top != -np.inf  # a row with no key yet: its weights 0, its max and sum as they were
             e, block_total = _exp_and_lane_sum(s - np.where(live, new_top, 0)[..., None])
             e[~live] = 0
-            rescale = _scalar_exp(np.where(live, top - new_top, 0))
-            total = np.where(live, _fma(rescale, total, block_total), total)
-            top = new_top
+            rescale = _scalar_exp(np.where(live, top[part] - new_top, 0))
+            total[part] = np.where(live, _fma(rescale, total[part], block_total), total[part])
+            top[part] = new_top
             if n:
-                dst *= rescale[..., None]
-            _accumulate_values(e, v[:, :, keys], dst, group, step, first=n == 0)
+                dst[part] *= rescale[..., None]
+            _accumulate_values(e, v[:, :, keys], dst[part], group, step, first=n == 0)
     total[total == 0] = 1  # a row that saw no key: output 0, as torch
-    return dst * (q.dtype.type(1) / total)[..., None]
+    top[top == -np.inf] = 0  # (and its logsumexp 0 + log(1))
+    return dst * (q.dtype.type(1) / total)[..., None], top + _scalar_log(total)
+
+
+def _first_query_block(first_key, step, causal):
+    """The first query row of the blocks that take the block of keys from ``first_key``: the causal kernel skips
+    a block of keys that none of a query block's rows sees (it never reads those keys and values)."""
+    return first_key // step * step if causal else 0
+
+
+def _fill_future_keys(scores, first_query, first_key, value):
+    """``scores`` [..., queries, keys] (query rows from ``first_query``, keys from ``first_key``) with ``value``
+    where a key comes after the query's position: the causal kernel's fill."""
+    queries, keys = scores.shape[-2:]
+    future = np.arange(first_key, first_key + keys) > np.arange(first_query, first_query + queries)[:, None]
+    return np.where(future, scores.dtype.type(value), scores)
+
+
+def _scalar_log(x):
+    """The kernel's ``std::log`` (the logsumexp it saves for backward): C's ``logf`` / ``log``."""
+    return float32_math.c_function("logf", x) if x.dtype == _F32 else float32_math.c_function64("log", x)
+
+
+def _backward_exp(x):
+    """The backward's exp (``Vectorized::exp``, the whole row in vectors, a partial one at its end): SLEEF's
+    ``expf16_u10`` / ``expd8_u10`` -- not the forward's exp_u20; in torch's "default" build, C's exp."""
+    if float32_math.CPU_CAPABILITY == "default":
+        return _scalar_exp(x)
+    return float32_math.sleef_exp(x) if x.dtype == _F32 else float32_math.sleef_exp64(x)
+
+
+def flash_backward(g, q, k, v, out, lse, bias, scale, causal=False):
+    """``cpu_flash_attention_backward``'s dq, dk, dv for the output gradient ``g``, from the forward's ``out`` and
+    logsumexp ``lse`` ([B, Hq, Tq]); the other arguments as ``flash_forward``'s.
+
+    Per block of queries (the forward's sizes) and of 512 keys, torch recomputes the weights from ``lse`` rather than
+    keeping them, and adds each block's products into the gradients (MKL's gemm with beta = 1, the scale as alpha):
+
+        D = rowsum(dO * out)                       once per query row (``_rows_dot``)
+        A = exp(scale * q k^T + mask - lse)        SLEEF's exp; the mask added (a fused a * 1 + b: one rounding)
+        dv += A^T dO;  dA = dO v^T;  dS = A * (dA - D)
+        dq += scale * dS k;  dk += scale * dS^T q
+
+    torch loops over (batch, query head), then query blocks, then key blocks: grouped-query heads add their dk, dv
+    one query head after the other, so here each query head of a group takes its turn (the batch and key/value heads
+    in one ``gemm_batch``). Causal: the blocks of keys a query block cannot see are skipped, and the weights of the
+    keys after a query's position set to 0 after the exp, as the kernel does."""
+    tq, tk, group = q.shape[2], k.shape[2], q.shape[1] // k.shape[1]
+    step = min(_q_block(tq), tq)
+    if bias is not None:
+        bias = np.broadcast_to(bias, (*q.shape[:-1], tk)).astype(q.dtype, copy=False)
+    dq, dk, dv = np.zeros(q.shape, q.dtype), np.zeros(k.shape, q.dtype), np.zeros(v.shape, q.dtype)
+    row_dots = _rows_dot(g, out)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for head in range(group):
+            heads = slice(head, None, group)
+            for m in range(0, tq, step):
+                rows = (slice(None), heads, slice(m, m + step))
+                for n in range(0, min(m + step, tq, tk) if causal else tk, _KV_BLOCK):
+                    keys = (slice(None), slice(None), slice(n, n + _KV_BLOCK))
+                    _block_backward(g[rows], q[rows], k[keys], v[keys], lse[rows], row_dots[rows],
+                                    None if bias is None else bias[rows][..., keys[-1]], scale,
+                                    dq[rows], dk[keys], dv[keys], (m, n) if causal else None)
+    return dq, dk, dv
+
+
+def _block_backward(g, q, k, v, lse, row_dots, bias, scale, dq, dk, dv, causal_origin):
+    """One block of queries (one query head of each group) against one block of keys: its share added into
+    ``dq``, ``dk``, ``dv`` (views of the gradients), each product as torch's kernel calls MKL. ``causal_origin``:
+    the block's first query and key (causal), else None."""
+    scores = np.empty(q.shape[:-1] + (k.shape[2],), q.dtype)
+    blas.gemm_batch(q, k.swapaxes(-1, -2), scores, alpha=scale)
+    if bias is not None:
+        scores += bias
+    weights = _backward_exp(scores - lse[..., None])
+    if causal_origin is not None:
+        weights = _fill_future_keys(weights, *causal_origin, 0)
+    blas.gemm_batch(weights.swapaxes(-1, -2), g, dv, beta=1.0)
+    score_grads = blas.gemm_batch(g, v.swapaxes(-1, -2), scores)
+    score_grads = weights * (score_grads - row_dots[..., None])
+    blas.gemm_batch(score_grads, k, dq, alpha=scale, beta=1.0)
+    blas.gemm_batch(score_grads.swapaxes(-1, -2), q, dk, alpha=scale, beta=1.0)
 
 
 class FlashAttention32(Function):
     """``softmax(q k^T * scale + bias) v`` of float32/float64 [B, H, T, D] arrays as torch's CPU flash-attention
-    kernel computes it (module docstring); forward only (``takes`` says where it runs)."""
+    kernel computes it, forward and backward (module docstring; ``takes`` says where it runs). Saved-tensor hooks
+    see torch's node's packs: q, k, v, the logsumexp [B, H, Tq], the output."""
+
+    torch_saves = staticmethod(lambda ctx: (0, 1, 2, "lse", "out"))
 
     @staticmethod
-    def forward(ctx, q, k, v, bias=None, scale=None):
+    def forward(ctx, q, k, v, bias=None, scale=None, causal=False):
         scale = q.dtype.type(1 / np.sqrt(q.shape[-1]) if scale is None else scale)
-        return flash_forward(q, k, v, bias, scale)
+        out, lse = flash_forward(q, k, v, bias, scale, causal)
+        ctx.q, ctx.k, ctx.v, ctx.bias, ctx.scale, ctx.causal, ctx.out, ctx.lse = q, k, v, bias, scale, causal, out, lse
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        return (*flash_backward(g, ctx.q, ctx.k, ctx.v, ctx.out, ctx.lse, ctx.bias, ctx.scale, ctx.causal), None)
+
+    @staticmethod
+    def scores_bias(ctx):
+        """What the node's scores had added (the mask's bias, -inf after a query's position where causal): for
+        the recorded backward of ``create_graph`` (ops/higher_order.py), or None."""
+        bias = ctx.bias
+        if ctx.causal:
+            tq, tk = ctx.q.shape[2], ctx.k.shape[2]
+            causal = _fill_future_keys(np.zeros((tq, tk), ctx.q.dtype), 0, 0, -np.inf)
+            bias = causal if bias is None else bias + causal
+        return bias
 
 
 def takes(query, key, value):
     """Does this kernel give torch's bits here (where torch's dispatcher picks its flash kernel, ``ops.nn``)?
     float32/float64 NumPy inputs of one head size and batch size (not meta: no values, ``ops.nn.Attention``'s shape
-    rule), MKL minilora's BLAS, and grad mode off (``no_grad``, ``inference_mode``: generate, evaluation). Not where grad
-    mode is on, even with nothing to differentiate: a frozen copy of a model (a loaded adapter) then gives the training
-    model's numbers, which come from the fused node (it saves the weights its backward needs); nor in a checkpoint's
-    first run, which backward records again."""
+    rule) and MKL minilora's BLAS; with or without grad mode (training, a checkpoint's two runs and a frozen copy
+    of a model all take the same steps)."""
     return (query.dtype in (np.float32, np.float64) and query.ndim == key.ndim == value.ndim == 4
             and xp_of(query._array) is np and not query.is_meta and blas.library() == "mkl" and blas.has_direct_gemm(query.dtype)
-            and query.shape[-1] == key.shape[-1] == value.shape[-1] and query.shape[0] == key.shape[0] == value.shape[0]
-            and not is_grad_enabled() and not _mode.recomputed_later)
+            and query.shape[-1] == key.shape[-1] == value.shape[-1] and query.shape[0] == key.shape[0] == value.shape[0])

@@ -33,6 +33,7 @@ from .conv import (AdaptiveAvgPool2d, AdaptiveAvgPool3d, AdaptiveMaxPool2d, AvgP
 from .index import (CumProd, CumSum, Gather, IndexAdd, IndexCopy, IndexFill, IndexSelect, MaskedScatter, MedianAll,
                     Repeat, Scatter, ScatterReduce)
 from .siblings import Nextafter
+from .attention32 import FlashAttention32
 from .nn import (Attention, BinaryCrossEntropy, BinaryCrossEntropyLoss, BinaryCrossEntropyWithLogits, Cdist, CrossEntropy,
                  Dropout, Embedding, Glu, HuberLoss, KernelGradients, LayerNorm, MseLoss, NllLoss, Pad, PRelu, RMSNorm,
                  Rotary, SmoothL1Loss, SwiGLU)
@@ -700,13 +701,15 @@ def _attention(ctx, g):
     if len(ctx.needs_input_grad) > 3 and ctx.needs_input_grad[3]:  # (a bias tensor that requires grad)
         _refuse(ctx)
     nq, nk, nv = ctx.needs_input_grad[:3]
-    if ctx.probs is None:
+    if getattr(ctx, "probs", ()) is None:
         return tuple(_constant(g._device.xp.zeros_like(t._array), g) for t in (q, k, v)) + (None,)
     hq, hkv, scale = q.shape[1], k.shape[1], float(ctx.scale)
     kr, vr = _repeat_heads(k, hq), _repeat_heads(v, hq)
     scores = q.matmul(kr.transpose(-1, -2)) * scale
     bias = ctx.inputs[3] if len(ctx.inputs) > 3 else None
-    live = (ctx.probs != 0).any(axis=-1, keepdims=True)  # rows with at least one key taking part
+    if ctx.fn is FlashAttention32:  # (its causal keys are no part of its bias)
+        bias = FlashAttention32.scores_bias(ctx)
+    live = _rows_seeing_a_key(ctx, bias)
     if bias is not None:
         bias = bias._array if isinstance(bias, Tensor) else bias
         bias = g._device.xp.where(live, bias, 0)  # (a dead row: finite scores, its P masked below)
@@ -718,6 +721,15 @@ def _attention(ctx, g):
     dk = _sum_heads(ds.transpose(-1, -2).matmul(q) * scale, hkv) if nk else None
     dv = _sum_heads(p.transpose(-1, -2).matmul(g), hkv) if nv else None
     return dq, dk, dv, None
+
+
+def _rows_seeing_a_key(ctx, bias):
+    """[..., Tq, 1]: the query rows with at least one key taking part (their weights are 0 elsewhere): where the
+    fused node kept the weights, by them; the flash node (``attention32``, which keeps none) by the bias."""
+    if ctx.fn is FlashAttention32:
+        bias = bias._array if isinstance(bias, Tensor) else bias
+        return np.ones((*ctx.lse.shape, 1), bool) if bias is None else (bias != -np.inf).any(axis=-1, keepdims=True)
+    return (ctx.probs != 0).any(axis=-1, keepdims=True)
 
 
 def _hardswish(ctx, g):
@@ -1825,7 +1837,7 @@ _BACKWARD_GRAPHS = {
     Unfold: _unfold, Fold: _fold, Conv2d: _conv2d,
     Dropout: lambda ctx, g: g * _constant(ctx.mask, g), NllLoss: _nll_loss,
     BinaryCrossEntropyWithLogits: _bce_with_logits, BinaryCrossEntropy: _bce, BinaryCrossEntropyLoss: _bce_loss,
-    Attention: _attention, Rotary: _rotary,
+    Attention: _attention, FlashAttention32: _attention, Rotary: _rotary,
     _e.Hardswish: _hardswish, _e.Hardsigmoid: _hardsigmoid, _e.Mish: _mish,
     _e.Atan2: _atan2, _e.Hypot: _hypot, _e.Lerp: _lerp, _e.Logit: _logit, _e.XLogY: _xlogy,
     _e._Rounding: lambda ctx, g: (_constant(g._device.xp.zeros(ctx.shape, g._array.dtype), g), None, None),

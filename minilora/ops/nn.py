@@ -2139,7 +2139,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         out = _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, flash16=True)
     else:
         out = _attention_in_float32(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
-    if flash and query.dtype != np.float64:  # torch's CPU kernel for this case is one node on the three inputs
+    if flash:  # torch's CPU kernel for this case is one node on the three inputs (float64's too, torch 2.13)
         name_node(out, "ScaledDotProductFlashAttentionForCpuBackward0", query, key, value, graph=(query, key, value))
     return out
 
@@ -2225,16 +2225,22 @@ def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable
         out = _attention_with_dropout(q, k, v, bias, scale, dropout_p)
     else:
         kernel = attention16.FlashAttention16 if flash16 else _float_kernel(q, k, v)
-        out = kernel.apply(q, k, v, bias, scale=scale)  # torch's CPU math keeps v, for q's and k's gradients
+        if kernel is attention32.FlashAttention32 and is_causal:  # (the kernel fills the causal keys itself)
+            mask = _attention_bias(attn_mask, query, tq, tk, False, query.dtype)
+            out = kernel.apply(q, k, v, _mask_as_4d(mask, query, heads_first), scale=scale, causal=True)
+        else:
+            out = kernel.apply(q, k, v, bias, scale=scale)  # torch's CPU math keeps v, for q's and k's gradients
         out = saves_as_torch(out, saved_for(v, q, k))
     return out if query.ndim == 4 else out.reshape(*query.shape[:-1], value.shape[-1])
 
 
 def _float_kernel(q, k, v):
     """The Function for float32/float64 4-D attention that torch computes with its CPU flash kernel (the math one
-    returned earlier): that kernel's steps where they give torch's bits (``attention32.takes``: MKL's products, no
-    gradient wanted), else the fused ``Attention``."""
-    return attention32.FlashAttention32 if attention32.takes(q, k, v) else Attention
+    returned earlier): that kernel's steps where they give torch's bits (``attention32.takes``: MKL's products), else
+    the fused ``Attention`` -- also where a gradient may be wanted and exercise 2.4 is the learner's (its backward
+    runs)."""
+    exact = attention32.takes(q, k, v) and (not is_grad_enabled() or _attention_backward_is_the_solution())
+    return attention32.FlashAttention32 if exact else Attention
 
 
 def _runs_torchs_math(query, key, value, dropout_p, attn_mask, enable_gqa=False):
