@@ -977,9 +977,10 @@ class LlamaAttention(Module):
             out, weights = _eager_attention(q, k, v, mask, dropout, self.scaling)
             return self.o_proj(out.transpose(1, 2).reshape(b, t, -1)), weights
         groups = q.shape[1] // max(k.shape[1], 1)
-        if mask is not None and groups > 1 and tq > 1 and (q.dtype.itemsize == 2 or amp.active):
-            # transformers' sdpa repeats the key/value heads where a mask is given (repeat_kv): their 16-bit
-            # gradients come back per query head, each rounded, and are summed, where GQA adds them in turn
+        if mask is not None and groups > 1 and tq > 1:
+            # transformers' sdpa repeats the key/value heads where a mask is given (repeat_kv): their gradients
+            # come back per query head, each rounded, and are summed, where GQA (torch's flash kernel, and
+            # ops/attention32.py's) adds each query head's products onto the previous ones
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
         out = ops.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and tq == tk,
                                                dropout_p=dropout, enable_gqa=True, scale=self._sdpa_scale())
