@@ -302,12 +302,20 @@ def gemm_batch(a, b, out, beta=0.0, alpha=1.0):
         return out
     (trans_a, lda), (trans_b, ldb) = forms
     (M, K), N, count, step = a.shape[-2:], b.shape[-1], out.shape[-3], out.itemsize
-    for i in np.ndindex(out.shape[:-3]):
-        a_i, b_i, out_i = a[i], b[i], out[i]
-        batched(_ROW_MAJOR, trans_a, trans_b, M, N, K, alpha, a_i.ctypes.data, lda, a_i.strides[0] // step,
-                b_i.ctypes.data, ldb, b_i.strides[0] // step, beta, out_i.ctypes.data, N, out_i.strides[0] // step,
-                count)
+    a_step, b_step, out_step = (x.strides[-3] // step for x in (a, b, out))
+    for a_at, b_at, out_at in zip(*(_stack_addresses(x, out.shape[:-3]) for x in (a, b, out))):
+        batched(_ROW_MAJOR, trans_a, trans_b, M, N, K, alpha, a_at, lda, a_step, b_at, ldb, b_step, beta, out_at, N,
+                out_step, count)
     return out
+
+
+def _stack_addresses(x, leading):
+    """The address of each stack ``x[i]`` (``i`` over the ``leading`` axes, C order), as Python ints: by the
+    strides, without a view per stack (Python's cost per call counts: a block of queries is a few products)."""
+    addresses = [x.ctypes.data]
+    for n, stride in zip(leading, x.strides):
+        addresses = [at + i * stride for at in addresses for i in range(n)]
+    return addresses
 
 
 def addmm_(out, a, b, *, beta=1.0, alpha=1.0):

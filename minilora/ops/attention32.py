@@ -239,7 +239,8 @@ def _fill_future_keys(scores, first_query, first_key, value):
     where a key comes after the query's position: the causal kernel's fill."""
     queries, keys = scores.shape[-2:]
     future = np.arange(first_key, first_key + keys) > np.arange(first_query, first_query + queries)[:, None]
-    return np.where(future, scores.dtype.type(value), scores)
+    np.copyto(scores, scores.dtype.type(value), where=future)  # (in place: the callers' own arrays)
+    return scores
 
 
 def _scalar_log(x):
@@ -318,13 +319,23 @@ class FlashAttention32(Function):
     @staticmethod
     def forward(ctx, q, k, v, bias=None, scale=None, causal=False):
         scale = q.dtype.type(1 / np.sqrt(q.shape[-1]) if scale is None else scale)
-        out, lse = flash_forward(q, k, v, bias, scale, causal)
+        out, lse = np.empty((*q.shape[:-1], v.shape[-1]), q.dtype), np.empty(q.shape[:-1], q.dtype)
+
+        def batch_rows(q, k, v, bias, out, lse):
+            out[...], lse[...] = flash_forward(q, k, v, bias, scale, causal)
+        _by_batch_rows(batch_rows, q, k, v, _batch_bias(bias, q, k), out, lse)
         ctx.q, ctx.k, ctx.v, ctx.bias, ctx.scale, ctx.causal, ctx.out, ctx.lse = q, k, v, bias, scale, causal, out, lse
         return out
 
     @staticmethod
     def backward(ctx, g):
-        return (*flash_backward(g, ctx.q, ctx.k, ctx.v, ctx.out, ctx.lse, ctx.bias, ctx.scale, ctx.causal), None)
+        q, k, v, g = ctx.q, ctx.k, ctx.v, np.ascontiguousarray(g)  # (torch's too: a broadcast dO has no rows BLAS reads)
+        dq, dk, dv = np.empty(q.shape, q.dtype), np.empty(k.shape, q.dtype), np.empty(v.shape, q.dtype)
+
+        def batch_rows(q, k, g, v, out, lse, bias, dq, dk, dv):
+            dq[...], dk[...], dv[...] = flash_backward(g, q, k, v, out, lse, bias, ctx.scale, ctx.causal)
+        _by_batch_rows(batch_rows, q, k, g, v, ctx.out, ctx.lse, _batch_bias(ctx.bias, q, k), dq, dk, dv)
+        return dq, dk, dv, None
 
     @staticmethod
     def scores_bias(ctx):
@@ -336,6 +347,19 @@ class FlashAttention32(Function):
             causal = _fill_future_keys(np.zeros((tq, tk), ctx.q.dtype), 0, 0, -np.inf)
             bias = causal if bias is None else bias + causal
         return bias
+
+
+def _by_batch_rows(fn, q, k, *arrays):
+    """``fn(q, k, *arrays)`` on blocks of the batch, split between minilora's threads: each batch element is
+    independent, its products and sums the same wherever it runs (torch splits its (batch, head) items between its
+    threads too). A bias among ``arrays`` comes broadcast to the scores (``_batch_bias``), so that it splits alike."""
+    work = 8 * q.shape[1] * q.shape[2] * k.shape[2] * q.shape[3]  # (~8 passes over the products, per batch row)
+    parallel.rows(fn, q, k, *arrays, work_per_row=work)
+
+
+def _batch_bias(bias, q, k):
+    """``bias`` (None, or broadcastable to the scores) as a [B, Hq, Tq, Tk] view."""
+    return None if bias is None else np.broadcast_to(bias, (*q.shape[:-1], k.shape[2]))
 
 
 def takes(query, key, value):
