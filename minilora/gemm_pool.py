@@ -68,7 +68,8 @@ class Product:
     the block's), the block's share of a sum over rows into ``out[block]`` (``split="sum"``: a is
     ``[M, rows]``, b ``[rows, N]``, out ``[parts, M, N]``), ``out[rows] *= alpha`` (``split="scale"``),
     the whole product in block ``block`` alone (``split="whole"``: products that run side by side), or no
-    product: ``out = a + b`` / ``a * b`` on the block's elements of flat arrays (``split="add"``, ``"multiply"``)."""
+    product: ``out = a + b`` / ``a * b`` on the block's elements of flat arrays (``split="add"``, ``"multiply"``;
+    ``out`` may be ``a`` itself: in place)."""
 
     __slots__ = ("a", "b", "out", "alpha", "beta", "split", "block")
 
@@ -127,8 +128,10 @@ def _fill(op, p, rows, parts, dtype):
     if any(type(x) is not np.ndarray or x.dtype != dtype or not x.flags.aligned for x in arrays):
         return False
     if p.split in ("add", "multiply"):  # flat arrays of ``rows`` elements
+        # (out may be a itself: each element is read before it is written, so ``a += b`` in place is safe)
+        in_place = p.out.ctypes.data == p.a.ctypes.data
         if not (p.a.ndim == p.b.ndim == p.out.ndim == 1 and p.a.size == p.b.size == p.out.size == rows
-                and all(x.flags.c_contiguous for x in arrays)) or np.may_share_memory(p.out, p.a):
+                and all(x.flags.c_contiguous for x in arrays)) or (np.may_share_memory(p.out, p.a) and not in_place):
             return False
         op.split, op.is_double = SPLITS[p.split], dtype == np.float64
         op.a, op.b, op.c = p.a.ctypes.data, p.b.ctypes.data, p.out.ctypes.data

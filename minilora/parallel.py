@@ -61,7 +61,7 @@ import numpy as np
 
 from . import blas, cpu_switches, gemm_pool
 
-__all__ = ["rows", "sum_over_rows", "matmul", "matmuls", "input_and_weight_grads", "add", "multiply", "num_threads",
+__all__ = ["rows", "sum_over_rows", "matmul", "matmuls", "input_and_weight_grads", "add", "add_", "multiply", "num_threads",
            "set_num_threads", "computing", "keep_freed_memory", "keep_freed_memory_environ", "product_work", "spans", "slice_elements",
            "parts_for", "products_run", "kernel_rows", "machine_description", "MIN_ITEMS", "MACS_PER_ITEM", "SPLIT_SLICE",
            "SINGLE_PASS", "C_PASS_FROM"]
@@ -588,15 +588,16 @@ def _bounds(n, count):
     return list(zip(edges, edges[1:]))
 
 
-def _elementwise(ufunc, a, b):
+def _elementwise(ufunc, a, b, out=None):
     """``ufunc(a, b)`` on flat blocks in parallel, for two large C-contiguous NumPy arrays of one
     shape; ``None`` for anything else (small, broadcasting, strided or GPU arrays: the caller
-    computes those whole). The cheap checks come first: the autograd engine calls this per gradient."""
+    computes those whole). The cheap checks come first: the autograd engine calls this per gradient.
+    ``out``: a itself (in place), else a new array."""
     if (type(a) is not np.ndarray or a.size < C_PASS_FROM or type(b) is not np.ndarray
             or a.shape != b.shape or not (a.flags.c_contiguous and b.flags.c_contiguous)
             or (a.size < SINGLE_PASS * MIN_ITEMS and not gemm_pool.available())):
         return None
-    out = np.empty(a.shape, np.result_type(a, b))
+    out = np.empty(a.shape, np.result_type(a, b)) if out is None else out
     flat = (a.reshape(-1), b.reshape(-1), out.reshape(-1))
     if products_run(a.size, [gemm_pool.Product(*flat, split=ufunc.__name__)], work_per_row=MIN_ITEMS):
         return out  # (in gemm_pool's C threads: a hand-over of microseconds)
@@ -612,6 +613,13 @@ def add(a, b):
         return a + b
     out = _elementwise(np.add, a, b)
     return a + b if out is None else out
+
+
+def add_(a, b):
+    """``a += b`` in place (``a`` an array of ``b``'s shape and dtype), split across threads as ``add``."""
+    if getattr(a, "size", 0) < C_PASS_FROM or _elementwise(np.add, a, b, out=a) is None:
+        a += b
+    return a
 
 
 def multiply(a, b):

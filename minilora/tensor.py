@@ -1169,6 +1169,11 @@ class Function:
     # shape without running the op's backward (False for a user's autograd.Function, whose backward torch runs)?
     meta_shape = meta_dtype = meta_small = meta_order = None
     meta_gradients = True
+    # optional ``(ctx, grad, so_far, writable) -> gradients``: ``backward``, with the gradient that the first input's
+    # other uses gave so far (``so_far``; None: none yet; ``writable``: the engine's own array, to add onto in place)
+    # added in: the first entry is the new sum. For an op that is two of torch's nodes (a LoRA layer: the base layer
+    # and the adapter branch), whose two parts torch's engine adds one after the other (_backward_onto)
+    backward_onto = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -3767,6 +3772,25 @@ def _backward(ctx, g, prof):
     return in_grads
 
 
+def _backward_onto(ctx, g, grads, summed_here):
+    """``ctx``'s gradients through its op's ``backward_onto``: its first input's gradient added onto what that input's
+    other uses gave so far, the sum stored for that input's node (the first entry returned is then None).
+
+    torch's engine adds each node's gradient for a tensor into that tensor's buffer as the node runs, latest node
+    first (q, k and v's LoRA layers share x: ``((((v_lora + v_base) + k_lora) + k_base) + q_lora) + q_base``). An
+    op that is two of torch's nodes gives its two parts where torch's would go, not their sum: other roundings.
+    ``summed_here``: the nodes whose sum is an array the op made for this pass (nothing else holds it), which the
+    next op may add onto in place, as torch's buffer is added onto in place when nothing else holds it."""
+    parent = ctx.parents[0]
+    if parent is None or not ctx.needs_input_grad[0]:  # (a leaf's gradient goes to .grad: added there)
+        return ctx.fn.backward(ctx, g)
+    in_grads = ctx.fn.backward_onto(ctx, g, grads.get(parent), parent in summed_here)
+    if in_grads[0] is not None:
+        grads[parent] = _fit(in_grads[0], ctx.inputs[0])
+        summed_here.add(parent)
+    return (None,) + in_grads[1:]
+
+
 def _topological_order(root):
     """Every node ``root`` (a Context) was computed from, each before the nodes of its inputs.
 
@@ -4222,6 +4246,7 @@ def _run_backward(root, gradient, retain_graph, store=None):
         store.add(root, gradient if hooks is None else _fit(_run_hooks(hooks, gradient, root._device), root))
         return
     grads = {root._ctx: gradient}  # node -> gradient summed so far, until it is used
+    summed_here = set()  # the nodes whose gradient in `grads` is an array of this pass's own (_backward_onto)
     hooked = {}  # id(leaf) -> [leaf, gradient summed so far]: leaves with hooks (see register_hook)
     prof = profiler.active
     plain = prof is None and not _saved_hooks_used  # (then a float32/float64 node's backward is called inline)
@@ -4260,7 +4285,10 @@ def _run_backward(root, gradient, retain_graph, store=None):
         if ctx.device is _META and ctx.fn.meta_gradients:  # shapes, not values: no backward arithmetic
             in_grads = _meta_ops.gradients(ctx)
         elif plain and (dtype is _FLOAT32 or dtype is _FLOAT64):
-            in_grads = ctx.fn.backward(ctx, g)
+            if ctx.fn.backward_onto is None or node_hooks or _detect_anomaly:
+                in_grads = ctx.fn.backward(ctx, g)
+            else:
+                in_grads = _backward_onto(ctx, g, grads, summed_here)
             if type(in_grads) is not tuple:
                 in_grads = (in_grads,)
         elif dtype.kind == "c":
