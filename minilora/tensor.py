@@ -3762,12 +3762,13 @@ def _refuse_non_numbers(data):
 # ----------------------------------------------------------------------------------------------
 # The backward engine
 # ----------------------------------------------------------------------------------------------
-def _backward(ctx, g, prof):
-    """``ctx.fn.backward`` for the gradient ``g``, timed when the profiler ``prof`` is on."""
+def _backward(ctx, g, prof, backward=None):
+    """``ctx.fn.backward`` (or ``backward``) for the gradient ``g``, timed when the profiler ``prof`` is on."""
+    backward = backward or ctx.fn.backward
     if prof is None:
-        return ctx.fn.backward(ctx, g)
+        return backward(ctx, g)
     start = time.perf_counter()
-    in_grads = ctx.fn.backward(ctx, g)
+    in_grads = backward(ctx, g)
     prof.record(ctx.fn.__name__, "backward", time.perf_counter() - start, ctx.fn.backward_flops(ctx))
     return in_grads
 
@@ -4218,19 +4219,20 @@ def _returns_none(out):
         raise TypeError(f"expected Variable, but hook returned '{python_type_name(out)}'")
 
 
-def _node_backward(ctx, g, prof, retain_graph):
+def _node_backward(ctx, g, prof, retain_graph, backward=None):
     """One node's own backward on its summed gradient ``g``: a tuple with a gradient (or None) per input.
-    Saved tensors that hooks packed are unpacked for the call (and packed again if the graph is kept)."""
+    Saved tensors that hooks packed are unpacked for the call (and packed again if the graph is kept).
+    ``backward``: what computes it, ``(ctx, g) -> gradients`` (_backward_onto's), instead of ``ctx.fn.backward``."""
     packed = ctx.packed if _saved_hooks_used else None
     if packed is not None:
         _unpack_saved(ctx)
     if g.itemsize == 2:  # a 16-bit gradient: overflow to inf silently, as torch (NumPy would warn)
         with np.errstate(all="ignore"):
-            in_grads = _backward(ctx, g, prof)
+            in_grads = _backward(ctx, g, prof, backward)
     elif prof is None:
-        in_grads = ctx.fn.backward(ctx, g)
+        in_grads = (backward or ctx.fn.backward)(ctx, g)
     else:
-        in_grads = _backward(ctx, g, prof)
+        in_grads = _backward(ctx, g, prof, backward)
     if packed is not None and retain_graph:
         _repack(ctx)
     return in_grads if type(in_grads) is tuple else (in_grads,)
@@ -4284,11 +4286,12 @@ def _run_backward(root, gradient, retain_graph, store=None):
         dtype = g.dtype
         if ctx.device is _META and ctx.fn.meta_gradients:  # shapes, not values: no backward arithmetic
             in_grads = _meta_ops.gradients(ctx)
+        elif ctx.fn.backward_onto is not None and not (node_hooks or _detect_anomaly) and (
+                dtype is _FLOAT32 or dtype is _FLOAT64):  # (float32/float64 only: what backward_onto is for)
+            onto = functools.partial(_backward_onto, grads=grads, summed_here=summed_here)
+            in_grads = onto(ctx, g) if plain else _node_backward(ctx, g, prof, retain_graph, onto)
         elif plain and (dtype is _FLOAT32 or dtype is _FLOAT64):
-            if ctx.fn.backward_onto is None or node_hooks or _detect_anomaly:
-                in_grads = ctx.fn.backward(ctx, g)
-            else:
-                in_grads = _backward_onto(ctx, g, grads, summed_here)
+            in_grads = ctx.fn.backward(ctx, g)
             if type(in_grads) is not tuple:
                 in_grads = (in_grads,)
         elif dtype.kind == "c":

@@ -8,6 +8,8 @@ shared by q, k and v gets ``((((v_lora + v_base) + k_lora) + k_base) + q_lora) +
 ``v + k + q`` of fused sums. Now the engine offers the LoRA node the sum so far (``Function.backward_onto``) and the
 node adds its two parts onto it in torch's order (ops/lora.py's ``LoraLinear.backward_onto``).
 """
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -151,14 +153,16 @@ def _peft_llama_pair(dropout, alpha):
     return theirs, ours
 
 
-def _step(model, wrap, ids, seed, optimizer):
-    """One step: loss, backward, AdamW; returns the loss, the adapters' gradients and their updated values."""
+def _step(model, wrap, ids, seed, optimizer, around=contextlib.nullcontext):
+    """One step: loss, backward, AdamW; returns the loss, the adapters' gradients and their updated values.
+    ``around()``: the context the forward and backward run in."""
     for generator in (torch, ml):  # (dropout's masks: each framework draws them from its global generator)
         generator.manual_seed(seed)
     params = {name: p for name, p in model.named_parameters() if p.requires_grad}
     opt = optimizer(list(params.values()), lr=1e-3, weight_decay=0.01)
-    loss = model(input_ids=wrap(ids), labels=wrap(ids)).loss
-    loss.backward()
+    with around():
+        loss = model(input_ids=wrap(ids), labels=wrap(ids)).loss
+        loss.backward()
     grads = {name: p.grad.numpy().copy() for name, p in params.items()}
     opt.step()
     return loss.item(), grads, {name: p.detach().numpy().copy() for name, p in params.items()}
@@ -182,6 +186,24 @@ def test_lora_step_is_pefts_bit_for_bit(mkl, threads, n_threads, checkpointing, 
     differ = [name for name in grads if not np.array_equal(got_grads[name], grads[name])]
     assert not differ, f"{len(differ)} of {len(grads)} adapter gradients differ: {differ[:3]}"
     assert all(np.array_equal(got_values[name], values[name]) for name in values)
+
+
+def _saved_tensors_kept_as_they_are(autograd):
+    return autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t)
+
+
+# The engine's other way through a node (saved-tensor hooks unpack what it saved; the profiler times it) adds x's
+# parts in the same order
+@pytest.mark.parametrize("around", ["saved_tensors_hooks", "profile"])
+def test_lora_step_bits_under_saved_tensor_hooks_and_the_profiler(mkl, threads, around):
+    threads(1)
+    theirs, ours = _peft_llama_pair(0.0, 16)
+    ids = np.random.default_rng(0).integers(0, 300, (2, 32))
+    ours_around = (lambda: _saved_tensors_kept_as_they_are(ml.autograd)) if around == "saved_tensors_hooks" \
+        else ml.profile
+    _, grads, _ = _step(theirs, torch.as_tensor, ids, 3, torch.optim.AdamW)
+    _, got_grads, _ = _step(ours, ml.tensor, ids, 3, ml.optim.AdamW, ours_around)
+    assert all(np.array_equal(got_grads[name], grads[name]) for name in grads)
 
 
 def test_in_place_add_in_the_c_threads(threads):
