@@ -129,9 +129,9 @@ def _fill(op, p, rows, parts, dtype):
         return False
     if p.split in ("add", "multiply"):  # flat arrays of ``rows`` elements
         # (out may be a itself: each element is read before it is written, so ``a += b`` in place is safe)
-        in_place = p.out.ctypes.data == p.a.ctypes.data
         if not (p.a.ndim == p.b.ndim == p.out.ndim == 1 and p.a.size == p.b.size == p.out.size == rows
-                and all(x.flags.c_contiguous for x in arrays)) or (np.may_share_memory(p.out, p.a) and not in_place):
+                and all(x.flags.c_contiguous for x in arrays)) or (
+                    np.may_share_memory(p.out, p.a) and p.out.ctypes.data != p.a.ctypes.data):
             return False
         op.split, op.is_double = SPLITS[p.split], dtype == np.float64
         op.a, op.b, op.c = p.a.ctypes.data, p.b.ctypes.data, p.out.ctypes.data
