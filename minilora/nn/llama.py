@@ -965,13 +965,13 @@ class LlamaAttention(Module):
         k = ops.rotary_embedding(k, cos, sin)
         if cache is not None:  # attend to the cached positions too
             k, v = cache.update(k, v, self.layer_idx)
-        # Causal: query i (at position Tk - Tq + i) sees keys up to its own position. ``mask`` from
-        # the model already holds that (with padding); without one, Tq == Tk is torch's is_causal,
-        # one new token sees every key, and a chunk after a cache needs the bottom-right bias.
-        mask, tq, tk = attention_mask, q.shape[2], k.shape[2]
+        # Causal: query i (at position Tk - Tq + i) sees keys up to its own position. ``mask`` from the model
+        # holds that (with padding) wherever transformers' model builds one ("eager": always; "sdpa": for a chunk
+        # after a cache or padding). Without one, this layer reads None as transformers' kernels do: "sdpa" is
+        # torch's is_causal for more than one query (top-left), "eager" adds no mask at all (every query sees
+        # every key: a direct call to the layer is not causal there).
+        mask, tq = attention_mask, q.shape[2]
         eager = getattr(self.config, "_attn_implementation", None) == "eager"
-        if mask is None and (1 < tq < tk or (eager and tq > 1)):
-            mask = causal_bias(tq, tk, q.dtype, q.device.xp)
         dropout = self.attention_dropout if self.training else 0.0
         if eager and (output_attentions or self._eager_op_by_op(q)):
             out, weights = _eager_attention(q, k, v, mask, dropout, self.scaling)
@@ -982,7 +982,7 @@ class LlamaAttention(Module):
             # come back per query head, each rounded, and are summed, where GQA (torch's flash kernel, and
             # ops/attention32.py's) adds each query head's products onto the previous ones
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-        out = ops.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and tq == tk,
+        out = ops.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and tq > 1 and not eager,
                                                dropout_p=dropout, enable_gqa=True, scale=self._sdpa_scale())
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1)), None
 
@@ -1438,13 +1438,6 @@ def _check_ids(shape, dtype, name):
                          f"and dtype {dtype} (wrap one sequence as [ids])")
 
 
-def causal_bias(tq, tk, dtype, xp):
-    """[Tq, Tk] to add to attention scores when the Tq queries are the LAST Tq of Tk positions (a KV
-    cache before them): query i sees keys ``j <= Tk - Tq + i`` (0), not the later ones (-inf). This
-    is the bottom-right alignment; torch's ``is_causal`` is top-left (the same when Tq == Tk)."""
-    return xp.asarray(np.where(_causal_allowed(tq, tk), 0, -np.inf).astype(dtype))
-
-
 def _causal_allowed(tq, tk):
     """[Tq, Tk] booleans: True where query i (position Tk - Tq + i) may see key j."""
     return np.arange(tk)[None, :] <= (tk - tq + np.arange(tq))[:, None]
@@ -1457,7 +1450,8 @@ def _in_window(tq, tk, window):
 
 def _attention_bias(attention_mask, shape, past, dtype, xp, implementation=None, sliding_window=None):
     """Padding and causality as one bias to add to the scores, [B, 1, T, past + T], built once per
-    forward for all layers; ``None`` when nothing is padded (the layers then use ``is_causal``).
+    forward for all layers; ``None`` where nothing is padded and the layers read None as causal
+    (``_layers_read_none_as_causal``: then they use ``is_causal``).
     With a ``sliding_window`` (Mistral, Qwen2) a query also sees only the last ``sliding_window``
     positions, its own included (transformers' ``sliding_window_overlay``), once the sequence is longer.
 
@@ -1475,7 +1469,7 @@ def _attention_bias(attention_mask, shape, past, dtype, xp, implementation=None,
         return _user_4d_mask(attention_mask, shape, past, dtype, xp)
     padding = _padding_allowed(attention_mask, shape, past)
     windowed = sliding_window is not None and past + shape[1] > sliding_window  # a key has left some window
-    if padding is None and not windowed:
+    if padding is None and not windowed and _layers_read_none_as_causal(implementation, shape[1], past):
         return None
     allowed = np.ones((1, 1, 1, past + shape[1]), bool) if padding is None else padding[:, None, None, :]
     if shape[1] > 1:  # one query per row needs no causal part: every key is in its past
@@ -1484,6 +1478,13 @@ def _attention_bias(attention_mask, shape, past, dtype, xp, implementation=None,
         allowed = allowed & _in_window(shape[1], past + shape[1], sliding_window)
     fill = np.finfo(dtype).min if _attention_kind(implementation) == "eager" else -np.inf
     return xp.asarray(np.where(allowed, np.array(0, dtype), np.array(fill, dtype)))  # made once, in dtype
+
+
+def _layers_read_none_as_causal(implementation, queries, past):
+    """Whether a layer given no mask attends causally here, so the model may pass None (as transformers' model,
+    whose "sdpa" mask is None for a whole sequence or one new token: torch's is_causal is top-left, wrong for a
+    chunk after a cache; "eager" reads None as no mask at all, so its model always builds one)."""
+    return _attention_kind(implementation) != "eager" and (queries == 1 or past == 0)
 
 
 _ATTENTION_KINDS = (None, "eager", "sdpa")  # None: transformers' default, "sdpa"
