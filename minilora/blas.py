@@ -424,3 +424,37 @@ def _gemm_16bit(a, b, out, alpha, beta):
         result += upcast(out) if beta == 1.0 else beta * upcast(out)
     out[...] = result.astype(out.dtype)
     return out
+
+
+# ---- LAPACK's SVD -------------------------------------------------------------------------------
+_LAPACK_COL_MAJOR = 102
+
+
+@functools.lru_cache(maxsize=None)
+def _lapacke_gesdd(dtype):
+    """MKL's ``LAPACKE_?gesdd`` (float32 's', float64 'd', LP64 integers) with its argument types."""
+    fn = getattr(_mkl_library(), f"LAPACKE_{'s' if dtype == np.float32 else 'd'}gesdd")
+    i32, ptr = ctypes.c_int, ctypes.c_void_p
+    fn.argtypes = [i32, ctypes.c_char, i32, i32, ptr, i32, ptr, ptr, i32, ptr, i32]
+    fn.restype = i32
+    return fn
+
+
+def gesdd(a, full_matrices):
+    """``(U, S, Vh)`` of a finite float32/float64 matrix [m, n] from MKL's divide-and-conquer SVD, as torch's CPU
+    ``linalg.svd`` computes it (a column-major copy to ``?gesdd``); None where MKL is not the library.
+
+    Why: the singular vectors' signs are the LAPACK's choice, and NumPy's (OpenBLAS's) flips some of torch's, so a
+    factorisation built on them (PEFT's PiSSA init, add_weighted_adapter's "svd") held other numbers. Measured
+    against torch 2.13: every bit for m <= n; the same signs and a few ulps apart for m > n."""
+    if library() != "mkl" or a.dtype not in (np.float32, np.float64) or a.ndim != 2:
+        return None
+    m, n = a.shape
+    k = min(m, n)
+    work = np.array(a, order="F")  # (gesdd overwrites its input)
+    U = np.empty((m, m if full_matrices else k), a.dtype, order="F")
+    Vh = np.empty((n if full_matrices else k, n), a.dtype, order="F")
+    S = np.empty(k, a.dtype)
+    info = _lapacke_gesdd(a.dtype.type)(_LAPACK_COL_MAJOR, b"A" if full_matrices else b"S", m, n, work.ctypes.data,
+                                        m, S.ctypes.data, U.ctypes.data, m, Vh.ctypes.data, Vh.shape[0])
+    return None if info != 0 else (U, S, Vh)

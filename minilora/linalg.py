@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from . import amp as _amp, dtypes, ops, return_types
+from . import amp as _amp, blas as _blas, dtypes, ops, return_types
 from .device import holds_no_values as _holds_no_values, unwritten_zeros as _unwritten_zeros, xp_of
 from .factories import contiguous_format, known_layout
 from .tensor import Function, Tensor, name_node, no_forward_formula, share_node
@@ -286,11 +286,32 @@ def _svd_arrays(a, full_matrices):
             U[...] = xp.eye(m, dtype=a.dtype)
             Vh[...] = xp.eye(n, dtype=a.dtype)
         return U, xp.zeros(batch + (k,), a.dtype), Vh
+    by_mkl = _svd_by_mkl(a, full_matrices)
+    if by_mkl is not None:
+        return by_mkl
     try:
         return _lapack(xp.linalg.svd, a, full_matrices)
     except np.linalg.LinAlgError:  # (NumPy: "SVD did not converge"; a batch gets nan factors, as torch's)
         raise LinAlgError("linalg.svd: The algorithm failed to converge because the input matrix contained "
                           "non-finite values.") from None
+
+
+def svd_of_array(a, full_matrices=True):
+    """``torch.linalg.svd``'s ``(U, S, Vh)`` of an array, signs included where MKL is minilora's BLAS (NumPy's
+    LAPACK flips some of them): for the LoRA initialisations and merges that factor a weight as PEFT does."""
+    return _svd_arrays(a, full_matrices)
+
+
+def _svd_by_mkl(a, full_matrices):
+    """Each matrix of a finite host batch through MKL's ``?gesdd`` (torch's LAPACK, so torch's singular vectors'
+    signs: see ``blas.gesdd``), stacked; None where MKL does not take it (NumPy's LAPACK then)."""
+    if not isinstance(a, np.ndarray) or not np.isfinite(a).all():
+        return None
+    matrices = a.reshape((-1,) + a.shape[-2:])
+    factors = [_blas.gesdd(matrix, full_matrices) for matrix in matrices]
+    if any(f is None for f in factors):
+        return None
+    return tuple(np.stack(parts).reshape(a.shape[:-2] + parts[0].shape) for parts in zip(*factors))
 
 
 def svd(A, full_matrices=True, *, driver=None, out=None):

@@ -32,7 +32,7 @@ import warnings
 
 import numpy as np
 
-from .. import dtypes, std_sort
+from .. import dtypes, linalg, std_sort
 from ..device import xp_of
 from .. import random as _random
 from ..tensor import Tensor, _host
@@ -300,7 +300,7 @@ def _svd_factors(kind, layer, adapters, weights, new_rank, density, majority_sig
     # keeps new_rank. (With PEFT's default full_matrices=True its Vh keeps r rows for a B of fewer columns,
     # an adapter whose forward fails; minilora keeps the working narrow pair either way.)
     rank = min(new_rank, *delta.shape)
-    U, S, Vh = np.linalg.svd(delta, full_matrices=full_matrices)
+    U, S, Vh = linalg.svd_of_array(delta, full_matrices=full_matrices)
     U = U[:, :rank] * S[:rank]
     Vh = Vh[:rank, :]
     if clamp is not None:  # clip outliers at the clamp quantile of all factor entries (kohya's svd merge)

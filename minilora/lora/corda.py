@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import linalg
 from ..nn import Linear as _NNLinear
 from ..tensor import Tensor, _host, no_grad
 from .config import CordaConfig
@@ -184,7 +185,7 @@ def _eigens_of_layer(linear):
         if float(np.linalg.norm(C_fixed @ C_inv - identity)) < 0.05:
             break
         damp *= 2
-    U, S, Vh = np.linalg.svd(W @ C_fixed, full_matrices=False)
+    U, S, Vh = linalg.svd_of_array(W @ C_fixed, full_matrices=False)
     V = (Vh @ C_inv).T
     return CordaEigens(S_WC=Tensor(S), U_WC=Tensor(U), V_WC=Tensor(V))
 
