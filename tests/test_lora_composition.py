@@ -13,6 +13,7 @@ peft = pytest.importorskip("peft")
 import torch  # noqa: E402
 
 import minilora as ml  # noqa: E402
+from minilora import blas  # noqa: E402
 from minilora.lora import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 from minilora.lora.compose import dare_linear, prune, ties  # noqa: E402
 from minilora.models import LlamaForCausalLM  # noqa: E402
@@ -65,11 +66,10 @@ CASES = {
 @pytest.mark.parametrize("case", CASES)
 def test_combined_adapter_equals_peft(hf, case, monkeypatch):
     theirs, ours = two_adapter_pair(hf)
-    if "svd_clamp" in CASES[case]:
-        # Singular vectors have a free sign per pair (u_i, v_i); torch's LAPACK and NumPy's pick differently,
-        # and the clamp quantile depends on the signs. PEFT is given NumPy's SVD so the rest can be compared.
-        monkeypatch.setattr(torch.linalg, "svd", lambda a, full_matrices=True, driver=None: tuple(
-            torch.as_tensor(x) for x in np.linalg.svd(a.detach().numpy(), full_matrices=full_matrices)))
+    if "svd_clamp" in CASES[case] and blas.library() != "mkl":
+        # Singular vectors have a free sign per pair (u_i, v_i) and the clamp quantile depends on the signs:
+        # minilora's SVD gives torch's signs through MKL's LAPACK (round 29), NumPy's LAPACK flips some
+        pytest.skip("the clamp's quantile needs torch's singular vectors' signs (MKL's LAPACK)")
     theirs.add_weighted_adapter(["one", "two"], WEIGHTS, "mix", **CASES[case])
     ours.add_weighted_adapter(["one", "two"], WEIGHTS, "mix", **CASES[case])
     ref, got = adapter_weights(theirs, "mix"), adapter_weights(ours, "mix")
@@ -223,19 +223,22 @@ def test_weight_mutating_inits_equal_peft(hf, init, monkeypatch):
 
 
 def test_pissa_takes_the_principal_part_and_leaves_the_residual(hf):
-    _, model = base_pair(hf)  # float64 in minilora
-    W0 = model.model.layers[0].self_attn.q_proj.weight.numpy().copy()
+    # float32 (PEFT refuses PiSSA and OLoRA on a float64 base, and so does minilora since round 29): the
+    # factors and the residual against float64's, to float32's precision (float32's SVD of this weight puts its
+    # rank-2 part up to 4.5e-6 off float64's, 1e-4 relative, seen; a wrong part is off by 1e-2)
+    _, model = float32_pair(hf)
+    W0 = model.model.layers[0].self_attn.q_proj.weight.numpy().astype(np.float64)
     ours = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"], init_lora_weights="pissa"))
     layer = ours.base_model.model.model.layers[0].self_attn.q_proj
     U, S, Vh = np.linalg.svd(W0)
-    assert_close(layer.get_delta_weight("default"), (U[:, :2] * S[:2]) @ Vh[:2], rtol=1e-12, atol=1e-12)
-    assert_close(layer.weight.numpy() + layer.get_delta_weight("default"), W0, rtol=1e-12, atol=1e-12)
+    assert_close(layer.get_delta_weight("default"), (U[:, :2] * S[:2]) @ Vh[:2], rtol=2e-4, atol=1e-5)
+    assert_close(layer.weight.numpy() + layer.get_delta_weight("default"), W0, rtol=2e-4, atol=1e-5)
     Q, R = np.linalg.qr(W0)
-    _, model = base_pair(hf)
+    _, model = float32_pair(hf)
     ours = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"], init_lora_weights="olora"))
     layer = ours.base_model.model.model.layers[0].self_attn.q_proj
-    assert_close(layer.lora_B["default"].weight.numpy(), Q[:, :2], rtol=1e-12, atol=1e-12)
-    assert_close(layer.weight.numpy(), W0 - 2.0 * Q[:, :2] @ R[:2], rtol=1e-12, atol=1e-12)
+    assert_close(layer.lora_B["default"].weight.numpy(), Q[:, :2], rtol=2e-4, atol=1e-5)
+    assert_close(layer.weight.numpy(), W0 - 2.0 * Q[:, :2] @ R[:2], rtol=2e-4, atol=1e-5)
 
 
 def test_gaussian_init_draws_A_with_std_one_over_r(hf):
@@ -257,9 +260,14 @@ def test_bad_init_names_are_refused():
 def test_pissa_adapter_saved_as_plain_lora_for_the_original_base(hf, tmp_path):
     """PEFT's recipe: save the initial adapter (init_lora_weights=True so loading never re-inits), train,
     then save_pretrained(..., path_initial_model_for_weight_conversion=initial): a rank-2r LoRA that PEFT
-    loads on the ORIGINAL base and that gives the trained model's logits (float64 end to end)."""
-    _, model = base_pair(hf)
+    loads on the ORIGINAL base and that gives the trained model's logits (float64 after the PiSSA init, which
+    PEFT and minilora refuse to run on a float64 base)."""
+    _, model = float32_pair(hf)
     ours = get_peft_model(model, LoraConfig(r=2, lora_alpha=3, target_modules=INIT_TARGETS, init_lora_weights="pissa"))
+    ours.double()
+    # the residual W0 - s B0 A0 was rounded to float32 by the init: the original base differs from the trained
+    # model's by that rounding (the logits about 2e-7 apart, seen; a wrong conversion moves them by 1e-2)
+    close = dict(rtol=1e-6, atol=2e-6)
     ours.peft_config["default"].init_lora_weights = True
     ours.save_pretrained(tmp_path / "initial")
     rng = np.random.default_rng(3)
@@ -273,8 +281,8 @@ def test_pissa_adapter_saved_as_plain_lora_for_the_original_base(hf, tmp_path):
     assert json.load(open(tmp_path / "initial" / "adapter_config.json"))["init_lora_weights"] is True
     reference, _ = base_pair(hf)  # the original weights, never mutated
     theirs = peft.PeftModel.from_pretrained(reference, tmp_path / "lora")
-    assert_close(peft_logits(theirs), want, rtol=1e-10, atol=1e-10)
+    assert_close(peft_logits(theirs), want, **close)
     # and PEFT's own conversion file loads into minilora on the original base with the same logits
     _, fresh = base_pair(hf)
     loaded = PeftModel.from_pretrained(fresh, tmp_path / "lora")
-    assert_close(our_logits(loaded), want, rtol=1e-10, atol=1e-10)
+    assert_close(our_logits(loaded), want, **close)

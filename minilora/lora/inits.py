@@ -69,10 +69,24 @@ def _torch_randn(shape, dtype=None):
     return randn(shape, dtype=dtype, device="cpu")._array  # (on the host whatever the default device)
 
 
-def _base_weight(layer):
-    """The base weight on the host, in the dtype the factorisation runs in: float32 for float32, float16
-    and bfloat16 weights (PEFT's ``weight.to(torch.float32)``), float64 for float64 ones."""
+# PEFT's refusals of a base weight outside float32/float16/bfloat16 (float64), by method: it factors in float32
+_NOT_FLOAT32 = {
+    "PiSSA": "Please initialize PiSSA under float32, float16, or bfloat16. Subsequently, re-quantize the residual "
+             "model to help minimize quantization errors.",
+    "CorDA": "Please initialize CorDA under float32, float16, or bfloat16. Subsequently, re-quantize the residual "
+             "model to help minimize quantization errors.",
+    "MiCA": "Please initialize MiCA under float32, float16, or bfloat16.",
+    "OLoRA": "Unsupported data type for the base layer. Got {dtype}.",
+}
+
+
+def _base_weight(layer, method=None):
+    """The base weight on the host in float32, the dtype PEFT factors it in (``weight.to(torch.float32)``).
+    ``method`` names an init that PEFT refuses for a float64 weight (a TypeError in its words), where a float64
+    factorisation would give other numbers than PEFT's float32 one; without it a float64 weight stays float64."""
     W = _host(layer.base_layer.weight._array)
+    if W.dtype == np.float64 and method is not None:
+        raise TypeError(_NOT_FLOAT32[method].format(dtype=f"torch.{W.dtype}"))
     return W.astype(np.float64 if W.dtype == np.float64 else np.float32)
 
 
@@ -100,10 +114,10 @@ def _replace_data(param, factor):
 def pissa_init(layer, adapter_name, init_lora_weights):
     """PiSSA: the adapter gets W0's top-r singular triplets, the base keeps the rest."""
     r, s = layer.r[adapter_name], layer.scaling[adapter_name]
-    W = _base_weight(layer)
+    W = _base_weight(layer, "PiSSA")
     niter = parse_pissa_niter(init_lora_weights)
     if niter is None:
-        U, S, Vh = np.linalg.svd(W, full_matrices=False)
+        U, S, Vh = linalg.svd_of_array(W, full_matrices=False)
         Ur, Sr, Vhr = U[:, :r], S[:r] / s, Vh[:r]
     else:
         Ur, Sr, V = svd_lowrank(W, r, niter=niter)
@@ -133,10 +147,7 @@ def corda_init(layer, adapter_name):
     ``A = sqrt(S / s) V^T``, ``B = U sqrt(S / s)``; the base keeps ``W - s B A``. PEFT's checks and words."""
     r, s = layer.r[adapter_name], layer.scaling[adapter_name]
     linear = layer.base_layer
-    W = _base_weight(layer)  # float32 for float32 and 16-bit weights
-    if W.dtype != np.float32:
-        raise TypeError("Please initialize CorDA under float32, float16, or bfloat16. "
-                        "Subsequently, re-quantize the residual model to help minimize quantization errors.")
+    W = _base_weight(layer, "CorDA")
     eigens = getattr(linear, "eigens", None)
     if eigens is None:
         raise ValueError("`eigens` attribute not found for layer, please run `preprocess_corda` first. "
@@ -216,9 +227,7 @@ def mica_init(layer, adapter_name, freeze_B=True):
     is untouched. A singular vector's sign is LAPACK's choice (NumPy's may differ from torch's MKL): the update
     s B A stays the same as training goes, A's row following its B column's sign."""
     embedding = adapter_name in layer.lora_embedding_A  # (a lora.Embedding's tables; a Linear's dict is empty)
-    W = _base_weight(layer)
-    if W.dtype != np.float32:
-        raise TypeError("Please initialize MiCA under float32, float16, or bfloat16.")
+    W = _base_weight(layer, "MiCA")
     W = W.T if embedding else W
     r = layer.r[adapter_name]
     if r > min(W.shape):  # PEFT's words
@@ -227,7 +236,7 @@ def mica_init(layer, adapter_name, freeze_B=True):
                          f"shape {shape} (max usable r is {min(W.shape)})." if not embedding else
                          f"MiCA requires `r` <= min(num_embeddings, embedding_dim) but got r={r} for an embedding "
                          f"layer with weight shape {shape} (max usable r is {min(W.shape)}).")
-    B = np.linalg.svd(W, full_matrices=False)[0][:, -r:]
+    B = linalg.svd_of_array(W, full_matrices=False)[0][:, -r:]
     A = np.zeros((r, W.shape[1]), np.float32)
     dtype = layer.base_layer.weight.dtype
     if embedding:
@@ -252,7 +261,7 @@ def replace_lora_weights_loftq(peft_model, model_path=None, adapter_name="defaul
 def olora_init(layer, adapter_name):
     """OLoRA: W0 = Q R; the adapter gets Q's first r columns and R's first r rows."""
     r = layer.r[adapter_name]
-    W = _base_weight(layer)
+    W = _base_weight(layer, "OLoRA")
     Q, R = np.linalg.qr(W)
     _write_factors(layer, adapter_name, W, A=R[:r], B=Q[:, :r])
 
