@@ -100,9 +100,10 @@ def _is_16bit(dtype):
 
 def _row_norm(W):
     """``||W[i, :]||`` for every output row i (PEFT's ``torch.linalg.norm(W, dim=1)``; a 16-bit W is summed
-    in float32 and its norm rounded once, as torch's)."""
-    U = dtypes.upcast(W)
-    return xp_of(W).sqrt((U * U).sum(axis=1)).astype(W.dtype, copy=False)
+    in float32 and its norm rounded once, as torch's). torch's norm kernel's order of additions
+    (``ops.reduce.p_norm``): NumPy's pairwise sum put 1 float32 norm in 5 an ulp off, and a float16 DoRA
+    unmerge, dividing by it, a weight or two a step off PEFT's."""
+    return ops.reduce.p_norm(dtypes.upcast(W), 2, (1,))[:, 0].astype(W.dtype, copy=False)
 
 
 def _dora_norm_rounded(W, BA, scaling, dtype):
@@ -114,7 +115,7 @@ def _dora_norm_rounded(W, BA, scaling, dtype):
     def op(a):
         return a.astype(dtype).astype(np.float32)
     weight = op(op(dtypes.upcast(W)) + op(np.float32(scaling) * op(BA)))
-    return op(xp_of(weight).sqrt((weight * weight).sum(axis=1))).astype(dtype)
+    return op(_row_norm(weight)).astype(dtype)
 
 
 def _with_delta(W, delta, unmerge=False, rounded_first=False):
