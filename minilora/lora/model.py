@@ -299,7 +299,8 @@ class LoraModel(_Wrapper):
         config = self._resolve_targets(config)  # PEFT keeps (and resolves) the caller's own config object
         wrapped, targeted = self.wrapped_layer_names(), list(self.targeted_module_names)
         try:
-            self._inject(adapter_name, config, state_dict)
+            with keeping_trainability(self.model, adapter_name):
+                self._inject(adapter_name, config, state_dict)
         except Exception:
             self._roll_back(adapter_name, wrapped, targeted)
             raise
@@ -1286,14 +1287,15 @@ class PeftModel(_Wrapper):
         self._add_adapter(adapter_name, peft_config, low_cpu_mem_usage, autocast_adapter_dtype)
 
     def _add_adapter(self, adapter_name, peft_config, low_cpu_mem_usage, autocast_adapter_dtype):
-        with fork_rng(enabled=low_cpu_mem_usage):
-            self.base_model.inject_adapter(adapter_name, peft_config)
+        with keeping_trainability(self.base_model.model, adapter_name):  # (PEFT's injection does all this inside)
+            with fork_rng(enabled=low_cpu_mem_usage):
+                self.base_model.inject_adapter(adapter_name, peft_config)
+            self.base_model.set_adapter(self.active_adapter if self.active_adapter is not None else adapter_name)
+            if not peft_config.inference_mode:
+                self.base_model.apply_bias_modes()  # after set_adapter, as PEFT's injection
         if low_cpu_mem_usage:
             empty_adapter_weights(self.base_model, adapter_name)
         cast_adapter_dtype(self.base_model, adapter_name, autocast_adapter_dtype)
-        self.base_model.set_adapter(self.active_adapter if self.active_adapter is not None else adapter_name)
-        if not peft_config.inference_mode:
-            self.base_model.apply_bias_modes()  # after set_adapter, as PEFT's injection
 
     def set_adapter(self, adapter_name, inference_mode=False):
         """Make ``adapter_name`` the active adapter and, as PEFT does, trainable (``requires_grad``) --
@@ -1441,6 +1443,20 @@ class PeftModel(_Wrapper):
             self.delete_adapter(adapter_name)  # leave the model as it was: no adapter, no new wrappers
             self.base_model.unwrap_layers_except(wrapped)
             raise
+
+
+@contextlib.contextmanager
+def keeping_trainability(model, adapter_name):
+    """PEFT 0.21's rule for adding an adapter: every parameter already there keeps its ``requires_grad`` (another
+    adapter set trainable, a loaded one frozen, a base weight the user unfroze); only ``adapter_name``'s own new
+    weights get the new adapter's setting. The first adapter is the exception: it freezes the base model."""
+    def is_new(name):
+        return f".{adapter_name}." in name or name.endswith(f".{adapter_name}")
+    first = not any(isinstance(module, BaseTunerLayer) for module in model.modules())
+    kept = [] if first else [(p, p.requires_grad) for name, p in model.named_parameters() if not is_new(name)]
+    yield
+    for parameter, requires_grad in kept:
+        parameter.requires_grad = requires_grad
 
 
 class MixedModel(LoraModel):
