@@ -1,0 +1,236 @@
+"""Round 29: transformers' and PEFT's calls beside transformers / peft themselves -- the leftovers of round 28 and a
+sweep of what PEFT users write (LoraConfig's options, several adapters, merging, loading, saving; most agreed
+already). What differed:
+
+* ``LlamaAttention`` (and the decoder layer) called with ``attention_mask=None`` under "eager": transformers adds no
+  mask at all there (every query sees every key; its model always builds one), minilora attended causally; and a
+  chunk after a cache with no mask is torch's top-left ``is_causal`` under "sdpa", as there;
+* SVD factors: minilora took NumPy's LAPACK, whose singular vectors' signs differ from torch's (MKL's) for some
+  shapes, so PiSSA's init ("pissa", "pissa_niter_K") and ``add_weighted_adapter``'s SVD combinations held other
+  factors than PEFT's (the same product, but other files, and a ``svd_clamp`` that clipped other entries);
+* PiSSA / OLoRA on a float64 base: PEFT's TypeError (it factors in float32), which minilora did not give;
+* a float16 DoRA unmerge a weight or two a step off PEFT's: the row norm's float32 sum in another order;
+* adding (or loading) an adapter changed the trainability of the others: PEFT 0.21 keeps every parameter's
+  ``requires_grad`` as it was (a second trainable adapter, a frozen one, a base weight the user unfroze).
+
+Checked and left alone: transformers' Trainer on SIGTERM dies, as minilora's does; the ``checkpoint-N`` folders it
+leaves are whole (12 runs killed at random times, with and without save_total_limit: every folder held all its
+files, a half-written one only as a hidden staging folder that the next save removes).
+
+Skipped when torch / transformers / peft are not installed."""
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+import minilora as ml  # noqa: E402
+from minilora import blas, models  # noqa: E402
+
+from test_peft_fields_r13 import BASE, LIBRARIES, llama, logits  # noqa: E402
+
+TINY = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=64)
+IDS = [[1, 5, 9, 13, 7, 3], [1, 22, 3, 40, 8, 9]]
+
+needs_mkl = pytest.mark.skipif(blas.library() != "mkl", reason="torch's singular vectors come from MKL's LAPACK")
+
+
+def quietly(run, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return run(*args, **kwargs)
+
+
+# ==================================================================================================
+# Attention without a mask
+# ==================================================================================================
+def llama_pair(implementation):
+    torch.manual_seed(0)
+    theirs = transformers.LlamaForCausalLM(transformers.LlamaConfig(**TINY, attn_implementation=implementation))
+    ours = models.LlamaForCausalLM(models.LlamaConfig(**TINY, attn_implementation=implementation))
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()}, strict=False)
+    return theirs.eval(), ours.eval()
+
+
+def layer_outputs(lib, model, x, past=None):
+    """The first decoder layer's attention and the whole layer on ``x`` with no mask (``past``: a cache holding the
+    keys of a prefix first)."""
+    positions = np.arange(x.shape[1])[None] + (0 if past is None else past.get_seq_length())
+    with lib.no_grad():
+        rotary = model.model.rotary_emb(lib.tensor(x), lib.tensor(positions))
+        layer = model.model.layers[0]
+        attended = layer.self_attn(lib.tensor(x), rotary, None, cache=past)[0]
+        whole = layer(lib.tensor(x), attention_mask=None, position_embeddings=rotary)
+    return attended.numpy(), (whole[0] if isinstance(whole, tuple) else whole).numpy()
+
+
+def test_eager_attention_called_without_a_mask_is_transformers():
+    """No mask at all: not causal (the first three outputs change with the last two keys). The model's logits are
+    causal all the same: its eager mask is built even where nothing is padded."""
+    theirs, ours = llama_pair("eager")
+    x = np.random.RandomState(0).randn(2, 5, 32).astype(np.float32)
+    for got, want in zip(layer_outputs(ml, ours, x), layer_outputs(torch, theirs, x)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(layer_outputs(ml, ours, x)[0][:, :3], layer_outputs(ml, ours, x[:, :3])[0], atol=1e-3)
+    with torch.no_grad():
+        want = theirs(torch.tensor(IDS)).logits.numpy()
+    np.testing.assert_allclose(ours(ml.tensor(IDS)).logits.numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_a_chunk_after_a_cache_without_a_mask_is_transformers(implementation):
+    """Three new tokens after two cached ones, straight into the attention: eager sees every key, sdpa is torch's
+    top-left is_causal (query i sees keys 0..i), as transformers' kernels read a missing mask."""
+    theirs, ours = llama_pair(implementation)
+    x = np.random.RandomState(1).randn(1, 5, 32).astype(np.float32)
+    got = {}
+    for lib, model, cache in ((torch, theirs, transformers.DynamicCache(config=theirs.config)),
+                              (ml, ours, models.DynamicCache(config=ours.config))):
+        layer_outputs(lib, model, x[:, :2], past=cache)
+        got[lib.__name__] = layer_outputs(lib, model, x[:, 2:], past=cache)[0]
+    np.testing.assert_allclose(got["minilora"], got["torch"], rtol=1e-5, atol=1e-6)
+
+
+# ==================================================================================================
+# SVD factors: torch's singular vectors
+# ==================================================================================================
+@needs_mkl
+@pytest.mark.parametrize("shape", [(16, 32), (32, 32), (48, 32), (3, 8, 5)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_linalg_svd_gives_torchs_singular_vectors(shape, dtype):
+    """Every bit of torch's for m <= n; the same signs and a few ulps apart for m > n (measured: 7e-15 / 7e-6)."""
+    a = np.random.RandomState(2).randn(*shape).astype(dtype)
+    for full in (True, False):
+        ours = ml.linalg.svd(ml.tensor(a), full_matrices=full)
+        theirs = torch.linalg.svd(torch.tensor(a), full_matrices=full)
+        for got, want in zip(ours, theirs):
+            if shape[-2] <= shape[-1]:
+                np.testing.assert_array_equal(got.numpy(), want.numpy())
+            else:
+                np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5 if dtype == "float32" else
+                                           1e-13)
+
+
+def peft_pair(config, dtype="float64"):
+    """The tiny Llama with a LoRA adapter from ``config`` in each library ({"torch": model, "minilora": model})."""
+    pair = {}
+    for name, (lib, lib_peft) in LIBRARIES.items():
+        base = llama(lib).to(getattr(lib, dtype))
+        lib.manual_seed(1)
+        pair[name] = quietly(lib_peft.get_peft_model, base, lib_peft.LoraConfig(**dict(BASE, **config)))
+    return pair
+
+
+def assert_same_weights(pair, selected=lambda name: True):
+    theirs = {n: p.detach().numpy() for n, p in pair["torch"].named_parameters() if selected(n)}
+    ours = {n: p.numpy() for n, p in pair["minilora"].named_parameters() if selected(n)}
+    assert sorted(ours) == sorted(theirs) and theirs
+    for name in theirs:
+        np.testing.assert_allclose(ours[name], theirs[name], rtol=2e-4, atol=2e-5, err_msg=name)
+
+
+@needs_mkl
+@pytest.mark.parametrize("init", ["pissa", "pissa_niter_4"])
+def test_pissa_factors_are_pefts(init):
+    """v_proj's [16, 32] weight: NumPy's LAPACK flipped its singular vectors (A and B off by their sign)."""
+    assert_same_weights(peft_pair(dict(init_lora_weights=init), "float32"))
+
+
+@needs_mkl
+@pytest.mark.parametrize("combination", [dict(combination_type="svd"), dict(combination_type="ties_svd", density=0.5),
+                                         dict(combination_type="svd", svd_rank=3, svd_clamp=0.9),
+                                         dict(combination_type="magnitude_prune_svd", density=0.3)])
+def test_svd_combinations_are_pefts_factors(combination):
+    pair = peft_pair({})
+    for name, (lib, lib_peft) in LIBRARIES.items():
+        lib.manual_seed(2)
+        pair[name].add_adapter("other", lib_peft.LoraConfig(**dict(BASE, lora_alpha=6)))
+        quietly(pair[name].add_weighted_adapter, ["default", "other"], [0.7, 0.4], "mix", **combination)
+        pair[name].set_adapter("mix")
+    assert_same_weights(pair, lambda n: ".mix." in n)
+    np.testing.assert_allclose(logits(ml, pair["minilora"]), logits(torch, pair["torch"]), rtol=1e-5, atol=1e-6)
+
+
+# ==================================================================================================
+# PEFT's refusals of a float64 base
+# ==================================================================================================
+@pytest.mark.parametrize("init, words", [("pissa", "Please initialize PiSSA under float32, float16, or bfloat16"),
+                                         ("pissa_niter_2", "Please initialize PiSSA under float32"),
+                                         ("olora", "Unsupported data type for the base layer. Got torch.float64.")])
+def test_weight_mutating_inits_refuse_a_float64_base_as_peft(init, words):
+    for name, (lib, lib_peft) in LIBRARIES.items():
+        with pytest.raises(TypeError, match=words.replace(".", r"\.")):
+            quietly(lib_peft.get_peft_model, llama(lib), lib_peft.LoraConfig(**dict(BASE, init_lora_weights=init)))
+
+
+# ==================================================================================================
+# A float16 DoRA merged and unmerged
+# ==================================================================================================
+@pytest.mark.parametrize("targets", [["q_proj", "v_proj"], ["q_proj", "v_proj", "lm_head"]])
+@pytest.mark.parametrize("safe_merge", [False, True])
+def test_float16_dora_unmerges_to_pefts_bits(targets, safe_merge):
+    pair = peft_pair(dict(use_dora=True, target_modules=targets), "float16")
+    weights = {}
+    for name, model in pair.items():
+        model.merge_adapter(safe_merge=safe_merge)
+        model.unmerge_adapter()
+        weights[name] = {n: p.detach().float().numpy() for n, p in model.named_parameters() if "base_layer" in n}
+    for name, want in weights["torch"].items():
+        np.testing.assert_array_equal(weights["minilora"][name], want, err_msg=name)
+
+
+# ==================================================================================================
+# Adding an adapter keeps the others' trainability
+# ==================================================================================================
+def trainable(model):
+    return sorted(n for n, p in model.named_parameters() if p.requires_grad)
+
+
+def loaded_flow(lib, lib_peft, folder, first_trainable, steps):
+    """A saved adapter loaded as "default", then ``steps``: ("load", name, is_trainable) / ("set", name); the
+    trainable names after each."""
+    model = lib_peft.PeftModel.from_pretrained(llama(lib), str(folder), is_trainable=first_trainable)
+    seen = []
+    for step in steps:
+        if step[0] == "load":
+            model.load_adapter(str(folder), adapter_name=step[1], is_trainable=step[2])
+        else:
+            model.set_adapter(step[1])
+        seen.append(trainable(model))
+    return seen
+
+
+@pytest.mark.parametrize("first_trainable, steps", [
+    (False, [("load", "two", False), ("set", "two"), ("load", "three", True), ("set", "three")]),
+    (True, [("load", "two", True), ("load", "x", False), ("set", "x")]),
+])
+def test_loading_an_adapter_keeps_the_others_trainability_as_peft(tmp_path, first_trainable, steps):
+    seen = {}
+    for name, (lib, lib_peft) in LIBRARIES.items():
+        model = llama(lib)
+        lib.manual_seed(1)
+        quietly(lib_peft.get_peft_model, model, lib_peft.LoraConfig(**BASE)).save_pretrained(str(tmp_path / name))
+        seen[name] = quietly(loaded_flow, lib, lib_peft, tmp_path / name, first_trainable, steps)
+    assert seen["minilora"] == seen["torch"]
+
+
+def unfrozen_norm_then_another(lib, lib_peft, model):
+    model.base_model.model.model.norm.weight.requires_grad_(True)
+    model.add_adapter("b", lib_peft.LoraConfig(**dict(BASE, bias="all")))
+
+
+def frozen_then_an_inference_adapter(lib, lib_peft, model):
+    model.set_requires_grad("default", False)
+    model.add_adapter("b", lib_peft.LoraConfig(**dict(BASE, inference_mode=True)))
+
+
+@pytest.mark.parametrize("flow", [unfrozen_norm_then_another, frozen_then_an_inference_adapter])
+def test_add_adapter_keeps_what_was_trainable_as_peft(flow):
+    pair = peft_pair({})
+    for name, (lib, lib_peft) in LIBRARIES.items():
+        flow(lib, lib_peft, pair[name])
+    assert trainable(pair["minilora"]) == trainable(pair["torch"])
