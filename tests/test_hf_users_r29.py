@@ -9,6 +9,7 @@ already). What differed:
   shapes, so PiSSA's init ("pissa", "pissa_niter_K") and ``add_weighted_adapter``'s SVD combinations held other
   factors than PEFT's (the same product, but other files, and a ``svd_clamp`` that clipped other entries);
 * PiSSA / OLoRA on a float64 base: PEFT's TypeError (it factors in float32), which minilora did not give;
+  ``init_lora_weights="loftq"`` without a ``loftq_config``: PEFT's ValueError in its words (minilora's own before);
 * a float16 DoRA unmerge a weight or two a step off PEFT's: the row norm's float32 sum in another order;
 * adding (or loading) an adapter changed the trainability of the others: PEFT 0.21 keeps every parameter's
   ``requires_grad`` as it was (a second trainable adapter, a frozen one, a base weight the user unfroze).
@@ -234,3 +235,10 @@ def test_add_adapter_keeps_what_was_trainable_as_peft(flow):
     for name, (lib, lib_peft) in LIBRARIES.items():
         flow(lib, lib_peft, pair[name])
     assert trainable(pair["minilora"]) == trainable(pair["torch"])
+
+
+def test_loftq_without_its_config_is_refused_in_pefts_words():
+    """(With a loftq_config minilora's own refusal follows: it has no quantized layers; PEFT needs bitsandbytes.)"""
+    for lib_peft in (peft, ml.lora):
+        with pytest.raises(ValueError, match="^`loftq_config` must be specified when `init_lora_weights` is 'loftq'.$"):
+            lib_peft.LoraConfig(**dict(BASE, init_lora_weights="loftq"))

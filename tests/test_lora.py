@@ -51,7 +51,8 @@ def lora(model, adapter="default", **kw):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(r=0), "positive integer"), (dict(r=2.5), "positive integer"), (dict(r=True), "positive integer"),
     (dict(lora_dropout=1.0), r"\[0, 1\)"), (dict(lora_dropout=-0.1), r"\[0, 1\)"),
-    (dict(bias="some"), "bias must be one of"), (dict(init_lora_weights="loftq"), "not implemented"),
+    (dict(bias="some"), "bias must be one of"), (dict(init_lora_weights="loftq"), "`loftq_config` must be specified"),
+    (dict(init_lora_weights="loftq", loftq_config={"loftq_bits": 4}), "not implemented"),
     (dict(lora_alpha="16"), "finite number"), (dict(target_modules=3), "regex string or a list"),
     (dict(target_modules="q.*", layers_to_transform=[0]), "`target_modules` is a str"),
     (dict(layers_pattern="layers"), "`layers_to_transform` must also be specified"), (dict(rank_pattern={"q": 0}), "positive"),

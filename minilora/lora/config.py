@@ -477,6 +477,8 @@ class LoraConfig(_AdapterConfig):
         for name in ("use_rslora", "use_dora", "use_qalora", "fan_in_fan_out", "ensure_weight_tying"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.init_lora_weights == "loftq" and not self.loftq_config:  # PEFT's refusal, in its words, first
+            raise ValueError("`loftq_config` must be specified when `init_lora_weights` is 'loftq'.")
         if self.init_lora_weights == "loftq":
             raise ValueError("init_lora_weights='loftq' is not implemented in minilora: PEFT's LoftQ quantizes the "
                              "base weights with bitsandbytes (NF4 / int8, on a CUDA device; without bitsandbytes PEFT "
