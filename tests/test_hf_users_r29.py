@@ -19,8 +19,6 @@ leaves are whole (12 runs killed at random times, with and without save_total_li
 files, a half-written one only as a hidden staging folder that the next save removes).
 
 Skipped when torch / transformers / peft are not installed."""
-import warnings
-
 import numpy as np
 import pytest
 
@@ -31,19 +29,11 @@ peft = pytest.importorskip("peft")
 import minilora as ml  # noqa: E402
 from minilora import blas, models  # noqa: E402
 
+from test_hf_offpath_r10 import IDS, TINY  # noqa: E402
+from test_hf_users_r28 import quietly  # noqa: E402
 from test_peft_fields_r13 import BASE, LIBRARIES, llama, logits  # noqa: E402
 
-TINY = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=64)
-IDS = [[1, 5, 9, 13, 7, 3], [1, 22, 3, 40, 8, 9]]
-
 needs_mkl = pytest.mark.skipif(blas.library() != "mkl", reason="torch's singular vectors come from MKL's LAPACK")
-
-
-def quietly(run, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return run(*args, **kwargs)
 
 
 # ==================================================================================================
