@@ -430,24 +430,38 @@ def _gemm_16bit(a, b, out, alpha, beta):
 _LAPACK_COL_MAJOR = 102
 
 
+_I32, _PTR = ctypes.c_int, ctypes.c_void_p
+_LAPACKE_ARGUMENTS = {  # (after the layout) the argument types of the LAPACKE routines minilora calls
+    "gesdd": [ctypes.c_char, _I32, _I32, _PTR, _I32, _PTR, _PTR, _I32, _PTR, _I32],
+    "geqrf": [_I32, _I32, _PTR, _I32, _PTR],
+    "orgqr": [_I32, _I32, _I32, _PTR, _I32, _PTR],
+}
+
+
 @functools.lru_cache(maxsize=None)
-def _lapacke_gesdd(dtype):
-    """MKL's ``LAPACKE_?gesdd`` (float32 's', float64 'd', LP64 integers) with its argument types."""
-    fn = getattr(_mkl_library(), f"LAPACKE_{'s' if dtype == np.float32 else 'd'}gesdd")
-    i32, ptr = ctypes.c_int, ctypes.c_void_p
-    fn.argtypes = [i32, ctypes.c_char, i32, i32, ptr, i32, ptr, ptr, i32, ptr, i32]
-    fn.restype = i32
+def _lapacke(routine, dtype):
+    """MKL's ``LAPACKE_?<routine>`` for float32 ('s') or float64 ('d'), LP64 integers, with its argument types."""
+    fn = getattr(_mkl_library(), f"LAPACKE_{'s' if dtype == np.float32 else 'd'}{routine}")
+    fn.argtypes = [_I32] + _LAPACKE_ARGUMENTS[routine]
+    fn.restype = _I32
     return fn
 
 
+def _lapack_takes(a):
+    """Whether MKL's LAPACK computes this factorisation: MKL is the library, and ``a`` a float32/float64 matrix."""
+    return library() == "mkl" and a.dtype in (np.float32, np.float64) and a.ndim == 2
+
+
+# Measured against torch 2.13 (whose MKL runs its OpenMP layer; minilora's, its sequential one): every bit for
+# m <= n; for m > n the same signs, a few ulps apart -- MKL's sequential layer factors tall panels another way
+# (?geqrf on the GNU or Intel layer, at one thread, gives torch's bits).
 def gesdd(a, full_matrices):
     """``(U, S, Vh)`` of a finite float32/float64 matrix [m, n] from MKL's divide-and-conquer SVD, as torch's CPU
     ``linalg.svd`` computes it (a column-major copy to ``?gesdd``); None where MKL is not the library.
 
     Why: the singular vectors' signs are the LAPACK's choice, and NumPy's (OpenBLAS's) flips some of torch's, so a
-    factorisation built on them (PEFT's PiSSA init, add_weighted_adapter's "svd") held other numbers. Measured
-    against torch 2.13: every bit for m <= n; the same signs and a few ulps apart for m > n."""
-    if library() != "mkl" or a.dtype not in (np.float32, np.float64) or a.ndim != 2:
+    factorisation built on them (PEFT's PiSSA init, add_weighted_adapter's "svd") held other numbers."""
+    if not _lapack_takes(a):
         return None
     m, n = a.shape
     k = min(m, n)
@@ -455,6 +469,26 @@ def gesdd(a, full_matrices):
     U = np.empty((m, m if full_matrices else k), a.dtype, order="F")
     Vh = np.empty((n if full_matrices else k, n), a.dtype, order="F")
     S = np.empty(k, a.dtype)
-    info = _lapacke_gesdd(a.dtype.type)(_LAPACK_COL_MAJOR, b"A" if full_matrices else b"S", m, n, work.ctypes.data,
-                                        m, S.ctypes.data, U.ctypes.data, m, Vh.ctypes.data, Vh.shape[0])
+    info = _lapacke("gesdd", a.dtype.type)(_LAPACK_COL_MAJOR, b"A" if full_matrices else b"S", m, n,
+                                           work.ctypes.data, m, S.ctypes.data, U.ctypes.data, m, Vh.ctypes.data,
+                                           Vh.shape[0])
     return None if info != 0 else (U, S, Vh)
+
+
+def geqrf_orgqr(a, complete):
+    """``(Q, R)`` of a finite float32/float64 matrix [m, n] from MKL's Householder QR, as torch's CPU ``linalg.qr``
+    computes it (``?geqrf``, then ``?orgqr`` forms Q); None where MKL is not the library. ``complete``: Q [m, m]
+    and R [m, n]; else Q [m, k], R [k, n], k = min(m, n). (NumPy's LAPACK: other bits; OLoRA factors a weight so.)"""
+    if not _lapack_takes(a):
+        return None
+    m, n = a.shape
+    k = min(m, n)
+    reflectors, tau = np.array(a, order="F"), np.empty(k, a.dtype)
+    if _lapacke("geqrf", a.dtype.type)(_LAPACK_COL_MAJOR, m, n, reflectors.ctypes.data, m, tau.ctypes.data) != 0:
+        return None
+    columns = m if complete else k
+    Q = np.zeros((m, columns), a.dtype, order="F")
+    Q[:, :min(columns, n)] = reflectors[:, :min(columns, n)]
+    if _lapacke("orgqr", a.dtype.type)(_LAPACK_COL_MAJOR, m, columns, k, Q.ctypes.data, m, tau.ctypes.data) != 0:
+        return None
+    return Q, np.triu(reflectors[:columns])

@@ -286,7 +286,7 @@ def _svd_arrays(a, full_matrices):
             U[...] = xp.eye(m, dtype=a.dtype)
             Vh[...] = xp.eye(n, dtype=a.dtype)
         return U, xp.zeros(batch + (k,), a.dtype), Vh
-    by_mkl = _svd_by_mkl(a, full_matrices)
+    by_mkl = _each_matrix_by_mkl(a, lambda matrix: _blas.gesdd(matrix, full_matrices))
     if by_mkl is not None:
         return by_mkl
     try:
@@ -302,13 +302,13 @@ def svd_of_array(a, full_matrices=True):
     return _svd_arrays(a, full_matrices)
 
 
-def _svd_by_mkl(a, full_matrices):
-    """Each matrix of a finite host batch through MKL's ``?gesdd`` (torch's LAPACK, so torch's singular vectors'
-    signs: see ``blas.gesdd``), stacked; None where MKL does not take it (NumPy's LAPACK then)."""
-    if not isinstance(a, np.ndarray) or not np.isfinite(a).all():
+def _each_matrix_by_mkl(a, factorise):
+    """``factorise`` (``blas.gesdd`` / ``blas.geqrf_orgqr``: MKL's LAPACK, torch's) of each matrix of a finite host
+    batch, its factors stacked; None where MKL does not take it (NumPy's LAPACK then: other bits, other signs)."""
+    if not isinstance(a, np.ndarray) or not a.size or not np.isfinite(a).all():
         return None
     matrices = a.reshape((-1,) + a.shape[-2:])
-    factors = [_blas.gesdd(matrix, full_matrices) for matrix in matrices]
+    factors = [factorise(matrix) for matrix in matrices]
     if any(f is None for f in factors):
         return None
     return tuple(np.stack(parts).reshape(a.shape[:-2] + parts[0].shape) for parts in zip(*factors))
@@ -407,7 +407,14 @@ def _qr_arrays(a, mode):
         batch, (m, n) = a.shape[:-2], a.shape[-2:]
         rows = m if mode == "complete" else min(m, n)
         return _unwritten(batch + (m, rows), batch + (rows, n), dtype=a.dtype)
-    return xp_of(a).linalg.qr(a, mode=mode)
+    by_mkl = _each_matrix_by_mkl(a, lambda matrix: _blas.geqrf_orgqr(matrix, mode == "complete"))
+    return by_mkl if by_mkl is not None else xp_of(a).linalg.qr(a, mode=mode)
+
+
+def qr_of_array(a, mode="reduced"):
+    """``torch.linalg.qr``'s ``(Q, R)`` of an array (MKL's Householder QR where it is minilora's BLAS): for the
+    LoRA initialisations that factor a weight or a random matrix as PEFT does."""
+    return _qr_arrays(a, mode)
 
 
 def _check_qr_differentiable(without_q, complete_and_tall):

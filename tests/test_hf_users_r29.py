@@ -7,7 +7,8 @@ already). What differed:
   chunk after a cache with no mask is torch's top-left ``is_causal`` under "sdpa", as there;
 * SVD factors: minilora took NumPy's LAPACK, whose singular vectors' signs differ from torch's (MKL's) for some
   shapes, so PiSSA's init ("pissa", "pissa_niter_K") and ``add_weighted_adapter``'s SVD combinations held other
-  factors than PEFT's (the same product, but other files, and a ``svd_clamp`` that clipped other entries);
+  factors than PEFT's (the same product, but other files, and a ``svd_clamp`` that clipped other entries); QR
+  too (OLoRA's float16 factors a step off PEFT's here and there): both now MKL's LAPACK, as torch's;
 * PiSSA / OLoRA on a float64 base: PEFT's TypeError (it factors in float32), which minilora did not give;
   ``init_lora_weights="loftq"`` without a ``loftq_config``: PEFT's ValueError in its words (minilora's own before);
 * a float16 DoRA unmerge a weight or two a step off PEFT's: the row norm's float32 sum in another order;
@@ -106,6 +107,16 @@ def test_linalg_svd_gives_torchs_singular_vectors(shape, dtype):
                                            1e-13)
 
 
+@needs_mkl
+@pytest.mark.parametrize("shape", [(16, 32), (32, 32), (3, 5, 8)])
+@pytest.mark.parametrize("mode", ["reduced", "complete"])
+def test_linalg_qr_gives_torchs_factors(shape, mode):
+    """MKL's Householder QR, as torch's: every bit for m <= n (for m > n a few ulps, as NumPy's: see blas.gesdd)."""
+    a = np.random.RandomState(3).randn(*shape).astype(np.float32)
+    for got, want in zip(ml.linalg.qr(ml.tensor(a), mode=mode), torch.linalg.qr(torch.tensor(a), mode=mode)):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
 def peft_pair(config, dtype="float64"):
     """The tiny Llama with a LoRA adapter from ``config`` in each library ({"torch": model, "minilora": model})."""
     pair = {}
@@ -129,6 +140,18 @@ def assert_same_weights(pair, selected=lambda name: True):
 def test_pissa_factors_are_pefts(init):
     """v_proj's [16, 32] weight: NumPy's LAPACK flipped its singular vectors (A and B off by their sign)."""
     assert_same_weights(peft_pair(dict(init_lora_weights=init), "float32"))
+
+
+@needs_mkl
+@pytest.mark.parametrize("init, dtype", [("pissa", "float16"), ("pissa", "bfloat16"), ("olora", "float16")])
+def test_16_bit_pissa_and_olora_are_pefts_bits(init, dtype):
+    """The factors and the residual base weights, every bit (OLoRA's QR in NumPy's LAPACK: 1-2 weights a step
+    off in float16). (pissa_niter_K's QRs are of tall matrices: a few ulps apart, see blas.gesdd.)"""
+    pair = peft_pair(dict(init_lora_weights=init), dtype)
+    weights = {name: {n: p.detach().float().numpy() for n, p in model.named_parameters()} for name, model in
+               pair.items()}
+    for name, want in weights["torch"].items():
+        np.testing.assert_array_equal(weights["minilora"][name], want, err_msg=name)
 
 
 @needs_mkl

@@ -134,7 +134,7 @@ def orthogonal_init(layer, adapter_name):
     r = layer.r[adapter_name]
     if r % 2 != 0:  # PEFT's words
         raise ValueError(f"Orthogonal initialization requires the LoRA rank to be even, got {r} instead.")
-    Q = np.linalg.qr(_torch_randn((r, r), np.float32))[0]
+    Q = linalg.qr_of_array(_torch_randn((r, r), np.float32))[0]
     A = (_torch_randn((layer.in_features, r // 2), np.float32) @ Q[0::2]).T / np.float32(10)
     B = _torch_randn((r // 2, layer.out_features), np.float32).T @ Q[1::2] / np.float32(10)
     for table, value in ((layer.lora_A, A), (layer.lora_B, B)):
@@ -262,7 +262,7 @@ def olora_init(layer, adapter_name):
     """OLoRA: W0 = Q R; the adapter gets Q's first r columns and R's first r rows."""
     r = layer.r[adapter_name]
     W = _base_weight(layer, "OLoRA")
-    Q, R = np.linalg.qr(W)
+    Q, R = linalg.qr_of_array(W)
     _write_factors(layer, adapter_name, W, A=R[:r], B=Q[:, :r])
 
 
