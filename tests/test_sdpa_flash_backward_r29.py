@@ -100,6 +100,27 @@ def test_nan_and_inf_inputs_give_torchs_values(dtype):
             assert np.array_equal(a, b, equal_nan=True), (where, value, causal, name)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_kernels_take_the_numpy_steps(dtype):
+    """native/float32_kernels.c's forward and backward (MKL's ?gemm called from C) and the NumPy steps of
+    ops/attention32.py (``numpy_port``: no compiled code): the same bits, NaNs, masks, GQA and causal blocks
+    included."""
+    from minilora import float32_math
+    from minilora.ops import attention32
+    for b, hq, hkv, tq, tk, d, causal, mask in [(2, 4, 2, 40, 45, 20, False, "float"), (1, 2, 1, 70, 530, 8, True, None),
+                                                (1, 2, 2, 33, 37, 16, True, "bool")]:
+        q, k, v, grad, mask = _inputs(dtype, b, hq, hkv, tq, tk, d, mask, seed=tq, projection_layout=True)
+        q[0, 0, 3, 1] = np.nan
+        bias = None if mask is None else np.where(mask, 0, -np.inf).astype(dtype) if mask.dtype == bool else mask
+        scale = dtype(0.3)
+        results = []
+        for port in (False, True):
+            with float32_math.numpy_port() if port else ml.no_grad():
+                out, lse = attention32.flash_forward(q, k, v, bias, scale, causal)
+                results.append((out, lse, *attention32.flash_backward(grad, q, k, v, out, lse, bias, scale, causal)))
+        assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(*results))
+
+
 def test_checkpointed_attention_has_torchs_gradients():
     """A checkpoint's first run (no grad) and its recomputation take the same kernel: torch's gradients (before:
     the fused node in both, an ulp or so off)."""

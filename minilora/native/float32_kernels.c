@@ -663,6 +663,176 @@ void ml_flash_exp_sum64(const double *x, double *e, double *totals, size_t rows,
     }
 }
 
+/* ---- torch's CPU flash-attention backward (minilora/ops/attention32.py's flash_backward, step for step) ----
+ * Batch elements [0, dims[0]), each query head in turn (a group of them shares key/value head j / group, so their
+ * dk, dv are added one after the other, as the kernel's loop). Per block of dims[6] queries: rowsum(dO * out) in
+ * vector lanes (attention32._rows_dot); per block of 512 keys (only those a causal query block sees): the weights
+ * exp(scale * q k^T + bias - lse) with SLEEF's exp, 0 after a query's position where causal, and MKL's four
+ * products added into dv, dq, dk, called as the kernel calls them (``gemm``: blas.gemm_address's CBLAS ?gemm).
+ * dims: batch, query heads, key/value heads, Tq, Tk, head size, query block, causal, lanes. strides (elements):
+ * [batch, head, row] of q, k, v, dO, out, lse, then [batch, head, row, key] of the bias (NULL: none). dq, dk, dv:
+ * C-contiguous [batch, heads, rows, head size], zeros on entry. */
+#include <stdlib.h>
+
+enum { FLASH_ROW_MAJOR = 101, FLASH_NO_TRANS = 111, FLASH_TRANS = 112, FLASH_KV_BLOCK = 512 };
+
+#define FLASH_BACKWARD(NAME, T, EXP, PAIRWISE)                                                                        \
+typedef void (*NAME##_gemm)(int, int, int, int64_t, int64_t, int64_t, T, const T *, int64_t, const T *, int64_t, T, \
+                            T *, int64_t);                                                                          \
+                                                                                                                    \
+static T NAME##_rows_dot(const T *a, const T *b, int64_t n, int64_t lanes) {                                        \
+    T acc[16], total;                                                                                               \
+    if (n < lanes) {                                                                                                \
+        total = a[0] * b[0];                                                                                        \
+        for (int64_t i = 1; i < n; i++) total += a[i] * b[i];                                                       \
+        return total;                                                                                               \
+    }                                                                                                               \
+    int64_t tail = n % lanes;                                                                                       \
+    for (int64_t l = 0; l < lanes; l++) acc[l] = a[l] * b[l];                                                       \
+    for (int64_t s = lanes; s + lanes <= n; s += lanes)                                                             \
+        for (int64_t l = 0; l < lanes; l++) acc[l] += a[s + l] * b[s + l];                                          \
+    for (int64_t l = 0; l < tail; l++) acc[l] += a[n - tail + l] * b[n - tail + l];                                 \
+    if (PAIRWISE) {                                                                                                 \
+        for (int64_t shift = lanes / 2; shift >= 1; shift /= 2) {                                                   \
+            T folded[16];                                                                                           \
+            for (int64_t l = 0; l < lanes; l++) folded[l] = acc[l] + acc[l ^ shift];                                \
+            memcpy(acc, folded, sizeof folded);                                                                     \
+        }                                                                                                           \
+        return acc[0];                                                                                              \
+    }                                                                                                               \
+    total = acc[0];                                                                                                 \
+    for (int64_t l = 1; l < lanes; l++) total += acc[l];                                                            \
+    return total;                                                                                                   \
+}                                                                                                                   \
+                                                                                                                    \
+void NAME(const void *gemm_address, const int64_t *dims, const int64_t *strides, const T *scale_at, const T *q,     \
+          const T *k, const T *v, const T *g, const T *out, const T *lse, const T *bias, T *dq, T *dk, T *dv) {     \
+    NAME##_gemm gemm = (NAME##_gemm)gemm_address;                                                                   \
+    int64_t batch = dims[0], hq = dims[1], hkv = dims[2], tq = dims[3], tk = dims[4], d = dims[5], step = dims[6];  \
+    int64_t causal = dims[7], lanes = dims[8], group = hq / hkv, kv_split = tk < FLASH_KV_BLOCK ? tk : FLASH_KV_BLOCK;\
+    const int64_t *sq = strides, *sk = strides + 3, *sv = strides + 6, *sg = strides + 9, *so = strides + 12;       \
+    const int64_t *sl = strides + 15, *sb = strides + 18;                                                           \
+    T scale = *scale_at, *weights = malloc(sizeof(T) * (2 * step * kv_split + step));                               \
+    T *score_grads = weights + step * kv_split, *row_dots = score_grads + step * kv_split;                          \
+    if (weights == NULL) return;                                                                                    \
+    for (int64_t b = 0; b < batch; b++)                                                                             \
+        for (int64_t j = 0; j < hq; j++) {                                                                          \
+            int64_t h = j / group;                                                                                  \
+            const T *qh = q + b * sq[0] + j * sq[1], *kh = k + b * sk[0] + h * sk[1], *vh = v + b * sv[0] + h * sv[1];\
+            const T *gh = g + b * sg[0] + j * sg[1], *oh = out + b * so[0] + j * so[1], *lh = lse + b * sl[0] + j * sl[1];\
+            const T *bh = bias == NULL ? NULL : bias + b * sb[0] + j * sb[1];                                       \
+            T *dqh = dq + (b * hq + j) * tq * d, *dkh = dk + (b * hkv + h) * tk * d, *dvh = dv + (b * hkv + h) * tk * d;\
+            for (int64_t m = 0; m < tq; m += step) {                                                                \
+                int64_t nq = tq - m < step ? tq - m : step, num_keys = causal && m + nq < tk ? m + nq : tk;         \
+                for (int64_t r = 0; r < nq; r++)                                                                    \
+                    row_dots[r] = NAME##_rows_dot(gh + (m + r) * sg[2], oh + (m + r) * so[2], d, lanes);            \
+                for (int64_t n = 0; n < num_keys; n += kv_split) {                                                  \
+                    int64_t nk = tk - n < kv_split ? tk - n : kv_split;                                             \
+                    gemm(FLASH_ROW_MAJOR, FLASH_NO_TRANS, FLASH_TRANS, nq, nk, d, scale, qh + m * sq[2], sq[2],     \
+                         kh + n * sk[2], sk[2], 0, weights, nk);                                                    \
+                    for (int64_t r = 0; r < nq; r++) {                                                              \
+                        T *row = weights + r * nk, normalizer = lh[(m + r) * sl[2]];                                \
+                        if (bh != NULL)                                                                             \
+                            for (int64_t c = 0; c < nk; c++) row[c] += bh[(m + r) * sb[2] + (n + c) * sb[3]];       \
+                        for (int64_t c = 0; c < nk; c++) row[c] = EXP(row[c] - normalizer);  /* (vectorized) */     \
+                        for (int64_t c = causal && m + r - n + 1 > 0 ? m + r - n + 1 : nk; c < nk; c++) row[c] = 0; \
+                    }                                                                                               \
+                    gemm(FLASH_ROW_MAJOR, FLASH_TRANS, FLASH_NO_TRANS, nk, d, nq, 1, weights, nk, gh + m * sg[2],   \
+                         sg[2], 1, dvh + n * d, d);                                                                 \
+                    gemm(FLASH_ROW_MAJOR, FLASH_NO_TRANS, FLASH_TRANS, nq, nk, d, 1, gh + m * sg[2], sg[2],         \
+                         vh + n * sv[2], sv[2], 0, score_grads, nk);                                                \
+                    for (int64_t r = 0; r < nq; r++)                                                                \
+                        for (int64_t c = 0; c < nk; c++)                                                            \
+                            score_grads[r * nk + c] = weights[r * nk + c] * (score_grads[r * nk + c] - row_dots[r]);\
+                    gemm(FLASH_ROW_MAJOR, FLASH_NO_TRANS, FLASH_NO_TRANS, nq, d, nk, scale, score_grads, nk,        \
+                         kh + n * sk[2], sk[2], 1, dqh + m * d, d);                                                 \
+                    gemm(FLASH_ROW_MAJOR, FLASH_TRANS, FLASH_NO_TRANS, nk, d, nq, scale, score_grads, nk,           \
+                         qh + m * sq[2], sq[2], 1, dkh + n * d, d);                                                 \
+                }                                                                                                   \
+            }                                                                                                       \
+        }                                                                                                           \
+    free(weights);                                                                                                  \
+}
+
+FLASH_BACKWARD(ml_flash_backward, float, sleef_exp, 1)
+FLASH_BACKWARD(ml_flash_backward64, double, sleef_exp64, 0)
+typedef ml_flash_backward_gemm ml_flash_backward_gemm_of_float;
+typedef ml_flash_backward64_gemm ml_flash_backward_gemm_of_double;
+
+/* ---- and its forward (attention32.flash_forward, step for step): per (batch, query head, block of queries), the
+ * blocks of keys in turn with the running max ``top``, sum and ``dst`` of the online softmax; out = dst * (1 / sum)
+ * and the logsumexp top + log(sum). dims: as the backward's, then whether a * b + c is fused (FMA targets). strides:
+ * [batch, head, row] of q, k, v, then the bias's four. out: C-contiguous [batch, heads, rows, head size]; lse:
+ * [batch, heads, rows]. A NaN propagates through the maxima as NumPy's maximum does. */
+#define FLASH_FORWARD(NAME, T, EXP_SUM, SCALAR_EXP, LOG, FMA)                                                        \
+static T NAME##_fma(int fused, T a, T b, T c) { return fused ? FMA(a, b, c) : a * b + c; }                          \
+                                                                                                                    \
+static T NAME##_max(T a, T b) { return isnan(a) || a >= b ? a : b; }  /* (b NaN: a >= b is false) */                \
+                                                                                                                    \
+void NAME(const void *gemm_address, const int64_t *dims, const int64_t *strides, const T *scale_at, const T *q,     \
+          const T *k, const T *v, const T *bias, T *out, T *lse) {                                                  \
+    ml_flash_backward##_gemm_of_##T gemm = (ml_flash_backward##_gemm_of_##T)gemm_address;                           \
+    int64_t batch = dims[0], hq = dims[1], hkv = dims[2], tq = dims[3], tk = dims[4], d = dims[5], step = dims[6];  \
+    int64_t causal = dims[7], lanes = dims[8], fused = dims[9], group = hq / hkv;                                   \
+    int64_t kv_split = tk < FLASH_KV_BLOCK ? tk : FLASH_KV_BLOCK;                                                   \
+    const int64_t *sq = strides, *sk = strides + 3, *sv = strides + 6, *sb = strides + 9;                           \
+    T scale = *scale_at, *scores = malloc(sizeof(T) * (2 * step * kv_split + step * (d + 4)));                      \
+    if (scores == NULL) return;                                                                                     \
+    T *e = scores + step * kv_split, *dst = e + step * kv_split, *top = dst + step * d, *total = top + step;        \
+    T *block_total = total + step, *rescale = block_total + step;                                                   \
+    for (int64_t b = 0; b < batch; b++)                                                                             \
+        for (int64_t j = 0; j < hq; j++) {                                                                          \
+            int64_t h = j / group;                                                                                  \
+            const T *qh = q + b * sq[0] + j * sq[1], *kh = k + b * sk[0] + h * sk[1], *vh = v + b * sv[0] + h * sv[1];\
+            const T *bh = bias == NULL ? NULL : bias + b * sb[0] + j * sb[1];                                       \
+            T *outh = out + (b * hq + j) * tq * d, *lseh = lse + (b * hq + j) * tq;                                 \
+            for (int64_t m = 0; m < tq; m += step) {                                                                \
+                int64_t nq = tq - m < step ? tq - m : step, num_keys = causal && m + nq < tk ? m + nq : tk;         \
+                for (int64_t r = 0; r < nq; r++) top[r] = -INFINITY, total[r] = 0;                                  \
+                for (int64_t n = 0; n < num_keys; n += kv_split) {                                                  \
+                    int64_t nk = tk - n < kv_split ? tk - n : kv_split;                                             \
+                    gemm(FLASH_ROW_MAJOR, FLASH_NO_TRANS, FLASH_TRANS, nq, nk, d, 1, qh + m * sq[2], sq[2],         \
+                         kh + n * sk[2], sk[2], 0, scores, nk);                                                     \
+                    for (int64_t r = 0; r < nq; r++) {                                                              \
+                        T *row = scores + r * nk, row_top;                                                          \
+                        for (int64_t c = causal && m + r - n + 1 > 0 ? m + r - n + 1 : nk; c < nk; c++)             \
+                            row[c] = -INFINITY;                                                                     \
+                        if (bh == NULL)                                                                             \
+                            for (int64_t c = 0; c < nk; c++) row[c] *= scale;                                       \
+                        else                                                                                        \
+                            for (int64_t c = 0; c < nk; c++)                                                        \
+                                row[c] = NAME##_fma(fused, scale, row[c], bh[(m + r) * sb[2] + (n + c) * sb[3]]);   \
+                        row_top = row[0];                                                                           \
+                        for (int64_t c = 1; c < nk; c++) row_top = NAME##_max(row_top, row[c]);                     \
+                        row_top = isnan(top[r]) ? top[r] : NAME##_max(row_top, top[r]);                             \
+                        int live = row_top != -INFINITY;  /* (no key yet: weights 0, max and sum as they were) */  \
+                        for (int64_t c = 0; c < nk; c++) row[c] -= live ? row_top : 0;                              \
+                        EXP_SUM(row, e + r * nk, block_total + r, 1, nk, lanes);                                    \
+                        if (!live) memset(e + r * nk, 0, sizeof(T) * nk);                                           \
+                        rescale[r] = SCALAR_EXP(live ? top[r] - row_top : 0);                                       \
+                        if (live) total[r] = NAME##_fma(fused, rescale[r], total[r], block_total[r]);               \
+                        top[r] = row_top;                                                                           \
+                        if (n)                                                                                      \
+                            for (int64_t c = 0; c < d; c++) dst[r * d + c] *= rescale[r];                           \
+                    }                                                                                               \
+                    gemm(FLASH_ROW_MAJOR, FLASH_NO_TRANS, FLASH_NO_TRANS, nq, d, nk, 1, e, nk, vh + n * sv[2],      \
+                         sv[2], n ? 1 : 0, dst, d);                                                                 \
+                }                                                                                                   \
+                for (int64_t r = 0; r < nq; r++) {                                                                  \
+                    T sum = total[r] == 0 ? 1 : total[r], reciprocal = (T)1 / sum;  /* (no key: output 0) */        \
+                    for (int64_t c = 0; c < d; c++) outh[(m + r) * d + c] = dst[r * d + c] * reciprocal;            \
+                    lseh[m + r] = (top[r] == -INFINITY ? 0 : top[r]) + LOG(sum);                                    \
+                }                                                                                                   \
+            }                                                                                                       \
+        }                                                                                                           \
+    free(scores);                                                                                                   \
+}
+
+static float flash_expf(float x) { return (float)exp((double)x); }  /* (the kernel's expf: correctly rounded) */
+
+FLASH_FORWARD(ml_flash_forward, float, ml_flash_exp_sum, flash_expf, logf, fmaf)
+FLASH_FORWARD(ml_flash_forward64, double, ml_flash_exp_sum64, exp, log, fma)
+
 static const double EXP2_64_POLY[10] = {
     0.4434359082926529454e-9, 0.7073164598085707425e-8, 0.1017819260921760451e-6, 0.1321543872511327615e-5,
     0.1525273353517584730e-4, 0.1540353045101147808e-3, 0.1333355814670499073e-2, 0.9618129107597600536e-2,

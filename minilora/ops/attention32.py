@@ -15,7 +15,9 @@ block of queries (32, 64 or 256 rows by the query length) and of 512 keys it com
 
 and at the end ``out = dst * (1 / sum)`` and the logsumexp ``top + log(sum)`` it saves for the backward
 (``flash_backward``: the weights recomputed from it per block, the gradients added up block by block with MKL's
-products; training, a checkpoint's two runs and inference all take these steps). The lane sums: float32's 16
+products; training, a checkpoint's two runs and inference all take these steps). Both run compiled where
+native/float32_kernels.c builds (the same steps in C, calling MKL's ?gemm itself: NumPy's cost per block of queries
+made a training step's attention ~3x torch's) and as the NumPy steps below elsewhere. The lane sums: float32's 16
 lanes (AVX-512) folded pairwise (i + i^8, ^4, ^2, ^1), float64's 8 lanes added in order, then the tail elements in
 order. Every step was found by comparing
 with torch's outputs (the products are MKL's own calls, so they need no model: only the kernel's block shapes).
@@ -200,6 +202,9 @@ def flash_forward(q, k, v, bias, scale, causal=False):
     step = min(_q_block(q.shape[2]), q.shape[2])
     if bias is not None:
         bias = np.broadcast_to(bias, (*rows, tk)).astype(q.dtype, copy=False)
+    compiled = _forward_natively(q, k, v, bias, scale, causal, step) if v.shape[-1] == q.shape[-1] else None
+    if compiled is not None:
+        return compiled
     top = np.full(rows, -np.inf, q.dtype)
     total = np.zeros(rows, q.dtype)
     dst = np.empty((*rows, v.shape[-1]), q.dtype)
@@ -277,6 +282,8 @@ def flash_backward(g, q, k, v, out, lse, bias, scale, causal=False):
     if bias is not None:
         bias = np.broadcast_to(bias, (*q.shape[:-1], tk)).astype(q.dtype, copy=False)
     dq, dk, dv = np.zeros(q.shape, q.dtype), np.zeros(k.shape, q.dtype), np.zeros(v.shape, q.dtype)
+    if _backward_natively(g, q, k, v, out, lse, bias, scale, causal, step, dq, dk, dv):
+        return dq, dk, dv
     row_dots = _rows_dot(g, out)
     with np.errstate(invalid="ignore", over="ignore"):
         for head in range(group):
@@ -289,6 +296,55 @@ def flash_backward(g, q, k, v, out, lse, bias, scale, causal=False):
                                     None if bias is None else bias[rows][..., keys[-1]], scale,
                                     dq[rows], dk[keys], dv[keys], (m, n) if causal else None)
     return dq, dk, dv
+
+
+def _backward_natively(g, q, k, v, out, lse, bias, scale, causal, step, dq, dk, dv):
+    """``flash_backward``'s loops by their compiled twin (native/float32_kernels.c: the same steps, MKL's ?gemm
+    called from C, SLEEF's exp, without NumPy's cost per block); False where it cannot run (``_native_kernel``)."""
+    native = _native_kernel("ml_flash_backward", q, k, v, g, out)
+    if native is None:
+        return False
+    kernel, gemm = native
+    dims, strides, scale = _native_shapes(q, k, step, causal, (q, k, v, g, out, lse), bias, scale)
+    kernel(gemm, dims.ctypes.data, strides.ctypes.data, scale.ctypes.data,
+           *(a.ctypes.data for a in (q, k, v, g, out, lse)), None if bias is None else bias.ctypes.data,
+           dq.ctypes.data, dk.ctypes.data, dv.ctypes.data)
+    return True
+
+
+def _forward_natively(q, k, v, bias, scale, causal, step):
+    """``flash_forward`` by its compiled twin (as ``_backward_natively``): (out, lse), or None."""
+    native = _native_kernel("ml_flash_forward", q, k, v)
+    if native is None:
+        return None
+    kernel, gemm = native
+    dims, strides, scale = _native_shapes(q, k, step, causal, (q, k, v), bias, scale, float32_math.FUSED_MULTIPLY_ADD)
+    out, lse = np.empty(q.shape, q.dtype), np.empty(q.shape[:-1], q.dtype)
+    kernel(gemm, dims.ctypes.data, strides.ctypes.data, scale.ctypes.data, q.ctypes.data, k.ctypes.data,
+           v.ctypes.data, None if bias is None else bias.ctypes.data, out.ctypes.data, lse.ctypes.data)
+    return out, lse
+
+
+def _native_kernel(name, q, *operands):
+    """(the compiled kernel ``name`` for q's dtype, MKL's ?gemm address), or None where it is not built, in torch's
+    "default" build (its exp is C's), with no head size, or where an operand's rows are not dense (NumPy runs)."""
+    library, gemm = float32_math._native_library(), blas.gemm_address(q.dtype)
+    if (library is None or gemm is None or float32_math.CPU_CAPABILITY == "default" or q.shape[-1] == 0
+            or any(a.strides[-1] != a.itemsize for a in (q, *operands))):
+        return None
+    return getattr(library, name if q.dtype == _F32 else name + "64"), gemm
+
+
+def _native_shapes(q, k, step, causal, operands, bias, scale, *flags):
+    """The compiled kernels' ``dims`` (sizes, the query block, causal, lanes, ``flags``), ``strides`` ([batch, head,
+    row] of each operand, then the bias's four) and the scale, as arrays."""
+    lanes = _LANES if q.dtype == _F32 else _LANES // 2
+    dims = np.array([*q.shape[:2], k.shape[1], q.shape[2], k.shape[2], q.shape[3], step, causal, lanes, *flags],
+                    np.int64)
+    bias_strides = (0,) * 4 if bias is None else bias.strides
+    strides = np.array([s // q.itemsize for a in operands for s in a.strides[:3]]
+                       + [s // q.itemsize for s in bias_strides], np.int64)
+    return dims, strides, np.array(scale, q.dtype)
 
 
 def _block_backward(g, q, k, v, lse, row_dots, bias, scale, dq, dk, dv, causal_origin):
