@@ -68,8 +68,8 @@ class Product:
     the block's), the block's share of a sum over rows into ``out[block]`` (``split="sum"``: a is
     ``[M, rows]``, b ``[rows, N]``, out ``[parts, M, N]``), ``out[rows] *= alpha`` (``split="scale"``),
     the whole product in block ``block`` alone (``split="whole"``: products that run side by side), or no
-    product: ``out = a + b`` / ``a * b`` on the block's elements of flat arrays (``split="add"``, ``"multiply"``;
-    ``out`` may be ``a`` itself: in place)."""
+    product: ``out = a + b`` / ``a * b`` on the block's elements of flat arrays, or its rows of 2-D ones
+    (``split="add"``, ``"multiply"``; ``out`` may be ``a`` itself: in place)."""
 
     __slots__ = ("a", "b", "out", "alpha", "beta", "split", "block")
 
@@ -127,13 +127,14 @@ def _fill(op, p, rows, parts, dtype):
     arrays = (p.out,) if p.split == "scale" else (p.a, p.b, p.out)
     if any(type(x) is not np.ndarray or x.dtype != dtype or not x.flags.aligned for x in arrays):
         return False
-    if p.split in ("add", "multiply"):  # flat arrays of ``rows`` elements
+    if p.split in ("add", "multiply"):  # flat arrays of ``rows`` elements, or [rows, N] arrays (a block: its rows)
         # (out may be a itself: each element is read before it is written, so ``a += b`` in place is safe)
-        if not (p.a.ndim == p.b.ndim == p.out.ndim == 1 and p.a.size == p.b.size == p.out.size == rows
-                and all(x.flags.c_contiguous for x in arrays)) or (
+        if not (p.a.ndim == p.b.ndim == p.out.ndim in (1, 2) and p.a.shape == p.b.shape == p.out.shape
+                and len(p.a) == rows and all(x.flags.c_contiguous for x in arrays)) or (
                     np.may_share_memory(p.out, p.a) and p.out.ctypes.data != p.a.ctypes.data):
             return False
         op.split, op.is_double = SPLITS[p.split], dtype == np.float64
+        op.N = 1 if p.a.ndim == 1 else p.a.shape[1]
         op.a, op.b, op.c = p.a.ctypes.data, p.b.ctypes.data, p.out.ctypes.data
         return not np.may_share_memory(p.out, p.b)
     out = p.out[0] if p.split == "sum" else p.out

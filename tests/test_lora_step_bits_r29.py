@@ -207,7 +207,8 @@ def test_lora_step_bits_under_saved_tensor_hooks_and_the_profiler(mkl, threads, 
 
 
 def test_in_place_add_in_the_c_threads(threads):
-    """``parallel.add_``: ``a += b`` split across the threads (gemm_pool's add with out = a), a's own array."""
+    """``parallel.add_``: ``a += b`` split across the threads (gemm_pool's add with out = a), a's own array; and the
+    add as a step of a job's blocks of rows (a LoRA layer's backward_onto adds each block's rows in its core's cache)."""
     threads(2)
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((512, 300)).astype(np.float32) for _ in range(2))
@@ -215,3 +216,7 @@ def test_in_place_add_in_the_c_threads(threads):
     address = a.ctypes.data
     result = parallel.add_(a, b)
     assert result is a and a.ctypes.data == address and np.array_equal(a, expected)
+    if not ml.gemm_pool.available():
+        pytest.skip("no C threads here (MINILORA_GEMM_POOL=0 or no compiler)")
+    rows_added = parallel.products_run(len(a), [ml.gemm_pool.Product(a, b, a, split="add")], work_per_row=10**6)
+    assert rows_added and np.array_equal(a, expected + b)

@@ -42,7 +42,7 @@ enum { SPLIT_ROWS = 0,  /* block i computes rows [n i / parts, n (i+1) / parts) 
        SPLIT_SUM = 1,   /* block i sums over k in that range into its own partial C: c + i * c_part */
        SCALE_ROWS = 2,  /* block i multiplies those rows of C by alpha (no product: M, N give C's shape) */
        WHOLE = 3,       /* the whole product, in block ``block`` only (products that run side by side) */
-       ADD_ROWS = 4,    /* c = a + b over block i's elements of flat arrays (no product) */
+       ADD_ROWS = 4,    /* c = a + b over block i's elements of flat arrays, or its rows of N elements (no product) */
        MULTIPLY_ROWS = 5, /* c = a * b, likewise */
        ROW_KERNEL = 6     /* kernel(kernel_args, first, last): a compiled function of another library on the block's rows */
 };
@@ -122,9 +122,14 @@ static void gemm(const ml_job *j, const ml_product *p, int64_t M, int64_t K, con
                              b, p->ldb, (float)p->beta, c, p->ldc);
 }
 
-/* NumPy's add / multiply of two flat arrays, on elements [first, last): IEEE operations, the same numbers. */
+/* NumPy's add / multiply of two flat arrays, on elements [first, last) -- or rows [first, last) of N elements each,
+ * where N is not 1 (arrays of a job's rows): IEEE operations, the same numbers. c may be a (in place). */
 static void elementwise(const ml_product *p, int64_t first, int64_t last) {
     int add = p->split == ADD_ROWS;
+    if (p->N != 1) {
+        first *= p->N;
+        last *= p->N;
+    }
     if (p->is_double) {
         const double *a = (const double *)p->a, *b = (const double *)p->b;
         double *c = (double *)p->c;

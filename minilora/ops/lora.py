@@ -174,7 +174,8 @@ def _sums_over_all_rows():
 
 def _backward_in_c_threads(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB, work, onto=None):
     """``(dA, dB)`` of _lora_backward_rows (and V, dX filled) from C threads; None: not done. ``onto``: x's gradient
-    summed so far, which takes the branch's part V A (dX then holds the base layer's dY W0 alone; backward_onto)."""
+    summed so far, to which x's two parts are added in torch's order, ``(onto + V A) + dY W0`` (backward_onto; dX
+    then holds dY W0 alone): each block of rows adds its own, while they are in its core's cache."""
     parts = parallel.parts_for(len(dY), work)
     if parts < 2 or not _backward_is_the_solution():
         return None
@@ -188,6 +189,8 @@ def _backward_in_c_threads(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB,
     branch_to = dX if onto is None else onto
     if dX is not None:  # dX = dY W0 + V A (masked by dropout)
         products += [P(dY, W0, dX), P(V, A, branch_to, beta=1.0) if keep is None else P(V, A, lora_dX)]
+        if onto is not None and keep is None:
+            products.append(P(onto, dX, onto, split="add"))
     if need_dA:
         products.append(P(V.T, X if keep is None else X * keep, dA_parts, split="sum"))
     if need_dB:
@@ -196,6 +199,8 @@ def _backward_in_c_threads(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB,
         return None
     if lora_dX is not None:
         branch_to += lora_dX * keep
+        if onto is not None:
+            parallel.add_(onto, dX)
     dA = None if dA_parts is None else functools.reduce(operator.add, dA_parts)  # in the order of the blocks
     dB = None if dB_parts is None else functools.reduce(operator.add, [s * part.T for part in dB_parts])
     return dA, dB
@@ -208,7 +213,7 @@ def _backward_in_python(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB, wo
     if onto is not None:  # (the exercise gives dX as the two parts summed: V, dA and dB from it, the parts here)
         grads = _lora_backward_rows(dY, X, U, keep, V, None, W0, A, B, s, need_dA, need_dB)
         matmul(dY, W0, out=dX)
-        _add_branch(onto, V, A, keep)
+        _add_parts_onto(onto, dX, V, A, keep)
         return grads
     if _sums_over_all_rows():
         return _lora_backward_rows(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB)
@@ -298,7 +303,10 @@ def _backward_in_pefts_order(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_d
     V[...] = parallel.matmul(scaled, B)
     if dX is not None:
         dX[...] = parallel.matmul(dY, W0)
-        _add_branch(dX if onto is None else onto, V, A, keep)
+        if onto is None:
+            _add_branch(dX, V, A, keep)
+        else:
+            _add_parts_onto(onto, dX, V, A, keep)
     dA = matmul(V.T, X if keep is None else X * keep) if need_dA else None
     dB = matmul(U.T, scaled).T if need_dB else None
     return dA, dB
@@ -312,6 +320,13 @@ def _add_branch(target, V, A, keep):
         parallel.matmul_into(target, V, A)
     else:
         target += matmul(V, A) * keep
+
+
+def _add_parts_onto(onto, base, V, A, keep):
+    """``onto = (onto + V A) + base``: x's two parts (the branch's, the base layer's ``base`` = dY W0) added onto x's
+    gradient summed so far, one after the other, as torch's engine adds PEFT's two nodes' (backward_onto)."""
+    _add_branch(onto, V, A, keep)
+    parallel.add_(onto, base)
 
 
 def _check_shapes(x, W0, A, B, bias):
@@ -508,7 +523,7 @@ def _peft_saves(ctx):
 
 def _float_backward(ctx, dY, onto=None):
     """LoraLinear's float32/float64 backward of the rows dY: ``(dX, dW0, dA, dB, dbias)``. ``onto``: x's gradient
-    summed so far ([M, K]), which takes the branch's part V A; dX is then the base layer's part dY W0 alone."""
+    summed so far ([M, K]), onto which x's two parts are added (``(onto + V A) + dY W0``); dX is then dY W0 alone."""
     nx, _, na, nb, _ = ctx.needs_input_grad[:5]
     X, U, W0, A, B = ctx.X, ctx.U, ctx.W0, ctx.A, ctx.B
     xp = xp_of(dY)
@@ -601,8 +616,8 @@ class LoraLinear(Function):
                 return grads
             return (parallel.add(so_far, grads[0]),) + grads[1:]  # (the engine's add)
         onto = so_far if writable and so_far.flags.c_contiguous else np.array(so_far, order="C")
-        dX, dW0, dA, dB, dbias = _float_backward(ctx, g.reshape(-1, g.shape[-1]), onto.reshape(ctx.X.shape))
-        return (parallel.add_(onto, dX),) + (dW0, dA, dB, dbias)
+        _, dW0, dA, dB, dbias = _float_backward(ctx, g.reshape(-1, g.shape[-1]), onto.reshape(ctx.X.shape))
+        return onto, dW0, dA, dB, dbias
 
     @staticmethod
     def kernel_supports(x, W0, A, B, bias=None, x_again=None):
