@@ -26,11 +26,11 @@ import weakref
 
 import numpy as np
 
-from . import dtypes, float32_sums, parallel as _parallel, return_types
+from . import dtypes, float32_math, float32_sums, parallel as _parallel, return_types
 from . import random as _random
 from .device import META, all_devices as _all_devices, device as _get_device, xp_of
 from .device import default_is_meta as _default_is_meta, raise_device_error_as_torch, unwritten_zeros as _unwritten
-from .float32_math import CPU_CAPABILITY, FUSED_MULTIPLY_ADD, fused_multiply_add64, two_product, two_sum
+from .float32_math import CPU_CAPABILITY, FUSED_MULTIPLY_ADD, fused_multiply_add, fused_multiply_add64
 from . import tensor as _tensor_module
 from .tensor import _NAMED_BY_FIELDS, Function, Tensor, no_forward_formula, refuse_negative_strides, share_node
 
@@ -1224,9 +1224,12 @@ def logspace(start, end, steps, base=10.0, *, dtype=None, layout=None, device=No
     if dtype == np.bool_ and steps > 1:  # (one value or none: torch runs no kernel, as linspace)
         raise NotImplementedError('"logspace_cpu" not implemented for \'Bool\'')
     if dtype == np.bool_:
-        return _make(np.full(steps, bool(math.pow(float(base), float(start)))), dtype, device, requires_grad)
-    powers = [math.pow(_base_of(base, dtype), x) for x in _log_exponents(start, end, int(steps), dtype)]
-    values = np.asarray(powers, dtype=np.float64)
+        return _make(np.full(steps, bool(float32_math.power64(float(base), float(start)))), dtype, device,
+                     requires_grad)
+    # (C's pow, as torch's std::pow: inf past the largest double, NaN for a negative base's fractional power, where
+    # Python's math.pow raises)
+    values = float32_math.power64(_base_of(base, dtype), np.asarray(_log_exponents(start, end, int(steps), dtype),
+                                                                    np.float64))
     values = dtypes.cast(values, dtype) if dtype.itemsize == 2 and dtypes.is_floating(dtype) else values.astype(dtype)
     return _make(values, dtype, device, requires_grad)
 
@@ -1284,22 +1287,13 @@ def _check_fits(value, dtype):
 
 
 def _multiply_add(a, b, c):
-    """``a * b + c`` rounded once (a fused multiply-add; NumPy has none): the exact product and sum
-    as pairs of floats (Dekker's and Knuth's error-free transformations), then rounded once. ``a``
-    is a scalar, ``b`` and ``c`` arrays or scalars of its float dtype. torch's "default" build fuses
-    none (``float32_math.FUSED_MULTIPLY_ADD``): two roundings there."""
+    """``a * b + c`` rounded once, as torch's linspace kernel (compiled with fused multiply-adds) computes it
+    (``float32_math``'s emulations: they keep inf and NaN where an error-free split of them gives NaN); torch's
+    "default" build fuses none (``float32_math.FUSED_MULTIPLY_ADD``): two roundings there."""
     if not FUSED_MULTIPLY_ADD:
         return a * b + c
-    mantissa, exponent = np.frexp(a)  # (the product split from a's mantissa: no overflow in _split)
-    p, p_err = (np.ldexp(x, exponent) for x in two_product(mantissa, b))
-    high, low = two_sum(c, p)
-    tail, tail_err = two_sum(low, p_err)
-    r, err = two_sum(high, tail)  # a * b + c == r + err + tail_err, exactly
-    # r is the rounded result unless high + tail fell exactly halfway between two floats: then the
-    # tiny tail_err says on which side the exact value lies
-    other = np.nextafter(r, np.copysign(np.inf, err))
-    past_halfway = (err != 0) & (other - r == 2 * err) & (tail_err != 0) & (np.sign(tail_err) == np.sign(err))
-    return np.where(past_halfway, other, r)
+    fused = fused_multiply_add64 if np.asarray(b).dtype == np.float64 else fused_multiply_add
+    return fused(a, b, c)
 
 
 def check_range(start, end, step):

@@ -954,17 +954,19 @@ def sleef_pow(x, y):
         return np.where((y == 0) | (x == 1), _F32(1), result).astype(_F32, copy=False)
 
 
-def _c_pow(x, y):
+def c_pow(x, y):
     """C's pow(x, y) for two Python floats: ``math.pow`` is it, but raises where C returns inf or NaN."""
     try:
         return math.pow(x, y)
     except OverflowError:
         return math.copysign(math.inf, x) if y == int(y) and int(y) % 2 else math.inf
-    except ValueError:  # (0 to a negative power: inf; a negative base to a fractional power: NaN)
-        return math.inf if x == 0 else math.nan
+    except ValueError:  # (+-0 to a negative power: inf, -inf for -0 to an odd one; a negative base to a fraction: NaN)
+        if x != 0:
+            return math.nan
+        return math.copysign(math.inf, x) if y == int(y) and int(y) % 2 else math.inf
 
 
-_C_POW = np.frompyfunc(_c_pow, 2, 1)
+_C_POW = np.frompyfunc(c_pow, 2, 1)
 
 
 def power64(a, b):

@@ -162,7 +162,7 @@ def standard_gamma_grad_one(alpha, x):
             series1 += numer / denom
             series2 += numer / (denom * denom)
         pow_x_alpha = _c_pow(x, alpha)
-        gamma_pdf = _c_pow(x, alpha - 1) * math.exp(-x)
+        gamma_pdf = _c_pow(x, alpha - 1) * _c_exp(-x)
         gamma_cdf = pow_x_alpha * series1
         gamma_cdf_alpha = (_c_log(x) - digamma_one(alpha)) * gamma_cdf - pow_x_alpha * series2
         result = _divide(-gamma_cdf_alpha, gamma_pdf)
@@ -174,18 +174,18 @@ def standard_gamma_grad_one(alpha, x):
                        + alpha * (107 + 3600 * x))
             denom = 1244160 * (alpha * alpha) * (alpha * alpha)
             return numer_1 * numer_2 / denom
-        denom = math.sqrt(8 * alpha)
+        denom = _c_sqrt(8 * alpha)
         term2 = denom / (alpha - x)
-        term3 = _c_pow(x - alpha - alpha * math.log(x / alpha), -1.5)
+        term3 = _c_pow(x - alpha - alpha * _c_log(x / alpha), -1.5)
         term23 = term2 - term3 if x < alpha else term2 + term3
-        term1 = math.log(x / alpha) * term23 - math.sqrt(2 / alpha) * (alpha + x) / ((alpha - x) * (alpha - x))
+        term1 = _c_log(x / alpha) * term23 - _c_sqrt(2 / alpha) * (alpha + x) / ((alpha - x) * (alpha - x))
         stirling = 1 + 1 / (12 * alpha) * (1 + 1 / (24 * alpha))
         return -stirling * (x * term1) / denom
-    u, v = math.log(x / alpha), math.log(alpha)  # a bivariate rational approximation
+    u, v = _c_log(x / alpha), _c_log(alpha)  # a bivariate rational approximation
     coef_v = [a + u * (b + u * c) for a, b, c in zip(*_GAMMA_GRAD_COEFFICIENTS)]
     p = coef_v[0] + v * (coef_v[1] + v * (coef_v[2] + v * coef_v[3]))
     q = coef_v[4] + v * (coef_v[5] + v * (coef_v[6] + v * coef_v[7]))
-    return math.exp(p / q)
+    return _c_exp(p / q)
 
 
 _GAMMA_GRAD_COEFFICIENTS = (
@@ -195,13 +195,30 @@ _GAMMA_GRAD_COEFFICIENTS = (
      -1.5247877e-07))
 
 
-def _c_pow(x, y):
-    with np.errstate(all="ignore"):
-        return float(np.power(np.float64(x), np.float64(y))) if x <= 0 else math.pow(x, y)
+# C's answers where Python's math module raises (torch's kernels run on whatever a sampler drew: alpha = 1e300, x = 0
+# ...). With np.float64 operands (``_as_doubles``) the arithmetic, too, gives inf and NaN where Python's floats raise
+# ZeroDivisionError; the values are the same IEEE doubles.
+_c_pow = float32_math.c_pow
 
 
 def _c_log(x):
     return math.log(x) if x > 0 else (-math.inf if x == 0 else math.nan)
+
+
+def _c_sqrt(x):
+    return math.sqrt(x) if x >= 0 else math.nan
+
+
+def _c_exp(x):
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
+def _as_doubles(*arrays):
+    """The elements of broadcast arrays as np.float64 numbers, for the scalar C-like code above."""
+    return [list(map(np.float64, a.ravel().tolist())) for a in np.broadcast_arrays(*arrays)]
 
 
 def _divide(a, b):
@@ -210,9 +227,10 @@ def _divide(a, b):
 
 
 def _gamma_grad_array(alpha, x):
-    alpha, x = np.broadcast_arrays(alpha, x)
-    values = [standard_gamma_grad_one(a, v) for a, v in zip(alpha.ravel().tolist(), x.ravel().tolist())]
-    return np.array(values, np.float64).reshape(alpha.shape).astype(alpha.dtype)
+    shape = np.broadcast_shapes(np.shape(alpha), np.shape(x))
+    with np.errstate(all="ignore"):
+        values = [standard_gamma_grad_one(a, v) for a, v in zip(*_as_doubles(alpha, x))]
+    return np.array(values, np.float64).reshape(shape).astype(np.result_type(alpha))
 
 
 def standard_gamma_grad(input, output):
@@ -294,7 +312,7 @@ def _beta_grad_alpha_mid(x, alpha, beta):
     """d x / d alpha of a Beta draw for large alpha and beta (Rice's saddle point), in double."""
     total = alpha + beta
     mean = alpha / total
-    std = math.sqrt(alpha * beta / (total + 1)) / total
+    std = _c_sqrt(alpha * beta / (total + 1)) / total
     if mean - 0.1 * std <= x <= mean + 0.1 * std:  # (around the singularity at x = mean)
         poly = 47 * x * (beta * beta) * (beta * beta) + alpha * (
             (43 + 20 * (16 + 27 * beta) * x) * (beta * beta) * beta + alpha * (
@@ -303,22 +321,22 @@ def _beta_grad_alpha_mid(x, alpha, beta):
         prefactor_num = (1 + 12 * alpha) * (1 + 12 * beta) / (total * total)
         prefactor_den = 12960 * alpha * alpha * alpha * beta * beta * (1 + 12 * total)
         return prefactor_num / (1 - x) * poly / prefactor_den
-    prefactor = -x / math.sqrt(2 * alpha * beta / total)
+    prefactor = -x / _c_sqrt(2 * alpha * beta / total)
     stirling = ((1 + 1 / (12 * alpha) + 1 / (288 * alpha * alpha)) * (1 + 1 / (12 * beta) + 1 / (288 * beta * beta))
                 / (1 + 1 / (12 * total) + 1 / (288 * total * total)))
     term1_num = 2 * (alpha * alpha) * (x - 1) + alpha * beta * (x - 1) - x * (beta * beta)
     axbx = alpha * (x - 1) + beta * x
-    term1 = term1_num / (math.sqrt(2 * alpha / beta) * math.pow(total, 1.5) * axbx * axbx)
-    term2 = 0.5 * math.log(alpha / (total * x))
-    term3 = math.sqrt(8 * alpha * beta / total) / (beta * x + alpha * (x - 1))
-    term4 = _c_pow(beta * math.log(beta / (total * (1 - x))) + alpha * math.log(alpha / (total * x)), -1.5)
+    term1 = term1_num / (_c_sqrt(2 * alpha / beta) * _c_pow(total, 1.5) * axbx * axbx)
+    term2 = 0.5 * _c_log(alpha / (total * x))
+    term3 = _c_sqrt(8 * alpha * beta / total) / (beta * x + alpha * (x - 1))
+    term4 = _c_pow(beta * _c_log(beta / (total * (1 - x))) + alpha * _c_log(alpha / (total * x)), -1.5)
     return stirling * prefactor * (term1 + term2 * (term3 + (term4 if x < mean else -term4)))
 
 
 def dirichlet_grad_one(x, alpha, total, real):
     """torch's ``dirichlet_grad_one<scalar_t, double>``: -(d cdf / d alpha) / pdf / (1 - x) of a Beta(alpha,
     total - alpha) draw x; ``real`` the tensor's C type (np.float32 or float), which some branches compute in."""
-    x_, alpha_, total_ = float(x), float(alpha), float(total)
+    x_, alpha_, total_ = np.float64(x), np.float64(alpha), np.float64(total)
     x, alpha, total = real(x), real(alpha), real(total)
     beta, beta_ = total - alpha, total_ - alpha_
     boundary = total * x * (1 - x)
@@ -328,9 +346,9 @@ def dirichlet_grad_one(x, alpha, total, real):
         return -_beta_grad_beta_small(1 - x, beta, alpha, real)
     if alpha > 6 and beta > 6:
         return _beta_grad_alpha_mid(x_, alpha_, beta_)
-    u = math.log(x_)  # a rational correction to an analytic approximation
-    a = math.log(alpha_) - u
-    b = math.log(total_) - a
+    u = _c_log(x_)  # a rational correction to an analytic approximation
+    a = _c_log(alpha_) - u
+    b = _c_log(total_) - a
     powers_u, powers_a = (1.0, u, u * u), (1.0, a, a * a)
     p = q = 0.0
     for i in range(3):
@@ -369,7 +387,7 @@ _DIRICHLET_Q = (
 
 def _dirichlet_grad_array(x, alpha, total):
     x, alpha, total = np.broadcast_arrays(x, alpha, total)
-    real = _F32 if x.dtype == np.float32 else float
+    real = _F32 if x.dtype == np.float32 else np.float64
     with np.errstate(all="ignore"):
         values = [dirichlet_grad_one(*v, real) for v in zip(x.ravel().tolist(), alpha.ravel().tolist(),
                                                              total.ravel().tolist())]
