@@ -137,7 +137,8 @@ class _ConvNd(Linear):
         if adapter_name not in self.lora_magnitude_vector:
             return self._with_delta(W, delta, unmerge, safe_merge)
         if not unmerge:
-            merged = self._unmerged_weight() + delta
+            W0, W = self._replayed(W, safe_merge)
+            merged = W0 + delta
             self._dora_merge_norms[adapter_name] = _row_norm(merged.reshape(merged.shape[0], -1))
         magnitude = self.lora_magnitude_vector[adapter_name].weight._array.reshape(-1)
         factor = (magnitude / self._dora_merge_norms[adapter_name]).reshape((-1,) + (1,) * (W.ndim - 1))

@@ -110,12 +110,19 @@ def _dora_norm_rounded(W, BA, scaling, dtype):
     """PEFT's DoRA weight norm ``||W + s * BA||_row`` with each op rounded to ``dtype`` as torch's 16-bit
     ops round (``BA``: the float32 product, rounded once; the norm's sum in float32), the result in ``dtype``."""
     if not _is_16bit(dtype):  # float32 / float64: one sum and the norm in dtype
-        return _row_norm(W.astype(dtype, copy=False) + scaling * BA.astype(dtype, copy=False))
+        return _row_norm(_sum_laid_out_as_first(W.astype(dtype, copy=False), scaling * BA.astype(dtype, copy=False)))
 
     def op(a):
         return a.astype(dtype).astype(np.float32)
-    weight = op(op(dtypes.upcast(W)) + op(np.float32(scaling) * op(BA)))
+    weight = op(_sum_laid_out_as_first(op(dtypes.upcast(W)), op(np.float32(scaling) * op(BA))))
     return op(_row_norm(weight)).astype(dtype)
+
+
+def _sum_laid_out_as_first(a, b):
+    """``a + b`` laid out in memory as ``a``, as torch's TensorIterator lays out a sum whose operands' layouts differ
+    (the first decides; NumPy's is row-major), so that a norm over it adds in torch's order: an Embedding's DoRA
+    norm is taken of its table's transpose plus ``B A`` (13 of 32 float32 magnitudes an ulp off PEFT's, seen)."""
+    return xp_of(a).add(a, b, out=xp_of(a).empty_like(a, dtype=np.result_type(a, b)))
 
 
 def _with_delta(W, delta, unmerge=False, rounded_first=False):
@@ -157,6 +164,7 @@ class BaseTunerLayer(Module):
     # The merge paths ("merge", "safe_merge", "unmerge") on which PEFT rounds the update to a 16-bit base weight's
     # dtype before adding it (see _with_delta): lora.Linear and the convolutions on two of them; the others say
     delta_rounded_first_in = frozenset({"safe_merge", "unmerge"})
+    _recovered_base = None  # (the unmerged weight while a DoRA merge replays the merged adapters: _replayed)
 
     def __repr__(self):
         text = super().__repr__()
@@ -387,13 +395,25 @@ class BaseTunerLayer(Module):
         """The base bias with this adapter's own bias merged in (taken out), or None: it has none."""
         return None
 
-    def _unmerged_weight(self):
-        """W0 without the adapters merged so far (undone on a copy, last merged first): what a DoRA norm
-        is taken of, as in the forward."""
-        W = self.weight._array.copy()
-        for name in reversed(self.merged_adapters):
-            W = self.merge_math(name, W, unmerge=True)
-        return W
+    def _replayed(self, W, safe_merge):
+        """``(W0, W)`` for a DoRA merge, as PEFT's ``_unmerged_base_weight``: W0 is the weight without the adapters
+        merged so far (what the forward's norm is taken of). To get it, those adapters are unmerged from the base
+        weight itself and merged again, so the weight is rebuilt -- in 16 bits a step off here and there (and a
+        ulp in float32) from the one before, which PEFT then carries on from: ``W``, the array the merge was given,
+        is the rebuilt weight (a safe merge's copy is taken again). The merges inside the replay get the W0 this
+        outermost call recovered, as PEFT's cache gives them."""
+        if self._recovered_base is not None:
+            return self._recovered_base, W
+        merged, live = list(self.merged_adapters), self.weight._array
+        if not merged:
+            return live, W
+        self.unmerge()
+        self._recovered_base = live.copy()
+        try:
+            self.merge(safe_merge=safe_merge, adapter_names=merged)
+            return self._recovered_base, (W if W is live else live.copy())
+        finally:
+            self._recovered_base = None
 
 
 # ==================================================================================================
@@ -756,7 +776,8 @@ class Linear(BaseTunerLayer):
             return self._with_delta(W, delta, unmerge, safe_merge)
         # END SOLUTION
         if not unmerge:
-            self._dora_merge_norms[adapter_name] = _row_norm(self._unmerged_weight() + delta)
+            W0, W = self._replayed(W, safe_merge)
+            self._dora_merge_norms[adapter_name] = _row_norm(W0 + delta)
         norm = self._dora_merge_norms[adapter_name]
         factor = (self.lora_magnitude_vector[adapter_name].weight._array / norm)[:, None]
         return W / factor - delta if unmerge else factor * (W + delta)
@@ -895,7 +916,8 @@ class Embedding(BaseTunerLayer):
         if adapter_name not in self.lora_magnitude_vector:
             return self._with_delta(W, delta, unmerge, safe_merge)
         if not unmerge:
-            self._dora_merge_norms[adapter_name] = _row_norm((self._unmerged_weight() + delta).T)
+            W0, W = self._replayed(W, safe_merge)
+            self._dora_merge_norms[adapter_name] = _row_norm((W0 + delta).T)
         factor = (self.lora_magnitude_vector[adapter_name].weight._array / self._dora_merge_norms[adapter_name])[None]
         return W / factor - delta if unmerge else factor * (W + delta)
 
