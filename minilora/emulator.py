@@ -87,6 +87,7 @@ from pathlib import Path
 import numpy as np
 
 from . import emulator_attributes as _attributes
+from . import emulator_subscripts as _subscripts
 from . import emulator_runtime  # cupy.cuda.runtime's limits: the device heap's size, handed to each launch
 from .emulator_memory import GlobalSymbol, ndarray
 from .emulator_ptx import PtxError, split_top_level, translate_asm
@@ -458,6 +459,7 @@ class _Rewritten:
     constant_memory: tuple = ()  # the names among them declared __constant__ (not __device__): __isConstant's
     renamed: set = frozenset()  # kernels given a new name in the text (_rename_kernels)
     namespaces: dict = None  # kernel found in a namespace -> that namespace ("a::b")
+    shared_names: tuple = ()  # the __shared__ variables declared (their guard pages name an index past them)
 
 
 def _bracket_depths(text: str) -> list[int]:
@@ -752,7 +754,7 @@ def _rewrite_shared(src: str) -> _Rewritten:
     """
     src = _expand_file_scope_shared_macros(_expand_shared_keyword_macros(src))
     masked = _mask(src)
-    out, prelude, last, ident = [], [], 0, 0
+    out, prelude, last, ident, shared_names = [], [], 0, 0, []
     for m in re.finditer(r"\b__shared__\b", masked):
         start = m.start()
         while True:  # qualifiers written before __shared__ belong to the declaration
@@ -825,6 +827,7 @@ def _rewrite_shared(src: str) -> _Rewritten:
         stmts = []
         alignment = _declared_alignment(src[start:m.start()] + " " + src[declared_from:end])
         for typ, name, dims in items:
+            shared_names.append(name)
             if is_extern:
                 if dims.replace(" ", "") != "[]":
                     raise CompileError(f"line {line}: extern __shared__ '{name}' must be declared as {name}[]")
@@ -852,7 +855,7 @@ def _rewrite_shared(src: str) -> _Rewritten:
         out.append(type_def + " ".join(stmts) + tail)
         last = end + ends_with_semicolon
     out.append(src[last:])
-    return _Rewritten("".join(out), "\n".join(prelude), _find_kernels(masked))
+    return _Rewritten("".join(out), "\n".join(prelude), _find_kernels(masked), shared_names=tuple(shared_names))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -891,7 +894,11 @@ _VARIANT_FLAGS = {
 # float -> int conversion of NaN or of a value out of range (the GPU saturates, x86 gives INT_MIN) -- and a
 # misaligned access (a float4 load from x + 1: the GPU stops with "misaligned address", x86 just loads it).
 # runtime.cpp implements the __ubsan_handle_* hooks; the sanitizer build uses libubsan's.
-_UB_CHECKS = ["-fsanitize=shift-exponent,float-cast-overflow,alignment"]
+# And an index past an array of known size (a thread's local array: a GPU overwrites its other variables silently),
+# except an inner dimension's (minilora/emulator_subscripts.py).  -fpeel-loops: with a check in its body, -O2 no
+# longer unrolls a `for (i = 0; i < 4; ++i)` over a register tile (the check counts as code growth), which then
+# stays in memory: a register-tiled SGEMM ran 4-6x slower; peeled, the checks of constant indices fold away.
+_UB_CHECKS = ["-fsanitize=shift-exponent,float-cast-overflow,alignment,bounds", "-fpeel-loops"]
 # For the kernel's file only.  -fno-exceptions: throw/try in device code is a compile error at the user's line,
 # as nvcc's (a throw ended the launch in abort(), with no line).  -fno-optimize-sibling-calls: a call the
 # runtime names by its return address (a kernel's last `free(p)`, a double free) keeps the kernel's line there
@@ -1664,6 +1671,8 @@ def _wrapper_source(source_path: Path, rewritten: _Rewritten) -> str:
     inside = [f"(c >= (const char*)&{c} && c < (const char*)&{c} + sizeof({c}))" for c in rewritten.constant_memory]
     lines.append('extern "C" unsigned int emu_in_constant_memory(const void* p) { const char* c = (const char*)p; '
                  f"(void)c; return {' || '.join(inside) or '0'}; }}")
+    lines.append(_subscripts.table_source(_subscripts.unchecked_subscripts(rewritten.text, _mask(rewritten.text),
+                                                                           rewritten.shared_names)))
     return "\n".join(lines) + "\n"
 
 

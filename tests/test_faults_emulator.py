@@ -263,11 +263,12 @@ def test_shared_overflow_in_a_cooperative_launch():
 
 def test_local_array_written_past_the_top_of_the_stack():
     """Upwards from a fiber's stack lies the guard of the next one: a KernelFault that says so (it is no
-    stack overflow, and a larger stack_size= would not help)."""
+    stack overflow, and a larger stack_size= would not help).  Through a pointer: the array's own subscript is
+    named by the bounds check first (test_emulator_users_r29)."""
     k = RawModule(code='''
 extern "C" __global__ void local_past_end(float* out, int n) {
-    float a[16];
-    for (int i = 0; i < n; ++i) a[i] = 1.0f;
+    float a[16], *p = a;
+    for (int i = 0; i < n; ++i) p[i] = 1.0f;
     out[threadIdx.x] = a[3];
 }''').get_function("local_past_end")
     with pytest.raises(KernelFault, match=r"thread \(0,0,0\) of block \(0,0,0\) .* crashed at local_past_end\.cu:4: "

@@ -3277,10 +3277,13 @@ EMU_EXPORT void emu_heap_reset() {
 
 #ifndef EMU_ASAN
 // ---- undefined behaviour the GPU and the CPU resolve differently ----------------------------------
-// Kernels are compiled with -fsanitize=shift-exponent,float-cast-overflow,alignment (emulator.py's
+// Kernels are compiled with -fsanitize=shift-exponent,float-cast-overflow,alignment,bounds (emulator.py's
 // _UB_CHECKS) and these are the hooks the instrumentation calls (libubsan is not linked; the layouts are
 // GCC's).  Each stops the launch with a KernelFault at the user's line: the emulator cannot give the GPU's
 // answer (or, for a misaligned access, the GPU gives none: the x86 CPU would just load it).
+// emulator_subscripts.py's table in the kernel's wrapper: the subscripts the bounds check lets pass
+extern "C" __attribute__((weak)) const unsigned long long __emu_unchecked_subscripts[];
+extern "C" __attribute__((weak)) const int __emu_unchecked_subscript_count;
 namespace {
 struct UbLocation { const char* file; uint32_t line, column; };
 struct UbType { uint16_t kind, info; char name[1]; };  // kind 0: integer (info: log2 bits << 1 | signed), 1: float (info: bits)
@@ -3343,9 +3346,34 @@ void ub_misaligned(const UbTypeMismatch* d, uintptr_t address, uintptr_t return_
                 "reinterpret_cast<const float4*>(x + k) needs k a multiple of 4 (and the array itself aligned)",
                 access, d->type->name, (unsigned long)address, align, ub_at(d->loc, return_address).c_str()));
 }
+struct UbOutOfBounds { UbLocation loc; const UbType* array; const UbType* index; };
+// An index past an array of known size (-fsanitize=bounds): a thread's local array, a __constant__ or __device__
+// array.  A GPU silently reads or overwrites the neighbouring bytes (another of the thread's variables, for a local
+// array), so the emulator stops -- except for the inner subscript of tile[i][j], which stays inside the same array
+// on a GPU too (tile[i][32] is tile[i + 1][0]), and a __shared__ array's, which its guard pages name better:
+// emulator_subscripts.py lists where the source writes those, in the wrapper's table.
+bool ub_unchecked_subscript(const UbLocation& l) {
+    if (&__emu_unchecked_subscript_count == nullptr) return false;
+    const unsigned long long site = (unsigned long long)l.line << 20 | l.column;
+    const unsigned long long* end = __emu_unchecked_subscripts + __emu_unchecked_subscript_count;
+    return std::binary_search(__emu_unchecked_subscripts, end, site);
+}
+void ub_out_of_bounds(const UbOutOfBounds* d, uintptr_t index, uintptr_t return_address) {
+    if (!in_fiber() || ub_unchecked_subscript(d->loc)) return;
+    ub_stop(fmt("indexes element %lld of an array of type %s%s, outside its bounds: undefined in C++. On a GPU the "
+                "access silently reads or overwrites whatever lies next to the array (for a thread's local array, "
+                "its other variables), so the emulator stops: check the loop's bound (< n, not <= n)",
+                ub_integer(d->index, index), d->array->name, ub_at(d->loc, return_address).c_str()));
+}
 }  // namespace
 extern "C" {
 #define EMU_CALLER uintptr_t(__builtin_return_address(0))  // in the kernel: where the check fired
+void __ubsan_handle_out_of_bounds(void* d, void* index) {
+    ub_out_of_bounds((const UbOutOfBounds*)d, uintptr_t(index), EMU_CALLER);
+}
+void __ubsan_handle_out_of_bounds_abort(void* d, void* index) {
+    ub_out_of_bounds((const UbOutOfBounds*)d, uintptr_t(index), EMU_CALLER);
+}
 void __ubsan_handle_type_mismatch_v1(void* d, void* p) {
     ub_misaligned((const UbTypeMismatch*)d, uintptr_t(p), EMU_CALLER);
 }
