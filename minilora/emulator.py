@@ -37,7 +37,9 @@ How it works (details in kernels/README.md):
    wrote, with ``initcheck=True``; assertions; crashes -- a null or wild pointer, an integer division by
    zero, a stack overflow, ``__trap()``, ``exit()`` -- and the undefined behaviour a GPU resolves
    differently from the CPU -- a misaligned access, a shift by the type's width or more, a float -> int
-   cast of NaN or out of range -- named with the thread, block and source line; a launch past its
+   cast of NaN or out of range, an index past a local, ``__constant__`` or ``__device__`` array (a GPU
+   overwrites the thread's other variables silently; minilora/emulator_subscripts.py) -- named with the
+   thread, block and source line; a launch past its
    ``timeout=``), ``CompileError`` (what nvcc refuses, including what only shows at launch: static
    ``__shared__`` arrays over 48 KB, a kernel called as a plain function or returning a value), ``CUDADriverError`` (what
    CUDA's driver refuses at launch, named as CuPy's: "CUDA_ERROR_INVALID_VALUE" for a block over 1024 threads

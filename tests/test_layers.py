@@ -15,6 +15,7 @@ LAYERS = [
     ("minilora.emulator_fence", 0), ("minilora.emulator_memory", 0),
     ("minilora.emulator_runtime", 0),  # cupy.cuda.runtime's limits (the device heap's size)
     ("minilora.emulator_attributes", 0), ("minilora.emulator_fusion", 0),  # kernel attributes (nvcc), cupy.fuse
+    ("minilora.emulator_subscripts", 0),  # the subscripts the emulator's bounds check lets pass
     ("minilora.checkpoint", 0), ("minilora.size", 0),
     ("minilora.interrupts", 0),  # Ctrl-C held back while a backward pass or an optimizer step runs
     ("minilora.torch_format", 0),  # torch.save's file format read and written (NumPy only; callers build Tensors)
