@@ -14,7 +14,8 @@ already). What differed:
 * a float16 DoRA unmerge a weight or two a step off PEFT's: the row norm's float32 sum in another order; an
   Embedding's DoRA magnitudes (float32) an ulp off: its norm's sum laid out otherwise than torch's; a DoRA adapter
   merged after another: PEFT's replay (unmerge the merged ones from the weight and merge them again), which
-  rebuilds the weight it then merges into;
+  rebuilds the weight it then merges into; several ``target_parameters`` adapters active in 16 bits: their
+  updates summed in float32 (PEFT: in the weight's dtype), the logits a step off;
 * adding (or loading) an adapter changed the trainability of the others: PEFT 0.21 keeps every parameter's
   ``requires_grad`` as it was (a second trainable adapter, a frozen one, a base weight the user unfroze).
 
@@ -235,6 +236,28 @@ def test_embedding_dora_magnitudes_and_merge_are_pefts_bits():
         seen[name] = magnitude.detach().numpy().copy(), model.merge_and_unload().model.embed_tokens.weight.detach()
     for got, want in zip(seen["minilora"], seen["torch"]):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_two_target_parameters_adapters_train_as_pefts_bits(dtype):
+    """PEFT sums the active adapters' updates of a targeted parameter in its dtype (each rounded to it first);
+    minilora summed them in float32 and rounded once: the 16-bit logits a step off."""
+    parameters = dict(target_modules=[], target_parameters=["mlp.down_proj.weight", "self_attn.q_proj.weight"])
+    pair = peft_pair(parameters, dtype)
+    seen = {}
+    for name, (lib, lib_peft) in LIBRARIES.items():
+        model = pair[name]
+        lib.manual_seed(2)
+        model.add_adapter("two", lib_peft.LoraConfig(**dict(BASE, **parameters, r=2)))
+        model.base_model.set_adapter(["default", "two"])
+        ids = lib.tensor(IDS)
+        out = model(input_ids=ids, labels=ids)
+        out.loss.backward()
+        seen[name] = {"logits": out.logits.detach().float().numpy(),
+                      **{n: p.grad.float().numpy() for n, p in model.named_parameters() if p.grad is not None}}
+    assert sorted(seen["minilora"]) == sorted(seen["torch"])
+    for name, want in seen["torch"].items():
+        np.testing.assert_array_equal(seen["minilora"][name], want, err_msg=name)
 
 
 # ==================================================================================================

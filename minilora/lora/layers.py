@@ -961,10 +961,11 @@ class ParamWrapper(Linear):
             return self.base_layer(x)
         W = self.base_layer.weight
         delta = None
-        for name in active:  # PEFT's get_delta_weight: (B @ A) * s, in the adapter's dtype, then W's
-            term = (self.lora_B[name].weight @ self.lora_A[name].weight) * self.scaling[name]
+        for name in active:  # PEFT's get_delta_weight: (B @ A) * s in the adapter's dtype, then W's; the terms of
+            # several adapters summed in W's dtype (a 16-bit weight: summed in float32, the logits a step off PEFT's)
+            term = ((self.lora_B[name].weight @ self.lora_A[name].weight) * self.scaling[name]).to(W.dtype)
             delta = term if delta is None else delta + term
-        weight = W + delta.to(W.dtype)
+        weight = W + delta
         if isinstance(self.base_layer, _NNEmbedding):
             return ops.embedding(x, weight, padding_idx=self.base_layer.padding_idx)
         return ops.linear(x, weight, self.base_layer.bias)
