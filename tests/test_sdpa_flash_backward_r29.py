@@ -5,7 +5,7 @@ node, whose values and gradients were an ulp or so off torch's. ``ops/attention3
 takes ``cpu_flash_attention_backward``'s steps (the weights recomputed per block with SLEEF's exp, MKL's products with
 the scale as alpha and beta = 1, the rowsum of dO * out in vector lanes, grouped-query heads added one after the
 other), so the output and dq, dk, dv are torch's bits, and a float32 Llama trained with LoRA ("sdpa", transformers'
-default) has PEFT's loss and, in its last layer, PEFT's adapter gradients bit for bit.
+default) has PEFT's loss and adapter gradients bit for bit.
 """
 import itertools
 
@@ -146,11 +146,11 @@ def test_gemm_batch_is_gemm_on_each_matrix_where_a_dimension_is_1():
         assert np.array_equal(blas.gemm_batch(a, b, out, alpha=0.3, beta=1.0), each)
 
 
-def test_llama_lora_step_is_pefts_in_the_attention():
-    """A float32 Llama with "sdpa" attention and LoRA on every attention projection: the loss is PEFT's bit for bit,
-    and so are the last layer's adapter gradients, with and without padding (with a mask transformers repeats the
-    key/value heads, and minilora too). The first layer's gradients come through other ops (measured: the same
-    8 of 16 tensors differ in an ulp or so with "eager" attention, where no flash kernel runs)."""
+def test_llama_sdpa_lora_step_is_pefts_bit_for_bit():
+    """A float32 Llama with "sdpa" attention and LoRA on every attention projection: the loss and every adapter
+    gradient are PEFT's bit for bit, with and without padding (with a mask transformers repeats the key/value heads,
+    and minilora too; the x-gradients' order is LoraLinear.backward_onto's, tests/test_lora_step_bits_r29.py).
+    Before: the loss an ulp off and none of the 16 gradients PEFT's."""
     peft = pytest.importorskip("peft")
     from test_mkl_vml_r28 import _llama_pair
     reference, model = _llama_pair("sdpa")
@@ -171,7 +171,7 @@ def test_llama_lora_step_is_pefts_in_the_attention():
         assert got.item() == expected.item()
         mine = dict(ours.named_parameters())
         for name, p in theirs.named_parameters():
-            if p.requires_grad and ".layers.1." in name:
+            if p.requires_grad:
                 assert np.array_equal(mine[name].grad.numpy(), p.grad.numpy()), name
         theirs.zero_grad()
         ours.zero_grad()

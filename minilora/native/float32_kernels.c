@@ -619,7 +619,10 @@ static float aten_exp_u20(float x) {
     float whole = floorf(fmaf(clipped, float_of(0x3fb8aa3bu), 0.5f));
     float r = fmaf(-whole, float_of(0x3f317218u), clipped);
     float poly = fmaf(r, EXP_U20[0], EXP_U20[1]);
-    for (int i = 2; i < 6; i++) poly = fmaf(r, poly, EXP_U20[i]);
+    poly = fmaf(r, poly, EXP_U20[2]);  /* (written out: a loop here kept the row's loop from vectorizing, 5x) */
+    poly = fmaf(r, poly, EXP_U20[3]);
+    poly = fmaf(r, poly, EXP_U20[4]);
+    poly = fmaf(r, poly, EXP_U20[5]);
     float two_to_n_minus_1 = x < ln_flt_min ? 0.0f : float_of((uint32_t)((int32_t)(whole - 1.0f) + 127) << 23);
     return poly * two_to_n_minus_1 * 2.0f;
 }
@@ -670,8 +673,8 @@ void ml_flash_exp_sum64(const double *x, double *e, double *totals, size_t rows,
  * exp(scale * q k^T + bias - lse) with SLEEF's exp, 0 after a query's position where causal, and MKL's four
  * products added into dv, dq, dk, called as the kernel calls them (``gemm``: blas.gemm_address's CBLAS ?gemm).
  * dims: batch, query heads, key/value heads, Tq, Tk, head size, query block, causal, lanes. strides (elements):
- * [batch, head, row] of q, k, v, dO, out, lse, then [batch, head, row, key] of the bias (NULL: none). dq, dk, dv:
- * C-contiguous [batch, heads, rows, head size], zeros on entry. */
+ * [batch, head, row] of q, k, v, dO, out, lse, then [batch, head, row, key] of the bias (NULL: none), then
+ * [batch, head, row] of dq, dk, dv (zeros on entry; laid out as the inputs, as torch's: their rows MKL's ldc). */
 #include <stdlib.h>
 
 enum { FLASH_ROW_MAJOR = 101, FLASH_NO_TRANS = 111, FLASH_TRANS = 112, FLASH_KV_BLOCK = 512 };
@@ -711,7 +714,7 @@ void NAME(const void *gemm_address, const int64_t *dims, const int64_t *strides,
     int64_t batch = dims[0], hq = dims[1], hkv = dims[2], tq = dims[3], tk = dims[4], d = dims[5], step = dims[6];  \
     int64_t causal = dims[7], lanes = dims[8], group = hq / hkv, kv_split = tk < FLASH_KV_BLOCK ? tk : FLASH_KV_BLOCK;\
     const int64_t *sq = strides, *sk = strides + 3, *sv = strides + 6, *sg = strides + 9, *so = strides + 12;       \
-    const int64_t *sl = strides + 15, *sb = strides + 18;                                                           \
+    const int64_t *sl = strides + 15, *sb = strides + 18, *sdq = strides + 22, *sdk = strides + 25, *sdv = strides + 28;\
     T scale = *scale_at, *weights = malloc(sizeof(T) * (2 * step * kv_split + step));                               \
     T *score_grads = weights + step * kv_split, *row_dots = score_grads + step * kv_split;                          \
     if (weights == NULL) return;                                                                                    \
@@ -721,7 +724,7 @@ void NAME(const void *gemm_address, const int64_t *dims, const int64_t *strides,
             const T *qh = q + b * sq[0] + j * sq[1], *kh = k + b * sk[0] + h * sk[1], *vh = v + b * sv[0] + h * sv[1];\
             const T *gh = g + b * sg[0] + j * sg[1], *oh = out + b * so[0] + j * so[1], *lh = lse + b * sl[0] + j * sl[1];\
             const T *bh = bias == NULL ? NULL : bias + b * sb[0] + j * sb[1];                                       \
-            T *dqh = dq + (b * hq + j) * tq * d, *dkh = dk + (b * hkv + h) * tk * d, *dvh = dv + (b * hkv + h) * tk * d;\
+            T *dqh = dq + b * sdq[0] + j * sdq[1], *dkh = dk + b * sdk[0] + h * sdk[1], *dvh = dv + b * sdv[0] + h * sdv[1];\
             for (int64_t m = 0; m < tq; m += step) {                                                                \
                 int64_t nq = tq - m < step ? tq - m : step, num_keys = causal && m + nq < tk ? m + nq : tk;         \
                 for (int64_t r = 0; r < nq; r++)                                                                    \
@@ -738,16 +741,16 @@ void NAME(const void *gemm_address, const int64_t *dims, const int64_t *strides,
                         for (int64_t c = causal && m + r - n + 1 > 0 ? m + r - n + 1 : nk; c < nk; c++) row[c] = 0; \
                     }                                                                                               \
                     gemm(FLASH_ROW_MAJOR, FLASH_TRANS, FLASH_NO_TRANS, nk, d, nq, 1, weights, nk, gh + m * sg[2],   \
-                         sg[2], 1, dvh + n * d, d);                                                                 \
+                         sg[2], 1, dvh + n * sdv[2], sdv[2]);                                                       \
                     gemm(FLASH_ROW_MAJOR, FLASH_NO_TRANS, FLASH_TRANS, nq, nk, d, 1, gh + m * sg[2], sg[2],         \
                          vh + n * sv[2], sv[2], 0, score_grads, nk);                                                \
                     for (int64_t r = 0; r < nq; r++)                                                                \
                         for (int64_t c = 0; c < nk; c++)                                                            \
                             score_grads[r * nk + c] = weights[r * nk + c] * (score_grads[r * nk + c] - row_dots[r]);\
                     gemm(FLASH_ROW_MAJOR, FLASH_NO_TRANS, FLASH_NO_TRANS, nq, d, nk, scale, score_grads, nk,        \
-                         kh + n * sk[2], sk[2], 1, dqh + m * d, d);                                                 \
+                         kh + n * sk[2], sk[2], 1, dqh + m * sdq[2], sdq[2]);                                       \
                     gemm(FLASH_ROW_MAJOR, FLASH_TRANS, FLASH_NO_TRANS, nk, d, nq, scale, score_grads, nk,           \
-                         qh + m * sq[2], sq[2], 1, dkh + n * d, d);                                                 \
+                         qh + m * sq[2], sq[2], 1, dkh + n * sdk[2], sdk[2]);                                       \
                 }                                                                                                   \
             }                                                                                                       \
         }                                                                                                           \
@@ -762,12 +765,10 @@ typedef ml_flash_backward64_gemm ml_flash_backward_gemm_of_double;
 /* ---- and its forward (attention32.flash_forward, step for step): per (batch, query head, block of queries), the
  * blocks of keys in turn with the running max ``top``, sum and ``dst`` of the online softmax; out = dst * (1 / sum)
  * and the logsumexp top + log(sum). dims: as the backward's, then whether a * b + c is fused (FMA targets). strides:
- * [batch, head, row] of q, k, v, then the bias's four. out: C-contiguous [batch, heads, rows, head size]; lse:
+ * [batch, head, row] of q, k, v, then the bias's four, then [batch, head, row] of out. lse: C-contiguous
  * [batch, heads, rows]. A NaN propagates through the maxima as NumPy's maximum does. */
 #define FLASH_FORWARD(NAME, T, EXP_SUM, SCALAR_EXP, LOG, FMA)                                                        \
 static T NAME##_fma(int fused, T a, T b, T c) { return fused ? FMA(a, b, c) : a * b + c; }                          \
-                                                                                                                    \
-static T NAME##_max(T a, T b) { return isnan(a) || a >= b ? a : b; }  /* (b NaN: a >= b is false) */                \
                                                                                                                     \
 void NAME(const void *gemm_address, const int64_t *dims, const int64_t *strides, const T *scale_at, const T *q,     \
           const T *k, const T *v, const T *bias, T *out, T *lse) {                                                  \
@@ -775,7 +776,7 @@ void NAME(const void *gemm_address, const int64_t *dims, const int64_t *strides,
     int64_t batch = dims[0], hq = dims[1], hkv = dims[2], tq = dims[3], tk = dims[4], d = dims[5], step = dims[6];  \
     int64_t causal = dims[7], lanes = dims[8], fused = dims[9], group = hq / hkv;                                   \
     int64_t kv_split = tk < FLASH_KV_BLOCK ? tk : FLASH_KV_BLOCK;                                                   \
-    const int64_t *sq = strides, *sk = strides + 3, *sv = strides + 6, *sb = strides + 9;                           \
+    const int64_t *sq = strides, *sk = strides + 3, *sv = strides + 6, *sb = strides + 9, *so = strides + 13;       \
     T scale = *scale_at, *scores = malloc(sizeof(T) * (2 * step * kv_split + step * (d + 4)));                      \
     if (scores == NULL) return;                                                                                     \
     T *e = scores + step * kv_split, *dst = e + step * kv_split, *top = dst + step * d, *total = top + step;        \
@@ -785,7 +786,7 @@ void NAME(const void *gemm_address, const int64_t *dims, const int64_t *strides,
             int64_t h = j / group;                                                                                  \
             const T *qh = q + b * sq[0] + j * sq[1], *kh = k + b * sk[0] + h * sk[1], *vh = v + b * sv[0] + h * sv[1];\
             const T *bh = bias == NULL ? NULL : bias + b * sb[0] + j * sb[1];                                       \
-            T *outh = out + (b * hq + j) * tq * d, *lseh = lse + (b * hq + j) * tq;                                 \
+            T *outh = out + b * so[0] + j * so[1], *lseh = lse + (b * hq + j) * tq;                                 \
             for (int64_t m = 0; m < tq; m += step) {                                                                \
                 int64_t nq = tq - m < step ? tq - m : step, num_keys = causal && m + nq < tk ? m + nq : tk;         \
                 for (int64_t r = 0; r < nq; r++) top[r] = -INFINITY, total[r] = 0;                                  \
@@ -802,9 +803,13 @@ void NAME(const void *gemm_address, const int64_t *dims, const int64_t *strides,
                         else                                                                                        \
                             for (int64_t c = 0; c < nk; c++)                                                        \
                                 row[c] = NAME##_fma(fused, scale, row[c], bh[(m + r) * sb[2] + (n + c) * sb[3]]);   \
-                        row_top = row[0];                                                                           \
-                        for (int64_t c = 1; c < nk; c++) row_top = NAME##_max(row_top, row[c]);                     \
-                        row_top = isnan(top[r]) ? top[r] : NAME##_max(row_top, top[r]);                             \
+                        int nan = isnan(top[r]);  /* (a NaN anywhere: the max is NaN, as NumPy's) */                \
+                        row_top = top[r];                                                                           \
+                        for (int64_t c = 0; c < nk; c++) {  /* (vectorized: no NaN test in the max itself) */      \
+                            nan |= row[c] != row[c];                                                                \
+                            row_top = row[c] > row_top ? row[c] : row_top;                                          \
+                        }                                                                                           \
+                        row_top = nan ? (T)NAN : row_top;                                                           \
                         int live = row_top != -INFINITY;  /* (no key yet: weights 0, max and sum as they were) */  \
                         for (int64_t c = 0; c < nk; c++) row[c] -= live ? row_top : 0;                              \
                         EXP_SUM(row, e + r * nk, block_total + r, 1, nk, lanes);                                    \
@@ -820,7 +825,7 @@ void NAME(const void *gemm_address, const int64_t *dims, const int64_t *strides,
                 }                                                                                                   \
                 for (int64_t r = 0; r < nq; r++) {                                                                  \
                     T sum = total[r] == 0 ? 1 : total[r], reciprocal = (T)1 / sum;  /* (no key: output 0) */        \
-                    for (int64_t c = 0; c < d; c++) outh[(m + r) * d + c] = dst[r * d + c] * reciprocal;            \
+                    for (int64_t c = 0; c < d; c++) outh[(m + r) * so[2] + c] = dst[r * d + c] * reciprocal;        \
                     lseh[m + r] = (top[r] == -INFINITY ? 0 : top[r]) + LOG(sum);                                    \
                 }                                                                                                   \
             }                                                                                                       \

@@ -189,7 +189,7 @@ def _accumulate_values(weights, v, dst, group, step, first):
         blas.gemm_batch(stacked, values, _per_query_head(dst[:, :, rows], v, group)[0], beta=0.0 if first else 1.0)
 
 
-def flash_forward(q, k, v, bias, scale, causal=False):
+def flash_forward(q, k, v, bias, scale, causal=False, out=None, lse=None):
     """``cpu_flash_attention``'s output and logsumexp for [B, Hq, Tq, D] ``q`` and [B, Hkv, Tk, D] ``k``, ``v`` (Hq a
     multiple of Hkv), ``bias`` (an attention mask, -inf where a key takes no part) broadcastable to the scores, and
     ``causal`` (top-left: query i sees keys up to i).
@@ -197,14 +197,17 @@ def flash_forward(q, k, v, bias, scale, causal=False):
     Each block of keys for all query blocks at once (the rows are independent but for the products' shapes), from
     the first query block that sees one of its keys (``_first_query_block``). Causal: the keys after a query's
     position get -inf in place of their products (before the scaling and mask, as the kernel fills them), so a
-    NaN or infinite q k^T there leaves no trace."""
+    NaN or infinite q k^T there leaves no trace. ``out`` and ``lse`` (optional): arrays to write the results into;
+    by default ``out`` is laid out as ``q`` (torch's too: a Llama's [B, T, H, D] projections viewed as [B, H, T, D]
+    give an output that turns back into [B, T, H*D] without a copy)."""
+    out = np.empty_like(q) if out is None else out
+    lse = np.empty(q.shape[:-1], q.dtype) if lse is None else lse
     rows, tk, group = q.shape[:-1], k.shape[2], q.shape[1] // k.shape[1]
     step = min(_q_block(q.shape[2]), q.shape[2])
     if bias is not None:
         bias = np.broadcast_to(bias, (*rows, tk)).astype(q.dtype, copy=False)
-    compiled = _forward_natively(q, k, v, bias, scale, causal, step) if v.shape[-1] == q.shape[-1] else None
-    if compiled is not None:
-        return compiled
+    if _forward_natively(q, k, v, bias, scale, causal, step, out, lse):
+        return out, lse
     top = np.full(rows, -np.inf, q.dtype)
     total = np.zeros(rows, q.dtype)
     dst = np.empty((*rows, v.shape[-1]), q.dtype)
@@ -230,7 +233,9 @@ def flash_forward(q, k, v, bias, scale, causal=False):
             _accumulate_values(e, v[:, :, keys], dst[part], group, step, first=n == 0)
     total[total == 0] = 1  # a row that saw no key: output 0, as torch
     top[top == -np.inf] = 0  # (and its logsumexp 0 + log(1))
-    return dst * (q.dtype.type(1) / total)[..., None], top + _scalar_log(total)
+    np.multiply(dst, (q.dtype.type(1) / total)[..., None], out=out)
+    np.add(top, _scalar_log(total), out=lse)
+    return out, lse
 
 
 def _first_query_block(first_key, step, causal):
@@ -261,7 +266,7 @@ def _backward_exp(x):
     return float32_math.sleef_exp(x) if x.dtype == _F32 else float32_math.sleef_exp64(x)
 
 
-def flash_backward(g, q, k, v, out, lse, bias, scale, causal=False):
+def flash_backward(g, q, k, v, out, lse, bias, scale, causal=False, grads=None):
     """``cpu_flash_attention_backward``'s dq, dk, dv for the output gradient ``g``, from the forward's ``out`` and
     logsumexp ``lse`` ([B, Hq, Tq]); the other arguments as ``flash_forward``'s.
 
@@ -281,9 +286,10 @@ def flash_backward(g, q, k, v, out, lse, bias, scale, causal=False):
     step = min(_q_block(tq), tq)
     if bias is not None:
         bias = np.broadcast_to(bias, (*q.shape[:-1], tk)).astype(q.dtype, copy=False)
-    dq, dk, dv = np.zeros(q.shape, q.dtype), np.zeros(k.shape, q.dtype), np.zeros(v.shape, q.dtype)
-    if _backward_natively(g, q, k, v, out, lse, bias, scale, causal, step, dq, dk, dv):
-        return dq, dk, dv
+    grads = tuple(np.zeros_like(a) for a in (q, k, v)) if grads is None else grads  # (zeros: the products add)
+    if _backward_natively(g, q, k, v, out, lse, bias, scale, causal, step, *grads):
+        return grads
+    dq, dk, dv = np.zeros(q.shape, q.dtype), np.zeros(k.shape, q.dtype), np.zeros(v.shape, q.dtype)  # (C order:
     row_dots = _rows_dot(g, out)
     with np.errstate(invalid="ignore", over="ignore"):
         for head in range(group):
@@ -295,7 +301,9 @@ def flash_backward(g, q, k, v, out, lse, bias, scale, causal=False):
                     _block_backward(g[rows], q[rows], k[keys], v[keys], lse[rows], row_dots[rows],
                                     None if bias is None else bias[rows][..., keys[-1]], scale,
                                     dq[rows], dk[keys], dv[keys], (m, n) if causal else None)
-    return dq, dk, dv
+    for grad, computed in zip(grads, (dq, dk, dv)):  # gemm_batch writes rows of C-contiguous matrices)
+        grad[...] = computed
+    return grads
 
 
 def _backward_natively(g, q, k, v, out, lse, bias, scale, causal, step, dq, dk, dv):
@@ -305,24 +313,25 @@ def _backward_natively(g, q, k, v, out, lse, bias, scale, causal, step, dq, dk, 
     if native is None:
         return False
     kernel, gemm = native
-    dims, strides, scale = _native_shapes(q, k, step, causal, (q, k, v, g, out, lse), bias, scale)
+    dims, strides, scale = _native_shapes(q, k, step, causal, (q, k, v, g, out, lse), bias, (dq, dk, dv), scale)
     kernel(gemm, dims.ctypes.data, strides.ctypes.data, scale.ctypes.data,
            *(a.ctypes.data for a in (q, k, v, g, out, lse)), None if bias is None else bias.ctypes.data,
            dq.ctypes.data, dk.ctypes.data, dv.ctypes.data)
     return True
 
 
-def _forward_natively(q, k, v, bias, scale, causal, step):
-    """``flash_forward`` by its compiled twin (as ``_backward_natively``): (out, lse), or None."""
-    native = _native_kernel("ml_flash_forward", q, k, v)
-    if native is None:
-        return None
+def _forward_natively(q, k, v, bias, scale, causal, step, out, lse):
+    """``flash_forward`` into ``out`` and ``lse`` by its compiled twin (as ``_backward_natively``); False where it
+    cannot run (values of another head size too)."""
+    native = _native_kernel("ml_flash_forward", q, k, v, out) if v.shape[-1] == q.shape[-1] else None
+    if native is None or not lse.flags.c_contiguous:
+        return False
     kernel, gemm = native
-    dims, strides, scale = _native_shapes(q, k, step, causal, (q, k, v), bias, scale, float32_math.FUSED_MULTIPLY_ADD)
-    out, lse = np.empty(q.shape, q.dtype), np.empty(q.shape[:-1], q.dtype)
+    dims, strides, scale = _native_shapes(q, k, step, causal, (q, k, v), bias, (out,), scale,
+                                          float32_math.FUSED_MULTIPLY_ADD)
     kernel(gemm, dims.ctypes.data, strides.ctypes.data, scale.ctypes.data, q.ctypes.data, k.ctypes.data,
            v.ctypes.data, None if bias is None else bias.ctypes.data, out.ctypes.data, lse.ctypes.data)
-    return out, lse
+    return True
 
 
 def _native_kernel(name, q, *operands):
@@ -335,15 +344,16 @@ def _native_kernel(name, q, *operands):
     return getattr(library, name if q.dtype == _F32 else name + "64"), gemm
 
 
-def _native_shapes(q, k, step, causal, operands, bias, scale, *flags):
+def _native_shapes(q, k, step, causal, operands, bias, outputs, scale, *flags):
     """The compiled kernels' ``dims`` (sizes, the query block, causal, lanes, ``flags``), ``strides`` ([batch, head,
-    row] of each operand, then the bias's four) and the scale, as arrays."""
+    row] of each operand, the bias's four, [batch, head, row] of each output) and the scale, as arrays."""
     lanes = _LANES if q.dtype == _F32 else _LANES // 2
     dims = np.array([*q.shape[:2], k.shape[1], q.shape[2], k.shape[2], q.shape[3], step, causal, lanes, *flags],
                     np.int64)
     bias_strides = (0,) * 4 if bias is None else bias.strides
     strides = np.array([s // q.itemsize for a in operands for s in a.strides[:3]]
-                       + [s // q.itemsize for s in bias_strides], np.int64)
+                       + [s // q.itemsize for s in bias_strides]
+                       + [s // q.itemsize for a in outputs for s in a.strides[:3]], np.int64)
     return dims, strides, np.array(scale, q.dtype)
 
 
@@ -375,10 +385,10 @@ class FlashAttention32(Function):
     @staticmethod
     def forward(ctx, q, k, v, bias=None, scale=None, causal=False):
         scale = q.dtype.type(1 / np.sqrt(q.shape[-1]) if scale is None else scale)
-        out, lse = np.empty((*q.shape[:-1], v.shape[-1]), q.dtype), np.empty(q.shape[:-1], q.dtype)
+        out, lse = np.empty_like(q), np.empty(q.shape[:-1], q.dtype)  # (one head size: the flash kernel's rule)
 
         def batch_rows(q, k, v, bias, out, lse):
-            out[...], lse[...] = flash_forward(q, k, v, bias, scale, causal)
+            flash_forward(q, k, v, bias, scale, causal, out, lse)
         _by_batch_rows(batch_rows, q, k, v, _batch_bias(bias, q, k), out, lse)
         ctx.q, ctx.k, ctx.v, ctx.bias, ctx.scale, ctx.causal, ctx.out, ctx.lse = q, k, v, bias, scale, causal, out, lse
         return out
@@ -386,10 +396,10 @@ class FlashAttention32(Function):
     @staticmethod
     def backward(ctx, g):
         q, k, v, g = ctx.q, ctx.k, ctx.v, np.ascontiguousarray(g)  # (torch's too: a broadcast dO has no rows BLAS reads)
-        dq, dk, dv = np.empty(q.shape, q.dtype), np.empty(k.shape, q.dtype), np.empty(v.shape, q.dtype)
+        dq, dk, dv = (np.zeros_like(a) for a in (q, k, v))  # (laid out as the inputs, as the fused node's)
 
         def batch_rows(q, k, g, v, out, lse, bias, dq, dk, dv):
-            dq[...], dk[...], dv[...] = flash_backward(g, q, k, v, out, lse, bias, ctx.scale, ctx.causal)
+            flash_backward(g, q, k, v, out, lse, bias, ctx.scale, ctx.causal, (dq, dk, dv))
         _by_batch_rows(batch_rows, q, k, g, v, ctx.out, ctx.lse, _batch_bias(ctx.bias, q, k), dq, dk, dv)
         return dq, dk, dv, None
 
