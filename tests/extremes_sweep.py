@@ -132,6 +132,54 @@ def classify(ours, torchs):
     return compare_values(answer, expected)
 
 
+def first_float(value):
+    """The first floating tensor of an op's answer (a tuple's, a list's), or None."""
+    if isinstance(value, (list, tuple)):
+        return next((t for t in map(first_float, value) if t is not None), None)
+    floating = getattr(value, "dtype", None) in (torch.float32, torch.float64, ml.float32, ml.float64)
+    return value if floating and getattr(value, "requires_grad", False) else None
+
+
+def gradients(op, fn, first, args, kwargs):
+    """(kind, (minilora's error, torch's error)) of the gradients of the first floating output's sum with respect
+    to every floating input, the sample's extreme values in."""
+    leaves = []
+
+    def with_grad(value):
+        if isinstance(value, torch.Tensor) and value.dtype == torch.float64:
+            leaf = value.detach().clone().requires_grad_(True)
+            leaves.append(leaf)
+            return leaf
+        if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+            return type(value)(with_grad(item) for item in value)
+        return value
+
+    first, args = with_grad(first), with_grad(args)
+    if not leaves:
+        return "same", (None, None)
+    converted = {}
+    ours_first, ours_args, ours_kwargs = to_minilora((first, args, kwargs), converted)
+    ours_leaves = [converted[id(leaf)][1] for leaf in leaves]
+
+    def backward(call, inputs):
+        out, error = call
+        if error is not None:
+            return None, error
+        out = first_float(out)
+        if out is None:
+            return None, None
+        return outcome(lambda: [getattr(g, "clone", lambda: g)() if g is not None else None
+                                for g in (torch if isinstance(out, torch.Tensor) else ml).autograd.grad(
+                                    out.sum(), inputs, allow_unused=True)], (), {})
+
+    theirs = backward(outcome(op.op, (first,) + args, kwargs), leaves)
+    ours = backward(outcome(fn, (ours_first,) + ours_args, ours_kwargs), ours_leaves)
+    kind = classify(ours, theirs)
+    if kind == "values":  # (gradients at extreme values: only inf / NaN patterns and crashes are of interest)
+        kind = "same"
+    return kind, (ours[1], theirs[1])
+
+
 def minilora_function(op):
     from test_opinfo_elementwise_r14 import minilora_callable  # (the database's callables carried over)
     try:
@@ -164,6 +212,9 @@ def sweep(names, dtypes, show):
                 ours = outcome(fn, *to_minilora(((first,) + args, kwargs)))
                 kind = classify(ours, torchs)
                 found[kind].append((op.name, str(dtype).removeprefix("torch."), index, ours[1], torchs[1]))
+                if kind == "same" and torchs[1] is None and dtype == torch.float64 and op.supports_autograd:
+                    kind, errors = gradients(op, fn, first, args, kwargs)
+                    found[kind].append((op.name + " (grad)", "float64", index) + errors)
     counts = {kind: len(rows) for kind, rows in found.items()}
     print(counts)
     for kind in ("crash", "special", "values", "accepts", "refuses"):

@@ -31,7 +31,7 @@ def same(ours, theirs):
 def both(fn, *arrays, dtype="float64", **kwargs):
     """fn on each library's tensors of ``arrays`` (as ``dtype``): (minilora's, torch's)."""
     theirs = [torch.tensor(np.asarray(a, np.float64)).to(getattr(torch, dtype)) for a in arrays]
-    ours = [ml.tensor(t.numpy(), dtype=getattr(ml, dtype)) for t in theirs]  # (the same rounded values)
+    ours = [ml.tensor(t.double().numpy(), dtype=getattr(ml, dtype)) for t in theirs]  # (the same rounded values)
     return fn(ml, *ours, **kwargs), fn(torch, *theirs, **kwargs)
 
 
@@ -131,3 +131,50 @@ def test_gamma_and_dirichlet_gradients_at_the_edges(dtype):
     total, fraction = alpha + alpha[::-1], np.clip(x, 0, 1)
     same(ml._dirichlet_grad(ml.tensor(fraction), ml.tensor(alpha), ml.tensor(total)),
          torch._dirichlet_grad(torch.from_numpy(fraction), torch.from_numpy(alpha), torch.from_numpy(total)))
+
+
+def test_renorm_leaves_a_slice_with_a_nan_norm_as_it_is():
+    """torch's factor is 1 where ``norm > maxnorm`` is false, NaN included (minilora's ``norm * 0 + 1`` was NaN)."""
+    x = np.array([[np.nan, 1.0], [np.inf, 1.0], [1.0, 2.0], [1e308, 1e308], [-np.inf, np.nan]])
+    for dtype in ("float64", "float32", "bfloat16"):
+        for p in (1, 2, 3):
+            same(*both(lambda lib, t: lib.renorm(t, p, 0, 0.5), x, dtype=dtype))
+
+
+def test_cosine_similarity_of_huge_vectors_is_torchs():
+    """The norm clamped to eps: at an infinite norm ``clamp_min(eps) - norm`` was inf - inf (NaN); torch gives 0."""
+    a = np.array([[0.0, 0.0], [np.inf, 1.0], [1e308, 1e308], [1.0, np.nan], [1e-300, 1e-300]])
+    b = np.array([[1.0, 2.0], [np.inf, 1.0], [1e308, 1e308], [1.0, 1.0], [1.0, 1.0]])
+    same(*both(lambda lib, x, y: lib.nn.functional.cosine_similarity(x, y), a, b))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16", "float16"])
+def test_frexp_of_the_top_binade_and_its_gradient(dtype):
+    """The mantissa is C's frexp (x / 2^128 overflowed the scale: 0 for float32's largest values); the gradient is
+    torch's ``grad / exponent.exp2()``, whose int exponent's exp2 is float32 (inf below 2^-126, 0 past 2^127)."""
+    values = np.array([0.0, -0.0, 5e-324, 2.2e-308, 1.0, -1.0, 1.79e308, 8.9e307, np.inf, np.nan, 3.4028235e38,
+                       -3.0e38, 1e-40, 1e4])
+    theirs = torch.tensor(values).to(getattr(torch, dtype)).requires_grad_(True)
+    ours = ml.tensor(theirs.detach().double().numpy(), dtype=getattr(ml, dtype), requires_grad=True)
+    (t_mantissa, t_exponent), (m_mantissa, m_exponent) = torch.frexp(theirs), ml.frexp(ours)
+    same(m_mantissa, t_mantissa)
+    same(m_exponent, t_exponent)
+    weights = np.arange(len(values), dtype=np.float64)
+    (t_mantissa * torch.tensor(weights).to(theirs.dtype)).sum().backward()
+    (m_mantissa * ml.tensor(weights, dtype=ours.dtype)).sum().backward()
+    same(ours.grad, theirs.grad)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_hardswish_gradient_at_nan_where_torch_vectorizes(dtype, transposed):
+    """torch's vectorized hardswish_backward blends ``g (x / 3 + 1/2)`` in at a NaN (NaN), its scalar tail gives g."""
+    x = np.array([[-3.0, 3.0, np.nan, -3.5, 2.9] * 8] * 3)
+    theirs = torch.tensor(x.T.copy() if transposed else x, dtype=getattr(torch, dtype))
+    ours = ml.tensor(theirs.numpy(), dtype=getattr(ml, dtype))
+    theirs, ours = (theirs.t(), ours.t()) if transposed else (theirs, ours)
+    theirs.requires_grad_(True)
+    ours.requires_grad_(True)
+    torch.nn.functional.hardswish(theirs).sum().backward()
+    ml.nn.functional.hardswish(ours).sum().backward()
+    same(ours.grad, theirs.grad)

@@ -245,8 +245,6 @@ KNOWN_MISMATCHES = {
                                           "fft.ihfft2", "fft.ihfftn")},
     **{name: (["edges"], FFT) for name in ("fft.fft", "fft.hfft", "fft.hfft2", "fft.hfftn", "fft.rfft", "fft.rfft2",
                                            "fft.rfftn", "fft.irfft2", "fft.irfftn")},
-    "svd_lowrank": (["saved_wrong:_saved_mat2", "saved_wrong:_saved_self"], "a randomized algorithm: factors' signs"),
-    "pca_lowrank": (["saved_wrong:_saved_mat2", "saved_wrong:_saved_self"], "a randomized algorithm: factors' signs"),
     "nanmean": (["saved_wrong:_saved_other"], "torch divides by an int64 count, minilora by a float one"),
     **{name: (["name"], COMPOSED) for name in (
         "combinations", "cholesky", "stft", "quantile", "nanquantile",

@@ -2814,7 +2814,22 @@ class Hardswish(Function):
     @staticmethod
     def backward(ctx, g):
         a, xp = ctx.a, xp_of(g)
-        return xp.where(a <= -3, 0, xp.where(a < 3, g * (a / 3 + 0.5), g)).astype(g.dtype, copy=False)
+        out = xp.where(a <= -3, 0, xp.where(a < 3, g * (a / 3 + 0.5), g)).astype(g.dtype, copy=False)
+        return _nan_where_vectorized(out, a, g)
+
+
+def _nan_where_vectorized(out, a, g):
+    """hardswish_backward at a NaN: torch's vectorized lambda blends ``g (a / 3 + 1/2)`` (NaN) in, its scalar one
+    (a row's tail, ``float32_math.scalar_positions``) falls through to ``g``, as ``out`` has it."""
+    if type(out) is not np.ndarray or out.dtype not in (np.float32, np.float64) or not np.isnan(a).any():
+        return out
+    vectorized = np.isnan(np.broadcast_to(a, out.shape)).reshape(-1).copy()
+    step = float32_math._VECTOR_STEP if out.dtype == np.float32 else float32_math.FLOAT_LANES  # (two vectors)
+    for where in float32_math.scalar_positions(*np.broadcast_arrays(g, a), step=step):
+        vectorized[where] = False
+    out = np.array(out, copy=True, order="C")  # (positions are in the result's C order)
+    out.reshape(-1)[vectorized] = np.nan
+    return out
 
 
 def hardswish(input): return Hardswish.apply(_floating(input))

@@ -2954,8 +2954,8 @@ def _clamped_norm(x, dim, eps):
     the norm in place under ``no_grad``, so its autograd never sees the clamp. We add the clamp's
     change as a constant to the same effect."""
     norm = x.norm(2, dim, keepdim=True)
-    with no_grad():
-        lift = norm.clamp_min(eps) - norm
+    with no_grad():  # (eps - norm where the clamp acts, else 0: clamp_min(eps) - norm is inf - inf = NaN at inf)
+        lift = (eps - norm).clamp_min(0)
     return norm + lift
 
 

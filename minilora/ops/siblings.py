@@ -73,7 +73,8 @@ def renorm(input, p, dim, maxnorm):
     # stored in the input's dtype before the product
     wide = dtypes.float32 if input.dtype.itemsize == 2 else None
     norms = R.norm(input, p, dim=others, keepdim=True, dtype=wide)
-    factor = E.where(norms > maxnorm, E.div(maxnorm, E.add(norms, 1e-7)), E.add(E.mul(norms, 0), 1))
+    factor = E.where(norms > maxnorm, E.div(maxnorm, E.add(norms, 1e-7)), 1)  # (1 for a NaN norm too: norms * 0 + 1
+    # was NaN there, where torch leaves the slice as it is)
     factor = factor.to(input.dtype)
     out = E.mul(input, factor).contiguous()  # (torch's renorm writes a contiguous result, whatever the input's layout)
     x = input._array
@@ -125,8 +126,19 @@ def frexp(input):
         _, exponent = np.frexp(np.asarray(dtypes.upcast(host)))
         exponent = input.device.xp.asarray(np.asarray(exponent).astype(np.int32))  # (a 0-d one: NumPy's scalar)
     exponent = E.computed(exponent, input, like=True)  # (empty_like(input))
-    scale = E.exp2(exponent.to(input.dtype))  # (a power of two: the division is exact)
-    mantissa = name_node(E.div(input, scale), "FrexpBackward0", input)
+    scale = E.exp2(exponent.to(input.dtype))  # (a power of two: the division is exact, but for the top binade)
+    mantissa = E.div(input, scale)
+    x = input._array
+    if type(x) is np.ndarray and not input.is_meta:  # the values C's frexp gives, 2^128 (2^1024) overflowing no scale;
+        from .nn import KernelGradients  # torch's gradient, grad / exponent.exp2(): an int's exp2 is float32 there
+        values = np.frexp(np.asarray(dtypes.upcast(x)))[0].astype(x.dtype)
+        powers = np.exp2(exponent._array.astype(np.float32))
+
+        def gradients(g, needs):
+            return ((g / powers).astype(g.dtype) if needs[0] else None), None, None
+
+        mantissa = KernelGradients.apply(mantissa, input, None, None, values=values, gradients=gradients)
+    mantissa = name_node(mantissa, "FrexpBackward0", input)
     mantissa = like_view_strides(mantissa, input)  # (torch's is empty_like(input): its strides of size-1 dims too)
     return frexp_result(mantissa, exponent)
 
