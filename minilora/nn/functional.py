@@ -1590,7 +1590,7 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_head
     else:
         if in_proj_weight is None:
             raise AssertionError("use_separate_proj_weight is False but in_proj_weight is None")
-        weights = tuple(in_proj_weight.chunk(3)) if in_proj_weight.shape[0] == 3 * embed_dim_to_check else None
+        weights = in_proj_weight
     return _multi_head_attention(
         query, key, value, embed_dim_to_check, num_heads, weights, in_proj_bias, bias_k, bias_v, add_zero_attn,
         dropout_p, lambda out: linear(out, out_proj_weight, out_proj_bias), training, key_padding_mask,
@@ -1600,65 +1600,193 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_head
 
 def _multi_head_attention(query, key, value, embed_dim, num_heads, weights, in_proj_bias, bias_k, bias_v,
                           add_zero_attn, dropout_p, out_proj, training, key_padding_mask, need_weights, attn_mask,
-                          average_attn_weights, is_causal, batch_first, static_kv=(None, None), separate_weights=False):
-    """The computation (``out_proj``: a callable, the module's own -- which LoRA may replace)."""
+                          average_attn_weights, is_causal, batch_first, static_kv=(None, None), separate_weights=False,
+                          native=False):
+    """The computation, in torch's steps and layouts (its bits, gradients too, follow from them): ``weights`` the
+    packed ``[3E, E]`` projection, or the three separate ones; ``out_proj`` a callable, the module's own -- which
+    LoRA may replace. Which inputs are the same tensor matters, as in torch: self-attention projects once.
+    ``native``: where the module takes torch's inference kernel (_native_multi_head_attention): the weights' steps
+    whether or not they are wanted, the query scaled by the float ``1 / sqrt(d)``, the heads' weights summed, then
+    divided. (Its masked softmax, with a key padding mask, is not reproduced: a last-bit difference.)"""
     _check_key_value_shapes(key, value, batch_first, separate_weights)
     _check_mask_ranks(query, key_padding_mask, attn_mask)
     key_padding_mask = _canonical_mask(key_padding_mask, "key_padding_mask", _none_or_dtype(attn_mask), "attn_mask",
                                        query.dtype)
-    attn_mask = _canonical_mask(attn_mask, "attn_mask", None, "", query.dtype, check_other=False)
     if is_causal and attn_mask is None:  # torch: is_causal is only a hint about attn_mask
         raise RuntimeError("Need attn_mask if specifying the is_causal hint. You may use the "
                            "Transformer module method `generate_square_subsequent_mask` to "
                            "create this mask.")
+    sdpa_causal = is_causal and key_padding_mask is None and not need_weights  # torch then trusts the hint
+    attn_mask = None if sdpa_causal else _canonical_mask(attn_mask, "attn_mask", None, "", query.dtype,
+                                                         check_other=False)
     batched = query.ndim == 3
-    if not batched:  # one sequence: a batch of one, in batch-first layout
-        query, key, value = (t.unsqueeze(0) for t in (query, key, value))
+    if batched and batch_first:
+        query, key, value = _sequence_first(query, key, value)
+    if not batched:  # one sequence: a batch of one (sequence first)
+        query, key, value = (t.unsqueeze(1) for t in (query, key, value))
         if key_padding_mask is not None:
             key_padding_mask = key_padding_mask.unsqueeze(0)
-    elif not batch_first:
-        query, key, value = (t.transpose(0, 1) for t in (query, key, value))
-    n, length, e = query.shape
+    length, n, e = query.shape
     if e != embed_dim:
         raise AssertionError(f"was expecting embedding dimension of {embed_dim}, but got {e}")
     if embed_dim % num_heads:
         raise AssertionError(f"embed_dim {embed_dim} not divisible by num_heads {num_heads}")
-    if weights is None:
-        raise AssertionError(f"in_proj_weight should be [{3 * embed_dim}, {embed_dim}]")
-    static_k, static_v = static_kv
-    source = key.shape[1] if static_k is None else static_k.shape[1]
-    extra = int(bias_k is not None) + int(add_zero_attn)  # keys every query sees besides the given ones
-    if is_causal and key_padding_mask is None and not need_weights:
-        # torch then trusts the hint: the mask given is set aside for SDPA's causal one (top-left)
-        causal = ops.triu(query.new_ones((length, source + extra), dtype=np.dtype("bool")), 1)
-        bias = _mha_scores_bias(causal, None, n, num_heads, length, source + extra, query.dtype)
+    q, k, v = _in_projection(query, key, value, weights, in_proj_bias, embed_dim)
+    attn_mask = _attention_mask_3d(attn_mask, n * num_heads, length, key.shape[0])
+    heads = _Heads(n, num_heads, embed_dim // num_heads)
+    k, v, attn_mask, key_padding_mask = heads.keys_values(k, v, static_kv, bias_k, bias_v, add_zero_attn, attn_mask,
+                                                          key_padding_mask)
+    attn_mask = _merged_padding_mask(attn_mask, key_padding_mask, heads, k.shape[1])
+    dropout_p = dropout_p if training else 0.0
+    if need_weights or native:
+        scale = _native_query_scale(heads.head_dim, q.dtype) if native else math.sqrt(1.0 / float(heads.head_dim))
+        out, attention = _attention_with_weights(heads.split(q), k, v, attn_mask, dropout_p, scale, native)
+        out = out.transpose(0, 1).reshape(length * n, embed_dim)
+        attention = attention if need_weights else None
     else:
-        bias = _mha_scores_bias(attn_mask, key_padding_mask, n, num_heads, length, source, query.dtype)
-        if bias is not None and extra:
-            bias = pad(bias, (0, extra))
-    heads = _MhaHeads(weights, in_proj_bias, num_heads, embed_dim)
-    out, attention = _mha_attend(query, key, value, heads, bias_k, bias_v, add_zero_attn, static_kv,
-                                 dropout_p if training else 0.0, bias)
-    out = _viewed_as_torchs(out_proj(out))  # [L, N, E], laid out so (torch's)
+        out, attention = _attention_by_sdpa(heads.split(q), k, v, attn_mask, dropout_p, sdpa_causal, heads), None
+        out = out.permute(2, 0, 1, 3).reshape(n * length, embed_dim)
+    out = out_proj(out)
+    out = out.view(length, n, out.shape[1])
+    if attention is not None:
+        attention = attention.view(n, num_heads, length, k.shape[1])
+        if average_attn_weights:
+            attention = attention.sum(1) / num_heads if native else attention.mean(dim=1)
     if not batched:
-        out = out.squeeze(1)
-    elif batch_first:
-        out = out.transpose(0, 1)
-    if not need_weights:
-        return out, None
-    if average_attn_weights:
-        attention = attention.mean(1)
-    return out, (attention if batched else attention.squeeze(0))
+        return out.squeeze(1), None if attention is None else attention.squeeze(0)
+    return (out.transpose(1, 0) if batch_first else out), attention
 
 
-def _viewed_as_torchs(out):
-    """torch's MHA applies out_proj to the heads' output viewed [L N, E] and views the result back: its node is
-    ViewBackward0 over the product's, where minilora's linear on the 3-D tensor without a bias is matmul's fold,
-    UnsafeViewBackward0 (with a bias both are ViewBackward0 over AddmmBackward0)."""
-    node = out._ctx
-    if node is not None and node.name() == "UnsafeViewBackward0":
-        _name_node(out, "ViewBackward0")
-    return out
+def _sequence_first(query, key, value):
+    """nn.MultiheadAttention's transposes of batch-first inputs, keeping which of them are the same tensor."""
+    if key is value:
+        if query is key:
+            query = key = value = query.transpose(1, 0)
+            return query, key, value
+        query, key = (x.transpose(1, 0) for x in (query, key))
+        return query, key, key
+    return tuple(x.transpose(1, 0) for x in (query, key, value))
+
+
+def _in_projection(query, key, value, weights, bias, embed_dim):
+    """torch's _in_projection_packed / _in_projection: q, k, v [T, N, E]. With the packed weight, self-attention
+    is one product (keys and values the same tensor: one for both), split as torch splits it."""
+    if not isinstance(weights, _Tensor):
+        b_q, b_k, b_v = (None,) * 3 if bias is None else bias.chunk(3)
+        return tuple(linear(x, w, b) for x, w, b in zip((query, key, value), weights, (b_q, b_k, b_v)))
+    if weights.ndim != 2 or weights.shape[0] != 3 * embed_dim:
+        raise AssertionError(f"in_proj_weight should be [{3 * embed_dim}, {embed_dim}]")
+    if key is value and query is key:
+        return tuple(_packed_split(linear(query, weights, bias), 3, embed_dim))
+    if key is value:
+        w_q, w_kv = weights.split([embed_dim, 2 * embed_dim])
+        b_q, b_kv = (None, None) if bias is None else bias.split([embed_dim, 2 * embed_dim])
+        k, v = _packed_split(linear(key, w_kv, b_kv), 2, embed_dim)
+        return linear(query, w_q, b_q), k, v
+    w_q, w_k, w_v = weights.chunk(3)
+    b_q, b_k, b_v = (None,) * 3 if bias is None else bias.chunk(3)
+    return linear(query, w_q, b_q), linear(key, w_k, b_k), linear(value, w_v, b_v)
+
+
+def _packed_split(projected, parts, embed_dim):
+    """[..., parts * E] -> ``parts`` tensors [..., E], through torch's contiguous [parts, ..., E] copy."""
+    stacked = projected.unflatten(-1, (parts, embed_dim)).unsqueeze(0).transpose(0, -2).squeeze(-2).contiguous()
+    return [stacked[i] for i in range(parts)]
+
+
+def _attention_mask_3d(attn_mask, batch_heads, length, source):
+    """A 2-D mask [L, S] as [1, L, S], a 3-D one checked against [N H, L, S] (torch's words)."""
+    if attn_mask is None:
+        return None
+    expected = {2: (length, source), 3: (batch_heads, length, source)}[attn_mask.ndim]  # (ranks checked)
+    if tuple(attn_mask.shape) != expected:
+        raise RuntimeError(f"The shape of the {attn_mask.ndim}D attn_mask is {_torch_spelling(attn_mask.shape)}, "
+                           f"but should be {expected}.")
+    return attn_mask.unsqueeze(0) if attn_mask.ndim == 2 else attn_mask
+
+
+class _Heads:
+    """The layouts of torch's multi_head_attention_forward: [T, N, E] <-> [N H, T, D]."""
+
+    def __init__(self, n, num_heads, head_dim):
+        self.n, self.num_heads, self.head_dim = n, num_heads, head_dim
+
+    def split(self, x):
+        return x.view(x.shape[0], self.n * self.num_heads, self.head_dim).transpose(0, 1)
+
+    def keys_values(self, k, v, static_kv, bias_k, bias_v, add_zero_attn, attn_mask, key_padding_mask):
+        """Keys and values [N H, S, D]: projected (or static), with bias_k / bias_v and a zero key appended (the
+        masks padded for each)."""
+        static_k, static_v = static_kv
+        if bias_k is not None and bias_v is not None:
+            if static_k is not None or static_v is not None:
+                raise AssertionError("bias cannot be added to static key.")
+            k, v = ops.cat([k, bias_k.repeat(1, self.n, 1)]), ops.cat([v, bias_v.repeat(1, self.n, 1)])
+            attn_mask, key_padding_mask = _padded_masks(attn_mask, key_padding_mask)
+        k = self.split(k) if static_k is None else self._static(static_k, "k")
+        v = self.split(v) if static_v is None else self._static(static_v, "v")
+        if add_zero_attn:
+            zeros = k.new_zeros((self.n * self.num_heads, 1, self.head_dim))
+            k, v = ops.cat([k, zeros], dim=1), ops.cat([v, zeros.to(v.dtype)], dim=1)
+            attn_mask, key_padding_mask = _padded_masks(attn_mask, key_padding_mask)
+        return k, v, attn_mask, key_padding_mask
+
+    def _static(self, static, name):
+        if static.shape[0] != self.n * self.num_heads:
+            raise AssertionError(f"expecting static_{name}.size(0) of {self.n * self.num_heads}, but got "
+                                 f"{static.shape[0]}")
+        if static.shape[2] != self.head_dim:
+            raise AssertionError(f"expecting static_{name}.size(2) of {self.head_dim}, but got {static.shape[2]}")
+        return static
+
+
+def _padded_masks(attn_mask, key_padding_mask):
+    """Both masks with one more key (attended: 0 or False), as torch pads them for an appended key."""
+    return tuple(None if mask is None else pad(mask, (0, 1)) for mask in (attn_mask, key_padding_mask))
+
+
+def _merged_padding_mask(attn_mask, key_padding_mask, heads, source):
+    """The key padding mask [N, S] added to the attention mask, as [N H, 1, S] (torch's _check_key_padding_mask
+    first)."""
+    if key_padding_mask is None:
+        return attn_mask
+    for axis, size in enumerate((heads.n, source)):
+        if key_padding_mask.ndim <= axis or key_padding_mask.shape[axis] != size:
+            got = key_padding_mask.shape[axis] if key_padding_mask.ndim > axis else None
+            raise AssertionError(f"Expected key_padded_mask.shape[{axis}] to be {size}, but got {got}")
+    padding = key_padding_mask.view(heads.n, 1, 1, source).expand(-1, heads.num_heads, -1, -1).reshape(
+        heads.n * heads.num_heads, 1, source)
+    return padding if attn_mask is None else attn_mask + padding
+
+
+def _native_query_scale(head_dim, dtype):
+    """_native_multi_head_attention's ``1 / sqrt(d)``, computed in the input's dtype (float32 for 16-bit inputs)."""
+    work = np.float64 if dtype == np.float64 else np.float32
+    return float(work(1.0) / np.sqrt(work(head_dim)))
+
+
+def _attention_with_weights(q, k, v, attn_mask, dropout_p, scale, native=False):
+    """torch's need_weights path: the query scaled first, baddbmm with the mask, softmax, dropout (the weights
+    returned are the dropped ones), bmm. (``native``: the inference kernel's bmm, its bool mask applied after.)"""
+    q_scaled = q * scale
+    if attn_mask is None or native:
+        scores = ops.bmm(q_scaled, k.transpose(-2, -1))
+        scores = scores if attn_mask is None else scores + attn_mask  # (0 or -inf: exact)
+    else:
+        scores = ops.baddbmm(attn_mask, q_scaled, k.transpose(-2, -1))
+    weights = softmax(scores, dim=-1)
+    if dropout_p > 0.0:
+        weights = dropout(weights, p=dropout_p)
+    return ops.bmm(weights, v), weights
+
+
+def _attention_by_sdpa(q, k, v, attn_mask, dropout_p, is_causal, heads):
+    """torch's need_weights=False path: scaled_dot_product_attention on [N, H, T, D] views."""
+    if attn_mask is not None:
+        attn_mask = attn_mask.unsqueeze(0) if attn_mask.shape[0] == 1 else \
+            attn_mask.view(heads.n, heads.num_heads, -1, k.shape[1])
+    as_4d = lambda t: t.view(heads.n, heads.num_heads, t.shape[1], heads.head_dim)  # noqa: E731
+    return scaled_dot_product_attention(as_4d(q), as_4d(k), as_4d(v), attn_mask, dropout_p, is_causal)
 
 
 def _check_key_value_shapes(key, value, batch_first, separate_weights):
@@ -1671,68 +1799,6 @@ def _check_key_value_shapes(key, value, batch_first, separate_weights):
                              f"{shown(value)[:2]}")
     if not separate_weights and key.shape != value.shape:
         raise AssertionError(f"key shape {shown(key)} does not match value shape {shown(value)}")
-
-
-class _MhaHeads:
-    """The three input projections, each splitting its result into heads."""
-
-    def __init__(self, weights, in_proj_bias, num_heads, embed_dim):
-        self.weights, self.bias, self.num_heads, self.embed_dim = weights, in_proj_bias, num_heads, embed_dim
-
-    def __call__(self, x, which):
-        """``x`` [N, T, width] projected by ``which`` (0 q, 1 k, 2 v) into heads: [N, H, T, D]."""
-        e = self.embed_dim
-        bias = None if self.bias is None else self.bias[which * e:(which + 1) * e]
-        n, t, _ = x.shape
-        out = linear(x, self.weights[which], bias)
-        return out.reshape(n, t, self.num_heads, e // self.num_heads).transpose(1, 2)
-
-
-def _mha_attend(query, key, value, heads, bias_k, bias_v, add_zero_attn, static_kv, dropout_p, bias):
-    """Attention of every head, as torch's ``multi_head_attention_forward`` computes it (the query
-    scaled by ``sqrt(1 / d)`` first); returns ``(output [L, N, E], weights [N, H, L, S])``."""
-    head_dim = heads.embed_dim // heads.num_heads
-    q = heads(query, 0) * math.sqrt(1.0 / head_dim)
-    n, h, length = q.shape[:3]
-    static_k, static_v = static_kv
-    k = heads(key, 1) if static_k is None else _static_heads(static_k, n, h, head_dim, "k")
-    v = heads(value, 2) if static_v is None else _static_heads(static_v, n, h, head_dim, "v")
-    if bias_k is not None:  # (torch appends them before splitting heads: the same numbers)
-        if static_k is not None or static_v is not None:
-            raise AssertionError("bias cannot be added to static key.")
-        k = ops.cat([k, bias_k.reshape(1, h, 1, head_dim).expand(n, h, 1, head_dim)], 2)
-        v = ops.cat([v, bias_v.reshape(1, h, 1, head_dim).expand(n, h, 1, head_dim)], 2)
-    if add_zero_attn:
-        k, v = (ops.cat([t, t.new_zeros((n, h, 1, head_dim))], 2) for t in (k, v))
-    scores = q @ k.transpose(-2, -1)
-    if bias is not None:
-        scores = bias + scores
-    weights = scores.softmax(-1)
-    if dropout_p > 0:
-        weights = dropout(weights, dropout_p)  # the weights returned are the dropped ones (torch)
-    out = (weights @ v).permute(2, 0, 1, 3).reshape(length, n, heads.embed_dim)
-    return out, weights
-
-
-def _mha_scores_bias(attn_mask, key_padding_mask, n, num_heads, length, source, dtype):
-    """What is added to the scores [N, H, L, S] (or None): each mask as a float (True -> -inf)."""
-    bias = None
-    if attn_mask is not None:
-        expected = {2: (length, source), 3: (n * num_heads, length, source)}[attn_mask.ndim]  # (ranks checked)
-        if tuple(attn_mask.shape) != expected:
-            raise RuntimeError(f"The shape of the {attn_mask.ndim}D attn_mask is {_torch_spelling(attn_mask.shape)}, "
-                               f"but should be {expected}.")
-        bias = _mha_mask_as_float(attn_mask, dtype)
-        if attn_mask.ndim == 3:
-            bias = bias.reshape(n, num_heads, length, source)
-    if key_padding_mask is not None:
-        for axis, size in enumerate((n, source)):  # torch's _check_key_padding_mask
-            if key_padding_mask.ndim <= axis or key_padding_mask.shape[axis] != size:
-                got = key_padding_mask.shape[axis] if key_padding_mask.ndim > axis else None
-                raise AssertionError(f"Expected key_padded_mask.shape[{axis}] to be {size}, but got {got}")
-        padding = _mha_mask_as_float(key_padding_mask, dtype).reshape(n, 1, 1, source)
-        bias = padding if bias is None else bias + padding
-    return bias
 
 
 def _check_mask_ranks(query, key_padding_mask, attn_mask):
@@ -1776,14 +1842,6 @@ def _mha_mask_as_float(mask, dtype):
     if not _is_floating(mask.dtype):
         raise AssertionError(f"only bool and floating types of masks are supported, got {mask.dtype}")
     return mask
-
-
-def _static_heads(static, n, num_heads, head_dim, name):
-    if static.shape[0] != n * num_heads:
-        raise AssertionError(f"expecting static_{name}.size(0) of {n * num_heads}, but got {static.shape[0]}")
-    if static.shape[2] != head_dim:
-        raise AssertionError(f"expecting static_{name}.size(2) of {head_dim}, but got {static.shape[2]}")
-    return static.reshape(n, num_heads, static.shape[1], head_dim)
 
 
 # torch's refusal of a number, a list, None or an array where these functions take a Tensor (_argument_types.py)

@@ -844,17 +844,28 @@ class MultiheadAttention(Module):
                 average_attn_weights=True, is_causal=False):
         """``F.multi_head_attention_forward`` with this module's weights (read at the call: LoRA may
         stand in for ``in_proj_weight`` and ``out_proj``)."""
-        e = self.embed_dim
         if self._qkv_same_embed_dim:
-            packed = self.in_proj_weight
-            weights = (packed[:e], packed[e:2 * e], packed[2 * e:])
+            weights = self.in_proj_weight
         else:
             weights = (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)
         return F._multi_head_attention(
-            query, key, value, e, self.num_heads, weights, self.in_proj_bias, self.bias_k, self.bias_v,
+            query, key, value, self.embed_dim, self.num_heads, weights, self.in_proj_bias, self.bias_k, self.bias_v,
             self.add_zero_attn, self.dropout, self.out_proj, self.training, key_padding_mask, need_weights,
             attn_mask, average_attn_weights, is_causal, batch_first=self.batch_first,
-            separate_weights=not self._qkv_same_embed_dim)
+            separate_weights=not self._qkv_same_embed_dim,
+            native=self._torch_takes_fast_path(query, key, value, attn_mask, key_padding_mask))
+
+    def _torch_takes_fast_path(self, query, key, value, attn_mask, key_padding_mask):
+        """torch's conditions for its inference kernel (``_native_multi_head_attention``), whose steps differ from
+        the module's others: self-attention, batch first, eval mode, nothing to differentiate, bool masks."""
+        from ..tensor import is_grad_enabled
+        tensors = (query, self.in_proj_weight, self.in_proj_bias, self.out_proj.weight, self.out_proj.bias)
+        return (not any(m is not None and is_floating(m.dtype) for m in (attn_mask, key_padding_mask))
+                and query.ndim == 3 and query is key and key is value and self.batch_first and not self.training
+                and self.in_proj_weight is not None and self.in_proj_bias is not None
+                and query.dtype == self.in_proj_weight.dtype == self.in_proj_bias.dtype and self.num_heads % 2 == 0
+                and self.bias_k is None and not self.add_zero_attn and not (_amp.used and _amp.state.active)
+                and not (is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)))
 
 
 # ---- the rest of torch's common activation modules ----------------------------------------------------

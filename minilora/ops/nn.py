@@ -1364,6 +1364,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
                                    label_smoothing)
     else:
         _check_class_weight_dtype(input, weight_given)
+        _refuse_differentiable_class_weight(input, weight_given)
         targets = _class_targets("cross_entropy", input, _array(target))
         logp = None
         if _is_16bit_float(logits) or label_smoothing:  # torch's two ops, each rounded to 16 bits; with label
@@ -1392,6 +1393,15 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         shape = () if input.ndim == 1 else (input.shape[0],) + tuple(input.shape[2:])
         return loss if tuple(loss.shape) == shape else loss.reshape(shape)
     return loss
+
+
+def _refuse_differentiable_class_weight(input, weight):
+    """torch's class-index losses have no gradient for ``weight``: one that requires grad (in grad mode) is its
+    error, named after the kernel (nll_loss2d for inputs of 3 dims or more), not a gradient silently left out."""
+    if isinstance(weight, Tensor) and weight.requires_grad and is_grad_enabled():
+        kernel = "nll_loss2d_forward" if input.ndim > 2 else "nll_loss_forward"
+        raise RuntimeError(f"The function '{kernel}' is not differentiable with respect to argument 'weight'. This "
+                           "input cannot have requires_grad True.")
 
 
 def _check_class_weight_dtype(input, weight):
@@ -1576,6 +1586,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     _floating_only("nll_loss", input)
     ignore_index = _plain_index(ignore_index)
     _check_class_weight_dtype(input, weight)
+    _refuse_differentiable_class_weight(input, weight)
     logp = _classes_last(input, "nll_loss")
     targets = _class_targets("nll_loss", input, _array(target))
     loss = NllLoss.apply(logp, targets, weight=_class_weight("nll_loss", weight, logp),
