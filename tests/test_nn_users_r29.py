@@ -78,3 +78,19 @@ def test_a_class_weight_that_requires_grad_is_refused(shape, kernel, loss):
         fn(x, target, weight, **kwargs)
     fn(x, target, weight.detach(), **kwargs)
     fn(x, ml.randn(*shape).softmax(0 if len(shape) == 1 else 1), weight) if loss == "cross_entropy" else None
+
+
+@pytest.mark.parametrize("name", ["Conv2d", "Conv2d stride2 pad1", "Conv2d tuple args", "Conv2d groups", "Conv2d depthwise",
+                                  "Conv2d same dil", "Conv2d circular", "Conv2d patchify", "Conv1d", "Conv1d groups same",
+                                  "F.conv2d kw", "Conv2d+BN+ReLU+pool", "ConvTranspose2d", "ConvTranspose2d s2 p1 op1",
+                                  "ConvTranspose2d groups dil", "ConvTranspose1d", "F.conv_transpose2d"])
+def test_float64_convolutions_are_torchs_slow_kernel(name):
+    """torch's float64 convolutions: im2col / col2im and MKL's products, image by image (ops/conv_mm.py)."""
+    assert _differences(name, "float64") == []
+
+
+@pytest.mark.parametrize("name", ["Conv2d unbatched", "Conv2d one image", "Conv1d one sequence",
+                                  "ConvTranspose2d one image"])
+def test_float32_convolutions_outside_onednn_are_torchs(name):
+    """A batch of one small image: torch's slow kernel in float32 too (oneDNN elsewhere: see the sweep)."""
+    assert _differences(name, "float32") == []

@@ -176,6 +176,8 @@ def _convolution_cases():
     case("Conv2d replicate", lambda L, m, x: m(x), x2, build=lambda L: L.nn.Conv2d(4, 6, 3, padding=1, padding_mode="replicate"))
     case("Conv2d circular", lambda L, m, x: m(x), x2, build=lambda L: L.nn.Conv2d(4, 6, 3, padding=2, padding_mode="circular"))
     case("Conv2d unbatched", lambda L, m, x: m(x[0]), x2, build=lambda L: L.nn.Conv2d(4, 6, 3))
+    case("Conv2d one image", lambda L, m, x: m(x[:1]), x2, build=lambda L: L.nn.Conv2d(4, 6, 3, stride=2, padding=1))
+    case("Conv1d one sequence", lambda L, m, x: m(x[:1]), x1, build=lambda L: L.nn.Conv1d(4, 6, 3, padding=2, dilation=2))
     case("Conv2d patchify", lambda L, m, x: m(x).flatten(2).transpose(1, 2), rn(2, 3, 16, 16, seed=5),
          build=lambda L: L.nn.Conv2d(3, 8, kernel_size=4, stride=4))
     case("Conv2d mnist", lambda L, m, x: m(x), rn(4, 1, 28, 28, seed=5), build=lambda L: L.nn.Conv2d(1, 8, 5))
@@ -187,6 +189,7 @@ def _convolution_cases():
          build=lambda L: L.nn.ConvTranspose2d(4, 6, 3, groups=2, dilation=2))
     case("ConvTranspose2d output_size", lambda L, m, x: m(x, output_size=[19, 23]), x2,
          build=lambda L: L.nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1))
+    case("ConvTranspose2d one image", lambda L, m, x: m(x[:1]), x2, build=lambda L: L.nn.ConvTranspose2d(4, 6, 3, stride=2))
     case("ConvTranspose1d", lambda L, m, x: m(x), x1, build=lambda L: L.nn.ConvTranspose1d(4, 6, 4, stride=2, padding=1))
     case("F.conv2d positional", lambda L, m, x, w, b: F(L).conv2d(x, w, b, 1, 1), several(x2, rn(6, 4, 3, 3, seed=7), rn(6, seed=8)))
     case("F.conv2d kw", lambda L, m, x, w: F(L).conv2d(x, w, stride=2, padding="valid", groups=2), several(x2, rn(6, 2, 3, 3, seed=7)))

@@ -859,7 +859,9 @@ class MultiheadAttention(Module):
         """torch's conditions for its inference kernel (``_native_multi_head_attention``), whose steps differ from
         the module's others: self-attention, batch first, eval mode, nothing to differentiate, bool masks."""
         from ..tensor import is_grad_enabled
-        tensors = (query, self.in_proj_weight, self.in_proj_bias, self.out_proj.weight, self.out_proj.bias)
+        out_proj = self.out_proj  # (a LoRA layer's stand-in for one call is a function: its weights in a closure)
+        tensors = (query, self.in_proj_weight, self.in_proj_bias, getattr(out_proj, "weight", None),
+                   getattr(out_proj, "bias", None))
         return (not any(m is not None and is_floating(m.dtype) for m in (attn_mask, key_padding_mask))
                 and query.ndim == 3 and query is key and key is value and self.batch_first and not self.training
                 and self.in_proj_weight is not None and self.in_proj_bias is not None

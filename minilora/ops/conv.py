@@ -28,6 +28,7 @@ from ..factories import (composed_layout, composed_layout_unknown, contiguous_fo
                          layout_order, suggested_format)
 from ..device import xp_of
 from ..tensor import Function, Tensor, backward_reads, inputs_not_torchs, is_grad_enabled, name_node, saving_as_torch
+from . import conv_mm
 from .nn import _is_16bit_float, float32_inside
 
 __all__ = ["conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
@@ -293,6 +294,11 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups):
              zip(input.shape[2:], weight.shape[2:], stride, symmetric, dilation)]
     if min(sizes) <= 0:
         raise _kernel_too_large(input.shape[2:], weight.shape[2:], symmetric, dilation)
+    if conv_mm.takes(input, weight, bias, lambda: _uses_onednn(input, weight, stride, dilation, groups)):
+        if bias is not None and (bias.ndim != 1 or bias.shape[0] != weight.shape[0]):
+            raise RuntimeError(_bias_size_message(weight, bias))
+        return conv_mm.SlowConv2d.apply(input, weight, bias, stride=stride, padding=symmetric, dilation=dilation,
+                                        groups=groups)
     out = Conv2d.apply(input, weight, stride=stride, padding=symmetric, dilation=dilation, groups=groups)
     return _add_bias(out, bias, input, weight, stride, dilation, groups)
 
@@ -1734,6 +1740,11 @@ def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, grou
     if min(sizes) <= 0:
         raise RuntimeError(f"Given input size per channel: ({input.shape[2]} x {input.shape[3]}). Calculated "
                            f"output size per channel: ({sizes[0]} x {sizes[1]}). Output size is too small")
+    if conv_mm.takes(input, weight, bias, lambda: _uses_onednn(input, weight, stride, dilation, groups)) and \
+            (bias is None or tuple(bias.shape) == (weight.shape[1] * groups,)):
+        out = conv_mm.SlowConvTranspose2d.apply(input, weight, bias, stride=stride, padding=padding,
+                                                dilation=dilation, groups=groups, output_padding=output_padding)
+        return name_node(out, "ConvolutionBackward0", graph=(input, weight, bias))
     out = ConvTranspose2d.apply(input, weight, stride=stride, padding=padding, dilation=dilation, groups=groups,
                                 output_padding=output_padding)
     out = _add_bias(out, bias, input, weight, stride, dilation, groups, transposed=True)

@@ -27,6 +27,7 @@ from .matmul import Cross, Einsum, Linear, MatMul
 from .bags import DenseBagGradient
 from .ctc import CTCLoss
 from .sampling import GridSampleBilinear2d, GridSampleTrilinear3d
+from .conv_mm import SlowConv2d, SlowConvTranspose2d
 from .conv import (AdaptiveAvgPool2d, AdaptiveAvgPool3d, AdaptiveMaxPool2d, AvgPool2d, AvgPool3d, Conv2d, ConvBias,
                    ConvTranspose2d, CubicResize, Fold, LinearResize, MaxPool2d, MaxUnpool2d, NearestResize, Unfold,
                    _windows)
@@ -332,6 +333,18 @@ def _conv2d(ctx, g):
             gxs.append(Fold.apply(wk.reshape(og, -1).transpose(0, 1).matmul(gk), size=tuple(x.shape[2:]),
                                   kernel=kernel, stride=stride, padding=padding, dilation=dilation))
     return (_joined(gxs, 1) if nx else None), (_joined(gws, 0) if nw else None)
+
+
+def _slow_conv2d(ctx, g):
+    """conv_mm's convolution (the bias inside): _conv2d's formula, and the bias's sum."""
+    gx, gw = _conv2d(ctx, g)
+    return gx, gw, (g.sum((0, 2, 3)) if ctx.has_bias and ctx.needs_input_grad[2] else None)
+
+
+def _slow_conv_transpose2d(ctx, g):
+    """conv_mm's transposed convolution (the bias inside): _conv_transpose2d's formula, and the bias's sum."""
+    gx, gw = _conv_transpose2d(ctx, g)
+    return gx, gw, (g.sum((0, 2, 3)) if ctx.has_bias and ctx.needs_input_grad[2] else None)
 
 
 def _joined(parts, axis):
@@ -1834,7 +1847,7 @@ _BACKWARD_GRAPHS = {
     Embedding: lambda ctx, g: (None, EmbeddingGrad.apply(g, ctx)),
     Gather: _gather, IndexSelect: _index_select, Pad: _pad, CumSum: _cumsum,
     _s.Flip: lambda ctx, g: (g.flip(ctx.dims), None),
-    Unfold: _unfold, Fold: _fold, Conv2d: _conv2d,
+    Unfold: _unfold, Fold: _fold, Conv2d: _conv2d, SlowConv2d: _slow_conv2d,
     Dropout: lambda ctx, g: g * _constant(ctx.mask, g), NllLoss: _nll_loss,
     BinaryCrossEntropyWithLogits: _bce_with_logits, BinaryCrossEntropy: _bce, BinaryCrossEntropyLoss: _bce_loss,
     Attention: _attention, FlashAttention32: _attention, Rotary: _rotary,
@@ -1875,7 +1888,7 @@ _BACKWARD_GRAPHS = {
     _sp.Erfcx: lambda ctx, g: (2.0 * ctx.inputs[0] * _sp.erfcx(ctx.inputs[0]) - 2 / float(np.sqrt(np.pi))) * g,
     _sp.XLog1pY: _xlog1py, _sp.Zeta: _zeta, _ig.Igamma: _igamma,
     _r.Prod: _prod, CumProd: _cumprod, _r.LogCumSumExp: _logcumsumexp,
-    ConvTranspose2d: _conv_transpose2d,
+    ConvTranspose2d: _conv_transpose2d, SlowConvTranspose2d: _slow_conv_transpose2d,
     _e.Remainder: _remainder,  # (and Fmod, its subclass)
     _e.RoundedDiv: _zeros_for_each,
     Nextafter: lambda ctx, g: (sum_to(_masked(g, ctx.moves), ctx.shapes[0]),  # (other's: zeros_like, a constant)
