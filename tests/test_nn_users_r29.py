@@ -23,14 +23,6 @@ pytestmark = pytest.mark.skipif(blas.library() != "mkl", reason="MKL (minilora[m
 _BY_NAME = {case[0]: case for case in CASES}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _differences(name, dtype):
     name, build, call, make, _, grad = _BY_NAME[name]
     return compare(name, build, call, make, dtype, grad)

@@ -18,7 +18,7 @@ import torch
 import minilora as ml
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from users_ops_sweep import as_minilora, as_torch, called, difference as bits_difference, flat, rn  # noqa: E402
+from users_ops_sweep import as_minilora, as_torch, called, difference as bits_difference, output_lines, rn  # noqa: E402
 
 def difference(theirs, mine):
     """``bits_difference``'s words, with the largest gap relative to the largest magnitude (rounding or worse?)."""
@@ -72,15 +72,10 @@ def compare(name, build, call, make, dtype, grad):
     mine_in = [as_minilora(t).requires_grad_(t.requires_grad) if isinstance(t, torch.Tensor) and t.dtype.is_floating_point
                else ml.tensor(t.numpy().copy()) if isinstance(t, torch.Tensor) else t for t in theirs_in]
     their_module, my_module = _module_pair(build, dtype) if build else (None, None)
-    (theirs, their_error) = called(torch, lambda L, *a: call(L, their_module, *a), theirs_in)
-    (mine, my_error) = called(ml, lambda L, *a: call(L, my_module, *a), mine_in)
-    if their_error or my_error:
-        refused = "torch" if their_error else "minilora"
-        return [] if their_error and my_error else [f"{refused} refuses: {their_error or my_error!r}"[:240]]
-    theirs, mine = flat(theirs), flat(mine)
-    if len(theirs) != len(mine):
-        return [f"{len(mine)} outputs vs {len(theirs)}"]
-    lines = [f"out{i}: {d}" for i, d in enumerate(map(difference, theirs, mine)) if d]
+    lines, theirs, mine = output_lines(called(torch, lambda L, *a: call(L, their_module, *a), theirs_in),
+                                       called(ml, lambda L, *a: call(L, my_module, *a), mine_in), difference)
+    if theirs is None:
+        return lines
     if their_module is not None:
         buffers = dict(my_module.named_buffers())
         lines += [f"buffer {k}: {d}" for k, v in their_module.named_buffers()
@@ -142,8 +137,7 @@ def optimizer_lines(make_optimizer, make_scheduler, dtype, steps=4):
 
     (theirs, their_error), (mine, my_error) = called(torch, lambda L: train(L), []), called(ml, lambda L: train(L), [])
     if their_error or my_error:
-        refused = "torch" if their_error else "minilora"
-        return [] if their_error and my_error else [f"{refused} refuses: {their_error or my_error!r}"[:240]]
+        return output_lines((theirs, their_error), (mine, my_error))[0]
     lines = []
     for step, (t_state, m_state) in enumerate(zip(theirs, mine)):
         lines += [f"step{step} p{k}: {d}" for k, (t, m) in enumerate(zip(t_state, m_state)) if (d := difference(t, m))]

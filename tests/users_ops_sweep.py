@@ -119,18 +119,26 @@ def compare(name, call, make, dtype, grad):
     theirs_in = [t.detach().requires_grad_(grad and t.dtype.is_floating_point) if isinstance(t, torch.Tensor) else t
                  for t in (inputs if isinstance(inputs, tuple) else (inputs,))]
     mine_in = [as_minilora(t).requires_grad_(t.requires_grad) if isinstance(t, torch.Tensor) else t for t in theirs_in]
-    (theirs, their_error), (mine, my_error) = called(torch, call, theirs_in), called(ml, call, mine_in)
-    if their_error or my_error:
-        refused = "torch" if their_error else "minilora"
-        return [] if their_error and my_error else [f"{refused} refuses: {their_error or my_error!r}"[:200]]
-    theirs, mine = flat(theirs), flat(mine)
-    if len(theirs) != len(mine):
-        return [f"{len(mine)} outputs vs {len(theirs)}"]
-    lines = [f"out{i}: {d}" for i, d in enumerate(map(difference, theirs, mine)) if d]
+    lines, theirs, mine = output_lines(called(torch, call, theirs_in), called(ml, call, mine_in))
+    if theirs is None:
+        return lines
     differentiable = [(t, m) for t, m in zip(theirs, mine) if isinstance(t, torch.Tensor) and t.requires_grad]
     if grad and differentiable:
         lines += _gradient_lines(differentiable, theirs_in, mine_in)
     return lines
+
+
+def output_lines(their_outcome, my_outcome, difference=difference):
+    """``(lines, theirs, mine)`` for two ``called`` outcomes: a refusal on one side only, another count of outputs,
+    or each output's difference (``theirs``/``mine``: the outputs opened, None where a refusal ends the comparison)."""
+    (theirs, their_error), (mine, my_error) = their_outcome, my_outcome
+    if their_error or my_error:
+        refused = "torch" if their_error else "minilora"
+        return ([] if their_error and my_error else [f"{refused} refuses: {their_error or my_error!r}"[:240]]), None, None
+    theirs, mine = flat(theirs), flat(mine)
+    if len(theirs) != len(mine):
+        return [f"{len(mine)} outputs vs {len(theirs)}"], None, None
+    return [f"out{i}: {d}" for i, d in enumerate(map(difference, theirs, mine)) if d], theirs, mine
 
 
 def _gradient_lines(outputs, theirs_in, mine_in):
