@@ -34,6 +34,8 @@ def takes(input, weight, bias, uses_onednn):
         return False
     if not (arrays[0].flags.c_contiguous and arrays[1].flags.c_contiguous):  # (channels_last: torch's other loops)
         return False
+    if not (arrays[0].size and arrays[1].size):  # (an empty batch or image: conv's own shortcuts, torch's shapes)
+        return False
     return dtype == np.float64 or (dtype == np.float32 and not uses_onednn())
 
 
