@@ -6,7 +6,10 @@ value in one product on the packed weight, keys and values of cross-attention in
 batches: minilora projected each with its own slice and summed three input gradients); its inference kernel (eval,
 no gradient, batch first: ``_native_multi_head_attention``) scales the query by the float ``1 / sqrt(d)``; a bfloat16
 nn.Transformer with a float32 causal mask was refused; F.cross_entropy / F.nll_loss with class indices took a class
-``weight`` that requires grad (torch refuses it by its kernel's name; minilora left its gradient out silently).
+``weight`` that requires grad (torch refuses it by its kernel's name; minilora left its gradient out silently);
+float64 convolutions (and float32 ones on one small image), which torch computes image by image with im2col and
+MKL's products (ops/conv_mm.py), not as one einsum; bfloat16 Adam/AdamW(fused=True), which torch's fused kernel
+computes in float32 (optim/fused_adam.py). What is left: tests/users_nn_sweep.py's docstring.
 """
 import sys
 
@@ -17,7 +20,7 @@ from minilora import blas
 
 torch = pytest.importorskip("torch")
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from users_nn_sweep import CASES, compare, rn  # noqa: E402  (the sweep's cases and comparison)
+from users_nn_sweep import CASES, OPTIMIZERS, compare, optimizer_lines, rn  # noqa: E402  (the sweep's cases)
 
 pytestmark = pytest.mark.skipif(blas.library() != "mkl", reason="MKL (minilora[mkl]) is not minilora's BLAS here")
 _BY_NAME = {case[0]: case for case in CASES}
@@ -86,3 +89,10 @@ def test_float64_convolutions_are_torchs_slow_kernel(name):
 def test_float32_convolutions_outside_onednn_are_torchs(name):
     """A batch of one small image: torch's slow kernel in float32 too (oneDNN elsewhere: see the sweep)."""
     assert _differences(name, "float32") == []
+
+
+@pytest.mark.parametrize("optimizer", ["Adam fused", "AdamW fused"])
+def test_bfloat16_fused_adam_is_torchs_fused_kernel(optimizer):
+    """torch's fused CPU kernel computes a 16-bit parameter's step in float32 (optim/fused_adam.py)."""
+    make = dict(OPTIMIZERS)[optimizer]
+    assert optimizer_lines(make, None, "bfloat16") == []

@@ -37,6 +37,7 @@ import numpy as np
 from .. import fastmath, float32_math, kernels, parallel, solutions
 from ..device import CHUNK, cache_slices, xp_of
 from .. import dtypes
+from . import fused_adam
 from .optimizer import (Optimizer, _as_number, _check_adam_hyperparameters, add_scaled, add_scaled_16bit_rounded,
                         alpha_16bit, learning_rate, mul_scalar_16bit, new_step_count, occurrence_passes,
                         rounds_each_op, state_arrays, state_tensors)
@@ -236,6 +237,7 @@ class Adam(Optimizer):
         are first gathered into flat arrays, updated as one and copied back (``_flat_tasks``).
         CuPy arrays, and parameters whose state is strided, are updated whole, one after the other.
         """
+        todo = [entry for entry in todo if not _fused_step_taken(*entry)]
         tasks, gathered, whole = self._flat_tasks(todo)
         self._update_pieces(whole)
         parallel.spans(functools.partial(self._update_spans, tasks), [arrays[0].size for arrays, _, _ in tasks])
@@ -363,6 +365,20 @@ def _in_one_pass(arrays, state, group):
         *arrays, decay=bool(wd), shrink=number(1 - lr * wd), one_minus_beta1=number(1 - beta1),
         one_minus_beta2=number(1 - beta2), beta2=number(beta2), bias2_root=number(math.sqrt(1 - beta2 ** step)),
         eps=number(group["eps"]), step_size=number(-(lr / (1 - beta1 ** step))), mkl_sqrt=not group.get("fused"))
+
+
+def _fused_step_taken(p, state, group):
+    """Run torch's fused CPU kernel's steps on this parameter where its group asks for ``fused=True`` (and the
+    exercise's region is the shipped solution: a learner's update is what runs otherwise); False where not taken."""
+    arrays = (p._array, p.grad._array, state["exp_avg"], state["exp_avg_sq"])
+    if not (group.get("fused") and fused_adam.takes(arrays) and _runs_the_solution()):
+        return False
+    beta1, beta2 = group["betas"]
+    fused_adam.fused_adam_step(*arrays, state.get("max_exp_avg_sq") if group["amsgrad"] else None,
+                               step=float(state["step"]), lr=learning_rate(group), beta1=beta1, beta2=beta2,
+                               eps=group["eps"], weight_decay=group["weight_decay"],
+                               decoupled=group["decoupled_weight_decay"], maximize=group["maximize"])
+    return True
 
 
 def _scatter(flat, members):
