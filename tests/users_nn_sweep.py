@@ -37,7 +37,8 @@ import torch
 import minilora as ml
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from users_ops_sweep import as_minilora, as_torch, called, difference as bits_difference, output_lines, rn  # noqa: E402
+from users_ops_sweep import as_minilora, as_torch, backward_of_both, called, difference as bits_difference  # noqa: E402
+from users_ops_sweep import output_lines, rn  # noqa: E402
 
 def difference(theirs, mine):
     """``bits_difference``'s words, with the largest gap relative to the largest magnitude (rounding or worse?)."""
@@ -106,13 +107,9 @@ def compare(name, build, call, make, dtype, grad):
 
 
 def _gradient_lines(outputs, theirs_in, mine_in, their_module, my_module):
-    generator = torch.Generator().manual_seed(1)
-    weights = [torch.randn(t.shape, generator=generator, dtype=torch.float64).to(t.dtype) for t, _ in outputs]
-    try:
-        sum((t * w).sum() for (t, _), w in zip(outputs, weights)).backward()
-        sum((m * as_minilora(w)).sum() for (_, m), w in zip(outputs, weights)).backward()
-    except Exception as e:  # noqa: BLE001
-        return [f"backward: {e!r}"[:240]]
+    failed = backward_of_both(outputs)
+    if failed:
+        return [failed]
     pairs = [(f"grad{k}", t, m) for k, (t, m) in enumerate(zip(theirs_in, mine_in))
              if isinstance(t, torch.Tensor) and t.requires_grad]
     if their_module is not None:

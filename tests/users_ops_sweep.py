@@ -141,14 +141,23 @@ def output_lines(their_outcome, my_outcome, difference=difference):
     return [f"out{i}: {d}" for i, d in enumerate(map(difference, theirs, mine)) if d], theirs, mine
 
 
-def _gradient_lines(outputs, theirs_in, mine_in):
+def backward_of_both(outputs):
+    """``sum(out * w)``'s backward in both libraries (``outputs``: (torch's, minilora's) pairs; ``w`` a fixed draw
+    for each): the line saying why it failed, or None."""
     generator = torch.Generator().manual_seed(1)
     weights = [torch.randn(t.shape, generator=generator, dtype=torch.float64).to(t.dtype) for t, _ in outputs]
     try:
         sum((t * w).sum() for (t, _), w in zip(outputs, weights)).backward()
         sum((m * as_minilora(w)).sum() for (_, m), w in zip(outputs, weights)).backward()
     except Exception as e:  # noqa: BLE001
-        return [f"backward: {e!r}"[:200]]
+        return f"backward: {e!r}"[:240]
+    return None
+
+
+def _gradient_lines(outputs, theirs_in, mine_in):
+    failed = backward_of_both(outputs)
+    if failed:
+        return [failed]
     lines = []
     for k, (t, m) in enumerate(zip(theirs_in, mine_in)):
         if isinstance(t, torch.Tensor) and t.requires_grad and (t.grad is not None or m.grad is not None):
