@@ -15,7 +15,9 @@ already). What differed:
   Embedding's DoRA magnitudes (float32) an ulp off: its norm's sum laid out otherwise than torch's; a DoRA adapter
   merged after another: PEFT's replay (unmerge the merged ones from the weight and merge them again), which
   rebuilds the weight it then merges into; several ``target_parameters`` adapters active in 16 bits: their
-  updates summed in float32 (PEFT: in the weight's dtype), the logits a step off;
+  updates summed in float32 (PEFT: in the weight's dtype), the logits a step off; a mixed batch
+  (``adapter_names=``) through a LoRA Embedding: refused on a 16-bit base (a dtype mismatch), scaled in another
+  order in float32;
 * adding (or loading) an adapter changed the trainability of the others: PEFT 0.21 keeps every parameter's
   ``requires_grad`` as it was (a second trainable adapter, a frozen one, a base weight the user unfroze).
 
@@ -258,6 +260,25 @@ def test_two_target_parameters_adapters_train_as_pefts_bits(dtype):
     assert sorted(seen["minilora"]) == sorted(seen["torch"])
     for name, want in seen["torch"].items():
         np.testing.assert_array_equal(seen["minilora"][name], want, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_a_mixed_batch_through_a_lora_embedding_is_pefts_bits(dtype):
+    """``adapter_names=`` per row with LoRA on the embeddings: on a 16-bit base (float32 tables) minilora stacked
+    zeros of the base's dtype beside the tables and its product refused the mix (a DTypeMismatchError); in float32
+    it scaled B before the product where PEFT scales the product (scalings 1.5 and 2.5 here)."""
+    config = dict(target_modules=["embed_tokens"], lora_alpha=6)
+    pair = peft_pair(config, dtype)
+    seen = {}
+    for name, (lib, lib_peft) in LIBRARIES.items():
+        model = pair[name].eval()
+        lib.manual_seed(2)
+        model.add_adapter("two", lib_peft.LoraConfig(**dict(BASE, **dict(config, r=2, lora_alpha=5))))
+        with lib.no_grad():
+            out = model(input_ids=lib.tensor(IDS + [[2, 3, 4, 5, 6, 7, 8, 9]]), adapter_names=["default", "two",
+                                                                                             "__base__"])
+        seen[name] = out.logits.float().numpy()
+    np.testing.assert_array_equal(seen["minilora"], seen["torch"])
 
 
 # ==================================================================================================

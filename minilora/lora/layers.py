@@ -888,19 +888,24 @@ class Embedding(BaseTunerLayer):
         after_A = A_stack[slot.reshape(-1, *([1] * (ids_array.ndim - 1))), ids_array]  # [batch, ..., r]
         B_g = B_stack[slot]                                                             # [batch, r, dim]
         flat = after_A.reshape(ids_array.shape[0], -1, r_max)
-        return result + ops.matmul(flat, B_g).reshape(result.shape)
+        # PEFT's order: (A^T[x] B^T) * s in the tables' dtype, added to the base's rows and rounded to its dtype
+        # once (float32 tables on a 16-bit base: a stack in both dtypes was refused); s read now, not stacked
+        scales = xp.asarray([0.0] + [self.scaling[n] for n in names], dtype=B_stack.dtype)[slot]
+        lora = ops.matmul(flat, B_g) * Tensor._make(scales.reshape(-1, 1, 1), result.device, False, None)
+        return (result + lora.reshape(result.shape)).to(result.dtype)
 
     def _adapter_factors(self):
         return {n: (self.lora_embedding_A[n], self.lora_embedding_B[n]) for n in self.lora_embedding_A}
 
     def _stack(self, names):
-        """``A [n+1, V, r_max], s B [n+1, r_max, dim]``, slot 0 all zeros (rows without an adapter)."""
-        W0 = self.base_layer.weight
+        """``A [n+1, V, r_max], B [n+1, r_max, dim]`` in the tables' dtype, slot 0 all zeros (rows without an
+        adapter)."""
+        table = self.lora_embedding_A[names[0]]
         r_max = max(self.r[n] for n in names)
-        A_stack = ops.stack([_constant_zeros(W0, self.in_features, r_max)]
+        A_stack = ops.stack([_constant_zeros(table, self.in_features, r_max)]
                             + [_pad_rank(self.lora_embedding_A[n].T, r_max, 1) for n in names])
-        B_stack = ops.stack([_constant_zeros(W0, r_max, self.out_features)]
-                            + [_pad_rank(self.lora_embedding_B[n].T * self.scaling[n], r_max, 0) for n in names])
+        B_stack = ops.stack([_constant_zeros(table, r_max, self.out_features)]
+                            + [_pad_rank(self.lora_embedding_B[n].T, r_max, 0) for n in names])
         return A_stack, B_stack
 
     def get_delta_weight(self, adapter_name):
