@@ -17,7 +17,7 @@ already). What differed:
   rebuilds the weight it then merges into; several ``target_parameters`` adapters active in 16 bits: their
   updates summed in float32 (PEFT: in the weight's dtype), the logits a step off; a mixed batch
   (``adapter_names=``) through a LoRA Embedding: refused on a 16-bit base (a dtype mismatch), scaled in another
-  order in float32;
+  order in float32; through LoRA Linear layers in float16: NumPy's products, not MKL's;
 * adding (or loading) an adapter changed the trainability of the others: PEFT 0.21 keeps every parameter's
   ``requires_grad`` as it was (a second trainable adapter, a frozen one, a base weight the user unfroze).
 
@@ -262,12 +262,14 @@ def test_two_target_parameters_adapters_train_as_pefts_bits(dtype):
         np.testing.assert_array_equal(seen["minilora"][name], want, err_msg=name)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
-def test_a_mixed_batch_through_a_lora_embedding_is_pefts_bits(dtype):
-    """``adapter_names=`` per row with LoRA on the embeddings: on a 16-bit base (float32 tables) minilora stacked
-    zeros of the base's dtype beside the tables and its product refused the mix (a DTypeMismatchError); in float32
-    it scaled B before the product where PEFT scales the product (scalings 1.5 and 2.5 here)."""
-    config = dict(target_modules=["embed_tokens"], lora_alpha=6)
+@pytest.mark.parametrize("targets, dtype", [(["embed_tokens"], "float32"), (["embed_tokens"], "float16"),
+                                            (["embed_tokens"], "bfloat16"), (["q_proj", "v_proj"], "float16")])
+def test_a_mixed_batch_is_pefts_bits(targets, dtype):
+    """``adapter_names=`` per row. LoRA on the embeddings: on a 16-bit base (float32 tables) minilora stacked zeros
+    of the base's dtype beside the tables and its product refused the mix (a DTypeMismatchError); in float32 it
+    scaled B before the product where PEFT scales the product (scalings 1.5 and 2.5 here). LoRA on Linear layers
+    in float16: the per-row products were NumPy's, not MKL's (a row's logits a step off here and there)."""
+    config = dict(target_modules=targets, lora_alpha=6)
     pair = peft_pair(config, dtype)
     seen = {}
     for name, (lib, lib_peft) in LIBRARIES.items():
