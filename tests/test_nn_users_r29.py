@@ -38,6 +38,15 @@ def test_multihead_attention_training_gradients_are_torchs(name, dtype):
     assert _differences(name, dtype) == []
 
 
+@pytest.mark.parametrize("name, dtype", [("MHA need_weights=False", "float32"), ("MHA need_weights=False", "float64"),
+                                         ("EncoderLayer", "float32"), ("Encoder 2 layers norm", "float32"),
+                                         ("DecoderLayer norm_first causal", "float32"), ("Transformer", "float64")])
+@pytest.mark.usefixtures("two_threads")  # (LayerNorm's weight gradients follow the thread count: both on 2)
+def test_transformer_layers_in_training_are_torchs(name, dtype):
+    """need_weights=False: SDPA on torch's [N, H, T, D] views of the packed projection (flash forward and backward)."""
+    assert _differences(name, dtype) == []
+
+
 def _native_case(embed_dim, heads):
     """Inference through torch's fast path (eval, no_grad, batch first, self-attention, no mask)."""
     def call(L, m, x):
