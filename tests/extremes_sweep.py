@@ -229,12 +229,77 @@ def sweep(names, dtypes, show):
     return found
 
 
+def sweep_modules(names, show):
+    """module_db's modules (float64, training and eval), their forward inputs' floating tensors made extreme:
+    outputs, then the gradients of the outputs' sum for the inputs and parameters (crashes and NaN/inf patterns)."""
+    import test_module_db_r14 as M
+    found = collections.defaultdict(list)
+    for info in M.module_db:
+        name = M.module_name(info)
+        if names and not any(part in name for part in names) or getattr(ml.nn, name, None) is None:
+            continue
+        for training in (True, False):
+            try:
+                samples = M.samples_of(info, torch.float64, training)[:SAMPLES]
+            except Exception:  # noqa: BLE001
+                continue
+            for index, sample in enumerate(samples):
+                counter = [0]
+                sample.forward_input.args = replaced(tuple(sample.forward_input.args), counter)
+                sample.forward_input.kwargs = replaced(dict(sample.forward_input.kwargs), counter)
+                if counter[0] == 0:
+                    continue
+                built = outcome(M.build, (info, sample, torch.float64, training), {})
+                if built[1] is not None:
+                    continue
+                theirs, ours = built[0]
+                run = outcome(M.forward_both, (theirs, ours, sample), {})
+                if run[1] is not None:
+                    found["crash" if isinstance(run[1], CRASHES + (_Timeout,)) else "refuses"].append(
+                        (name, training, index, run[1], None))
+                    continue
+                their_out, our_out, _, _ = run[0]
+                kind = compare_values(our_out, their_out)
+                if kind == "same":
+                    kind = _module_gradients(theirs, ours, their_out, our_out)
+                found[kind].append((name, training, index, None, None))
+    print({kind: len(rows) for kind, rows in found.items()})
+    for kind in ("crash", "special", "values", "refuses", "grad-crash", "grad-special"):
+        for row in found.get(kind, [])[:show]:
+            print(f"{kind:12} {row[0]:28} training={row[1]!s:5} sample {row[2]} {row[3]!r:.120}")
+    return found
+
+
+def _module_gradients(theirs, ours, their_out, our_out):
+    """'same', 'grad-crash' or 'grad-special': the parameters' gradients of each library's outputs' sum."""
+    def backward(module, outputs):
+        floating = [t for t in outputs if getattr(t, "requires_grad", False)]
+        if not floating:
+            return [], None
+        total = floating[0].sum()
+        for t in floating[1:]:
+            total = total + t.sum()
+        answer, error = outcome(total.backward, (), {})
+        return [p.grad for _, p in module.named_parameters()], error
+
+    their_grads, their_error = backward(theirs, their_out)
+    our_grads, our_error = backward(ours, our_out)
+    if our_error is not None and their_error is None:
+        return "grad-crash"
+    pairs = [(a, b) for a, b in zip(our_grads, their_grads) if a is not None and b is not None]
+    return "grad-special" if any(compare_values(a, b) == "special" for a, b in pairs) else "same"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("names", nargs="*")
     parser.add_argument("--dtypes", default="float32,float64")
     parser.add_argument("--show", type=int, default=400)
+    parser.add_argument("--modules", action="store_true", help="torch's module_db instead of op_db (float64)")
     options = parser.parse_args()
+    if options.modules:
+        sweep_modules(options.names, options.show)
+        return
     sweep(options.names, [getattr(torch, name) for name in options.dtypes.split(",")], options.show)
 
 

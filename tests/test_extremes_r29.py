@@ -178,3 +178,20 @@ def test_hardswish_gradient_at_nan_where_torch_vectorizes(dtype, transposed):
     torch.nn.functional.hardswish(theirs).sum().backward()
     ml.nn.functional.hardswish(ours).sum().backward()
     same(ours.grad, theirs.grad)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_rprop_steps_on_through_inf_and_nan_gradients_as_torch(dtype):
+    """torch.sign(NaN) is 0 (``(0 < a) - (a < 0)``): Rprop's sign of grad * prev (inf * 0 on the first step) and of
+    the gradient; NumPy's sign is NaN there, and the weights went NaN."""
+    grads = np.array([0.0, 1e-300, 1.0, -1.0, 1e300, -1e300, 1.79e308, np.inf, -np.inf, np.nan, 3.0])
+    weights = np.array([1.0, 0.5, 0.0, 2.0, 1e-300, 3.0, -4.0, 1.0, 1.0, 1.0, -0.0])
+    results = []
+    for lib in (ml, torch):
+        p = lib.nn.Parameter(lib.tensor(weights.astype(dtype)))
+        optimizer = lib.optim.Rprop([p])
+        for step in range(3):
+            p.grad = lib.tensor((grads * (step + 1)).astype(dtype))
+            optimizer.step()
+        results.append(p.detach())
+    same(*results)

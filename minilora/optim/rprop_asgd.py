@@ -51,16 +51,22 @@ class Rprop(_StepEach):
         grad = ops.load(p.grad._array)
         if group["maximize"]:
             grad = -grad
-        sign = xp.sign(ops.rounded(grad * ops.load(state["prev"])))
-        # torch writes etaplus / etaminus / 1 into the sign tensor (so they are rounded to its dtype); a NaN stays
-        factor = xp.where(sign > 0, etaplus, xp.where(sign < 0, etaminus, xp.where(sign == 0, 1.0, sign))).astype(dtype)
+        sign = _torch_sign(xp, ops.rounded(grad * ops.load(state["prev"])))
+        # torch writes etaplus / etaminus / 1 into the sign tensor (so they are rounded to its dtype)
+        factor = xp.where(sign > 0, etaplus, xp.where(sign < 0, etaminus, 1.0)).astype(dtype)
         low, high = group["step_sizes"]
         step_size = ops.rounded(xp.clip(ops.rounded(ops.load(state["step_size"]) * ops.load(factor)), low, high))
         state["step_size"][...] = step_size
         # where the sign flipped, this step's gradient counts as zero (no step, and no flip next time)
         grad = xp.where(factor == xp.asarray(etaminus).astype(dtype), 0, grad).astype(grad.dtype)
-        p._array[...] = ops.addcmul(ops.load(p._array), xp.sign(grad), step_size, -1)
+        p._array[...] = ops.addcmul(ops.load(p._array), _torch_sign(xp, grad), step_size, -1)
         state["prev"][...] = grad
+
+
+def _torch_sign(xp, a):
+    """torch.sign: ``(0 < a) - (a < 0)``, so 0 at a NaN (NumPy's sign is NaN there: an inf or NaN gradient made the
+    weights NaN where torch's Rprop steps on)."""
+    return (a > 0).astype(a.dtype) - (a < 0).astype(a.dtype)
 
 
 class ASGD(_StepEach):
