@@ -21,7 +21,7 @@ from .. import dtypes, fastmath, float32_math
 from ..device import xp_of
 from ..tensor import Function, Tensor, name_node, no_forward_formula
 from .elementwise import _host_array, _promoted, _step, computes_in_float32, unbroadcast
-from .special import _torch_exp as torch_exp, lgamma_f64
+from .special import _torch_exp as torch_exp, torch_lgamma
 
 _F64 = np.float64
 # Boost's Lanczos approximation (lanczos13m53) as a rational function of a: numerator and denominator, lowest power
@@ -584,7 +584,7 @@ class Igamma(Function):
         real = x.dtype.type
         with np.errstate(all="ignore"):
             exponent = _step(ctx, _step(ctx, a - real(1)) * _step(ctx, float32_math.vml("log", x)))
-            exponent = _step(ctx, _step(ctx, exponent - x) - _step(ctx, lgamma_f64(a).astype(a.dtype)))
+            exponent = _step(ctx, _step(ctx, exponent - x) - _step(ctx, torch_lgamma(a)))
             density = _step(ctx, torch_exp(exponent))
         scale = g if ctx.lower else _step(ctx, -g)
         return None, unbroadcast(scale * xp_of(g).asarray(density), ctx.shapes[1]), None, None
