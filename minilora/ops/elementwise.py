@@ -2486,8 +2486,16 @@ class Logit(Function):
     def backward(ctx, g):
         a, eps = ctx.a, ctx.eps
         low, high, outside = (0, 1, np.nan) if eps is None else (eps, 1 - eps, 0)
+        xp = xp_of(g)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return xp_of(g).where((a < low) | (a > high), g.dtype.type(outside), g / (a * (1 - a)))
+            inside = g / (a * (1 - a))
+            out = xp.where((a < low) | (a > high), g.dtype.type(outside), inside)
+            # torch's scalar lambda: g * inf at 0 and 1 (+inf at -0 too); its vectorized one blends g / (x (1 - x))
+            # in where low <= x <= high, else ``outside``: -inf at -0, and 0 at a NaN when there is an eps
+            negative_zero = (a == 0) & xp.signbit(a)
+            out = xp.where(negative_zero & (a >= low), g * g.dtype.type(np.inf), out)
+            vectorized = xp.where((a >= low) & (a <= high), inside, g.dtype.type(outside))
+        return _where_vectorized(out, xp.isnan(a) | negative_zero, vectorized, g, a)
 
 
 def logit(input, eps=None):
@@ -2821,14 +2829,22 @@ class Hardswish(Function):
 def _nan_where_vectorized(out, a, g):
     """hardswish_backward at a NaN: torch's vectorized lambda blends ``g (a / 3 + 1/2)`` (NaN) in, its scalar one
     (a row's tail, ``float32_math.scalar_positions``) falls through to ``g``, as ``out`` has it."""
-    if type(out) is not np.ndarray or out.dtype not in (np.float32, np.float64) or not np.isnan(a).any():
+    return _where_vectorized(out, np.isnan(a), np.nan, g, a)
+
+
+def _where_vectorized(out, differ, vectorized_value, g, a):
+    """``out`` (a backward kernel's scalar lambda on every element) with ``vectorized_value`` where ``differ`` and
+    torch's ``cpu_kernel_vec`` runs its vectorized lambda there: all but a row's tail (``float32_math.
+    scalar_positions``; float32 and float64 arrays)."""
+    if type(out) is not np.ndarray or out.dtype not in (np.float32, np.float64) or not np.any(differ):
         return out
-    vectorized = np.isnan(np.broadcast_to(a, out.shape)).reshape(-1).copy()
+    vectorized = np.broadcast_to(differ, out.shape).reshape(-1).copy()
     step = float32_math._VECTOR_STEP if out.dtype == np.float32 else float32_math.FLOAT_LANES  # (two vectors)
     for where in float32_math.scalar_positions(*np.broadcast_arrays(g, a), step=step):
         vectorized[where] = False
     out = np.array(out, copy=True, order="C")  # (positions are in the result's C order)
-    out.reshape(-1)[vectorized] = np.nan
+    values = np.broadcast_to(vectorized_value, out.shape).reshape(-1)
+    out.reshape(-1)[vectorized] = values[vectorized]
     return out
 
 

@@ -1,0 +1,33 @@
+"""Extreme values, third pass (round 29; tests/extremes_sweep.py found them): where torch's backward kernel has a
+vectorized lambda and a scalar one that disagree at an edge, minilora gives each element the one torch runs there
+(the scalar one on a row's tail, ``float32_math.scalar_positions``).
+"""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import minilora as ml  # noqa: E402
+from minilora import float32_math  # noqa: E402
+
+EDGES = np.array([np.nan, 0.3, -0.0, 1.0, np.inf, 0.0, -np.inf, 0.05, 0.99, -0.2, 0.1, 0.9])
+
+
+def differing(ours, theirs):
+    ours, theirs = np.asarray(ours), np.asarray(theirs)
+    return int((((ours != theirs) & ~(np.isnan(ours) & np.isnan(theirs))) | (np.isnan(ours) != np.isnan(theirs))).sum())
+
+
+@pytest.mark.skipif(float32_math.CPU_CAPABILITY == "default", reason="torch's default build: the scalar lambda only")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n,eps", [(7, None), (7, 0.0), (40, None), (40, 0.0), (40, 0.1), (1000, 0.0), (1000, 0.1)])
+def test_logit_gradient_at_nan_and_negative_zero_is_torchs_lane_by_lane(n, eps, dtype):
+    """logit_backward's vectorized lambda: 0 at a NaN when there is an eps (its range test is false), g / (x (1 - x))
+    at -0 (-inf); its scalar lambda: NaN at a NaN, g * inf at -0 (+inf)."""
+    rng = np.random.default_rng(n)
+    x = rng.choice(EDGES, n).astype(dtype)
+    x[:2] = np.nan, -0.0  # (in the vectorized body once n > 16; n = 7: all tail)
+    g = rng.standard_normal(n).astype(dtype)
+    theirs, ours = torch.tensor(x, requires_grad=True), ml.tensor(x, requires_grad=True)
+    torch.logit(theirs, eps=eps).backward(torch.tensor(g))
+    ml.logit(ours, eps=eps).backward(ml.tensor(g))
+    assert differing(ours.grad.numpy(), theirs.grad.numpy()) == 0
