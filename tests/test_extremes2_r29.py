@@ -31,3 +31,15 @@ def test_logit_gradient_at_nan_and_negative_zero_is_torchs_lane_by_lane(n, eps, 
     torch.logit(theirs, eps=eps).backward(torch.tensor(g))
     ml.logit(ours, eps=eps).backward(ml.tensor(g))
     assert differing(ours.grad.numpy(), theirs.grad.numpy()) == 0
+
+
+def test_float64_pdist_overflows_and_underflows_as_torchs_kernel():
+    """torch's float64 pdist (p = 2) is sqrt of the unscaled sum of squares: inf where it overflows, 0 where it
+    underflows (minilora's norm scaled: 1.7e308 and 1e-200); the gradient follows the distances."""
+    x = np.array([[1.7e308], [-1e308], [3.0], [0.5], [1e-200], [0.0]])  # (one column: minilora's norm was |x_i - x_j|)
+    theirs, ours = torch.tensor(x, requires_grad=True), ml.tensor(x, requires_grad=True)
+    expected, got = torch.nn.functional.pdist(theirs), ml.nn.functional.pdist(ours)
+    expected.sum().backward()
+    got.sum().backward()
+    assert differing(got.detach().numpy(), expected.detach().numpy()) == 0
+    assert differing(ours.grad.numpy(), theirs.grad.numpy()) == 0

@@ -1216,8 +1216,8 @@ def pdist(input, p=2):
         out = ops.elementwise.ZeroGradientTo.apply(out.detach(), input)
     elif p in (1, 2, math.inf) and _pdist_kernel_runs(input._array, p):  # (torch's kernel's values and gradient; the
         x = np.ascontiguousarray(input._array)  # composed graph stays for create_graph)
-        dist = out._array.copy() if p == math.inf or x.dtype == np.float64 else _pdist_as_torch(x, p)  # (inf: a max,
-        # any order gives its value)
+        dist = out._array.copy() if p == math.inf else _pdist_as_torch(x, p) if x.dtype == np.float32 \
+            else _float64_pdist(out._array, x, p)  # (inf: a max, any order gives its value)
         out = _KernelGradients.apply(out, input, None, None, values=dist, gradients=_pdist_gradients(x, dist, p))
     return _name_node(_saves_as_torch(out, input, out), "PdistBackward0", graph=(input,))  # (torch's node keeps
     # both)
@@ -1256,6 +1256,16 @@ def _pdist_as_torch(x, p):
             step //= 2
         total = total[:, 0]
     return np.sqrt(total) if p == 2 else total
+
+
+def _float64_pdist(composed, x, p):
+    """float64 pdist: the composed norm's distances (torch's sum order there is not found yet), but the kernel's own
+    where its unscaled sum of squares overflows or underflows (one column: the norm is |x_i - x_j|, the kernel's
+    sqrt of its square inf past 1.3e154, 0 below 1e-162) -- there the two differ by more than rounding."""
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        kernel = _pdist_as_torch(x, p)
+        rounding_apart = np.abs(kernel - composed) <= 1e-12 * np.abs(composed)
+    return np.where(rounding_apart | np.isnan(kernel), composed, kernel)
 
 
 def _pdist_pair_terms(x, dist, grad, p):
