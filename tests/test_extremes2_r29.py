@@ -43,3 +43,19 @@ def test_float64_pdist_overflows_and_underflows_as_torchs_kernel():
     got.sum().backward()
     assert differing(got.detach().numpy(), expected.detach().numpy()) == 0
     assert differing(ours.grad.numpy(), theirs.grad.numpy()) == 0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_zero_norm_distances_are_nan_where_a_difference_is(dtype):
+    """cdist's and pdist's p = 0 kernel sums min(ceil(|d|), 1): a NaN difference (NaN in a row, inf - inf) makes the
+    distance NaN, where vector_norm's count of nonzeros counted it as 1; the gradient stays zeros."""
+    a = np.array([[np.nan, 1.0, np.inf], [0, 0, 0], [1, 2, 3]], dtype)
+    b = np.array([[np.nan, 1.0, np.inf], [1, 0, -np.inf]], dtype)
+    assert differing(ml.cdist(ml.tensor(a), ml.tensor(b), p=0).numpy(),
+                     torch.cdist(torch.tensor(a), torch.tensor(b), p=0).numpy()) == 0
+    theirs, ours = torch.tensor(a, requires_grad=True), ml.tensor(a, requires_grad=True)
+    expected, got = torch.nn.functional.pdist(theirs, p=0), ml.nn.functional.pdist(ours, p=0)
+    expected.sum().backward()
+    got.sum().backward()
+    assert differing(got.detach().numpy(), expected.detach().numpy()) == 0
+    assert differing(ours.grad.numpy(), theirs.grad.numpy()) == 0

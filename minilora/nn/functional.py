@@ -26,6 +26,7 @@ from ..ops.nn import _floating_only, _reduced, _row_index
 from ..ops.nn import legacy_reduction as _legacy_reduction
 from ..ops.nn import dropout_noise as _dropout_noise, feature_dropout as _feature_dropout
 from ..ops.nn import _refuse_integer_dropout
+from ..ops.nn import nan_where_a_difference_is as _nan_where_a_difference_is
 from ..ops.nn import float32_inside as _float32_inside, Glu as _Glu, PRelu as _PRelu, KernelGradients as _KernelGradients
 from ..ops.conv import adaptive_max_pool1d, adaptive_max_pool2d, fold, unfold  # noqa: F401
 from ..ops.conv import max_unpool1d, max_unpool2d  # noqa: F401
@@ -1211,9 +1212,13 @@ def pdist(input, p=2):
         # columns never reach it)
     first, second = np.triu_indices(input.shape[0], 1)
     rows = lambda index: input[ops.tensor(index, dtype=np.dtype("int64"), device=input.device)]  # noqa: E731
-    out = (rows(first) - rows(second)).norm(p, -1)
-    if p == 0 and out.requires_grad:  # (torch's _pdist_backward gives zeros for p = 0, where norm's gives None)
-        out = ops.elementwise.ZeroGradientTo.apply(out.detach(), input)
+    difference = rows(first) - rows(second)
+    out = difference.norm(p, -1)
+    if p == 0:
+        if not _holds_no_values(input._array):  # (a meta input: no values to look at)
+            out = ops.tensor(_nan_where_a_difference_is(difference._array, out._array), device=input.device)
+        if input.requires_grad:  # (torch's _pdist_backward gives zeros for p = 0, where norm's gives None)
+            out = ops.elementwise.ZeroGradientTo.apply(out.detach(), input)
     elif p in (1, 2, math.inf) and _pdist_kernel_runs(input._array, p):  # (torch's kernel's values and gradient; the
         x = np.ascontiguousarray(input._array)  # composed graph stays for create_graph)
         dist = out._array.copy() if p == math.inf else _pdist_as_torch(x, p) if x.dtype == np.float32 \

@@ -3000,6 +3000,8 @@ class Cdist(Function):
         ctx.shapes, ctx.p, ctx.diff = (x1.shape, x2.shape), p, diff
         norms = VectorNorm.forward(types.SimpleNamespace(), upcast(diff), ord=p, dims=(diff.ndim - 1,), keepdim=False)
         ctx.out = norms.astype(diff.dtype, copy=False)  # (16-bit: the norms in float32, rounded once, as vector_norm)
+        if p == 0:
+            ctx.out = nan_where_a_difference_is(diff, ctx.out)
         return ctx.out
 
     @staticmethod
@@ -3009,6 +3011,13 @@ class Cdist(Function):
         need1, need2 = ctx.needs_input_grad[:2]  # (x2's as torch: the same formula on x2 - x1, so its zeros are +0)
         return (unbroadcast(_cdist_grad(ctx.diff, g, dist, ctx.p).sum(-2), ctx.shapes[0]) if need1 else None,
                 unbroadcast(_cdist_grad(-ctx.diff, g, dist, ctx.p).sum(-3), ctx.shapes[1]) if need2 else None)
+
+
+def nan_where_a_difference_is(diff, counts):
+    """cdist's and pdist's p = 0 as torch's kernel: it sums ``min(ceil(|d|), 1)`` over each difference of rows, so a
+    NaN difference makes the distance NaN (vector_norm's count of nonzeros counts it as 1)."""
+    xp = xp_of(diff)
+    return xp.where(xp.isnan(diff).any(-1), counts.dtype.type(np.nan), counts)
 
 
 def _cdist_grad(diff, g, dist, p):
