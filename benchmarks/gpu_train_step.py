@@ -575,7 +575,8 @@ class OpTimer:
             return launch(*args, **kwargs)
         m._forward = lambda cls, fn, ctx, arrays, options: self.run(
             cls.__name__, "forward", lambda: forward(cls, fn, ctx, arrays, options))
-        m._backward = lambda ctx, g, prof: self.run(ctx.fn.__name__, "backward", lambda: backward(ctx, g, prof))
+        m._backward = lambda ctx, g, prof, *how: self.run(  # (how: the engine's backward_onto way, if any)
+            ctx.fn.__name__, "backward", lambda: backward(ctx, g, prof, *how))
         kernels._launch = counted_launch
         return self
 

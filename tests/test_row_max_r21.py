@@ -79,7 +79,15 @@ def attention_and_loss(seed):
     return [t.detach().numpy() for t in (out, causal, loss)] + [t.grad.numpy() for t in (q, k, v, logits)]
 
 
-def test_attention_and_cross_entropy_shift_by_row_max(monkeypatch):
+@pytest.fixture
+def openblas():
+    """The fused attention's own row max: with MKL, sdpa is torch's flash kernel (ops/attention32.py) instead."""
+    before = ml.blas.select("openblas")
+    yield
+    ml.blas.select(before or "openblas")
+
+
+def test_attention_and_cross_entropy_shift_by_row_max(monkeypatch, openblas):
     with float32_math.numpy_port():  # the compiled kernels off: NumPy's max
         before = attention_and_loss(3)
     compiled = attention_and_loss(3)  # (round 26: the attention's max in C, compiled_attention's ml_row_max)
