@@ -138,8 +138,13 @@ def _mkl_library():
     """Intel's MKL from the ``mkl`` wheel (``libmkl_rt``) on its sequential layer, or None where it is not installed.
 
     Sequential, because minilora splits work between its own threads (``minilora.parallel``), and so a product's
-    bits do not depend on a thread count: MKL on several threads may split the sum over K (torch's products with
-    K = 3000 and more differ between 1 and 2 threads). The layer is fixed by the first call into MKL; where
+    bits do not depend on a thread count: MKL on several threads may split the sum over K. torch's 2-thread mm (MKL's
+    GNU OpenMP layer) does so for products of few rows ([16, 784] x [784, 256], a tutorial's MNIST layer: 91% of the
+    outputs an ulp off these; M < 128 with K from ~500), long K ([512, 4096] x [4096, 700]) and weight gradients over
+    many rows ([10, 1024] x [1024, 64]): there minilora's products are torch's on one thread only (round 29,
+    measured). Round 29 tried the GNU layer, whole products on MKL's threads (165 Linear shapes, forward and three
+    gradients: 61 -> 4 differing), and reverted it: loading GNU OpenMP (libgomp) before torch is imported made torch
+    share that library, and torch's own products changed. The layer is fixed by the first call into MKL; where
     something else in the process called MKL first (a NumPy built on MKL), another layer holds and MKL is not used."""
     try:
         files = importlib.metadata.distribution("mkl").files or []
