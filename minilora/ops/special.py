@@ -228,7 +228,7 @@ def polygamma_in_steps(n, x, dtype):
     the factor by C's float functions (``expf(lgammaf(n + 1))``; for float64 the double ones), zeta in the
     accumulate type and rounded to ``dtype`` (``zeta_f64``), the product in float (double)."""
     real = np.float64 if dtype == np.float64 else np.float32
-    order = dtypes.cast(np.array(n + 1, np.float32), dtype).astype(real)  # (BFloat16(n) + 1: rounded for n > 256)
+    order = dtypes.cast(np.array(n + 1, real), dtype).astype(real)  # (BFloat16(n) + 1: rounded for n > 256)
     zeta = dtypes.cast(zeta_f64(order, x, dtype), dtype).astype(real)
     factor = real(1 if n % 2 else -1) * c_math("exp", c_math("lgamma", order))
     return factor * zeta
