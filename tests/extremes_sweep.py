@@ -15,7 +15,13 @@ answers are classed:
 
     PYTHONPATH=. python tests/extremes_sweep.py [NAME-PART ...] [--dtypes float32,float64] [--show N]
 
-Round 29 wrote it (torch 2.13.0+cpu): see ``tests/test_extremes_r29.py`` for what it found and what was fixed.
+Round 29 wrote it (torch 2.13.0+cpu, MKL): the first pass gave {'same': 2757, 'crash': 148, 'special': 36,
+'refuses': 22, 'values': 19, 'accepts': 2} (most crashes the database's torch.masked ops and lambdas, now NOT_SWEPT;
+the real ones lgamma/mvlgamma's OverflowError and polygamma/zeta's endless loop); with the gradient pass after the
+fixes no crash is left, and the "special" rows are F.bilinear's order, LAPACK's inf/NaN propagation (lu_solve,
+triangular_solve, ormqr), stft, grid_sample at huge coordinates, native_batch_norm with an infinite variance and
+addmv's / logdet's gradients. The fixes are pinned in tests/test_extremes_r29.py and tests/test_extremes2_r29.py;
+``--modules`` (module_db) found no crash.
 """
 import argparse
 import collections
