@@ -14,6 +14,7 @@ Both follow torch's single-tensor code op for op (float16/bfloat16: each op in f
 import numpy as np
 
 from ..device import xp_of
+from ..ops.elementwise import _torch_sign
 from .adagrad_rmsprop import _Arithmetic, _gradient, _StepEach
 from .optimizer import _as_number, _check_range, learning_rate, new_step_count
 
@@ -51,7 +52,7 @@ class Rprop(_StepEach):
         grad = ops.load(p.grad._array)
         if group["maximize"]:
             grad = -grad
-        sign = _torch_sign(xp, ops.rounded(grad * ops.load(state["prev"])))
+        sign = _torch_sign(ops.rounded(grad * ops.load(state["prev"])))  # (0 at a NaN: NumPy's sign is NaN there)
         # torch writes etaplus / etaminus / 1 into the sign tensor (so they are rounded to its dtype)
         factor = xp.where(sign > 0, etaplus, xp.where(sign < 0, etaminus, 1.0)).astype(dtype)
         low, high = group["step_sizes"]
@@ -59,14 +60,9 @@ class Rprop(_StepEach):
         state["step_size"][...] = step_size
         # where the sign flipped, this step's gradient counts as zero (no step, and no flip next time)
         grad = xp.where(factor == xp.asarray(etaminus).astype(dtype), 0, grad).astype(grad.dtype)
-        p._array[...] = ops.addcmul(ops.load(p._array), _torch_sign(xp, grad), step_size, -1)
+        p._array[...] = ops.addcmul(ops.load(p._array), _torch_sign(grad), step_size, -1)
         state["prev"][...] = grad
 
-
-def _torch_sign(xp, a):
-    """torch.sign: ``(0 < a) - (a < 0)``, so 0 at a NaN (NumPy's sign is NaN there: an inf or NaN gradient made the
-    weights NaN where torch's Rprop steps on)."""
-    return (a > 0).astype(a.dtype) - (a < 0).astype(a.dtype)
 
 
 class ASGD(_StepEach):
