@@ -143,7 +143,7 @@ _ZETA_A = [float(math.factorial(2 * i + 2) / Fraction(b)) for i, b in enumerate(
 _MACHEP = 1.11022302462515654042e-16
 
 
-def zeta_f64(s, q, dtype=np.float64):
+def zeta_cephes(s, q, dtype=np.float64):
     """Hurwitz's zeta(s, q) = sum over k >= 0 of (k + q)^-s step for step as torch's ``zeta`` of ``dtype`` inputs
     (Cephes', in torch's accumulate type: double for float32 and float64, float for 16-bit): inf at s = 1 and at
     the poles q = 0, -1 ..., nan for s < 1; a direct sum until the terms' argument passes 9, then Euler-Maclaurin --
@@ -226,10 +226,10 @@ def _polygamma(n, x, dtype=None):
 def polygamma_in_steps(n, x, dtype):
     """polygamma(n >= 2) as torch's ``calc_polygamma`` of ``dtype``: ``(sign * exp(lgamma(n + 1))) * zeta(n + 1, x)``,
     the factor by C's float functions (``expf(lgammaf(n + 1))``; for float64 the double ones), zeta in the
-    accumulate type and rounded to ``dtype`` (``zeta_f64``), the product in float (double)."""
+    accumulate type and rounded to ``dtype`` (``zeta_cephes``), the product in float (double)."""
     real = np.float64 if dtype == np.float64 else np.float32
     order = dtypes.cast(np.array(n + 1, real), dtype).astype(real)  # (BFloat16(n) + 1: rounded for n > 256)
-    zeta = dtypes.cast(zeta_f64(order, x, dtype), dtype).astype(real)
+    zeta = dtypes.cast(zeta_cephes(order, x, dtype), dtype).astype(real)
     factor = real(1 if n % 2 else -1) * c_math("exp", c_math("lgamma", order))
     return factor * zeta
 
@@ -708,7 +708,7 @@ class Zeta(Function):
     @staticmethod
     def forward(ctx, x, q):
         ctx.x, ctx.q = x, q
-        host = zeta_f64(_host_array(x), _host_array(q), x.dtype).astype(x.dtype, copy=False)
+        host = zeta_cephes(_host_array(x), _host_array(q), x.dtype).astype(x.dtype, copy=False)
         return xp_of(x).asarray(host)
 
     @staticmethod
@@ -716,7 +716,7 @@ class Zeta(Function):
         if ctx.needs_input_grad[0]:
             raise NotImplementedError("the derivative for 'zeta' is not implemented.")
         x, q = ctx.x, ctx.q
-        shifted = xp_of(g).asarray(zeta_f64(_host_array(x) + 1, _host_array(q), x.dtype).astype(x.dtype, copy=False))
+        shifted = xp_of(g).asarray(zeta_cephes(_host_array(x) + 1, _host_array(q), x.dtype).astype(x.dtype, copy=False))
         return None, E.unbroadcast(g * -x * shifted, q.shape)
 
 
