@@ -66,7 +66,7 @@ def non_negative_float(text):
 
 
 def dropout_probability(text):
-    return _number(text, float, lambda v: 0 <= v < 1, "a probability in [0, 1)")
+    return _number(text, float, lambda v: 0 <= v <= 1, "a probability in [0, 1]")
 
 
 def device_name(text):

@@ -50,7 +50,7 @@ def lora(model, adapter="default", **kw):
 # ==================================================================================================
 @pytest.mark.parametrize("kwargs, message", [
     (dict(r=0), "positive integer"), (dict(r=2.5), "positive integer"), (dict(r=True), "positive integer"),
-    (dict(lora_dropout=1.0), r"\[0, 1\)"), (dict(lora_dropout=-0.1), r"\[0, 1\)"),
+    (dict(lora_dropout=1.5), r"\[0, 1\]"), (dict(lora_dropout=-0.1), r"\[0, 1\]"),
     (dict(bias="some"), "bias must be one of"), (dict(init_lora_weights="loftq"), "`loftq_config` must be specified"),
     (dict(init_lora_weights="loftq", loftq_config={"loftq_bits": 4}), "not implemented"),
     (dict(lora_alpha="16"), "finite number"), (dict(target_modules=3), "regex string or a list"),

@@ -134,8 +134,8 @@ def test_clear_errors():
         ops.lora_linear(x, W0[:, :3], A, B, 1.0)  # (F.linear's words: PEFT runs the base layer first)
     with pytest.raises(TypeError, match="share one dtype"):
         ops.lora_linear(x, W0, A.double(), B, 1.0)
-    with pytest.raises(ValueError, match=r"dropout_p must be in \[0, 1\)"):
-        ops.lora_linear(x, W0, A, B, 1.0, dropout_p=1.0)
+    with pytest.raises(ValueError, match=r"dropout_p must be in \[0, 1\]"):
+        ops.lora_linear(x, W0, A, B, 1.0, dropout_p=1.5)
 
 
 def test_is_one_graph_node():

@@ -471,8 +471,8 @@ class LoraConfig(_AdapterConfig):
             raise NotImplementedError("runtime_config.ephemeral_gpu_offload=True is not implemented in minilora")
         if not _is_number(self.lora_alpha) or not math.isfinite(self.lora_alpha):
             raise ValueError(f"lora_alpha must be a finite number, got {self.lora_alpha!r}")
-        if not _is_number(self.lora_dropout) or not 0 <= self.lora_dropout < 1:
-            raise ValueError(f"lora_dropout must be a probability in [0, 1), got {self.lora_dropout!r}")
+        if not _is_number(self.lora_dropout) or not 0 <= self.lora_dropout <= 1:  # (1: nn.Dropout's zeros, as PEFT)
+            raise ValueError(f"lora_dropout must be a probability in [0, 1], got {self.lora_dropout!r}")
         self.exclude_modules = _check_names("exclude_modules", self.exclude_modules)
         for name in ("use_rslora", "use_dora", "use_qalora", "fan_in_fan_out", "ensure_weight_tying"):
             if not isinstance(getattr(self, name), bool):
@@ -619,8 +619,8 @@ class VeraConfig(_AdapterConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not _is_number(self.vera_dropout) or not 0 <= self.vera_dropout < 1:
-            raise ValueError(f"vera_dropout must be a probability in [0, 1), got {self.vera_dropout!r}")
+        if not _is_number(self.vera_dropout) or not 0 <= self.vera_dropout <= 1:
+            raise ValueError(f"vera_dropout must be a probability in [0, 1], got {self.vera_dropout!r}")
         if not _is_number(self.d_initial):
             raise ValueError(f"d_initial must be a number, got {self.d_initial!r}")
         if isinstance(self.projection_prng_key, bool) or not isinstance(self.projection_prng_key, numbers.Integral):

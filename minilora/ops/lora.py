@@ -92,7 +92,7 @@ def _half_dropout_multipliers(X, adapter_dtype, p, seed, mask=None):
     if p == 0:
         return None
     keep = mask if mask is not None else lora_dropout_mask(seed, X.shape[0], X.shape[1], p, xp_of(X))
-    scale = (np.float32(1.0) / np.float32(1.0 - p)).astype(adapter_dtype).astype(np.float32)  # on the host
+    scale = dropout_scale(p, np.dtype(np.float32)).astype(adapter_dtype).astype(np.float32)  # on the host
     return keep * scale  # float32: 0 or the scale
 
 
@@ -706,10 +706,12 @@ def x_grad_in_two_parts(x):
 
 
 def _lora_linear(x, W0, A, B, scale, bias=None, dropout_p=0.0, seed=None, x_base=None):
-    if not 0 <= dropout_p < 1:
-        raise ValueError(f"lora_linear: dropout_p must be in [0, 1), got {dropout_p}")
+    if not 0 <= dropout_p <= 1:
+        raise ValueError(f"lora_linear: dropout_p must be in [0, 1], got {dropout_p}")
     mask = None
-    if dropout_p > 0 and seed is None and not x.is_meta:  # (meta: no values, no mask, nothing drawn: torch's dropout)
+    if dropout_p == 1 and not x.is_meta:  # every value dropped, seeded or not: torch's x * zeros (inf * 0 is NaN)
+        mask = dropout_noise(x._array, 1.0)  # (the kernels' hash has no p = 1; a mask runs the array math)
+    elif dropout_p > 0 and seed is None and not x.is_meta:  # (meta: no values, no mask, nothing drawn: torch's)
         if x.device.type != "cuda":
             mask = dropout_noise(x._array, dropout_p)
         else:

@@ -1898,7 +1898,7 @@ def dropout_noise(array, p, generator=None, channels=False):
     nothing (torch's shortcut)."""
     from ..factories import _drawn_in_memory_order
     if p == 1:
-        return np.zeros(array.shape[:2] + (1,) * (array.ndim - 2) if channels else array.shape, bool)
+        return xp_of(array).zeros(array.shape[:2] + (1,) * (array.ndim - 2) if channels else array.shape, bool)
     refuse_complex("bernoulli_scalar_cpu_", array.dtype)  # (torch draws its noise in the input's dtype)
     generator = _random.resolve(generator)
     if channels:  # (torch's noise tensor is a fresh contiguous one)
