@@ -1622,7 +1622,7 @@ def _multi_head_attention(query, key, value, embed_dim, num_heads, weights, in_p
     LoRA may replace. Which inputs are the same tensor matters, as in torch: self-attention projects once.
     ``native``: where the module takes torch's inference kernel (_native_multi_head_attention): the weights' steps
     whether or not they are wanted, the query scaled by the float ``1 / sqrt(d)``, the heads' weights summed, then
-    divided. (Its masked softmax, with a key padding mask, is not reproduced: a last-bit difference.)"""
+    divided; with a mask, its own masked softmax (``_native_masked_softmax``)."""
     _check_key_value_shapes(key, value, batch_first, separate_weights)
     _check_mask_ranks(query, key_padding_mask, attn_mask)
     key_padding_mask = _canonical_mask(key_padding_mask, "key_padding_mask", _none_or_dtype(attn_mask), "attn_mask",
@@ -1631,7 +1631,8 @@ def _multi_head_attention(query, key, value, embed_dim, num_heads, weights, in_p
         raise RuntimeError("Need attn_mask if specifying the is_causal hint. You may use the "
                            "Transformer module method `generate_square_subsequent_mask` to "
                            "create this mask.")
-    sdpa_causal = is_causal and key_padding_mask is None and not need_weights  # torch then trusts the hint
+    # torch then trusts the hint (its inference kernel never does: it applies the mask it is given)
+    sdpa_causal = is_causal and key_padding_mask is None and not need_weights and not native
     attn_mask = None if sdpa_causal else _canonical_mask(attn_mask, "attn_mask", None, "", query.dtype,
                                                          check_other=False)
     batched = query.ndim == 3
@@ -1782,17 +1783,26 @@ def _native_query_scale(head_dim, dtype):
 
 def _attention_with_weights(q, k, v, attn_mask, dropout_p, scale, native=False):
     """torch's need_weights path: the query scaled first, baddbmm with the mask, softmax, dropout (the weights
-    returned are the dropped ones), bmm. (``native``: the inference kernel's bmm, its bool mask applied after.)"""
+    returned are the dropped ones), bmm. (``native``: the inference kernel's bmm, its masked softmax after.)"""
     q_scaled = q * scale
     if attn_mask is None or native:
         scores = ops.bmm(q_scaled, k.transpose(-2, -1))
-        scores = scores if attn_mask is None else scores + attn_mask  # (0 or -inf: exact)
     else:
         scores = ops.baddbmm(attn_mask, q_scaled, k.transpose(-2, -1))
-    weights = softmax(scores, dim=-1)
+    weights = softmax(scores, dim=-1) if attn_mask is None or not native else _native_masked_softmax(scores, attn_mask)
     if dropout_p > 0.0:
         weights = dropout(weights, p=dropout_p)
     return ops.bmm(weights, v), weights
+
+
+def _native_masked_softmax(scores, attn_mask):
+    """The inference kernel's softmax of [N H, L, S] ``scores``: the merged float mask (0 or -inf) read as bools
+    (nonzero: left out), then torch's ``_masked_softmax`` (``ops.reduce.masked_softmax_rows_as_torch``: its own
+    scalar loop, not the vectorized softmax's order). Inference only: nothing here is differentiated."""
+    masked = np.broadcast_to((attn_mask != 0).numpy(force=True), scores.shape)
+    rows = scores.numpy(force=True).reshape(-1, scores.shape[-1])
+    weights = ops.reduce.masked_softmax_rows_as_torch(rows, masked.reshape(rows.shape))
+    return ops.tensor(weights.reshape(scores.shape), dtype=scores.dtype, device=scores.device)
 
 
 def _attention_by_sdpa(q, k, v, attn_mask, dropout_p, is_causal, heads):

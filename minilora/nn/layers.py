@@ -844,6 +844,14 @@ class MultiheadAttention(Module):
                 average_attn_weights=True, is_causal=False):
         """``F.multi_head_attention_forward`` with this module's weights (read at the call: LoRA may
         stand in for ``in_proj_weight`` and ``out_proj``)."""
+        native = self._torch_takes_fast_path(query, key, value, attn_mask, key_padding_mask)
+        return self._attend(query, key, value, key_padding_mask, need_weights, attn_mask, average_attn_weights,
+                            is_causal, native)
+
+    def _attend(self, query, key, value, key_padding_mask, need_weights, attn_mask, average_attn_weights, is_causal,
+                native):
+        """The computation, ``native``: in the steps of torch's inference kernel (the module's fast path, or
+        TransformerEncoderLayer's fused one, which calls the kernel whatever the masks' dtype)."""
         if self._qkv_same_embed_dim:
             weights = self.in_proj_weight
         else:
@@ -852,8 +860,7 @@ class MultiheadAttention(Module):
             query, key, value, self.embed_dim, self.num_heads, weights, self.in_proj_bias, self.bias_k, self.bias_v,
             self.add_zero_attn, self.dropout, self.out_proj, self.training, key_padding_mask, need_weights,
             attn_mask, average_attn_weights, is_causal, batch_first=self.batch_first,
-            separate_weights=not self._qkv_same_embed_dim,
-            native=self._torch_takes_fast_path(query, key, value, attn_mask, key_padding_mask))
+            separate_weights=not self._qkv_same_embed_dim, native=native)
 
     def _torch_takes_fast_path(self, query, key, value, attn_mask, key_padding_mask):
         """torch's conditions for its inference kernel (``_native_multi_head_attention``), whose steps differ from
@@ -2232,17 +2239,37 @@ class TransformerEncoderLayer(Module):
         src_key_padding_mask = F._canonical_mask(src_key_padding_mask, "src_key_padding_mask",
                                                  F._none_or_dtype(src_mask), "src_mask", src.dtype)
         src_mask = F._canonical_mask(src_mask, "src_mask", None, "", src.dtype, check_other=False)
+        fused = self._torch_fuses(src)
         x = src
         if self.norm_first:
-            x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
+            x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal, fused)
             return x + self._ff_block(self.norm2(x))
-        x = self.norm1(x + self._sa_block(x, src_mask, src_key_padding_mask, is_causal))
+        x = self.norm1(x + self._sa_block(x, src_mask, src_key_padding_mask, is_causal, fused))
         return self.norm2(x + self._ff_block(x))
 
-    def _sa_block(self, x, attn_mask, key_padding_mask, is_causal):
-        x = self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=False,
-                           is_causal=is_causal)[0]
+    def _sa_block(self, x, attn_mask, key_padding_mask, is_causal, fused=False):
+        if fused:  # the masks are float here (canonical): the module's own fast path would refuse them
+            x = self.self_attn._attend(x, x, x, key_padding_mask, False, attn_mask, True, is_causal, native=True)[0]
+        else:
+            x = self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=False,
+                               is_causal=is_causal)[0]
         return self.dropout1(x)
+
+    def _torch_fuses(self, src):
+        """torch's conditions for its fused inference layer (``_transformer_encoder_layer_fwd``), which runs the
+        attention's inference kernel with the masks read as bools -- any nonzero float in them leaves a key out."""
+        from ..tensor import is_grad_enabled
+        attn = self.self_attn
+        if not isinstance(attn, MultiheadAttention) or src.ndim != 3 or self.training or not attn.batch_first \
+                or attn.in_proj_bias is None or not attn._qkv_same_embed_dim or not self.activation_relu_or_gelu \
+                or self.norm1.eps != self.norm2.eps or attn.num_heads % 2 or (_amp.used and _amp.state.active):
+            return False
+        if any(m._forward_hooks or m._forward_pre_hooks for m in self.modules()):
+            return False
+        tensors = (src, attn.in_proj_weight, attn.in_proj_bias, attn.out_proj.weight, attn.out_proj.bias,
+                   self.norm1.weight, self.norm1.bias, self.norm2.weight, self.norm2.bias, self.linear1.weight,
+                   self.linear1.bias, self.linear2.weight, self.linear2.bias)
+        return not (is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
 
     def _ff_block(self, x):
         return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))

@@ -693,6 +693,29 @@ def _c_exp(x):
     return float32_math.c_function("expf", x) if x.dtype == np.float32 else float32_math.c_function64("exp", x)
 
 
+def masked_softmax_rows_as_torch(rows, masked):
+    """Softmax along each row of [rows, width] ``rows`` leaving out the keys where bool ``masked`` is set (their
+    weight 0; a row with none left: NaN), as torch's ``_masked_softmax`` on the CPU (``host_softmax``, which
+    nn.MultiheadAttention's inference kernel calls with a mask): one scalar loop per row -- the max of the kept
+    keys, C's ``exp(x - max)``, the exps summed in order in the accumulate type (double for float32), their
+    reciprocal, each exp times it. A 16-bit row rounds to its dtype after every step: the difference, the exp,
+    the reciprocal and the product (c10's 16-bit operators)."""
+    dtype = rows.dtype
+    sixteen = dtype.itemsize == 2
+    work, accumulate = (np.float32, np.float32) if sixteen else (dtype.type, np.float64)
+    stored = (lambda v: v.astype(dtype).astype(np.float32)) if sixteen else (lambda v: v)  # noqa: E731
+    x = rows.astype(work)
+    kept_max = np.where(masked, -np.inf, x).max(axis=1, keepdims=True) if x.size else x[:, :1]
+    shifted = stored(np.where(masked, work(0), x - kept_max))
+    exps = np.where(masked, work(0), stored(_c_exp(shifted)))
+    total = np.zeros(len(rows), accumulate)
+    for column in exps.T.astype(accumulate):  # (in order along the row)
+        total += column
+    with np.errstate(divide="ignore", invalid="ignore"):  # (a row with every key masked: 0 * (1 / 0) = NaN)
+        reciprocal = stored(accumulate(1) / total)
+        return (exps.astype(accumulate) * reciprocal[:, None]).astype(dtype)
+
+
 def _softmax_along_as_torch(a, axis, round_to=None):
     """Softmax of C-contiguous float32 ``a`` along an ``axis`` other than the last, as torch's
     ``_vec_softmax``: for each (outer, inner) position the max over the axis, ``_exps_and_sums`` (its
