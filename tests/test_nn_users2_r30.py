@@ -6,7 +6,8 @@ mode without gradients, and TransformerEncoderLayer's fused ``_transformer_encod
 as bools and calls ``_masked_softmax``, a scalar loop (C's exp, the sum in double for float32, each 16-bit step
 rounded), not the vectorized softmax; it ignores ``is_causal`` and applies the mask it is given (minilora dropped
 a causal mask there: a wrong value, not a last bit); the encoder layer's fused path takes float masks too (nonzero:
-left out).
+left out). TransformerEncoder's nested fast path (eval, a right-padded key padding mask) softmaxes each sequence's own
+keys with the ordinary softmax.
 """
 import sys
 
@@ -115,3 +116,17 @@ def test_an_encoder_layer_with_a_hook_is_not_fused():
         build = lambda L: L.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)  # noqa: E731
         return compare("hooked", build, call, rn(2, 6, 8, seed=2), "float32", False)
     assert run(hooked=False) == [] and run(hooked=True) == []
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_transformer_encoder_on_nested_sequences_is_torchs(activation, dtype):
+    """torch's default (enable_nested_tensor=True) in eval with a right-padded mask: three lengths, two layers."""
+    def run(L, m, x):
+        with L.no_grad():
+            return m.eval()(x, src_key_padding_mask=L.tensor([[False] * 4 + [True] * 3, [False] * 7,
+                                                              [False] * 2 + [True] * 5]))
+    def build(L):
+        layer = L.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True, activation=activation)
+        return L.nn.TransformerEncoder(layer, 2)
+    assert compare("nested", build, run, rn(3, 7, 8, seed=2), dtype, False) == []

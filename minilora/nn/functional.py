@@ -1622,7 +1622,8 @@ def _multi_head_attention(query, key, value, embed_dim, num_heads, weights, in_p
     LoRA may replace. Which inputs are the same tensor matters, as in torch: self-attention projects once.
     ``native``: where the module takes torch's inference kernel (_native_multi_head_attention): the weights' steps
     whether or not they are wanted, the query scaled by the float ``1 / sqrt(d)``, the heads' weights summed, then
-    divided; with a mask, its own masked softmax (``_native_masked_softmax``)."""
+    divided; with a mask, its own masked softmax (``_native_masked_softmax``). ``native="nested"``: the kernel on
+    TransformerEncoder's nested sequences (``_nested_softmax``)."""
     _check_key_value_shapes(key, value, batch_first, separate_weights)
     _check_mask_ranks(query, key_padding_mask, attn_mask)
     key_padding_mask = _canonical_mask(key_padding_mask, "key_padding_mask", _none_or_dtype(attn_mask), "attn_mask",
@@ -1789,7 +1790,12 @@ def _attention_with_weights(q, k, v, attn_mask, dropout_p, scale, native=False):
         scores = ops.bmm(q_scaled, k.transpose(-2, -1))
     else:
         scores = ops.baddbmm(attn_mask, q_scaled, k.transpose(-2, -1))
-    weights = softmax(scores, dim=-1) if attn_mask is None or not native else _native_masked_softmax(scores, attn_mask)
+    if attn_mask is None or not native:
+        weights = softmax(scores, dim=-1)
+    elif native == "nested":
+        weights = _nested_softmax(scores, attn_mask)
+    else:
+        weights = _native_masked_softmax(scores, attn_mask)
     if dropout_p > 0.0:
         weights = dropout(weights, p=dropout_p)
     return ops.bmm(weights, v), weights
@@ -1803,6 +1809,18 @@ def _native_masked_softmax(scores, attn_mask):
     rows = scores.numpy(force=True).reshape(-1, scores.shape[-1])
     weights = ops.reduce.masked_softmax_rows_as_torch(rows, masked.reshape(rows.shape))
     return ops.tensor(weights.reshape(scores.shape), dtype=scores.dtype, device=scores.device)
+
+
+def _nested_softmax(scores, attn_mask):
+    """The inference kernel's softmax of [N H, L, S] ``scores`` on sequences torch has nested (TransformerEncoder's
+    fast path: right-padded, the padding mask's zeros a prefix of each row): its nested softmax is the ordinary one
+    over each sequence's own keys -- not the masked softmax's scalar loop -- and 0 past them."""
+    kept = (attn_mask == 0).sum(-1).numpy(force=True).reshape(-1)  # [N H] (one row of the mask per head)
+    weights = scores.new_zeros(scores.shape)
+    for length in np.unique(kept):
+        rows = ops.tensor(np.flatnonzero(kept == length), device=scores.device)
+        weights[rows, :, :length] = softmax(scores[rows, :, :length], dim=-1)
+    return weights
 
 
 def _attention_by_sdpa(q, k, v, attn_mask, dropout_p, is_causal, heads):

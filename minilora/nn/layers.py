@@ -2247,9 +2247,12 @@ class TransformerEncoderLayer(Module):
         x = self.norm1(x + self._sa_block(x, src_mask, src_key_padding_mask, is_causal, fused))
         return self.norm2(x + self._ff_block(x))
 
+    _nested = False  # set by TransformerEncoder while torch would run this layer on nested sequences
+
     def _sa_block(self, x, attn_mask, key_padding_mask, is_causal, fused=False):
-        if fused:  # the masks are float here (canonical): the module's own fast path would refuse them
-            x = self.self_attn._attend(x, x, x, key_padding_mask, False, attn_mask, True, is_causal, native=True)[0]
+        if fused or self._nested:  # (the masks are float here, canonical: the module's own fast path refuses them)
+            x = self.self_attn._attend(x, x, x, key_padding_mask, False, attn_mask, True, is_causal,
+                                       native="nested" if self._nested else True)[0]
         else:
             x = self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=False,
                                is_causal=is_causal)[0]
@@ -2288,8 +2291,9 @@ class TransformerEncoder(Module):
     One torch behaviour is kept on purpose: where torch runs its inference fast path on a *nested
     tensor* (eval mode, no gradient needed, a right-padded ``src_key_padding_mask`` and no
     ``mask``, with a layer it can fuse), the padded positions of its output are exactly 0, not the
-    values the layers computed there. minilora computes the layers the ordinary way and then zeros
-    those positions under the same conditions, so the numbers are torch's everywhere."""
+    values the layers computed there. minilora computes the layers on the padded batch, their
+    attention's softmax over each sequence's own keys as torch's nested one, and then zeros those
+    positions under the same conditions, so the numbers are torch's everywhere."""
 
     def __init__(self, encoder_layer, num_layers, norm=None, enable_nested_tensor=True, mask_check=True):
         import copy
@@ -2326,11 +2330,16 @@ class TransformerEncoder(Module):
         src_key_padding_mask = F._canonical_mask(src_key_padding_mask, "src_key_padding_mask",
                                                  F._none_or_dtype(mask), "mask", src.dtype)
         mask = F._canonical_mask(mask, "mask", None, "", src.dtype, check_other=False)
+        nested = self._torch_would_nest(src, mask, src_key_padding_mask)
         output = src
         for layer in self.layers:
-            output = layer(output, src_mask=mask, is_causal=bool(is_causal),
-                           src_key_padding_mask=src_key_padding_mask)
-        if self._torch_would_nest(src, mask, src_key_padding_mask):
+            layer._nested = nested
+            try:
+                output = layer(output, src_mask=mask, is_causal=bool(is_causal),
+                               src_key_padding_mask=src_key_padding_mask)
+            finally:
+                del layer._nested
+        if nested:
             keep = ~src_key_padding_mask.bool() if src_key_padding_mask.dtype == np.bool_ else \
                 src_key_padding_mask == 0  # (a float mask: 0 means "take part")
             output = output.masked_fill(~keep.unsqueeze(-1), 0.0)  # torch's to_padded_tensor(0.): +0 (times 0 gave
