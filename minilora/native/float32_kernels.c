@@ -627,19 +627,53 @@ static float aten_exp_u20(float x) {
     return poly * two_to_n_minus_1 * 2.0f;
 }
 
+#define FLASH_UNROLLED _Pragma("GCC unroll 16")  /* (GCC and clang: unroll the loop that follows) */
+
+/* The lanes of a vector sum (acc[0..lanes), the caller's local array) folded pairwise (i + i^(lanes/2), ..., ^1)
+ * where ``pairwise`` (float32's vec_reduce_all), else added in order (float64's), into one value. */
+#define FLASH_LANE_SUMS(T)                                                                                          \
+ALWAYS_INLINE T flash_fold_lanes_##T(T *acc, const size_t lanes, int pairwise) {                                     \
+    T folded[16];                                                                                                   \
+    if (!pairwise) {                                                                                                \
+        T total = acc[0];                                                                                           \
+        for (size_t l = 1; l < lanes; l++) total += acc[l];                                                         \
+        return total;                                                                                               \
+    }                                                                                                               \
+    FLASH_UNROLLED for (size_t shift = lanes / 2; shift >= 1; shift /= 2) {  /* (unrolled: shuffles, no loop) */   \
+        FLASH_UNROLLED for (size_t l = 0; l < lanes; l++) folded[l] = acc[l] + acc[l ^ shift];                      \
+        memcpy(acc, folded, sizeof(T) * lanes);                                                                     \
+    }                                                                                                               \
+    return acc[0];                                                                                                  \
+}                                                                                                                   \
+                                                                                                                    \
+/* The vector part of a row's sum: whole vectors of ``lanes`` elements of x added lane by lane, the lanes folded.     \
+ * With a constant ``lanes`` (flash_vector_sum's cases) it inlines into one vector add per vector; GCC keeps the    \
+ * loop over a run-time ``lanes`` scalar (an add per element). Each lane adds its elements in order either way. */ \
+ALWAYS_INLINE T flash_lane_sums_##T(const T *x, size_t whole, const size_t lanes, int pairwise) {                    \
+    T acc[16] = {0};                                                                                                \
+    for (size_t i = 0; i < whole; i += lanes)                                                                       \
+        for (size_t l = 0; l < lanes; l++) acc[l] += x[i + l];                                                      \
+    return flash_fold_lanes_##T(acc, lanes, pairwise);                                                              \
+}                                                                                                                   \
+                                                                                                                    \
+static T flash_vector_sum_##T(const T *x, size_t whole, size_t lanes, int pairwise) {                               \
+    switch (lanes) {  /* (torch's vector sizes, each its own inlined copy; any other: the same steps, scalar) */    \
+    case 16: return flash_lane_sums_##T(x, whole, 16, pairwise);                                                    \
+    case 8: return flash_lane_sums_##T(x, whole, 8, pairwise);                                                      \
+    case 4: return flash_lane_sums_##T(x, whole, 4, pairwise);                                                      \
+    default: return flash_lane_sums_##T(x, whole, lanes, pairwise);                                                 \
+    }                                                                                                               \
+}
+FLASH_LANE_SUMS(float)
+FLASH_LANE_SUMS(double)
+
 void ml_flash_exp_sum(const float *x, float *e, float *totals, size_t rows, size_t n, size_t lanes) {
     size_t whole = n - n % lanes;
     for (size_t row = 0; row < rows; row++) {
         const float *in = x + row * n;
-        float *out = e + row * n, acc[16] = {0}, folded[16];
+        float *out = e + row * n;
         for (size_t i = 0; i < whole; i++) out[i] = aten_exp_u20(in[i]);
-        for (size_t i = 0; i < whole; i += lanes)
-            for (size_t l = 0; l < lanes; l++) acc[l] += out[i + l];
-        for (size_t shift = lanes / 2; shift >= 1; shift /= 2) {
-            for (size_t l = 0; l < lanes; l++) folded[l] = acc[l] + acc[l ^ shift];
-            memcpy(acc, folded, sizeof acc);
-        }
-        float total = acc[0];
+        float total = flash_vector_sum_float(out, whole, lanes, 1);
         for (size_t i = whole; i < n; i++) {
             out[i] = (float)exp((double)in[i]);  /* (the kernel's expf: correctly rounded, measured) */
             total += out[i];
@@ -652,12 +686,9 @@ void ml_flash_exp_sum64(const double *x, double *e, double *totals, size_t rows,
     size_t whole = n - n % lanes;
     for (size_t row = 0; row < rows; row++) {
         const double *in = x + row * n;
-        double *out = e + row * n, acc[8] = {0};
+        double *out = e + row * n;
         for (size_t i = 0; i < whole; i++) out[i] = sleef_exp64(in[i]);
-        for (size_t i = 0; i < whole; i += lanes)
-            for (size_t l = 0; l < lanes; l++) acc[l] += out[i + l];
-        double total = acc[0];
-        for (size_t l = 1; l < lanes; l++) total += acc[l];
+        double total = flash_vector_sum_double(out, whole, lanes, 0);
         for (size_t i = whole; i < n; i++) {
             out[i] = exp(in[i]);
             total += out[i];
@@ -683,7 +714,7 @@ enum { FLASH_ROW_MAJOR = 101, FLASH_NO_TRANS = 111, FLASH_TRANS = 112, FLASH_KV_
 typedef void (*NAME##_gemm)(int, int, int, int64_t, int64_t, int64_t, T, const T *, int64_t, const T *, int64_t, T, \
                             T *, int64_t);                                                                          \
                                                                                                                     \
-static T NAME##_rows_dot(const T *a, const T *b, int64_t n, int64_t lanes) {                                        \
+ALWAYS_INLINE T NAME##_rows_dot_lanes(const T *a, const T *b, int64_t n, const int64_t lanes) {                     \
     T acc[16], total;                                                                                               \
     if (n < lanes) {                                                                                                \
         total = a[0] * b[0];                                                                                        \
@@ -695,17 +726,16 @@ static T NAME##_rows_dot(const T *a, const T *b, int64_t n, int64_t lanes) {    
     for (int64_t s = lanes; s + lanes <= n; s += lanes)                                                             \
         for (int64_t l = 0; l < lanes; l++) acc[l] += a[s + l] * b[s + l];                                          \
     for (int64_t l = 0; l < tail; l++) acc[l] += a[n - tail + l] * b[n - tail + l];                                 \
-    if (PAIRWISE) {                                                                                                 \
-        for (int64_t shift = lanes / 2; shift >= 1; shift /= 2) {                                                   \
-            T folded[16];                                                                                           \
-            for (int64_t l = 0; l < lanes; l++) folded[l] = acc[l] + acc[l ^ shift];                                \
-            memcpy(acc, folded, sizeof folded);                                                                     \
-        }                                                                                                           \
-        return acc[0];                                                                                              \
+    return flash_fold_lanes_##T(acc, lanes, PAIRWISE);                                                              \
+}                                                                                                                   \
+                                                                                                                    \
+static T NAME##_rows_dot(const T *a, const T *b, int64_t n, int64_t lanes) {  /* (constant lanes: vector code) */  \
+    switch (lanes) {                                                                                                \
+    case 16: return NAME##_rows_dot_lanes(a, b, n, 16);                                                             \
+    case 8: return NAME##_rows_dot_lanes(a, b, n, 8);                                                               \
+    case 4: return NAME##_rows_dot_lanes(a, b, n, 4);                                                               \
+    default: return NAME##_rows_dot_lanes(a, b, n, lanes);                                                          \
     }                                                                                                               \
-    total = acc[0];                                                                                                 \
-    for (int64_t l = 1; l < lanes; l++) total += acc[l];                                                            \
-    return total;                                                                                                   \
 }                                                                                                                   \
                                                                                                                     \
 void NAME(const void *gemm_address, const int64_t *dims, const int64_t *strides, const T *scale_at, const T *q,     \
@@ -762,6 +792,43 @@ FLASH_BACKWARD(ml_flash_backward64, double, sleef_exp64, 0)
 typedef ml_flash_backward_gemm ml_flash_backward_gemm_of_float;
 typedef ml_flash_backward64_gemm ml_flash_backward_gemm_of_double;
 
+/* A row's largest score and ``start`` (the running max), NaN if any of them is NaN: each lane of 64-byte GCC vectors
+ * keeps its largest element, then the lanes and the scalar tail are compared in turn. A comparison rounds nothing, so
+ * this order gives the scan's value; only which zero a max of zeros is may differ (-0 or +0), and no step after it
+ * sees the difference (x - 0 and x - -0 differ only at x = -0, where every exp gives 1; lse's 0 + log(sum) > 0 and
+ * + 0 alike). The scan compare-and-selected one element after the other (a chain of dependent scalar max's, ~80% of
+ * the forward's own time); GCC keeps such a loop scalar without -ffinite-math-only, hence the explicit vectors. */
+#define FLASH_ROW_MAX(T, INT)                                                                                       \
+typedef T flash_vector_##T __attribute__((vector_size(64)));                                                        \
+typedef INT flash_mask_##T __attribute__((vector_size(64)));                                                        \
+                                                                                                                    \
+static T flash_row_max_##T(const T *row, int64_t n, T start) {                                                     \
+    enum { LANES = 64 / sizeof(T) };                                                                                \
+    flash_vector_##T top, v;                                                                                        \
+    flash_mask_##T nan = {0}, greater;                                                                              \
+    int64_t i = 0;                                                                                                  \
+    for (int l = 0; l < LANES; l++) top[l] = -INFINITY;                                                             \
+    for (; i + LANES <= n; i += LANES) {                                                                            \
+        memcpy(&v, row + i, sizeof v);  /* (an unaligned load) */                                                   \
+        greater = v > top;  /* (false at a NaN: it stays out of top, and ``nan`` records it) */                     \
+        top = (flash_vector_##T)(((flash_mask_##T)v & greater) | ((flash_mask_##T)top & ~greater));                \
+        nan |= v != v;                                                                                              \
+    }                                                                                                               \
+    T result = start;                                                                                               \
+    int any_nan = start != start;                                                                                   \
+    for (; i < n; i++) {                                                                                            \
+        result = row[i] > result ? row[i] : result;                                                                 \
+        any_nan |= row[i] != row[i];                                                                                \
+    }                                                                                                               \
+    for (int l = 0; l < LANES; l++) {                                                                               \
+        result = top[l] > result ? top[l] : result;                                                                 \
+        any_nan |= nan[l] != 0;                                                                                     \
+    }                                                                                                               \
+    return any_nan ? (T)NAN : result;                                                                               \
+}
+FLASH_ROW_MAX(float, int32_t)
+FLASH_ROW_MAX(double, int64_t)
+
 /* ---- and its forward (attention32.flash_forward, step for step): per (batch, query head, block of queries), the
  * blocks of keys in turn with the running max ``top``, sum and ``dst`` of the online softmax; out = dst * (1 / sum)
  * and the logsumexp top + log(sum). dims: as the backward's, then whether a * b + c is fused (FMA targets). strides:
@@ -803,13 +870,7 @@ void NAME(const void *gemm_address, const int64_t *dims, const int64_t *strides,
                         else                                                                                        \
                             for (int64_t c = 0; c < nk; c++)                                                        \
                                 row[c] = NAME##_fma(fused, scale, row[c], bh[(m + r) * sb[2] + (n + c) * sb[3]]);   \
-                        int nan = isnan(top[r]);  /* (a NaN anywhere: the max is NaN, as NumPy's) */                \
-                        row_top = top[r];                                                                           \
-                        for (int64_t c = 0; c < nk; c++) {  /* (vectorized: no NaN test in the max itself) */      \
-                            nan |= row[c] != row[c];                                                                \
-                            row_top = row[c] > row_top ? row[c] : row_top;                                          \
-                        }                                                                                           \
-                        row_top = nan ? (T)NAN : row_top;                                                           \
+                        row_top = flash_row_max_##T(row, nk, top[r]);  /* (a NaN anywhere: NaN, as NumPy's) */     \
                         int live = row_top != -INFINITY;  /* (no key yet: weights 0, max and sum as they were) */  \
                         for (int64_t c = 0; c < nk; c++) row[c] -= live ? row_top : 0;                              \
                         EXP_SUM(row, e + r * nk, block_total + r, 1, nk, lanes);                                    \
