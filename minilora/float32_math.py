@@ -194,7 +194,7 @@ _NATIVE_SIGNATURES = {
     "ml_mkl_sqrt64": "ppn", "ml_exp64": "ppn", "ml_sleef64": "ippn", "ml_sleef64_2": "ipppn", "ml_mkl_sdot": "pppn", "ml_mkl_ddot": "pppn",
     "ml_mkl_dgemv_rows": "pppnn", "ml_mkl_sgemv_rows": "pppnn", "ml_flash_exp_sum": "pppnnn",
     "ml_flash_exp_sum64": "pppnnn", "ml_flash_backward": "p" * 14, "ml_flash_backward64": "p" * 14,
-    "ml_flash_forward": "p" * 10, "ml_flash_forward64": "p" * 10}
+    "ml_flash_forward": "p" * 10, "ml_flash_forward64": "p" * 10, "ml_flash_scalar_loops": "i"}
 _NATIVE_RESULTS = {"ml_row_max": ctypes.c_int, "ml_adamw": ctypes.c_int}  # (the others return nothing)
 # The kernels with a ``<name>_blocks`` twin in float32_kernels.c: the kernel on a block of elements (RoPE's: of rows),
 # ``f(args, first, last)``, which gemm_pool's C threads call on each thread's block (``_native_map``, ``rotary``).

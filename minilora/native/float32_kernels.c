@@ -627,6 +627,12 @@ static float aten_exp_u20(float x) {
     return poly * two_to_n_minus_1 * 2.0f;
 }
 
+/* The flash kernels' loops in vector lanes (the default) or one element at a time (round 29's loops, the same
+ * operations in the same order): ml_flash_scalar_loops(1) selects the scalar ones, for the tests and benchmarks
+ * that compare the two in one process (attention32.scalar_loops). A process-wide setting: flip it between calls. */
+static int flash_scalar_loops = 0;
+void ml_flash_scalar_loops(int on) { flash_scalar_loops = on; }
+
 #define FLASH_UNROLLED _Pragma("GCC unroll 16")  /* (GCC and clang: unroll the loop that follows) */
 
 /* The lanes of a vector sum (acc[0..lanes), the caller's local array) folded pairwise (i + i^(lanes/2), ..., ^1)
@@ -657,7 +663,7 @@ ALWAYS_INLINE T flash_lane_sums_##T(const T *x, size_t whole, const size_t lanes
 }                                                                                                                   \
                                                                                                                     \
 static T flash_vector_sum_##T(const T *x, size_t whole, size_t lanes, int pairwise) {                               \
-    switch (lanes) {  /* (torch's vector sizes, each its own inlined copy; any other: the same steps, scalar) */    \
+    switch (flash_scalar_loops ? 0 : lanes) {  /* (torch's vector sizes, each its own inlined copy; else scalar) */ \
     case 16: return flash_lane_sums_##T(x, whole, 16, pairwise);                                                    \
     case 8: return flash_lane_sums_##T(x, whole, 8, pairwise);                                                      \
     case 4: return flash_lane_sums_##T(x, whole, 4, pairwise);                                                      \
@@ -730,7 +736,7 @@ ALWAYS_INLINE T NAME##_rows_dot_lanes(const T *a, const T *b, int64_t n, const i
 }                                                                                                                   \
                                                                                                                     \
 static T NAME##_rows_dot(const T *a, const T *b, int64_t n, int64_t lanes) {  /* (constant lanes: vector code) */  \
-    switch (lanes) {                                                                                                \
+    switch (flash_scalar_loops ? 0 : lanes) {                                                                       \
     case 16: return NAME##_rows_dot_lanes(a, b, n, 16);                                                             \
     case 8: return NAME##_rows_dot_lanes(a, b, n, 8);                                                               \
     case 4: return NAME##_rows_dot_lanes(a, b, n, 4);                                                               \
@@ -825,6 +831,16 @@ static T flash_row_max_##T(const T *row, int64_t n, T start) {                  
         any_nan |= nan[l] != 0;                                                                                     \
     }                                                                                                               \
     return any_nan ? (T)NAN : result;                                                                               \
+}                                                                                                                   \
+                                                                                                                    \
+static T flash_row_scan_##T(const T *row, int64_t n, T start) {  /* (the scalar loop: one element after the other) */\
+    int any_nan = start != start;                                                                                   \
+    T result = start;                                                                                               \
+    for (int64_t i = 0; i < n; i++) {                                                                               \
+        any_nan |= row[i] != row[i];                                                                                \
+        result = row[i] > result ? row[i] : result;                                                                 \
+    }                                                                                                               \
+    return any_nan ? (T)NAN : result;                                                                               \
 }
 FLASH_ROW_MAX(float, int32_t)
 FLASH_ROW_MAX(double, int64_t)
@@ -870,7 +886,7 @@ void NAME(const void *gemm_address, const int64_t *dims, const int64_t *strides,
                         else                                                                                        \
                             for (int64_t c = 0; c < nk; c++)                                                        \
                                 row[c] = NAME##_fma(fused, scale, row[c], bh[(m + r) * sb[2] + (n + c) * sb[3]]);   \
-                        row_top = flash_row_max_##T(row, nk, top[r]);  /* (a NaN anywhere: NaN, as NumPy's) */     \
+                        row_top = (flash_scalar_loops ? flash_row_scan_##T : flash_row_max_##T)(row, nk, top[r]);   \
                         int live = row_top != -INFINITY;  /* (no key yet: weights 0, max and sum as they were) */  \
                         for (int64_t c = 0; c < nk; c++) row[c] -= live ? row_top : 0;                              \
                         EXP_SUM(row, e + r * nk, block_total + r, 1, nk, lanes);                                    \

@@ -29,6 +29,8 @@ infinity in q, k, v or the mask gives torch's NaNs and values too (84 planted ca
 causal keys are filled in place of their products and the blocks the causal kernel skips are not read (before, as a
 -inf bias added to them, 14 of 80 such cases differed).
 """
+import contextlib
+
 import numpy as np
 
 from .. import blas, float32_math, parallel
@@ -334,6 +336,23 @@ def _forward_natively(q, k, v, bias, scale, causal, step, out, lse):
     kernel(gemm, dims.ctypes.data, strides.ctypes.data, scale.ctypes.data, q.ctypes.data, k.ctypes.data,
            v.ctypes.data, None if bias is None else bias.ctypes.data, out.ctypes.data, lse.ctypes.data)
     return True
+
+
+@contextlib.contextmanager
+def scalar_loops():
+    """Within the block the compiled flash kernels (forward, backward and the exp sums) take their elementwise loops
+    one element at a time -- round 29's loops -- instead of in vector lanes: the same operations in the same order,
+    so the same bits. The tests compare the two, and a benchmark times both in one process. Process-wide (every
+    thread); nothing changes where the kernels are not built."""
+    library = float32_math._native_library()
+    if library is None:
+        yield
+        return
+    library.ml_flash_scalar_loops(1)
+    try:
+        yield
+    finally:
+        library.ml_flash_scalar_loops(0)
 
 
 def _native_kernel(name, q, *operands):
