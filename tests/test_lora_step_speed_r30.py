@@ -9,26 +9,13 @@ bits for these kernels: tests/test_sdpa_flash_r28.py and test_sdpa_flash_backwar
 import numpy as np
 import pytest
 
-import minilora as ml
 from minilora import blas, float32_math
 from minilora.ops import attention32
-
-torch = pytest.importorskip("torch")
 
 pytestmark = [
     pytest.mark.skipif(blas.library() != "mkl", reason="MKL (minilora[mkl]) is not minilora's BLAS here"),
     pytest.mark.skipif(not float32_math.native_available(), reason="the compiled kernels are not built here"),
 ]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads(), ml.parallel.num_threads()
-    torch.set_num_threads(1)
-    ml.parallel.set_num_threads(1)
-    yield
-    torch.set_num_threads(before[0])
-    ml.parallel.set_num_threads(before[1])
 
 
 def _bits(a):
@@ -79,29 +66,32 @@ def _case_id(case):
     return "x".join(map(str, case))
 
 
+def _attention_inputs(dtype, case, seed):
+    """q, k, v, dO, the bias (a bool mask as 0 / -inf), the scale and causal, for ``CASES``' entry ``case``."""
+    *shape, causal, mask = case
+    q, k, v, grad, mask = _planted(dtype, *shape, mask, seed)
+    bias = None if mask is None else np.where(mask, 0, -np.inf).astype(dtype) if mask.dtype == bool else mask
+    return q, k, v, grad, bias, dtype(1 / np.sqrt(q.shape[-1])), causal
+
+
+def _assert_same_bits(vector, scalar):
+    for ours, reference in zip(vector, scalar):
+        np.testing.assert_array_equal(_bits(ours), _bits(reference))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_flash_forward_vector_loops_give_the_scalar_loops_bits(dtype, case):
-    *shape, causal, mask = case
-    q, k, v, _, mask = _planted(dtype, *shape, mask, seed=shape[4])
-    bias = None if mask is None else np.where(mask, 0, -np.inf).astype(dtype) if mask.dtype == bool else mask
-    scale = dtype(1 / np.sqrt(q.shape[-1]))
-    vector, scalar = _both_loops(lambda: attention32.flash_forward(q, k, v, bias, scale, causal))
-    for ours, reference in zip(vector, scalar):
-        np.testing.assert_array_equal(_bits(ours), _bits(reference))
+    q, k, v, _, bias, scale, causal = _attention_inputs(dtype, case, seed=case[4])
+    _assert_same_bits(*_both_loops(lambda: attention32.flash_forward(q, k, v, bias, scale, causal)))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_flash_backward_vector_loops_give_the_scalar_loops_bits(dtype, case):
-    *shape, causal, mask = case
-    q, k, v, grad, mask = _planted(dtype, *shape, mask, seed=shape[3])
-    bias = None if mask is None else np.where(mask, 0, -np.inf).astype(dtype) if mask.dtype == bool else mask
-    scale = dtype(1 / np.sqrt(q.shape[-1]))
+    q, k, v, grad, bias, scale, causal = _attention_inputs(dtype, case, seed=case[3])
     out, lse = attention32.flash_forward(q, k, v, bias, scale, causal)
-    vector, scalar = _both_loops(lambda: attention32.flash_backward(grad, q, k, v, out, lse, bias, scale, causal))
-    for ours, reference in zip(vector, scalar):
-        np.testing.assert_array_equal(_bits(ours), _bits(reference))
+    _assert_same_bits(*_both_loops(lambda: attention32.flash_backward(grad, q, k, v, out, lse, bias, scale, causal)))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -114,10 +104,7 @@ def test_exp_sums_in_vector_lanes_give_the_scalar_loops_bits(dtype, lanes):
         x[2, 0] = -np.inf
         x[3] = -0.0
         vector, scalar = _both_loops(lambda: attention32._exp_and_lane_sum_natively(x, lanes))
-        for ours, reference in zip(vector, scalar):
-            np.testing.assert_array_equal(_bits(ours), _bits(reference))
+        _assert_same_bits(vector, scalar)
         if lanes == (attention32._LANES if dtype == np.float32 else attention32._LANES // 2):
             with float32_math.numpy_port():  # (and attention32's NumPy steps, which a learner reads)
-                steps = attention32._exp_and_lane_sum(x)
-            for ours, reference in zip(vector, steps):
-                np.testing.assert_array_equal(_bits(ours), _bits(reference))
+                _assert_same_bits(vector, attention32._exp_and_lane_sum(x))
