@@ -635,20 +635,18 @@ void ml_flash_scalar_loops(int on) { flash_scalar_loops = on; }
 
 #define FLASH_UNROLLED _Pragma("GCC unroll 16")  /* (GCC and clang: unroll the loop that follows) */
 
-/* The lanes of a vector sum (acc[0..lanes), the caller's local array) folded pairwise (i + i^(lanes/2), ..., ^1)
- * where ``pairwise`` (float32's vec_reduce_all), else added in order (float64's), into one value. */
+/* The lanes of a vector sum (acc[0..lanes), the caller's local array) folded pairwise into lane 0 where ``pairwise``
+ * (float32's vec_reduce_all: lane i + lane i^(lanes/2), ..., ^1 -- lane 0 needs only the lower halves, i + (i + width)
+ * with i < width, the same additions), else added in order (float64's). */
 #define FLASH_LANE_SUMS(T)                                                                                          \
 ALWAYS_INLINE T flash_fold_lanes_##T(T *acc, const size_t lanes, int pairwise) {                                     \
-    T folded[16];                                                                                                   \
     if (!pairwise) {                                                                                                \
         T total = acc[0];                                                                                           \
         for (size_t l = 1; l < lanes; l++) total += acc[l];                                                         \
         return total;                                                                                               \
     }                                                                                                               \
-    FLASH_UNROLLED for (size_t shift = lanes / 2; shift >= 1; shift /= 2) {  /* (unrolled: shuffles, no loop) */   \
-        FLASH_UNROLLED for (size_t l = 0; l < lanes; l++) folded[l] = acc[l] + acc[l ^ shift];                      \
-        memcpy(acc, folded, sizeof(T) * lanes);                                                                     \
-    }                                                                                                               \
+    FLASH_UNROLLED for (size_t width = lanes / 2; width >= 1; width /= 2)  /* (unrolled: a vector add each) */      \
+        FLASH_UNROLLED for (size_t l = 0; l < width; l++) acc[l] = acc[l] + acc[l + width];                         \
     return acc[0];                                                                                                  \
 }                                                                                                                   \
                                                                                                                     \
@@ -799,11 +797,12 @@ typedef ml_flash_backward_gemm ml_flash_backward_gemm_of_float;
 typedef ml_flash_backward64_gemm ml_flash_backward_gemm_of_double;
 
 /* A row's largest score and ``start`` (the running max), NaN if any of them is NaN: each lane of 64-byte GCC vectors
- * keeps its largest element, then the lanes and the scalar tail are compared in turn. A comparison rounds nothing, so
- * this order gives the scan's value; only which zero a max of zeros is may differ (-0 or +0), and no step after it
- * sees the difference (x - 0 and x - -0 differ only at x = -0, where every exp gives 1; lse's 0 + log(sum) > 0 and
- * + 0 alike). The scan compare-and-selected one element after the other (a chain of dependent scalar max's, ~80% of
- * the forward's own time); GCC keeps such a loop scalar without -ffinite-math-only, hence the explicit vectors. */
+ * keeps its largest element, the lanes are folded by halves, then the scalar tail and the running max are compared.
+ * A comparison rounds nothing, so this order gives the scan's value; only which zero a max of zeros is may differ (-0
+ * or +0), and no step after it sees that (x - 0 and x - -0 differ only at x = -0, where every exp gives 1; lse's
+ * 0 + log(sum) and -0 + log(sum) are equal). The scan compare-and-selected one element after the other (a chain of
+ * dependent scalar max's, ~80% of the forward's own time); GCC keeps such a loop scalar without -ffinite-math-only,
+ * hence the explicit vectors. */
 #define FLASH_ROW_MAX(T, INT)                                                                                       \
 typedef T flash_vector_##T __attribute__((vector_size(64)));                                                        \
 typedef INT flash_mask_##T __attribute__((vector_size(64)));                                                        \
@@ -820,16 +819,17 @@ static T flash_row_max_##T(const T *row, int64_t n, T start) {                  
         top = (flash_vector_##T)(((flash_mask_##T)v & greater) | ((flash_mask_##T)top & ~greater));                \
         nan |= v != v;                                                                                              \
     }                                                                                                               \
-    T result = start;                                                                                               \
+    T result = start, lanes[LANES];                                                                                 \
     int any_nan = start != start;                                                                                   \
     for (; i < n; i++) {                                                                                            \
         result = row[i] > result ? row[i] : result;                                                                 \
         any_nan |= row[i] != row[i];                                                                                \
     }                                                                                                               \
-    for (int l = 0; l < LANES; l++) {                                                                               \
-        result = top[l] > result ? top[l] : result;                                                                 \
-        any_nan |= nan[l] != 0;                                                                                     \
-    }                                                                                                               \
+    memcpy(lanes, &top, sizeof lanes);                                                                              \
+    FLASH_UNROLLED for (int width = LANES / 2; width >= 1; width /= 2)  /* (halves: a vector max each) */          \
+        FLASH_UNROLLED for (int l = 0; l < width; l++) lanes[l] = lanes[l + width] > lanes[l] ? lanes[l + width] : lanes[l];\
+    for (int l = 0; l < LANES; l++) any_nan |= nan[l] != 0;                                                         \
+    result = lanes[0] > result ? lanes[0] : result;                                                                 \
     return any_nan ? (T)NAN : result;                                                                               \
 }                                                                                                                   \
                                                                                                                     \
