@@ -108,3 +108,12 @@ def test_exp_sums_in_vector_lanes_give_the_scalar_loops_bits(dtype, lanes):
         if lanes == (attention32._LANES if dtype == np.float32 else attention32._LANES // 2):
             with float32_math.numpy_port():  # (and attention32's NumPy steps, which a learner reads)
                 _assert_same_bits(vector, attention32._exp_and_lane_sum(x))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scale", [0.0, -0.25, np.inf, np.nan, 1e-30])
+def test_causal_forward_skips_the_future_keys_only_where_their_weights_are_zero(dtype, scale):
+    """Causal without a mask, the vector loops compute no exp for the keys after a query (-inf times a positive scale,
+    less a finite max: weight 0); a scale of 0, below 0 or NaN makes those scores NaN or +inf -- then every key's."""
+    q, k, v, _, bias, _, causal = _attention_inputs(dtype, (1, 2, 2, 33, 40, 16, True, None), seed=1)
+    _assert_same_bits(*_both_loops(lambda: attention32.flash_forward(q, k, v, bias, dtype(scale), causal)))

@@ -671,34 +671,32 @@ static T flash_vector_sum_##T(const T *x, size_t whole, size_t lanes, int pairwi
 FLASH_LANE_SUMS(float)
 FLASH_LANE_SUMS(double)
 
+/* One row of ml_flash_exp_sum, whose elements from ``live`` on are -inf (the causal forward's keys after the query,
+ * less a finite max): their exp is exactly +0, and adding +0 leaves a sum of non-negative values as it is, so the whole
+ * vectors and tail elements past ``live`` get 0 without an exp, and no lane adds them. live = n: every element. */
+#define FLASH_EXP_SUM_ROW(T, VECTOR_EXP, TAIL_EXP, PAIRWISE)                                                        \
+static T flash_exp_sum_row_##T(const T *in, T *out, size_t n, size_t live, size_t lanes) {                         \
+    size_t whole = n - n % lanes, computed = live < whole ? (live + lanes - 1) / lanes * lanes : whole;             \
+    for (size_t i = 0; i < computed; i++) out[i] = VECTOR_EXP(in[i]);                                               \
+    for (size_t i = computed; i < whole; i++) out[i] = 0;                                                           \
+    T total = flash_vector_sum_##T(out, computed, lanes, PAIRWISE);                                                 \
+    for (size_t i = whole; i < n; i++) {                                                                            \
+        out[i] = i < live ? TAIL_EXP(in[i]) : 0;                                                                    \
+        total += out[i];                                                                                            \
+    }                                                                                                               \
+    return total;                                                                                                   \
+}
+
+static float flash_expf(float x) { return (float)exp((double)x); }  /* (the kernel's expf: correctly rounded, measured) */
+FLASH_EXP_SUM_ROW(float, aten_exp_u20, flash_expf, 1)
+FLASH_EXP_SUM_ROW(double, sleef_exp64, exp, 0)
+
 void ml_flash_exp_sum(const float *x, float *e, float *totals, size_t rows, size_t n, size_t lanes) {
-    size_t whole = n - n % lanes;
-    for (size_t row = 0; row < rows; row++) {
-        const float *in = x + row * n;
-        float *out = e + row * n;
-        for (size_t i = 0; i < whole; i++) out[i] = aten_exp_u20(in[i]);
-        float total = flash_vector_sum_float(out, whole, lanes, 1);
-        for (size_t i = whole; i < n; i++) {
-            out[i] = (float)exp((double)in[i]);  /* (the kernel's expf: correctly rounded, measured) */
-            total += out[i];
-        }
-        totals[row] = total;
-    }
+    for (size_t row = 0; row < rows; row++) totals[row] = flash_exp_sum_row_float(x + row * n, e + row * n, n, n, lanes);
 }
 
 void ml_flash_exp_sum64(const double *x, double *e, double *totals, size_t rows, size_t n, size_t lanes) {
-    size_t whole = n - n % lanes;
-    for (size_t row = 0; row < rows; row++) {
-        const double *in = x + row * n;
-        double *out = e + row * n;
-        for (size_t i = 0; i < whole; i++) out[i] = sleef_exp64(in[i]);
-        double total = flash_vector_sum_double(out, whole, lanes, 0);
-        for (size_t i = whole; i < n; i++) {
-            out[i] = exp(in[i]);
-            total += out[i];
-        }
-        totals[row] = total;
-    }
+    for (size_t row = 0; row < rows; row++) totals[row] = flash_exp_sum_row_double(x + row * n, e + row * n, n, n, lanes);
 }
 
 /* ---- torch's CPU flash-attention backward (minilora/ops/attention32.py's flash_backward, step for step) ----
@@ -711,6 +709,13 @@ void ml_flash_exp_sum64(const double *x, double *e, double *totals, size_t rows,
  * [batch, head, row] of q, k, v, dO, out, lse, then [batch, head, row, key] of the bias (NULL: none), then
  * [batch, head, row] of dq, dk, dv (zeros on entry; laid out as the inputs, as torch's: their rows MKL's ldc). */
 #include <stdlib.h>
+
+/* The first of a block's nk keys that comes after the query (query - first key = ``query_less_first_key``) where
+ * causal, else nk: the kernel fills those keys' scores with -inf (forward) and their weights with 0 (backward). */
+static int64_t flash_first_future_key(int64_t causal, int64_t query_less_first_key, int64_t nk) {
+    int64_t future = query_less_first_key + 1;
+    return causal && future > 0 && future < nk ? future : nk;
+}
 
 enum { FLASH_ROW_MAJOR = 101, FLASH_NO_TRANS = 111, FLASH_TRANS = 112, FLASH_KV_BLOCK = 512 };
 
@@ -769,10 +774,12 @@ void NAME(const void *gemm_address, const int64_t *dims, const int64_t *strides,
                          kh + n * sk[2], sk[2], 0, weights, nk);                                                    \
                     for (int64_t r = 0; r < nq; r++) {                                                              \
                         T *row = weights + r * nk, normalizer = lh[(m + r) * sl[2]];                                \
+                        int64_t future = flash_first_future_key(causal, m + r - n, nk);                             \
+                        int64_t computed = flash_scalar_loops ? nk : future;  /* (their weights are set to 0) */    \
                         if (bh != NULL)                                                                             \
-                            for (int64_t c = 0; c < nk; c++) row[c] += bh[(m + r) * sb[2] + (n + c) * sb[3]];       \
-                        for (int64_t c = 0; c < nk; c++) row[c] = EXP(row[c] - normalizer);  /* (vectorized) */     \
-                        for (int64_t c = causal && m + r - n + 1 > 0 ? m + r - n + 1 : nk; c < nk; c++) row[c] = 0; \
+                            for (int64_t c = 0; c < computed; c++) row[c] += bh[(m + r) * sb[2] + (n + c) * sb[3]]; \
+                        for (int64_t c = 0; c < computed; c++) row[c] = EXP(row[c] - normalizer);  /* (vectorized) */\
+                        for (int64_t c = future; c < nk; c++) row[c] = 0;                                           \
                     }                                                                                               \
                     gemm(FLASH_ROW_MAJOR, FLASH_TRANS, FLASH_NO_TRANS, nk, d, nq, 1, weights, nk, gh + m * sg[2],   \
                          sg[2], 1, dvh + n * sdv[2], sdv[2]);                                                       \
@@ -849,7 +856,9 @@ FLASH_ROW_MAX(double, int64_t)
  * blocks of keys in turn with the running max ``top``, sum and ``dst`` of the online softmax; out = dst * (1 / sum)
  * and the logsumexp top + log(sum). dims: as the backward's, then whether a * b + c is fused (FMA targets). strides:
  * [batch, head, row] of q, k, v, then the bias's four, then [batch, head, row] of out. lse: C-contiguous
- * [batch, heads, rows]. A NaN propagates through the maxima as NumPy's maximum does. */
+ * [batch, heads, rows]. A NaN propagates through the maxima as NumPy's maximum does. Causal without a mask and with a
+ * positive scale, the keys after a query are neither scaled, compared nor exponentiated: their weights are 0 either
+ * way (flash_exp_sum_row); the backward likewise skips the exp of the weights it sets to 0. */
 #define FLASH_FORWARD(NAME, T, EXP_SUM, SCALAR_EXP, LOG, FMA)                                                        \
 static T NAME##_fma(int fused, T a, T b, T c) { return fused ? FMA(a, b, c) : a * b + c; }                          \
                                                                                                                     \
@@ -879,17 +888,20 @@ void NAME(const void *gemm_address, const int64_t *dims, const int64_t *strides,
                          kh + n * sk[2], sk[2], 0, scores, nk);                                                     \
                     for (int64_t r = 0; r < nq; r++) {                                                              \
                         T *row = scores + r * nk, row_top;                                                          \
-                        for (int64_t c = causal && m + r - n + 1 > 0 ? m + r - n + 1 : nk; c < nk; c++)             \
-                            row[c] = -INFINITY;                                                                     \
+                        int64_t future = flash_first_future_key(causal, m + r - n, nk);                             \
+                        for (int64_t c = future; c < nk; c++) row[c] = -INFINITY;                                   \
+                        /* -inf times a positive scale, less a finite max, is -inf: its exp 0 (computed: nk) */    \
+                        int64_t computed = !flash_scalar_loops && bh == NULL && scale > 0 ? future : nk;            \
                         if (bh == NULL)                                                                             \
-                            for (int64_t c = 0; c < nk; c++) row[c] *= scale;                                       \
+                            for (int64_t c = 0; c < computed; c++) row[c] *= scale;                                 \
                         else                                                                                        \
                             for (int64_t c = 0; c < nk; c++)                                                        \
                                 row[c] = NAME##_fma(fused, scale, row[c], bh[(m + r) * sb[2] + (n + c) * sb[3]]);   \
-                        row_top = (flash_scalar_loops ? flash_row_scan_##T : flash_row_max_##T)(row, nk, top[r]);   \
+                        row_top = (flash_scalar_loops ? flash_row_scan_##T : flash_row_max_##T)(row, computed, top[r]);\
+                        computed = row_top != row_top ? nk : computed;  /* (a NaN max: NaN weights throughout) */  \
                         int live = row_top != -INFINITY;  /* (no key yet: weights 0, max and sum as they were) */  \
-                        for (int64_t c = 0; c < nk; c++) row[c] -= live ? row_top : 0;                              \
-                        EXP_SUM(row, e + r * nk, block_total + r, 1, nk, lanes);                                    \
+                        for (int64_t c = 0; c < computed; c++) row[c] -= live ? row_top : 0;                        \
+                        block_total[r] = EXP_SUM(row, e + r * nk, nk, computed, lanes);                             \
                         if (!live) memset(e + r * nk, 0, sizeof(T) * nk);                                           \
                         rescale[r] = SCALAR_EXP(live ? top[r] - row_top : 0);                                       \
                         if (live) total[r] = NAME##_fma(fused, rescale[r], total[r], block_total[r]);               \
@@ -910,10 +922,8 @@ void NAME(const void *gemm_address, const int64_t *dims, const int64_t *strides,
     free(scores);                                                                                                   \
 }
 
-static float flash_expf(float x) { return (float)exp((double)x); }  /* (the kernel's expf: correctly rounded) */
-
-FLASH_FORWARD(ml_flash_forward, float, ml_flash_exp_sum, flash_expf, logf, fmaf)
-FLASH_FORWARD(ml_flash_forward64, double, ml_flash_exp_sum64, exp, log, fma)
+FLASH_FORWARD(ml_flash_forward, float, flash_exp_sum_row_float, flash_expf, logf, fmaf)
+FLASH_FORWARD(ml_flash_forward64, double, flash_exp_sum_row_double, exp, log, fma)
 
 static const double EXP2_64_POLY[10] = {
     0.4434359082926529454e-9, 0.7073164598085707425e-8, 0.1017819260921760451e-6, 0.1321543872511327615e-5,
