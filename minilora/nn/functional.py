@@ -1636,7 +1636,7 @@ def _multi_head_attention(query, key, value, embed_dim, num_heads, weights, in_p
     sdpa_causal = is_causal and key_padding_mask is None and not need_weights and not native
     attn_mask = None if sdpa_causal else _canonical_mask(attn_mask, "attn_mask", None, "", query.dtype,
                                                          check_other=False)
-    batched = query.ndim == 3
+    batched, batch_first_input = query.ndim == 3, query
     if batched and batch_first:
         query, key, value = _sequence_first(query, key, value)
     if not batched:  # one sequence: a batch of one (sequence first)
@@ -1648,7 +1648,10 @@ def _multi_head_attention(query, key, value, embed_dim, num_heads, weights, in_p
         raise AssertionError(f"was expecting embedding dimension of {embed_dim}, but got {e}")
     if embed_dim % num_heads:
         raise AssertionError(f"embed_dim {embed_dim} not divisible by num_heads {num_heads}")
-    q, k, v = _in_projection(query, key, value, weights, in_proj_bias, embed_dim)
+    if native:
+        q, k, v = _native_in_projection(batch_first_input, weights, in_proj_bias, embed_dim)
+    else:
+        q, k, v = _in_projection(query, key, value, weights, in_proj_bias, embed_dim)
     attn_mask = _attention_mask_3d(attn_mask, n * num_heads, length, key.shape[0])
     heads = _Heads(n, num_heads, embed_dim // num_heads)
     k, v, attn_mask, key_padding_mask = heads.keys_values(k, v, static_kv, bias_k, bias_v, add_zero_attn, attn_mask,
@@ -1703,6 +1706,14 @@ def _in_projection(query, key, value, weights, bias, embed_dim):
     w_q, w_k, w_v = weights.chunk(3)
     b_q, b_k, b_v = (None,) * 3 if bias is None else bias.chunk(3)
     return linear(query, w_q, b_q), linear(key, w_k, b_k), linear(value, w_v, b_v)
+
+
+def _native_in_projection(x, weight, bias, embed_dim):
+    """The inference kernel's qkv_projection: one product of the batch-first input's rows (contiguous, whatever
+    the weight's grad), the bias added to the finished product (its transform_bias_rescale_qkv; a 16-bit product
+    rounded first), as sequence-first q, k, v."""
+    qkv = ops.matmul(x, weight.t()) + bias
+    return [part.transpose(0, 1).contiguous() for part in qkv.split(embed_dim, -1)]
 
 
 def _packed_split(projected, parts, embed_dim):

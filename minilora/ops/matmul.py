@@ -19,7 +19,7 @@ from ..blas import matmul as array_matmul
 from ..device import xp_of
 from ..dtypes import is_floating, torch_name, upcast
 from ..factories import known_layout
-from ..tensor import Function, ShapeError, inputs_not_torchs, name_node, saved_for, saves_as_torch
+from ..tensor import Function, ShapeError, Tensor, inputs_not_torchs, name_node, saved_for, saves_as_torch
 from ..tensor import torch_broadcast_message as _torch_broadcast_message, torch_expand_message as _torch_expand_message
 from ..tensor import with_note
 from .elementwise import unbroadcast
@@ -128,8 +128,15 @@ def _torch_products(a, b):
     if a.ndim >= 3 and b.ndim >= 3 and isinstance(a, np.ndarray) and a.dtype == b.dtype and \
             a.dtype in (np.float32, np.float64) and a.shape[-1] * a.shape[-2] * b.shape[-1] < _BMM_LOOP_BELOW:
         return _bmm_loop(a, b)
+    if a.ndim >= 3 and b.ndim == 2 and isinstance(a, np.ndarray):  # (folded: one mm of the batch's rows)
+        return _torch_products(_as_rows(a), b).reshape(a.shape[:-1] + b.shape[-1:])
     in_mkl_order = _mkl_dot(a, b)
     return parallel.matmul(a, b) if in_mkl_order is None else in_mkl_order
+
+
+def _as_rows(a):
+    """[..., M, K] as the [prod(...) M, K] matrix of its rows (an empty one too)."""
+    return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
 
 
 def _mkl_dot(a, b):
@@ -305,7 +312,7 @@ class MatMul(Function):
     torch_layout = "contiguous"  # (ATen's mm/bmm write a new contiguous result, from channels_last operands too)
 
     @staticmethod
-    def forward(ctx, a, b):
+    def forward(ctx, a, b, folds=True):
         if a.ndim == 0 or b.ndim == 0:
             raise RuntimeError(f"both arguments to matmul need to be at least 1D, but they are "
                                f"{a.ndim}D and {b.ndim}D (use mul for scalars)")
@@ -315,8 +322,10 @@ class MatMul(Function):
             raise NotImplementedError(f'"{_bool_kernel_name(a.ndim, b.ndim)}" not implemented for \'Bool\'')
         if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
             raise ShapeError(_torch_matmul_message(a, b, ctx.needs_input_grad))
-        ctx.a, ctx.b = a, b
+        ctx.a, ctx.b, ctx.folds = a, b, folds
         try:
+            if not folds and not _is_16bit_float(a):  # (torch's bmm of the batch and the expanded matrix)
+                return _torch_products(a, np.broadcast_to(b, a.shape[:-2] + b.shape))
             return _product(a, b, _torch_products)
         except ValueError:  # (batches that do not broadcast: NumPy's words, on the error path only)
             if not _batches_differ(a, b):
@@ -335,6 +344,10 @@ class MatMul(Function):
             g = g[..., None, :]
         na, nb = ctx.needs_input_grad
         dtype = g.dtype
+        if ctx.folds and b2.ndim == 2 and a2.ndim > 2:  # torch's backward of the one mm of the batch's rows
+            a2, g = _as_rows(a2), _as_rows(g)
+        elif b2.ndim == 2 and a2.ndim > 2 and not _is_16bit_float(g):  # of its bmm (b frozen: only a's gradient)
+            b2 = np.broadcast_to(b2, a2.shape[:-2] + b2.shape)
         products = _torch_products  # each product split over threads
         if _is_16bit_float(g) and not _on_cublas(g, a2, b2, products=[a2.shape, b2.shape]):
             if _bf16_pairs(g, a2, b2):  # oneDNN's order, on torch's operands: a batch times a matrix is one mm
@@ -517,8 +530,18 @@ def matmul(input, other):
     """``torch.matmul(input, other)``: ``input @ other`` (keywords as torch names them)."""
     if _amp.used and _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
         return _amp.autocast_op("matmul", matmul, input, other)
+    return _matmul(input, other, getattr(other, "requires_grad", False))
+
+
+def _matmul(input, other, other_requires_grad):
+    """matmul, ``other_requires_grad`` as torch sees it (a view of a weight that requires grad does, in no_grad
+    too): a batch times a matrix is one mm of the batch's rows, or -- a frozen matrix times a batch that does not
+    view as rows, a transposed batch-first input -- a bmm with the matrix expanded (other sums, other bits)."""
     ranks = (getattr(input, "ndim", 0), getattr(other, "ndim", 0))
-    out = saves_as_torch(MatMul.apply(input, other), saved_for(input, other), saved_for(other, input))
+    arrays = (getattr(input, "_array", input), getattr(other, "_array", other))
+    folds = not (ranks[0] >= 3 and ranks[1] == 2 and all(type(a) is np.ndarray for a in arrays)) or _folds(
+        *arrays, (getattr(input, "requires_grad", False), other_requires_grad))
+    out = saves_as_torch(MatMul.apply(input, other, folds=folds), saved_for(input, other), saved_for(other, input))
     return name_node(out, _MATMUL_NODES.get(ranks, "UnsafeViewBackward0"),
                      graph=_matmul_graph(ranks, input, other))
 
@@ -540,8 +563,19 @@ def linear(x, weight, bias=None):
     if ndim != 2 and (ndim == 0 or weight.ndim == 0):
         raise RuntimeError(f"both arguments to linear need to be at least 1D, but they are {x.ndim}D and "
                            f"{weight.ndim}D")
+    if bias is not None and ndim >= 3 and isinstance(x, Tensor) and not x.is_contiguous():
+        return _linear_then_bias(x, weight, bias)
     name, *graph = linear_node(x, weight, bias, ndim)
     return name_node(_linear(x, weight, bias), name, graph=tuple(graph))
+
+
+def _linear_then_bias(x, weight, bias):
+    """torch's F.linear of a non-contiguous input of 3-D and up (a batch-first RNN's [T, N, features] view, a
+    transpose): not its fused addmm but ``matmul(x, weight.t())``, the bias added to the finished product -- a 16-bit
+    product rounded before the bias, a float32 one summed without it -- and its bias gradient a sum over the
+    batch dims (AddBackward0)."""
+    refuse_as_linear(x, weight, bias)
+    return _matmul(x, weight.t(), weight.requires_grad) + bias
 
 
 def linear_node(x, weight, bias, ndim):
