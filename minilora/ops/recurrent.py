@@ -28,9 +28,13 @@ def relu_step(projected, h, w_hh, b_hh):
 
 def gru_step(projected, h, w_hh, b_hh):
     """Gates in torch's order r, z, n: ``n = tanh(x_n + r (W_hn h + b_hn))``, ``h' = (h - n) z + n``."""
-    x_r, x_z, x_n = projected.chunk(3, -1)
-    h_r, h_z, h_n = linear(h, w_hh, b_hh).chunk(3, -1)
-    reset, update = (h_r + x_r).sigmoid(), (h_z + x_z).sigmoid()
+    hidden = linear(h, w_hh, b_hh)
+    size = hidden.shape[-1] // 3
+    h_n, x_n = hidden[..., 2 * size:], projected[..., 2 * size:]
+    # torch's cell squashes in place on chunks of the hidden projection: strided rows, which its elementwise kernels
+    # run in their scalar loop (a float64 sigmoid: C's exp, not SLEEF's vectors) -- the gates as halves of one sum
+    reset, update = (hidden[..., :2 * size] + projected[..., :2 * size]).chunk(2, -1)
+    reset, update = reset.sigmoid(), update.sigmoid()
     new = (x_n + h_n * reset).tanh()
     return (h - new) * update + new
 
