@@ -3191,15 +3191,12 @@ def _aten_kernel_view(x):
     """The array torch's float32 batch-norm kernels read ``x`` [N, C, ...] as: ``x`` itself where it takes the
     contiguous kernel (C-contiguous, more than one element per sample and channel), [N * H * W, C] rows where
     it takes the channels-last one (a channels_last(_3d) input, or one element per sample and channel: [N, C],
-    NC11), None for any other layout. float64: the contiguous kernel's ``x`` only (its channels-last kernel's
-    double sums are not modelled)."""
+    NC11), None for any other layout (float64 too)."""
     if type(x) is not np.ndarray or x.ndim < 2:
         return None
     n, c = x.shape[:2]
     if x.flags.c_contiguous and x.size > n * c:
         return x
-    if x.dtype == np.float64:
-        return None
     rows = np.moveaxis(x, 1, -1)
     if rows.flags.c_contiguous or (x.flags.c_contiguous and x.size == n * c):
         return np.ascontiguousarray(rows).reshape(-1, c)
@@ -3224,7 +3221,7 @@ def _aten_batch_stats(x, count):
     (``at::parallel_for(0, N, 1)``, torch's thread count taken as ``parallel.num_threads()``), each chunk's
     rows added in float32 in order (squares by fused multiply-adds), the chunks' sums added in double. float64:
     ``_aten_batch_stats64``."""
-    if x.dtype == np.float64:
+    if x.dtype == np.float64 and x.ndim > 2:
         return _aten_batch_stats64(x, count)
     if x.ndim > 2:
         axes = (0,) + tuple(range(2, x.ndim))
@@ -3234,11 +3231,22 @@ def _aten_batch_stats(x, count):
     chunk = float32_sums.thread_chunk(count, grain=1)
     starts = range(0, count, chunk)
     total = sum(np.add.reduce(x[s:s + chunk], axis=0).astype(np.float64) for s in starts)  # (rows in order)
-    mean = (total / count).astype(np.float32)
+    mean = (total / count).astype(x.dtype)
     centred, squares = x - mean, np.zeros(x.shape[1], np.float64)
     for s in starts:  # (a row at a time: each fused multiply-add rounds)
-        squares += float32_sums.fma_square_columns(centred[s:s + chunk])
-    return mean, squares.astype(np.float32)
+        squares += _fma_column_sums(centred[s:s + chunk], centred[s:s + chunk])
+    return mean, squares.astype(x.dtype)
+
+
+def _fma_column_sums(rows, others):
+    """Each column's ``rows * others`` added down the rows from 0 by fused multiply-adds in the rows' dtype (a thread's
+    chunk of a channels-last batch: float32 compiled, float64 a row at a time)."""
+    if rows.dtype == np.float32:
+        return float32_sums.fma_product_columns(rows, others)
+    total = np.zeros(rows.shape[1], rows.dtype)
+    for row, other in zip(rows, others):
+        total = float32_math.fused_multiply_add64(row, other, total)
+    return total
 
 
 def _aten_batch_stats64(x, count):
@@ -3548,20 +3556,20 @@ def _batch_norm_backward_channels_last(g, needs, x, mean, invstd, w, training):
     total, dotp = np.zeros(c), np.zeros(c)
     for start in range(0, count, chunk):  # (a thread's buffer: its rows in order)
         piece = slice(start, min(count, start + chunk))
-        part_sum = np.cumsum(dys[piece], axis=0, dtype=np.float32)[-1]  # (cumsum: row after row, in order)
-        part_dot = float32_sums.fma_product_columns(rows[piece] - mean, dys[piece])
+        part_sum = np.cumsum(dys[piece], axis=0, dtype=x.dtype)[-1]  # (cumsum: row after row, in order)
+        part_dot = _fma_column_sums(rows[piece] - mean, dys[piece])
         total, dotp = total + part_sum, dotp + part_dot  # (the buffers added in double: 3+ threads tell)
-    total, dotp = total.astype(np.float32), dotp.astype(np.float32)
+    total, dotp = total.astype(x.dtype), dotp.astype(x.dtype)
     gx = None
     if needs[0]:
         if training:
-            k = dotp * invstd * invstd / np.float32(count)
-            grad_mean = total / np.float32(count)
+            k = dotp * invstd * invstd / x.dtype.type(count)
+            grad_mean = total / x.dtype.type(count)
             centred = rows - mean
             gx = (dys - grad_mean - centred * k) * invstd * w
-            vectors = c - c % 8
-            gx[:, :vectors] = (float32_math.fused_multiply_add(-centred, np.broadcast_to(k, rows.shape),
-                                                               dys - grad_mean) * invstd * w)[:, :vectors]
+            vectors = c - c % (8 if x.dtype == np.float32 else 4)  # (whole AVX2 vectors: 8 floats, 4 doubles)
+            fma = float32_math.fused_multiply_add if x.dtype == np.float32 else float32_math.fused_multiply_add64
+            gx[:, :vectors] = (fma(-centred, np.broadcast_to(k, rows.shape), dys - grad_mean) * invstd * w)[:, :vectors]
         else:
             gx = dys * invstd * w
         gx = np.moveaxis(gx.reshape((x.shape[0],) + x.shape[2:] + (c,)), -1, 1)
