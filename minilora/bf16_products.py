@@ -124,9 +124,14 @@ def matmul(a, b):
 
 def _matrix(a, b, batch=1):
     """One 2-D product ``[M, K] @ [K, N]`` (of ``batch``) of float32 arrays, in this CPU's order; rows split over
-    threads."""
-    if ORDER == "tiles":
-        return _tiles_matrix(a, b, batch)
+    threads. A sum of -0 products is +0, as oneDNN's accumulators start from +0 (a frozen zero state's gradient)."""
+    out = _tiles_matrix(a, b, batch) if ORDER == "tiles" else _pairs_matrix(a, b)
+    out += np.float32(0)
+    return out
+
+
+def _pairs_matrix(a, b):
+    """``_matrix`` where the CPU adds vdpbf16ps pairs (no AMX tiles)."""
     m, k, n = a.shape[0], a.shape[1], b.shape[1]
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     out = np.empty((m, n), np.float32)
