@@ -106,7 +106,8 @@ def test_the_fused_encoder_layer_reads_its_masks_as_torch_does(masks, layer):
 
 
 def test_an_encoder_layer_with_a_hook_is_not_fused():
-    """torch's fused layer refuses modules with hooks: the float mask then takes the ordinary path (its values)."""
+    """torch's fused layer refuses modules with hooks: the float mask then takes the ordinary path (its values;
+    there the projections of the batch-first input fold into one mm in no_grad too: the weight requires grad)."""
     def run(hooked):
         def call(L, m, x):
             if hooked:
@@ -130,3 +131,81 @@ def test_transformer_encoder_on_nested_sequences_is_torchs(activation, dtype):
         layer = L.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True, activation=activation)
         return L.nn.TransformerEncoder(layer, 2)
     assert compare("nested", build, run, rn(3, 7, 8, seed=2), dtype, False) == []
+
+
+# ---- F.linear / matmul of a batch that is not contiguous ---------------------------------------------------------
+@pytest.mark.parametrize("shape, weight_grad, dtype", [((3, 5, 4), False, "float32"), ((3, 5, 4), True, "bfloat16"),
+                                                      ((3, 5, 4), False, "bfloat16"),
+                                                      ((2, 3, 4, 33), True, "bfloat16")])
+def test_linear_of_a_transposed_batch_is_torchs(shape, weight_grad, dtype):
+    """torch's F.linear fuses the bias (addmm) only into a contiguous batch; a transposed one (a batch-first RNN's
+    input) is matmul, then the bias added: a 16-bit product rounded before it. Its matmul folds the batch into one
+    mm where the weight requires grad, else runs a bmm with the weight expanded (a frozen weight: other sums)."""
+    g = torch.Generator().manual_seed(0)
+    x, w, b, grad = (torch.randn(*s, generator=g).to(getattr(torch, dtype))
+                     for s in (shape, (7, shape[-1]), (7,), shape[:-3] + (shape[-2], shape[-3], 7)))
+    theirs = [x.requires_grad_(), w.requires_grad_(weight_grad), b.requires_grad_(weight_grad)]
+    mine = [ml.tensor(_as_numpy(t.detach())).requires_grad_(t.requires_grad) for t in theirs]
+    out, my_out = (F.linear(a.transpose(-3, -2), c, d) for F, (a, c, d) in
+                   ((torch.nn.functional, theirs), (ml.nn.functional, mine)))
+    out.backward(grad)
+    my_out.backward(ml.tensor(_as_numpy(grad)))
+    for t, m in [(out, my_out)] + [(t.grad, m.grad) for t, m in zip(theirs, mine) if t.requires_grad]:
+        np.testing.assert_array_equal(np.asarray(m.detach().float()), t.detach().float().numpy())
+
+
+@pytest.mark.parametrize("name", ["RNN batch_first", "RNN bidirectional 2 layers", "RNN unbatched", "RNN initial state",
+                                  "GRU batch_first", "GRU bidirectional 2 layers", "GRU unbatched", "GRU initial state"])
+def test_bfloat16_rnn_and_gru_on_transposed_inputs_are_torchs(name):
+    """(batch_first, unbatched and the layers after the first see a non-contiguous input: F.linear's unfused bias.)"""
+    assert _differences(name, "bfloat16") == []
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_multihead_attention_kdim_vdim_bias_gradient_is_torchs(dtype):
+    """(Each projection of a transposed batch-first input: matmul folded into one mm, its backward too.)"""
+    assert _differences("MHA kdim vdim", dtype) == []
+
+
+
+@pytest.mark.parametrize("name", ["GRU", "GRU positional", "GRU batch_first", "GRU bidirectional 2 layers", "GRU no bias",
+                                  "GRU dropout eval", "GRU initial state", "GRUCell state"])
+def test_float64_gru_is_torchs(name):
+    """torch's GRU cell squashes its reset and update gates in place on chunks of the hidden projection: strided
+    rows, its sigmoid's scalar loop (C's exp) where a contiguous sum ran SLEEF's vectors."""
+    assert _differences(name, "float64") == []
+
+
+# ---- float64 BatchNorm1d of [N, C]: torch's channels-last kernel ---------------------------------------------------
+@pytest.mark.usefixtures("two_threads")  # (the rows are cut into one chunk a thread)
+@pytest.mark.parametrize("name", ["BatchNorm1d train", "BatchNorm1d eval", "BatchNorm1d momentum None"])
+def test_float64_batchnorm1d_is_torchs(name):
+    assert _differences(name, "float64") == []
+
+
+@pytest.mark.usefixtures("two_threads")  # (the rows are cut into one chunk a thread)
+@pytest.mark.parametrize("n, c", [(2, 3), (5, 8), (17, 13), (64, 6)])
+def test_float64_batchnorm1d_shapes_are_torchs(n, c):
+    """Its statistics as the channels-last kernel adds them in double (a chunk of rows a thread, squares by fused
+    multiply-adds), the output fma(x, alpha, beta), the backward its own sums: outputs, running stats, gradients."""
+    g = torch.Generator().manual_seed(n * c)
+    x, grad = torch.randn(n, c, generator=g, dtype=torch.float64) * 3 + 1, torch.randn(n, c, generator=g, dtype=torch.float64)
+    theirs = torch.nn.BatchNorm1d(c).double()
+    with torch.no_grad():
+        theirs.weight.uniform_(0.5, 1.5, generator=g)
+        theirs.bias.uniform_(-1, 1, generator=g)
+    mine = ml.nn.BatchNorm1d(c).to(ml.float64)
+    mine.load_state_dict({k: ml.tensor(v.numpy().copy()) for k, v in theirs.state_dict().items()})
+    x_theirs, x_mine = x.clone().requires_grad_(), ml.tensor(x.numpy().copy()).requires_grad_()
+    out, my_out = theirs(x_theirs), mine(x_mine)
+    out.backward(grad)
+    my_out.backward(ml.tensor(grad.numpy()))
+    for t, m in [(out, my_out), (x_theirs.grad, x_mine.grad), (theirs.running_mean, mine.running_mean),
+                 (theirs.running_var, mine.running_var), (theirs.weight.grad, mine.weight.grad),
+                 (theirs.bias.grad, mine.bias.grad)]:
+        np.testing.assert_array_equal(m.detach().numpy(), t.detach().numpy())
+
+
+def test_bfloat16_rnn_cell_weight_gradient_of_a_zero_state_is_plus_zero():
+    """A zero initial state's weight gradient sums -0 products: +0 in oneDNN, whose accumulators start from +0."""
+    assert _differences("RNNCell", "bfloat16") == []
