@@ -198,9 +198,9 @@ _NATIVE_SIGNATURES = {
 _NATIVE_RESULTS = {"ml_row_max": ctypes.c_int, "ml_adamw": ctypes.c_int}  # (the others return nothing)
 # The kernels with a ``<name>_blocks`` twin in float32_kernels.c: the kernel on a block of elements (RoPE's: of rows),
 # ``f(args, first, last)``, which gemm_pool's C threads call on each thread's block (``_native_map``, ``rotary``).
-_BLOCK_KERNELS = ("ml_sinh", "ml_cosh", "ml_atanh", "ml_log", "ml_exp", "ml_exp_of_negative", "ml_expm1", "ml_tanh",
-                  "ml_log1p", "ml_sigmoid", "ml_gelu_erf_onednn_derivative", "ml_pow", "ml_atan2", "ml_silu", "ml_mish",
-                  "ml_swiglu", "ml_silu_backward", "ml_mish_backward", "ml_swiglu_backward", "ml_rotary",
+_BLOCK_KERNELS = ("ml_sinh", "ml_cosh", "ml_atanh", "ml_log", "ml_exp", "ml_exp_of_negative", "ml_expm1",
+                  "ml_tanh", "ml_log1p", "ml_sigmoid", "ml_gelu_erf_onednn_derivative", "ml_pow", "ml_atan2", "ml_silu",
+                  "ml_mish", "ml_swiglu", "ml_silu_backward", "ml_mish_backward", "ml_swiglu_backward", "ml_rotary",
                   "ml_rotary_backward")
 
 
@@ -1148,7 +1148,7 @@ def _fma64_like(a, b, c):
     return fused_multiply_add64(a, b, c)
 
 
-_SLEEF64_UNARY = ("exp2", "log1p", "expm1", "sinh", "cosh", "tanh", "atanh", "erf")  # (ml_sleef64's numbering)
+_SLEEF64_UNARY = ("exp2", "log1p", "expm1", "sinh", "cosh", "tanh", "atanh", "erf")  # (ml_sleef64's order)
 _SLEEF64_BINARY = ("atan2", "hypot", "pow")  # (ml_sleef64_2's)
 
 
@@ -1293,10 +1293,18 @@ def two_product(a, b):
 
 
 def _split(a):
-    """``a`` as high + low halves of its mantissa (Veltkamp), each product of halves exact."""
+    """``a`` as high + low halves of its mantissa (Veltkamp), each product of halves exact. Near the top of the
+    range (float64 past 2^995) the split's (2^27 + 1) a would overflow: there a 2^-28 is split and its halves scaled
+    back, exactly (without it fma64's NumPy path was an ulp off in ~1 of 3 float64 lgammas past 1e300)."""
     dtype = np.asarray(a).dtype
-    scaled = dtype.type(134217729.0 if dtype == np.float64 else 4097.0) * a  # 2**ceil(p/2) + 1
-    high = scaled - (scaled - a)
+    double = dtype == np.float64
+    factor, top, shrink = (134217729.0, 2.0 ** 995, 2.0 ** -28) if double else (4097.0, 2.0 ** 114, 2.0 ** -13)
+    huge = np.abs(a) > top
+    shrunk = np.where(huge, a * dtype.type(shrink), a) if np.any(huge) else a
+    scaled = dtype.type(factor) * shrunk  # 2**ceil(p/2) + 1
+    high = scaled - (scaled - shrunk)
+    if shrunk is not a:
+        high = np.where(huge, high / dtype.type(shrink), high)
     return high, a - high
 
 
@@ -1738,15 +1746,17 @@ _LOGK2_T = [_F32(c) for c in (0.2392828464508056640625, 0.2851821184158325195312
 
 def _sleef_logk2(d):
     """SLEEF's ``logk2f``: ln of a double-float, as one (the exponent of its high part by getexp, the double-float
-    scaled to a mantissa in [0.75, 1.5), 2 atanh((m - 1) / (m + 1)) by its series, plus e ln 2)."""
+    scaled to a mantissa in [0.75, 1.5), 2 atanh((m - 1) / (m + 1)) by its series, plus e ln 2: e ln 2 + 2x first,
+    then + x^3 t, each by dfadd, the low parts added last -- SLEEF 3.6's order; its older e ln 2 + (2x + x^3 t), by
+    dfadd2, is an ulp off torch's lgamma near lgamma's zeros, as at -2.456007)."""
     e = (np.frexp(d[0] * _F32(1 / 0.75))[1] - 1).astype(_F32)
     scale = np.exp2(-e).astype(_F32)
     m = d[0] * scale, d[1] * scale
     x = _df_divide(_df_add_float(m, _F32(-1)), _df_add_float(m, _F32(1)))
     x2 = _df_square(x)
     t = _fma32(_fma32(_fma32(_LOGK2_T[0], x2[0], _LOGK2_T[1]), x2[0], _LOGK2_T[2]), x2[0], _LOGK2_T[3])
-    return _df_add(_df_mul_float((_LN2_HI, _LN2_LO), e), _df_add((x[0] * _F32(2), x[1] * _F32(2)),
-                                                               _df_mul_float(_df_mul(x2, x), t)))
+    s = _df_add_fast(_df_mul_float((_LN2_HI, _LN2_LO), e), (x[0] * _F32(2), x[1] * _F32(2)))
+    return _df_add_fast(s, _df_mul_float(_df_mul(x2, x), t))
 
 
 def sleef_atanh(x):

@@ -329,8 +329,9 @@ static inline df sleef_logk2(df d) {  /* ln of a double-float (AVX-512's getexp 
     df x = df_divide(df_add_float(m, -1.0f), df_add_float(m, 1.0f)), x2 = df_square(x);
     float t = fmaf(fmaf(fmaf(0.2392828464508056640625f, x2.hi, 0.28518211841583251953125f), x2.hi,
                         0.400005877017974853515625f), x2.hi, 0.666666686534881591796875f);
-    return df_add(df_mul_float((df){0.69314718246459960938f, -1.904654323148236017e-09f}, e),
-                  df_add((df){x.hi * 2.0f, x.lo * 2.0f}, df_mul_float(df_mul(x2, x), t)));
+    df s = df_add_fast(df_mul_float((df){0.69314718246459960938f, -1.904654323148236017e-09f}, e),
+                       (df){x.hi * 2.0f, x.lo * 2.0f});  /* (SLEEF 3.6's order: float32_math._sleef_logk2) */
+    return df_add_fast(s, df_mul_float(df_mul(x2, x), t));
 }
 static inline float sleef_atanh(float x) {
     float y = fabsf(x);
