@@ -182,7 +182,7 @@ _C_TYPES = {"p": ctypes.c_void_p, "n": ctypes.c_size_t, "f": ctypes.c_float, "s"
             "i": ctypes.c_int}
 _NATIVE_SIGNATURES = {
     **dict.fromkeys(("ml_exp", "ml_exp_of_negative", "ml_expm1", "ml_tanh", "ml_log1p", "ml_log", "ml_sigmoid",
-                     "ml_sinh", "ml_cosh", "ml_atanh"), "ppn"),
+                     "ml_sinh", "ml_cosh", "ml_atanh", "ml_lgamma"), "ppn"),
     "ml_silu": "pppn", "ml_pow": "pppn", "ml_pow_scalar": "ppnf", "ml_atan2": "pppn", "ml_elu": "ppnfff", "ml_softplus": "ppnff", "ml_mish": "pppn", "ml_gelu_tanh": "pppnff",
     "ml_fma": "pspspspn", "ml_fma64": "pspspspn", "ml_silu_backward": "ppppn", "ml_elu_backward": "pppnfff", "ml_softplus_backward": "pppnff",
     "ml_gelu_tanh_backward": "ppppnff", "ml_mish_backward": "ppppn", "ml_swiglu": "ppppn",
@@ -198,7 +198,7 @@ _NATIVE_SIGNATURES = {
 _NATIVE_RESULTS = {"ml_row_max": ctypes.c_int, "ml_adamw": ctypes.c_int}  # (the others return nothing)
 # The kernels with a ``<name>_blocks`` twin in float32_kernels.c: the kernel on a block of elements (RoPE's: of rows),
 # ``f(args, first, last)``, which gemm_pool's C threads call on each thread's block (``_native_map``, ``rotary``).
-_BLOCK_KERNELS = ("ml_sinh", "ml_cosh", "ml_atanh", "ml_log", "ml_exp", "ml_exp_of_negative", "ml_expm1",
+_BLOCK_KERNELS = ("ml_sinh", "ml_cosh", "ml_atanh", "ml_lgamma", "ml_log", "ml_exp", "ml_exp_of_negative", "ml_expm1",
                   "ml_tanh", "ml_log1p", "ml_sigmoid", "ml_gelu_erf_onednn_derivative", "ml_pow", "ml_atan2", "ml_silu",
                   "ml_mish", "ml_swiglu", "ml_silu_backward", "ml_mish_backward", "ml_swiglu_backward", "ml_rotary",
                   "ml_rotary_backward")
@@ -1148,7 +1148,7 @@ def _fma64_like(a, b, c):
     return fused_multiply_add64(a, b, c)
 
 
-_SLEEF64_UNARY = ("exp2", "log1p", "expm1", "sinh", "cosh", "tanh", "atanh", "erf")  # (ml_sleef64's order)
+_SLEEF64_UNARY = ("exp2", "log1p", "expm1", "sinh", "cosh", "tanh", "atanh", "erf", "lgamma")  # (ml_sleef64's order)
 _SLEEF64_BINARY = ("atan2", "hypot", "pow")  # (ml_sleef64_2's)
 
 

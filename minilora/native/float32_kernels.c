@@ -1212,6 +1212,172 @@ static double sleef_pow64(double x, double y) {
     return result * (x > 0 ? 1.0 : is_int ? (is_odd ? -1.0 : 1.0) : NAN);
 }
 
+/* ---- Sleef_lgammaf16_u10 / Sleef_lgammad8_u10 (torch.lgamma's float32 and float64 kernels): minilora/sleef_lgamma.py
+ * step for step, one template (SLEEF_LGAMMA) for both types as the port's _Float and _Double: gammak's double-float
+ * c and n / d with Gamma(a) = e^c n / d, then lgamma = c + ln |n / d|. The constants are written as the port writes
+ * them, doubles, and rounded to the type here as the port rounds them (a double literal cast to float, not a float
+ * literal: the two may round differently). */
+typedef struct {
+    double tiny, near_1_to, shift, tiny_scale, period;  /* (period: sin(pi x)'s argument reduced by it) */
+    double ln_tiny_scale[2], ln_sqrt_2pi[2], ln_pi[2];  /* pairs; one with lo 0 is split as SLEEF's vcast_vf2_d */
+    int terms;  /* of each of the three polynomials, highest power first */
+    double stirling[23], about_1[23], about_2[23], taylor[3][2];  /* (taylor: [i][0] about 1, [i][1] about 2) */
+    int sinpi_terms;  /* sin(pi s / 4) and cos(pi s / 4): sinpi_terms plain coefficients, then two pairs */
+    double sinpi_sin[6], sinpi_cos[6], sinpi_sin_pairs[2][2], sinpi_cos_pairs[2][2];
+} lgamma_constants;
+
+static const lgamma_constants LGAMMA_FLOAT = {
+    .tiny = 1e-30, .near_1_to = 1.2, .shift = 3, .tiny_scale = 1152921504606846976.0 /* 2^60 */, .period = 4096.0,
+    .ln_tiny_scale = {41.58883083359671856503, 0}, .ln_sqrt_2pi = {0.91893853320467278056, 0},
+    .ln_pi = {1.1447298858494001639, 0}, .terms = 9,
+    .stirling = {0.000839498720672087279971000786, -5.17179090826059219329394422e-05,
+                 -0.000592166437353693882857342347, 6.97281375836585777403743539e-05,
+                 0.000784039221720066627493314301, -0.000229472093621399176949318732,
+                 -0.002681327160493827160473958490, 0.003472222222222222222175164840, 0.083333333333333333335592087900},
+    .about_1 = {0.9435157776, 0.8670063615, 0.4826702476, -0.8855129778e-1, 0.1013825238, -0.1493408978, 0.1697509140,
+                -0.2072454542, 0.2705872357},
+    .about_2 = {0.1102489550e-3, 0.8160019934e-4, 0.1528468856e-3, -0.2355068718e-3, 0.4962242092e-3,
+                -0.1193488017e-2, 0.2891599433e-2, -0.7385451812e-2, 0.2058077045e-1},
+    .taylor = {{-0.400686534596170958447352690395, -0.673523028297382446749257758235e-1},
+               {0.822466960142643054450325495997, 0.322467033928981157743538726901},
+               {-0.577215665946766039837398973297, 0.422784335087484338986941629852}},
+    .sinpi_terms = 3, .sinpi_sin = {0.3093842054e-6, -0.3657307388e-4, 0.2490393585e-2},
+    .sinpi_cos = {-0.2430611801e-7, 0.3590577080e-5, -0.3259917721e-3},
+    .sinpi_sin_pairs = {{-0.080745510756969451904, -1.3373665339076936258e-09},
+                        {0.78539818525314331055, -2.1857338617566484855e-08}},
+    .sinpi_cos_pairs = {{0.015854343771934509277, 4.4940051354032242811e-10},
+                        {-0.30842512845993041992, -9.0728339030733922277e-09}}};
+
+static const lgamma_constants LGAMMA_DOUBLE = {
+    .tiny = 1e-306, .near_1_to = 1.1, .shift = 5, .tiny_scale = 1329227995784915872903807060280344576.0 /* 2^120 */,
+    .period = 268435456.0 /* 2^28 */, .ln_tiny_scale = {83.1776616671934334590333, 3.67103459631568507221878e-15},
+    .ln_sqrt_2pi = {0.91893853320467278056, -3.8782941580672414498e-17},
+    .ln_pi = {1.1447298858494001639, 1.026595116270782638e-17}, .terms = 23,
+    .stirling = {-156.801412704022726379848862, 1.120804464289911606838558160000, 13.39798545514258921833306020000,
+                 -0.116546276599463200848033357000, -1.391801093265337481495562410000,
+                 0.015056113040026424412918973400, 0.179540117061234856098844714000,
+                 -0.002481743600264997730942489280, -0.029527880945699120504851034100,
+                 0.000540164767892604515196325186, 0.006403362833808069794787256200,
+                 -0.000162516262783915816896611252, -0.001914438498565477526465972390,
+                 7.20489541602001055898311517e-05, 0.000839498720672087279971000786,
+                 -5.17179090826059219329394422e-05, -0.000592166437353693882857342347,
+                 6.97281375836585777403743539e-05, 0.000784039221720066627493314301,
+                 -0.000229472093621399176949318732, -0.002681327160493827160473958490,
+                 0.003472222222222222222175164840, 0.083333333333333333335592087900},
+    .about_1 = {0.2947916772827614196e+2, 0.1281459691827820109e+3, 0.2617544025784515043e+3, 0.3287022855685790432e+3,
+                0.2818145867730348186e+3, 0.1728670414673559605e+3, 0.7748735764030416817e+2, 0.2512856643080930752e+2,
+                0.5766792106140076868e+1, 0.7270275473996180571e+0, 0.8396709124579147809e-1,
+                -0.8211558669746804595e-1, 0.6828831828341884458e-1, -0.7712481339961671511e-1,
+                0.8337492023017314957e-1, -0.9094964931456242518e-1, 0.1000996313575929358e+0,
+                -0.1113342861544207724e+0, 0.1255096673213020875e+0, -0.1440498967843054368e+0,
+                0.1695571770041949811e+0, -0.2073855510284092762e+0, 0.2705808084277815939e+0},
+    .about_2 = {0.7074816000864609279e-7, 0.4009244333008730443e-6, 0.1040114641628246946e-5, 0.1508349150733329167e-5,
+                0.1288143074933901020e-5, 0.4744167749884993937e-6, -0.6554816306542489902e-7,
+                -0.3189252471452599844e-6, 0.1358883821470355377e-6, -0.4343931277157336040e-6,
+                0.9724785897406779555e-6, -0.2036886057225966011e-5, 0.4373363141819725815e-5,
+                -0.9439951268304008677e-5, 0.2050727030376389804e-4, -0.4492620183431184018e-4,
+                0.9945751236071875931e-4, -0.2231547599034983196e-3, 0.5096695247101967622e-3,
+                -0.1192753911667886971e-2, 0.2890510330742210310e-2, -0.7385551028674461858e-2,
+                0.2058080842778455335e-1},
+    .taylor = {{-0.4006856343865314862, -0.6735230105319810201e-1}, {0.8224670334241132030, 0.3224670334241132030},
+               {-0.5772156649015328655, 0.4227843350984671345}},
+    .sinpi_terms = 6, .sinpi_sin = {-2.02461120785182399295868e-14, 6.948218305801794613277840e-12,
+                                    -1.75724749952853179952664e-09, 3.133616889668683928784220e-07,
+                                    -3.65762041821615519203610e-05, 0.0024903945701927185027435600},
+    .sinpi_cos = {9.94480387626843774090208e-16, -3.89796226062932799164047e-13, 1.150115825399960352669010e-10,
+                  -2.46113695010446974953590e-08, 3.590860448590527540050620e-06, -0.000325991886927389905997954},
+    .sinpi_sin_pairs = {{-0.0807455121882807852484731, 3.61852475067037104849987e-18},
+                        {0.785398163397448278999491, 3.06287113727155002607105e-17}},
+    .sinpi_cos_pairs = {{0.0158543442438155018914259, -1.04693272280631521908845e-18},
+                        {-0.308425137534042437259529, -1.95698492133633550338345e-17}}};
+
+/* sinpik's quarter turns q of u = 4 d: float's truncated, then an odd one moved to the even one past it from 0 (C's
+ * int arithmetic, as SLEEF's); double's u + 1/2 rounded to nearest, its low bit cleared */
+static inline int32_t lgamma_quarter_turns_float(float u) {
+    int32_t q = (int32_t)u;
+    return (q + (int32_t)(((uint32_t)q >> 31) ^ 1u)) & ~1;
+}
+static inline int32_t lgamma_quarter_turns_double(double u) { return (int32_t)rint(u + 0.5) & ~1; }
+
+/* A constant pair rounded to the type (sleef_lgamma._pair): lo 0 means a double given alone, split into its rounded
+ * value and the rounded rest */
+#define LGAMMA_PAIR(PAIR, T, v) ((PAIR){(T)(v)[0], (v)[1] != 0 ? (T)(v)[1] : (T)((v)[0] - (double)(T)(v)[0])})
+
+#define SLEEF_LGAMMA(NAME, T, PAIR, K, FMA, ADD_REAL, ADD, MUL, MUL_REAL, DIVIDE, LOGK2, QUARTER_TURNS)             \
+static inline PAIR NAME##_normalize(PAIR x) { T hi = x.hi + x.lo; return (PAIR){hi, (x.hi - hi) + x.lo}; }          \
+static inline PAIR NAME##_product(T x, T y) { T hi = x * y; return (PAIR){hi, FMA(x, y, -hi)}; }                     \
+static inline PAIR NAME##_negate(PAIR x) { return (PAIR){-x.hi, -x.lo}; }                                           \
+                                                                                                                    \
+/* SLEEF's sinpik: sin(pi d) as a pair, d's quarter turns folded out (the odd pairs by cos's polynomial) */          \
+static inline PAIR NAME##_sinpi(T d) {                                                                              \
+    T u = d * (T)4;                                                                                                 \
+    int32_t q = QUARTER_TURNS(u);                                                                                   \
+    int odd = (q & 2) == 2;  /* (an odd pair of quarter turns: cos's polynomial) */                                 \
+    T t = u - (T)q, s = t * t;                                                                                      \
+    PAIR s2 = NAME##_product(t, t);                                                                                 \
+    const double *plain = odd ? K.sinpi_cos : K.sinpi_sin;                                                          \
+    const double (*pairs)[2] = odd ? K.sinpi_cos_pairs : K.sinpi_sin_pairs;                                         \
+    T v = (T)plain[0];                                                                                              \
+    for (int i = 1; i < K.sinpi_terms; i++) v = FMA(v, s, (T)plain[i]);                                             \
+    PAIR x = ADD((PAIR){v * s, 0}, LGAMMA_PAIR(PAIR, T, pairs[0]));                                                 \
+    x = ADD(MUL(s2, x), LGAMMA_PAIR(PAIR, T, pairs[1]));                                                            \
+    x = MUL(x, odd ? s2 : (PAIR){t, 0});                                                                            \
+    x = odd ? ADD_REAL(x, (T)1) : x;                                                                                \
+    return (q & 4) == 4 ? NAME##_negate(x) : x;                                                                     \
+}                                                                                                                   \
+                                                                                                                    \
+/* SLEEF's gammak: c (returned) and n / d (*ratio) with Gamma(a) = e^c n / d: Stirling's series from 2.3 (x moved  \
+ * past 7 by the recurrence), ln Gamma's Taylor polynomials about 1 and 2 below, the reflection below 1/2, 1 / x    \
+ * scaled where x is tiny */                                                                                        \
+static inline PAIR NAME##_gammak(T a, PAIR *ratio) {                                                                \
+    const PAIR zero = {0, 0}, one = {1, 0};                                                                         \
+    int tiny = fabs(a) < (T)K.tiny, reflect = a < (T)0.5;                                                           \
+    PAIR x = tiny ? zero : reflect ? ADD_REAL(one, -a) : (PAIR){a, 0};                                              \
+    int near_1 = ((T)0.5 <= x.hi) & (x.hi <= (T)K.near_1_to), stirling = (T)2.3 <= x.hi;                            \
+    PAIR y = x;                                                                                                     \
+    for (int k = 1; k < K.shift; k++) y = NAME##_normalize(MUL(ADD_REAL(x, (T)k), y));                              \
+    int shift = stirling & (x.hi <= (T)7);                                                                          \
+    PAIR numerator = shift ? y : one;                                                                               \
+    x = shift ? ADD_REAL(x, (T)K.shift) : x;                                                                        \
+    T t = stirling ? (T)1 / x.hi : NAME##_normalize(ADD_REAL(x, near_1 ? (T)-1 : (T)-2)).hi;                        \
+    const double *poly = stirling ? K.stirling : near_1 ? K.about_1 : K.about_2;                                    \
+    T u = (T)poly[0];                                                                                               \
+    for (int i = 1; i < K.terms; i++) u = FMA(u, t, (T)poly[i]);                                                    \
+    PAIR series = MUL(ADD_REAL(x, (T)-0.5), LOGK2(x));                                                              \
+    series = ADD(ADD(series, NAME##_negate(x)), LGAMMA_PAIR(PAIR, T, K.ln_sqrt_2pi));                               \
+    PAIR z = NAME##_product(u, t);                                                                                  \
+    for (int i = 0; i < 3; i++) z = MUL_REAL(ADD_REAL(z, (T)K.taylor[i][near_1 ? 0 : 1]), t);                       \
+    PAIR c = stirling ? series : z;                                                                                 \
+    PAIR denominator = stirling ? ADD_REAL(NAME##_product(u, t), (T)1) : one;                                       \
+    c = tiny ? LGAMMA_PAIR(PAIR, T, K.ln_tiny_scale)                                                                \
+             : reflect ? ADD(LGAMMA_PAIR(PAIR, T, K.ln_pi), NAME##_negate(c)) : c;                                  \
+    T turns = (T)trunc(a * ((T)1 / (T)K.period));                                                                   \
+    turns = fabs(turns) < 2147483648.0 ? turns : (T)-2147483648.0;  /* (the int32 conversion's) */                  \
+    PAIR sine = MUL(denominator, NAME##_sinpi(a - (T)K.period * turns));                                            \
+    PAIR n = tiny ? one : reflect ? numerator : denominator;                                                        \
+    PAIR d = tiny ? (PAIR){a * (T)K.tiny_scale, 0} : reflect ? sine : numerator;                                    \
+    *ratio = DIVIDE(n, d);                                                                                          \
+    return c;                                                                                                       \
+}                                                                                                                   \
+                                                                                                                    \
+/* lgamma = c + ln |n / d|; +inf at infinity, at the poles 0, -1, -2 ... and where a pair overflowed */             \
+static T NAME(T a) {                                                                                                \
+    PAIR ratio, c = NAME##_gammak(a, &ratio);                                                                       \
+    PAIR y = ADD(c, LOGK2(signbit(ratio.hi) ? NAME##_negate(ratio) : ratio));                                      \
+    T r = y.hi + y.lo;                                                                                              \
+    int pole = isinf(a) || (a <= 0 && (T)trunc(a) == a) || (a == a && r != r);                                      \
+    return pole ? (T)INFINITY : r;                                                                                  \
+}
+
+SLEEF_LGAMMA(sleef_lgamma32, float, df, LGAMMA_FLOAT, fmaf, df_add_float, df_add, df_mul, df_mul_float, df_divide,
+             sleef_logk2, lgamma_quarter_turns_float)
+SLEEF_LGAMMA(sleef_lgamma64, double, dd, LGAMMA_DOUBLE, fma, dd_add_d, dd_add, dd_mul, dd_mul_d, dd_divide,
+             sleef_logk2_64, lgamma_quarter_turns_double)
+
+void ml_lgamma(const float *restrict x, float *restrict out, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = sleef_lgamma32(x[i]);
+}
+
 /* float32_math._SLEEF64_UNARY's numbering */
 void ml_sleef64(int which, const double *restrict x, double *restrict out, size_t n) {
     switch (which) {
@@ -1221,6 +1387,7 @@ void ml_sleef64(int which, const double *restrict x, double *restrict out, size_
     case 3: case 4: case 5: for (size_t i = 0; i < n; i++) out[i] = sleef_hyperbolic64(which - 3, x[i]); break;
     case 6: for (size_t i = 0; i < n; i++) out[i] = sleef_atanh64(x[i]); break;
     case 7: for (size_t i = 0; i < n; i++) out[i] = sleef_erf64(x[i]); break;
+    case 8: for (size_t i = 0; i < n; i++) out[i] = sleef_lgamma64(x[i]); break;
     default: break;
     }
 }
@@ -1831,7 +1998,7 @@ static inline float *from(float *array, int64_t first) { return array ? array + 
 
 ON_BLOCKS_2(ml_sinh) ON_BLOCKS_2(ml_cosh) ON_BLOCKS_2(ml_atanh) ON_BLOCKS_2(ml_log) ON_BLOCKS_2(ml_exp)
 ON_BLOCKS_2(ml_exp_of_negative) ON_BLOCKS_2(ml_expm1) ON_BLOCKS_2(ml_tanh) ON_BLOCKS_2(ml_log1p)
-ON_BLOCKS_2(ml_sigmoid) ON_BLOCKS_2(ml_gelu_erf_onednn_derivative)
+ON_BLOCKS_2(ml_sigmoid) ON_BLOCKS_2(ml_gelu_erf_onednn_derivative) ON_BLOCKS_2(ml_lgamma)
 ON_BLOCKS_3(ml_pow) ON_BLOCKS_3(ml_atan2) ON_BLOCKS_3(ml_silu) ON_BLOCKS_3(ml_mish)
 ON_BLOCKS_4(ml_swiglu) ON_BLOCKS_4(ml_silu_backward) ON_BLOCKS_4(ml_mish_backward)
 ON_BLOCKS_6(ml_swiglu_backward)
