@@ -548,10 +548,11 @@ def _on_host(f64, a, *, own_precision=False):
 
 
 def _torch_exp(x):
-    """torch.exp of an array, as near as an open formula gets: MKL's (VML) in torch, not correctly rounded in ~0.7%
-    of float32 elements and ~0.6% of float64 ones; here float32's correctly rounded value (``float32_math.vml``) and
-    float64's glibc exp (NumPy's own float64 exp is off torch's in ~5%)."""
-    if type(x) is np.ndarray and x.dtype == np.float64:
+    """torch.exp of an array (the exp op of a gradient formula): MKL's (VML) where MKL is loaded, as the exp op's
+    (``float32_math.vml``: float64 too -- glibc's exp here was off torch's in ~4.5% of igamma's float64
+    gradients); without MKL float32's correctly rounded value and float64's glibc exp (NumPy's own float64 exp is
+    off torch's in ~5%)."""
+    if type(x) is np.ndarray and x.dtype == np.float64 and not mkl_vml.applies("exp", x):
         with np.errstate(over="ignore"):
             return float32_math.c_function64("exp", x).reshape(x.shape)
     return float32_math.vml("exp", x)
