@@ -102,6 +102,8 @@ _CPU_TABLE = {  # torch's TORCH_LIBRARY_IMPL(aten, AutocastCPU, m): the ops of i
     "addbmm": LOWER, "vecdot": LOWER, "tensordot": THROUGH, "multi_dot": THROUGH,
     # (torch's composites of mm / multi_dot / the linalg norms, hooked for the CUDA list)
     "chain_matmul": THROUGH, "nuclear_norm": THROUGH, "frobenius_norm": THROUGH,
+    # (F.bilinear is ATen's _trilinear, whose inner bmm calls are autocast: its products in the lower dtype)
+    "bilinear": THROUGH,
     # (F.grid_sample is torch.grid_sampler, F.ctc_loss torch.ctc_loss: both on the list)
     "grid_sampler": FP32, "grid_sampler_2d": FP32, "ctc_loss": FP32,
     # (torch's CPU RNN cells are composites of linear: CUDA lists them whole)

@@ -230,6 +230,7 @@ OPS = {
     "outer": (lambda L, F, x, y: L.outer(x, y), [(3,), (4,)]),
     "addmm": (lambda L, F, b, x, y: L.addmm(b, x, y), [(3, 2), (3, 4), (4, 2)]),
     "einsum": (lambda L, F, x, y: L.einsum("ij,jk->ik", x, y), [(3, 4), (4, 2)]),
+    "einsum(empty)": (lambda L, F, x, y: L.einsum("ij,jk->ik", x, y), [(0, 4), (4, 2)]),
     "F.bilinear": (lambda L, F, x, y, w: F.bilinear(x, y, w), [(2, 3), (2, 4), (5, 3, 4)]),
     "igamma": (lambda L, F, x: L.igamma(L.tensor([[1.5], [0.5]], dtype=L.float64), x), [(2, 3)], 0.5, 3),
     "native_dropout(p=0)": (lambda L, F, x: L.native_dropout(x, 0.0, True)[0], [(3, 4)]),

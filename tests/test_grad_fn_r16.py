@@ -252,7 +252,7 @@ KNOWN_MISMATCHES = {
         "nn.functional.ctc_loss", "nn.functional.nll_loss", "nn.functional.pairwise_distance",
         "linalg.vecdot", "linalg.cond", "linalg.multi_dot", "linalg.tensorinv")},
     **{name: (["edges"], COMPOSED) for name in (
-        "nn.functional.bilinear", "inner", "nn.functional.multi_head_attention_forward",
+        "inner", "nn.functional.multi_head_attention_forward",
         "linalg.vander")},
     "nn.functional.scaled_dot_product_attention": (
         ["edges", "saved_wrong:_saved_self_sym_sizes", "saved_extra:_saved_self", "saved_extra:_saved_other"],

@@ -30,7 +30,7 @@ from ..ops.nn import nan_where_a_difference_is as _nan_where_a_difference_is
 from ..ops.nn import float32_inside as _float32_inside, Glu as _Glu, PRelu as _PRelu, KernelGradients as _KernelGradients
 from ..ops.conv import adaptive_max_pool1d, adaptive_max_pool2d, fold, unfold  # noqa: F401
 from ..ops.conv import max_unpool1d, max_unpool2d  # noqa: F401
-from ..ops.matmul import einsum_at_once as _einsum_at_once
+from ..ops.matmul import trilinear as _trilinear
 from ..ops.conv import one_output_size as _one_output_size
 from ..ops.conv import conv3d, conv_transpose3d  # noqa: F401
 from ..ops.conv import adaptive_avg_pool3d, adaptive_max_pool3d, avg_pool3d, max_pool3d, max_unpool3d  # noqa: F401
@@ -1062,7 +1062,7 @@ def triplet_margin_with_distance_loss(anchor, positive, negative, *, distance_fu
     return loss.sum() if reduction == "sum" else loss.mean() if reduction == "mean" else loss
 
 
-@_amp.autocasts  # (torch's bilinear is not autocast on the CPU: nor the products inside)
+@_amp.autocasts  # (not on the CPU's list: its _trilinear's bmm calls are, ops.matmul.trilinear)
 def bilinear(input1, input2, weight, bias=None):
     """``y[..., o] = sum over i, j of x1[..., i] weight[o, i, j] x2[..., j] + bias[o]``."""
     if weight.ndim != 3:
@@ -1079,7 +1079,12 @@ def bilinear(input1, input2, weight, bias=None):
         raise RuntimeError(f"bilinear(): bias size does not match weight size: got {bias.shape[-1]} but expected "
                            f"{weight.shape[0]}")
     _no_complex_autograd("_trilinear", np.result_type(input1.dtype, weight.dtype, input2.dtype), input1, weight, input2)
-    out = _einsum_at_once("...i,oij,...j->...o", input1, weight, input2)
+    # ATen's bilinear: the inputs flattened to rows, _trilinear over [rows, out, in1, in2] (each output feature k:
+    # input1 @ weight[k], then each row's dot with input2, both torch's bmm: its order, and its inf/NaN where an
+    # infinity meets a zero), the rows put back, then + bias
+    rows = _trilinear(input1.reshape(-1, input1.shape[-1]), weight, input2.reshape(-1, input2.shape[-1]),
+                      (1, 3), (0,), (1, 2), (2, 3))
+    out = rows.reshape(*input1.shape[:-1], weight.shape[0])
     return out if bias is None else out + bias
 
 

@@ -23,7 +23,7 @@ from ..factories import no_derivative_error
 from ..tensor import Function, Tensor, _check_versions, enable_grad
 from . import elementwise as _e, extra as _x, incomplete_gamma as _ig, reduce as _r, shape as _s, special as _sp
 from .lora import LoraLinear, _dropout_multipliers as _lora_dropout_multipliers
-from .matmul import Cross, Einsum, Linear, MatMul
+from .matmul import Cross, Einsum, Linear, MatMul, Trilinear, trilinear, trilinear_gradients
 from .bags import DenseBagGradient
 from .ctc import CTCLoss
 from .sampling import GridSampleBilinear2d, GridSampleTrilinear3d
@@ -795,6 +795,12 @@ def _xlogy(ctx, g):
     gx = sum_to(_masked(g * log_y, ~undefined) if undefined.any() else g * log_y, _shape(x)) if nx else None
     gy = sum_to(g * x / y, _shape(y)) if ny else None
     return gx, gy
+
+
+def _trilinear(ctx, g):
+    """torch's _trilinear_backward: each operand's gradient is _trilinear again, g in its place"""
+    calls = zip(ctx.needs_input_grad, *trilinear_gradients(tuple(ctx.inputs[:3]), ctx.dims, g))
+    return tuple(trilinear(*operands, *dims) if need else None for need, operands, dims in calls)
 
 
 def _einsum(ctx, g):
@@ -1854,7 +1860,7 @@ _BACKWARD_GRAPHS = {
     _e.Hardswish: _hardswish, _e.Hardsigmoid: _hardsigmoid, _e.Mish: _mish,
     _e.Atan2: _atan2, _e.Hypot: _hypot, _e.Lerp: _lerp, _e.Logit: _logit, _e.XLogY: _xlogy,
     _e._Rounding: lambda ctx, g: (_constant(g._device.xp.zeros(ctx.shape, g._array.dtype), g), None, None),
-    Einsum: _einsum,
+    Einsum: _einsum, Trilinear: _trilinear,
     MaxPool2d: _pooling(_max_pool_jvp, MaxPool2d), AvgPool2d: _pooling(_avg_pool_jvp, AvgPool2d),
     AdaptiveAvgPool2d: _pooling(_adaptive_avg_pool_jvp, AdaptiveAvgPool2d),
     AvgPool3d: _pooling(lambda ctx, x: AvgPool3d.forward(_Scratch(), x, **ctx.replay), AvgPool3d),

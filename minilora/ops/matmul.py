@@ -675,6 +675,111 @@ class Einsum(Function):
         return tuple(grads)
 
 
+# ---- _trilinear: F.bilinear's product and its gradients, as ATen's loops ----------------------------------------
+class Trilinear(Function):
+    """torch's ``_trilinear(i1, i2, i3, expand1, expand2, expand3, sumdim)``: the three operands unsqueezed at their
+    ``expand`` dims, multiplied, summed over ``sumdim`` (``trilinear_of_arrays``: ATen's order). Each gradient is
+    ``_trilinear`` again, the output gradient in that operand's place and its ``expand`` and ``sumdim`` swapped
+    (ATen's ``_trilinear_backward``)."""
+
+    @staticmethod
+    def forward(ctx, i1, i2, i3, expand1, expand2, expand3, sumdim, products_dtype=None):
+        ctx.arrays, ctx.dims = (i1, i2, i3), (expand1, expand2, expand3, sumdim)
+        return trilinear_of_arrays(i1, i2, i3, expand1, expand2, expand3, sumdim, products_dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        return tuple(trilinear_of_arrays(*operands, *dims) if need else None
+                     for need, operands, dims in zip(ctx.needs_input_grad, *trilinear_gradients(ctx.arrays, ctx.dims, g)))
+
+
+def trilinear_gradients(operands, dims, g):
+    """The operands and dims of ATen's three ``_trilinear`` calls for the gradients: g in operand i's place, operand
+    i's ``expand`` and ``sumdim`` trading places."""
+    (expand1, expand2, expand3, sumdim), calls = dims, ([], [])
+    for i, expand in enumerate((expand1, expand2, expand3)):
+        calls[0].append(operands[:i] + (g,) + operands[i + 1:])
+        calls[1].append(tuple(sumdim if j == i else e for j, e in enumerate((expand1, expand2, expand3))) + (expand,))
+    return calls
+
+
+def trilinear_of_arrays(i1, i2, i3, expand1, expand2, expand3, sumdim, products_dtype=None, unroll_dim=1):
+    """ATen's ``_trilinear`` of arrays: each operand unsqueezed at its ``expand`` dims, then for each index k of
+    ``unroll_dim`` (an output dim: its own slice; a summed dim: all into the output in turn) the k-th slices' pair
+    ``i1 i2`` summed over the dims i3 lacks, then that times i3 summed over the rest (``_sumproduct_pair_of_arrays``:
+    torch's bmm, its operands in ``products_dtype`` where given: autocast's), added into an output of zeros (a -0
+    sum comes out +0, as torch's)."""
+    operands = [np.expand_dims(x, tuple(expand)) if expand else x for x, expand in zip((i1, i2, i3), (expand1, expand2,
+                                                                                                      expand3))]
+    total = operands[0].ndim
+    summed_12 = [d for d in sumdim if d != unroll_dim and d in expand3]
+    summed_23 = [d for d in sumdim if d != unroll_dim and d not in expand3]
+    sizes = _trilinear_sizes([x.shape for x in operands], (expand1, expand2, expand3))
+    output = np.zeros([1 if d in sumdim else sizes[d] for d in range(total)], i1.dtype)
+    if all(x.size for x in operands):
+        for k in range(sizes[unroll_dim]):
+            part = [x.take([k if x.shape[unroll_dim] != 1 else 0], axis=unroll_dim) for x in operands]
+            pair = _sumproduct_pair_of_arrays(part[0], part[1], summed_12, products_dtype)
+            product = _sumproduct_pair_of_arrays(pair, part[2], summed_23, products_dtype)
+            into = (slice(None),) * unroll_dim + ((slice(None) if unroll_dim in sumdim else slice(k, k + 1)),)
+            output[into] = output[into] + product
+    return output.reshape([s for d, s in enumerate(output.shape) if d not in sumdim])
+
+
+def _trilinear_sizes(shapes, expands):
+    """Each dim's size in _trilinear (its operands' ``shapes`` unsqueezed): the last operand's that has the dim
+    (ATen's; an operand with zero rows gives zero rows, not a broadcast size)."""
+    return [next(shape[d] for shape, expand in reversed(list(zip(shapes, expands))) if d not in expand)
+            for d in range(len(shapes[0]))]
+
+
+def _sumproduct_pair_of_arrays(left, right, summed, products_dtype=None):
+    """ATen's ``sumproduct_pair`` (keepdim) of two arrays of one rank: a summed dim only one of them has is summed
+    first (torch's sum), the rest one bmm (torch's kernels) of [shared, left's own, summed] by [shared, summed, right's
+    own] (the two swapped where all of right's own dims come before left's), laid back in place; nothing summed: the
+    product. (``_sumproduct_pair`` below is the same on tensors, for einsum's graph.)"""
+    if not summed:
+        return left * right
+    for d in summed:
+        if (left.shape[d] == 1) != (right.shape[d] == 1):
+            left, right = (_torch_sum(x, d) if x.shape[d] != 1 else x for x in (left, right))
+    own = lambda x, y: [d for d in range(x.ndim) if d not in summed and x.shape[d] != 1 and y.shape[d] == 1]  # noqa
+    shared = [d for d in range(left.ndim) if d not in summed and left.shape[d] != 1 and right.shape[d] != 1]
+    left_own = own(left, right)
+    right_own = [d for d in range(left.ndim) if d not in summed + shared + left_own]
+    if left_own and right_own and right_own[-1] < left_own[0]:
+        left, right, left_own, right_own = right, left, right_own, left_own
+    size = lambda x, dims: math.prod(x.shape[d] for d in dims)  # noqa: E731
+    a = left.transpose(shared + left_own + summed + right_own).reshape(
+        size(left, shared), size(left, left_own), size(left, summed))
+    b = right.transpose(shared + summed + right_own + left_own).reshape(
+        size(left, shared), size(left, summed), size(right, right_own))
+    placed = shared + left_own + summed + right_own
+    if products_dtype is not None:
+        a, b = a.astype(products_dtype), b.astype(products_dtype)
+    out = _product(a, b, _torch_products).reshape([left.shape[d] for d in shared + left_own] + [1] * len(summed)
+                                                  + [right.shape[d] for d in right_own])
+    return out.transpose([placed.index(d) for d in range(left.ndim)])
+
+
+def _torch_sum(x, axis):
+    from .reduce import sum as sum_  # (reduce imports this module)
+    from ..tensor import Tensor
+    return sum_(Tensor(x), axis, keepdim=True)._array
+
+
+def trilinear(i1, i2, i3, expand1, expand2, expand3, sumdim):
+    """``torch._trilinear`` (unroll_dim 1): one node, saving each operand where another needs its gradient. In an
+    autocast region its inner bmm calls are autocast ops (ATen's kernel calls at::bmm): their operands cast."""
+    products_dtype = None
+    if _amp.used and _amp.state.active:
+        products_dtype = _amp.cast_args("bmm", i1)[0].dtype
+        products_dtype = None if products_dtype == i1.dtype else products_dtype
+    out = Trilinear.apply(i1, i2, i3, expand1=list(expand1), expand2=list(expand2), expand3=list(expand3),
+                          sumdim=list(sumdim), products_dtype=products_dtype)
+    return name_node(_saving_products(out, (i1, i2, i3)), "TrilinearBackward0", i1, i2, i3)
+
+
 def _torch_einsum_layout(subs, output):
     """The order in which torch's einsum lays out the result's labels in memory (None: NumPy's
     layout is kept, as for one operand, where both return views). For two operands that share a
@@ -700,23 +805,13 @@ def einsum(equation, *operands):
     """``torch.einsum("bij,bjk->bik", a, b)`` (operands also as one list, as torch accepts), or in
     the sublist format ``einsum(a, [0, 1], b, [1, 2], [0, 2])`` (integers for letters). Floating operands are summed
     and contracted as torch's einsum does it (``_one_operand_summed``, ``_contracted_as_torch``)."""
-    return _einsum(equation, operands, as_torch=True)
-
-
-def einsum_at_once(equation, *operands):
-    """``einsum`` as one node, NumPy's einsum (F.bilinear's product: torch computes it with ``_trilinear``, not
-    einsum, so neither path gives torch's order; this one is ~7x faster than the op-by-op one)."""
-    return _einsum(equation, operands, as_torch=False)
-
-
-def _einsum(equation, operands, as_torch):
     if not isinstance(equation, str):  # the sublist format: operand, sublist, operand, sublist, [out]
         equation, operands = _sublists_to_equation((equation,) + operands)
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
     if _amp.used and _amp.state.active:  # torch's einsum is on CUDA's list; on the CPU's its contractions go through bmm (amp.py)
         name = "einsum" if _contracts(equation, operands) else "einsum_no_contraction"
-        return _amp.autocast_op(name, einsum if as_torch else einsum_at_once, equation, *operands)
+        return _amp.autocast_op(name, einsum, equation, *operands)
     dtypes = {str(x.dtype) for x in operands}
     if len(dtypes) > 1:
         raise RuntimeError(f"einsum(): operands must have the same dtype, got {sorted(dtypes)}")
@@ -725,12 +820,16 @@ def _einsum(equation, operands, as_torch):
     if operands and not is_floating(operands[0].dtype) and operands[0].dtype.kind != "c":  # (complex: as floats)
         operands = _integer_einsum_operands(operands, subs, output)
     operands, subs = zip(*(_diagonals(x, sub) for x, sub in zip(operands, subs)))
-    if as_torch and len(operands) == 1 and is_floating(operands[0].dtype) and set(subs[0]) - set(output):
+    if len(operands) == 1 and is_floating(operands[0].dtype) and set(subs[0]) - set(output):
         return _one_operand_summed(operands[0], subs[0], output)
-    if as_torch and _contracts_as_torch(operands):
+    if _contracts_as_torch(operands):
         return _contracted_as_torch(operands, subs, output)
-    out = Einsum.apply(*operands, subs=list(subs), output=output)
-    # torch's einsum is products: an operand is kept for the others' gradients only
+    return _saving_products(Einsum.apply(*operands, subs=list(subs), output=output), operands)
+
+
+def _saving_products(out, operands):
+    """``out`` of a product of ``operands`` (einsum, _trilinear), its node saving each operand where another needs a
+    gradient (torch keeps an operand for the others' gradients only)."""
     return saves_as_torch(out, *(saved_for(x, *operands[:i], *operands[i + 1:]) for i, x in enumerate(operands)))
 
 

@@ -27,7 +27,7 @@ from .conv import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, AvgPool3d, C
                    CubicResize, Fold, LinearResize, MaxPool2d, NearestResize, Unfold)
 from .elementwise import Clone, LogSigmoid, ToDevice
 from .lora import LoraLinear
-from .matmul import Cross, Einsum, Linear, MatMul, _torch_einsum_layout
+from .matmul import Cross, Einsum, Linear, MatMul, Trilinear, _torch_einsum_layout, _trilinear_sizes
 from .index import (ArgSort, CumProd, CumSum, Gather, IndexAdd, IndexCopy, IndexFill, IndexSelect, MedianAll, Scatter,
                         Repeat, ScatterReduce, TopKOrder)
 from .nn import (Attention, BinaryCrossEntropyLoss, BinaryCrossEntropyWithLogits, Cdist, CrossEntropy, Dropout,
@@ -494,6 +494,13 @@ def einsum_order(cls, shape, arrays, options):
     return tuple(output.index(label) for label in layout), True
 
 
+def trilinear_shape(i1, i2, i3, *, expand1, expand2, expand3, sumdim, products_dtype=None):
+    """_trilinear: the operands unsqueezed at their ``expand`` dims, each dim's size theirs, the summed dims out."""
+    expands = (expand1, expand2, expand3)
+    shapes = [np.expand_dims(np.empty(a.shape, np.bool_), tuple(e)).shape for a, e in zip((i1, i2, i3), expands)]
+    return tuple(size for d, size in enumerate(_trilinear_sizes(shapes, expands)) if d not in sumdim)
+
+
 def cross_shape(a, b, *, dim):
     """linalg.cross: its operands broadcast (each with 3 along ``dim``, checked before)."""
     return broadcast_shape(a, b)
@@ -829,6 +836,7 @@ def _attach():
              Conv2d: conv2d_shape, MaxPool2d: pool2d_shape, Pad: pad_shape, GetItem: indexed_shape,
              IndexPut: overwritten_shape, IndexAdd: overwritten_shape, IndexCopy: overwritten_shape,
              IndexFill: overwritten_shape, Scatter: scatter_shape, ScatterReduce: scatter_shape, Einsum: einsum_shape,
+             Trilinear: trilinear_shape,
              ArgSort: first_shape, CumProd: first_shape, LogSumExp: reduced_shape, Prod: reduced_shape,
              TopKOrder: topk_shape, ConvBias: conv_bias_shape, ConvTranspose2d: conv_transpose2d_shape, AvgPool2d: avg_pool2d_shape,
              NearestResize: resized_shape, LinearResize: resized_shape, CubicResize: resized_shape,
