@@ -191,7 +191,7 @@ _NATIVE_SIGNATURES = {
     "ml_c_function2_64": "ipspspn",
     "ml_bf16_pair_products": "ppppnnnn", "ml_sequential_products": "ppppnnnn", "ml_amx_tile_products": "ppppnnnn", "ml_half_dot_products": "pppnnn", "ml_lanes4_products": "pppnnn", "ml_one_row_values": "pppnnin", "ml_row_max": "ppnn", "ml_rotary": "ppppppn",
     "ml_rotary_backward": "ppppppn", "ml_adamw": "ppppnifffffffii", "ml_mkl_sqrt": "ppn",
-    "ml_mkl_sqrt64": "ppn", "ml_exp64": "ppn", "ml_sleef64": "ippn", "ml_sleef64_2": "ipppn", "ml_mkl_sdot": "pppn", "ml_mkl_ddot": "pppn",
+    "ml_mkl_sqrt64": "ppn", "ml_exp64": "ppn", "ml_sleef64": "ippn", "ml_lgamma_constants": "ip", "ml_sleef64_2": "ipppn", "ml_mkl_sdot": "pppn", "ml_mkl_ddot": "pppn",
     "ml_mkl_dgemv_rows": "pppnn", "ml_mkl_sgemv_rows": "pppnn", "ml_flash_exp_sum": "pppnnn",
     "ml_flash_exp_sum64": "pppnnn", "ml_flash_backward": "p" * 14, "ml_flash_backward64": "p" * 14,
     "ml_flash_forward": "p" * 10, "ml_flash_forward64": "p" * 10, "ml_flash_scalar_loops": "i"}

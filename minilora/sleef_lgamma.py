@@ -14,10 +14,13 @@ lgamma = c + ln |n / d| (SLEEF's ``logk2``), +inf at infinity, at the poles 0, -
 double-float overflowed. math.lgamma rounded once is an ulp off it in ~1.8% of float32 elements and ~0.8% of
 float64 ones.
 """
+import ctypes
+
 import numpy as np
 
 from .float32_math import (_df_add, _df_add_float, _df_divide, _df_mul, _df_mul_float, _dd_divide64, _dd_mul,
-                           _fma32, _natively, _sleef64_natively, _sleef_logk2, _sleef_logk2_64, fused_multiply_add64)
+                           _fma32, _native_library, _natively, _sleef64_natively, _sleef_logk2, _sleef_logk2_64,
+                           fused_multiply_add64)
 
 _F32, _F64 = np.float32, np.float64
 
@@ -225,13 +228,13 @@ def _polynomial_step(p, stirling, near_1, i):
 
 def sleef_lgamma(a):
     """``Sleef_lgammaf16_u10`` of a float32 array, ``Sleef_lgammad8_u10`` of a float64 one: compiled where a C
-    compiler is found (float32_kernels.c's ``SLEEF_LGAMMA``, these steps in C, the same bits; a million float32
-    elements in ~55 ms against ~950 before, float64 ~120 against ~800, best of 5 on 2 busy cores), else the NumPy
-    steps below."""
+    compiler is found (float32_kernels.c's ``SLEEF_LGAMMA``, these steps in C, the same bits; a million randn * 5
+    float32 elements in 55 ms against 826 here, float64 67 against 961: best of 7 on 2 cores, load ~6), else the
+    NumPy steps below."""
     p = _Double if np.asarray(a).dtype == _F64 else _Float
     shape = np.shape(a)
     a = np.ascontiguousarray(a, p.dtype)  # (the compiled fused multiply-adds take contiguous arrays; 0-d: 1-d)
-    compiled = _natively("ml_lgamma", a) if p is _Float else _sleef64_natively("lgamma", a.reshape(-1))
+    compiled = _compiled(a, p)
     if compiled is not None:
         return compiled.reshape(shape)
     with np.errstate(all="ignore"):
@@ -241,3 +244,43 @@ def sleef_lgamma(a):
         r = y[0] + y[1]
         pole = np.isinf(a) | ((a <= 0) & (np.trunc(a) == a)) | (~np.isnan(a) & np.isnan(r))
     return np.where(pole, p.dtype(np.inf), r).astype(p.dtype, copy=False).reshape(shape)
+
+
+# ---- the compiled kernel (float32_kernels.c's SLEEF_LGAMMA) takes its constants from the classes above ----------
+_PAIR, _TERMS = ctypes.c_double * 2, ctypes.c_double * 23
+
+
+class _CompiledConstants(ctypes.Structure):  # float32_kernels.c's lgamma_constants
+    _fields_ = [("tiny", ctypes.c_double), ("near_1_to", ctypes.c_double), ("shift", ctypes.c_double),
+                ("tiny_scale", ctypes.c_double), ("period", ctypes.c_double), ("ln_tiny_scale", _PAIR),
+                ("ln_sqrt_2pi", _PAIR), ("ln_pi", _PAIR), ("terms", ctypes.c_int), ("stirling", _TERMS),
+                ("about_1", _TERMS), ("about_2", _TERMS), ("taylor", _PAIR * 3), ("sinpi_terms", ctypes.c_int),
+                ("sinpi_sin", ctypes.c_double * 6), ("sinpi_cos", ctypes.c_double * 6), ("sinpi_sin_pairs", _PAIR * 2),
+                ("sinpi_cos_pairs", _PAIR * 2)]
+
+
+def _compiled_constants(p):
+    """``p``'s constants as the C struct: a pair given as one double has lo 0 (the kernel splits it as ``_pair``)."""
+    pair = lambda v: _PAIR(*v) if isinstance(v, tuple) else _PAIR(v, 0.0)  # noqa: E731
+    plain = len(p.sinpi_sin) - 2
+    return _CompiledConstants(
+        p.tiny, p.near_1_to, p.shift, p.tiny_scale, p.reflection_period, pair(p.ln_tiny_scale), pair(p.ln_sqrt_2pi),
+        pair(p.ln_pi), len(p.stirling), _TERMS(*p.stirling), _TERMS(*p.about_1), _TERMS(*p.about_2),
+        (_PAIR * 3)(*map(pair, p.taylor)), plain, (ctypes.c_double * 6)(*p.sinpi_sin[:plain]),
+        (ctypes.c_double * 6)(*p.sinpi_cos[:plain]), (_PAIR * 2)(*map(pair, p.sinpi_sin[plain:])),
+        (_PAIR * 2)(*map(pair, p.sinpi_cos[plain:])))
+
+
+_given = set()  # (the libraries that have the constants: one a process)
+
+
+def _compiled(a, p):
+    """The compiled kernel's lgamma of a contiguous array, or None without it (no C compiler, ``numpy_port()``)."""
+    library = _native_library()
+    if library is None:
+        return None
+    if id(library) not in _given:
+        for which, constants in enumerate((_Float, _Double)):
+            library.ml_lgamma_constants(which, ctypes.byref(_compiled_constants(constants)))
+        _given.add(id(library))
+    return _natively("ml_lgamma", a) if p is _Float else _sleef64_natively("lgamma", a.reshape(-1))
