@@ -26,7 +26,9 @@ import ctypes
 import functools
 import importlib
 import importlib.metadata
+import importlib.util
 import os
+import sys
 import threading
 
 import numpy as np
@@ -34,7 +36,8 @@ import numpy as np
 from .dtypes import is_floating, upcast
 
 __all__ = ["gemm", "gemm_batch", "matmul", "addmm_", "has_direct_gemm", "gemm_address", "operand_form", "library", "select",
-           "get_num_threads", "set_num_threads"]
+           "get_num_threads", "set_num_threads", "set_product_threads", "one_thread_each",
+           "threads_products"]
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
@@ -135,29 +138,226 @@ _MKL_SEQUENTIAL = 1  # MKL_THREADING_SEQUENTIAL: MKL computes on the calling thr
 
 @functools.lru_cache(maxsize=None)
 def _mkl_library():
-    """Intel's MKL from the ``mkl`` wheel (``libmkl_rt``) on its sequential layer, or None where it is not installed.
+    """Intel's MKL from the ``mkl`` wheel, or None where it is not installed.
 
-    Sequential, because minilora splits work between its own threads (``minilora.parallel``), and so a product's
-    bits do not depend on a thread count: MKL on several threads may split the sum over K. torch's 2-thread mm (MKL's
-    GNU OpenMP layer) does so for products of few rows ([16, 784] x [784, 256], a tutorial's MNIST layer: 91% of the
-    outputs an ulp off these; M < 128 with K from ~500), long K ([512, 4096] x [4096, 700]) and weight gradients over
-    many rows ([10, 1024] x [1024, 64]): there minilora's products are torch's on one thread only (round 29,
-    measured). Round 29 tried the GNU layer, whole products on MKL's threads (165 Linear shapes, forward and three
-    gradients: 61 -> 4 differing), and reverted it: loading GNU OpenMP (libgomp) before torch is imported made torch
-    share that library, and torch's own products changed. The layer is fixed by the first call into MKL; where
-    something else in the process called MKL first (a NumPy built on MKL), another layer holds and MKL is not used."""
+    Threaded as torch's: torch 2.13's CPU build calls its MKL on MKL's GNU OpenMP layer with its thread count, and
+    on 2 threads MKL splits the sum over K for products of few rows ([16, 784] x [784, 256], a tutorial's MNIST
+    layer: 91% of the outputs an ulp off a one-thread product), long K ([512, 4096] x [4096, 700]) and weight
+    gradients over many rows ([10, 1024] x [1024, 64]). So minilora links MKL's GNU layer against the GNU OpenMP
+    (libgomp) torch uses -- the one loaded, else torch's own file, else the system's -- and a product it runs whole
+    gets MKL's threads, minilora's count (``set_product_threads``): the same call as torch's, the same bits. Inside
+    minilora's split blocks (``one_thread_each``) and in its C threads MKL runs on one thread, as torch's MKL does
+    inside its own parallel regions.
+
+    Loaded so that torch is left alone (``_mkl_linked``). Without a libgomp (or a compiler to link with): MKL's
+    sequential layer; without a compiler, through ``libmkl_rt`` as before round 30 -- which opens its layers with
+    RTLD_GLOBAL, so that torch imported after minilora's first product bound its own MKL functions to those and
+    multiplied on one thread (measured: torch's 2-thread products then were its 1-thread ones)."""
+    global _mkl_layer
     try:
         files = importlib.metadata.distribution("mkl").files or []
     except importlib.metadata.PackageNotFoundError:
         return None
-    for file in files:
-        if file.name.startswith("libmkl_rt.so") or file.name.startswith("mkl_rt.") and file.name.endswith(".dll"):
+    located = {file.name: file.locate().resolve() for file in files}
+    folder = located["libmkl_core.so.2"].parent if "libmkl_core.so.2" in located else None
+    openmp = _gnu_openmp() if folder is not None and "libmkl_gnu_thread.so.2" in located else None
+    for layer in ("gnu", "sequential") if openmp else ("sequential",):
+        lib = None if folder is None else _mkl_linked(folder, openmp if layer == "gnu" else None)
+        if lib is not None:
+            if layer == "gnu":
+                lib.MKL_Set_Num_Threads(ctypes.c_int(1))  # the default of every thread: C threads, split blocks
+                lib.MKL_Set_Num_Threads_Local.argtypes = [ctypes.c_int]
+            _mkl_layer = layer
+            return lib
+    _mkl_layer = "sequential"
+    return _mkl_runtime(located)
+
+
+_mkl_layer = None  # "gnu" (threaded as torch's) or "sequential", once MKL is loaded
+
+
+def _gnu_openmp():
+    """The path of the GNU OpenMP library torch multiplies with: the one loaded (torch imported), else torch's own
+    (installed, not imported: looked up without importing it), else the system's; None where there is none."""
+    loaded = _loaded_libgomp()
+    if loaded:
+        return loaded
+    try:
+        spec = importlib.util.find_spec("torch")
+    except (ImportError, ValueError):  # (sys.modules["torch"] = None: torch hidden)
+        spec = None
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        candidate = os.path.join(folder, "lib", "libgomp.so.1")
+        if os.path.isfile(candidate):
+            return candidate
+    try:
+        ctypes.CDLL("libgomp.so.1")  # (the system's, by the loader's search)
+    except OSError:
+        return None
+    return _loaded_libgomp()
+
+
+def _loaded_libgomp():
+    """The path of the libgomp.so.1 this process has loaded, or None (Linux's list of mapped files)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted({line.split()[-1] for line in maps if os.path.basename(line.split()[-1]).startswith("libgomp.so")})
+    except OSError:  # (not Linux)
+        return None
+    return paths[0] if paths else None
+
+
+def _mkl_linked(folder, openmp):
+    """MKL's layered libraries (GNU threads on a private copy of ``openmp``, else sequential) as the dependencies of a
+    small library (``native/mkl_link.c``) loaded with RTLD_LOCAL: their symbols stay in its scope, so torch -- whose
+    libtorch_cpu exports ~24000 functions of its own static MKL -- never binds to them, whichever is imported first
+    (torch's products measured the same bits with and without it). None without a compiler."""
+    from . import native
+    layer = "libmkl_gnu_thread.so.2" if openmp else "libmkl_sequential.so.2"
+    libraries = [os.path.join(folder, name) for name in ("libmkl_intel_lp64.so.2", layer, "libmkl_core.so.2")]
+    if openmp:
+        global _openmp
+        openmp = _private_openmp(openmp, native)
+        try:  # loaded first: the link names its soname, and a loaded soname is matched before any search
+            with _passive_waiting():
+                _openmp = None if openmp is None else ctypes.CDLL(openmp)
+        except OSError:
+            _openmp = None
+        if _openmp is None:
+            return None
+    # RTLD_DEEPBIND: MKL's GNU layer looks for GOMP_parallel & co. among its own links (the copy) before the global
+    # scope, where torch's libgomp is once torch is imported (without it MKL's workers were torch's: spinning)
+    return native.load(native.MKL_LINK, ["-Wl,--no-as-needed", *libraries, *([openmp] if openmp else []),
+                                         f"-Wl,-rpath,{folder}"], mode=getattr(os, "RTLD_DEEPBIND", 0))
+
+
+_GOMP_SONAME, _PRIVATE_SONAME = b"libgomp.so.1\0", b"libmlgomp.so\0"  # (the same length: a copy's bytes replaced)
+
+
+def _private_openmp(source, native):
+    """A copy of the libgomp at ``source`` under a soname of its own (in the cache folder), or None.
+
+    Why a copy: GNU OpenMP's idle workers spin for a while before they sleep (torch's after every parallel region),
+    and on a shared libgomp the workers of minilora's MKL products spun on while minilora's own threads ran the
+    elementwise work between them: a full fine-tuning step of benchmarks/lora_step.py took 270-285 -> 425-485 ms of
+    CPU time. The copy's workers wait passively (``_passive_waiting``: 285-290 ms, the step's wall time no longer),
+    while torch's keep their policy; two OpenMP runtimes in one process, as scikit-learn's wheels ship their own."""
+    try:
+        data = open(source, "rb").read()
+        if data.count(_GOMP_SONAME) != 1:  # (not the library this expects: no copy)
+            return None
+        target = native.cache_dir() / f"libgomp-{native.digest(data)}.so"
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            partial.write_bytes(data.replace(_GOMP_SONAME, _PRIVATE_SONAME))
+            os.replace(partial, target)  # (whole or not there: processes starting together)
+        return str(target)
+    except OSError:
+        return None
+
+
+class _passive_waiting:
+    """While the private libgomp loads (it reads its settings then): its idle workers sleep at once, unless the
+    process's environment chose a policy (``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT``)."""
+
+    def __enter__(self):
+        self.set = not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ)
+        if self.set:
+            os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+    def __exit__(self, *exc_info):
+        if self.set:
+            os.environ.pop("OMP_WAIT_POLICY", None)
+        return False
+
+
+def _mkl_runtime(located):
+    """MKL through its single dynamic library (``libmkl_rt``, ``mkl_rt.*.dll``) on the sequential layer, or None."""
+    for name, path in located.items():
+        if name.startswith("libmkl_rt.so") or name.startswith("mkl_rt.") and name.endswith(".dll"):
             try:
-                lib = ctypes.CDLL(str(file.locate().resolve()))
+                lib = ctypes.CDLL(str(path))
             except OSError:
                 return None
             return lib if lib.MKL_Set_Threading_Layer(ctypes.c_int(_MKL_SEQUENTIAL)) == _MKL_SEQUENTIAL else None
     return None
+
+
+# ---- MKL's thread count ------------------------------------------------------------------------------------------
+_product_threads = 1  # MKL's threads for a product run whole (minilora.parallel's count: set_product_threads)
+_openmp = None  # minilora's copy of GNU OpenMP, that MKL's GNU layer runs on (_private_openmp)
+_after_fork = False  # in a forked child: one thread (GNU OpenMP's threads do not survive fork)
+_here = threading.local()  # .blocks: how deep this thread is in one_thread_each
+
+
+def set_product_threads(n):
+    """MKL's threads for each product minilora runs whole (``minilora.parallel.set_num_threads`` passes its count,
+    as ``torch.set_num_threads`` sets torch's MKL's). Only a number: nothing is loaded."""
+    global _product_threads
+    _product_threads = int(n)
+
+
+class one_thread_each:
+    """``with one_thread_each():`` -- this thread's products run on one MKL thread: a block of a split region, where
+    minilora's threads already use every core (nested threads would oversubscribe them)."""
+
+    __slots__ = ()
+
+    def __enter__(self):
+        _here.blocks = getattr(_here, "blocks", 0) + 1
+        return self
+
+    def __exit__(self, *exc_info):
+        _here.blocks -= 1
+        return False
+
+
+# Which products MKL's threads give other bits than one thread's has no simple rule (measured, 2 threads against 1,
+# M 2-2048, N 8-4096, K 16-4096, A and B as is or transposed, beta 0 and 1: K > 512 split in ~70% of the shapes, and
+# below it some too -- float64 [16, 256] x [256, 64]^T, float32 [8, 384] x [384, 128]^T, a 2-row float64 product with
+# beta 1 from K = 64), so every product minilora runs whole gets MKL's threads: torch's call, torch's bits.
+def _threads_for_product():
+    """How many MKL threads a product called now gets (1: MKL's default here, nothing to set): minilora's count, and
+    no more than torch's where torch is imported (``torch.set_num_threads``), else than OpenMP's (``OMP_NUM_THREADS``,
+    which torch's count starts from) -- so a count set for torch steers minilora's products alike."""
+    if _product_threads == 1 or _after_fork or _mkl_layer != "gnu" or getattr(_here, "blocks", 0):
+        return 1
+    torch_threads = getattr(sys.modules.get("torch"), "get_num_threads", None)  # (None: not imported, or importing)
+    return min(_product_threads, torch_threads() if torch_threads is not None else _openmp.omp_get_max_threads())
+
+
+def threads_products():
+    """Whether MKL threads the products minilora runs whole here (its GNU layer, more than one thread for this
+    thread): then a product minilora would split by rows runs whole instead, split as torch's is -- MKL may split the
+    sum over K, and no split of minilora's gives those bits."""
+    return library() == "mkl" and _threads_for_product() > 1
+
+
+def _with_mkl_threads(call, *args):
+    """``call(*args)`` (an MKL routine) on ``_threads_for_product()`` threads: MKL's count for this thread is set for
+    the call and put back (to every thread's default, one) after it, so that C code calling MKL's ?gemm in this
+    thread later (gemm_pool's blocks, the flash kernels) runs on one thread, as torch's inside its parallel loops."""
+    threads = _threads_for_product()
+    if threads == 1:
+        return call(*args)
+    lib = _mkl_library()
+    lib.MKL_Set_Num_Threads_Local(threads)
+    try:
+        return call(*args)
+    finally:
+        lib.MKL_Set_Num_Threads_Local(0)  # (0: this thread follows the global count again)
+
+
+def _forked():
+    global _after_fork
+    _after_fork = True
+
+
+if hasattr(os, "register_at_fork"):
+    # GNU OpenMP keeps its worker threads in a pool that a forked child lacks: the child's next parallel region waits
+    # for them forever (torch's own 2-thread product hangs there, measured). One thread never uses the pool.
+    os.register_at_fork(after_in_child=_forked)
 
 
 _choice = None  # "mkl" or "openblas" once chosen (select() or MINILORA_BLAS)
@@ -279,8 +479,8 @@ def gemm(a, b, out, alpha=1.0, beta=0.0):
         return _gemm_with_operators(a, b, out, alpha, beta)
     fn = _cblas_gemm(out.dtype)
     (trans_a, lda), (trans_b, ldb) = ops
-    fn(_ROW_MAJOR, trans_a, trans_b, M, N, K, alpha, a.ctypes.data, lda, b.ctypes.data, ldb, beta,
-       out.ctypes.data, N)
+    _with_mkl_threads(fn, _ROW_MAJOR, trans_a, trans_b, M, N, K, alpha, a.ctypes.data, lda, b.ctypes.data, ldb, beta,
+                      out.ctypes.data, N)
     return out
 
 
@@ -309,8 +509,8 @@ def gemm_batch(a, b, out, beta=0.0, alpha=1.0):
     (M, K), N, count, step = a.shape[-2:], b.shape[-1], out.shape[-3], out.itemsize
     a_step, b_step, out_step = (x.strides[-3] // step for x in (a, b, out))
     for a_at, b_at, out_at in zip(*(_stack_addresses(x, out.shape[:-3]) for x in (a, b, out))):
-        batched(_ROW_MAJOR, trans_a, trans_b, M, N, K, alpha, a_at, lda, a_step, b_at, ldb, b_step, beta, out_at, N,
-                out_step, count)
+        _with_mkl_threads(batched, _ROW_MAJOR, trans_a, trans_b, M, N, K, alpha, a_at, lda, a_step, b_at, ldb, b_step,
+                          beta, out_at, N, out_step, count)
     return out
 
 
@@ -388,8 +588,8 @@ def _stack_of_products(a, b, out):
         return
     (trans_a, lda), (trans_b, ldb) = operand_form(a3[0]), operand_form(b3[0])
     step = out.itemsize
-    batched(_ROW_MAJOR, trans_a, trans_b, M, N, K, 1.0, a3.ctypes.data, lda, a3.strides[0] // step,
-            b3.ctypes.data, ldb, b3.strides[0] // step, 0.0, out3.ctypes.data, N, M * N, len(out3))
+    _with_mkl_threads(batched, _ROW_MAJOR, trans_a, trans_b, M, N, K, 1.0, a3.ctypes.data, lda, a3.strides[0] // step,
+                      b3.ctypes.data, ldb, b3.strides[0] // step, 0.0, out3.ctypes.data, N, M * N, len(out3))
 
 
 def _direct_gemm_applies(a, b, out):

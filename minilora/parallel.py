@@ -111,6 +111,7 @@ class _Helper:
 
     def _loop(self):
         _local.helper = _local.beside_others = True
+        blas.one_thread_each().__enter__()  # (for good: a helper only ever runs blocks of split regions)
         while True:
             self.start.acquire()  # sleeps until run() hands over a job
             fn, block, errors, control = self.job
@@ -278,6 +279,7 @@ def set_num_threads(n):
     if n > _MAX_THREADS:  # (torch's own bound; started eagerly, 2**40 made threads until the OS refused)
         raise ValueError(f"set_num_threads: {n} threads do not fit torch's int32 count (at most {_MAX_THREADS})")
     global _threads
+    blas.set_product_threads(n)  # (MKL's threads for a product minilora runs whole: as torch's)
     _threads = n  # (no lock: a region reads it once, and a signal handler calling this inside one waited forever)
 
 
@@ -335,7 +337,8 @@ def rows(fn, *arrays, work_per_row=None):
                 not_started.remove(i)
             except KeyError:  # the calling thread took it: this helper started late
                 return
-            fn(*blocks[i])
+            with blas.one_thread_each():  # (the blocks already use every core)
+                fn(*blocks[i])
         helpers = _helpers[:parts - 1]
         for i, helper in enumerate(helpers, 1):
             helper.run(run_block, (i,))
@@ -462,8 +465,9 @@ def matmul(a, b):
     """``a @ b`` with NumPy's semantics, its work split across threads where it can be:
     ``[..., M, K] @ [K, N]`` by blocks of rows, a stack of products by blocks of the stack."""
     if (type(a) is not np.ndarray or a.ndim < 2 or b.ndim < 2
-            or a.size * b.shape[-1] < 2 * MIN_ITEMS * MACS_PER_ITEM):  # multiply-adds: rows * K * N
-        return blas.matmul(a, b)  # GPU arrays, products with a vector, and products too small to split
+            or a.size * b.shape[-1] < 2 * MIN_ITEMS * MACS_PER_ITEM  # multiply-adds: rows * K * N
+            or b.ndim == 2 and blas.threads_products()):
+        return blas.matmul(a, b)  # GPU arrays, products with a vector, too small to split, or MKL's threads split them
     dtype = np.result_type(a, b)
     if b.ndim == 2:  # every row of a gives one row of the result, independently
         a2 = a.reshape(-1, a.shape[-1])
@@ -485,6 +489,8 @@ def matmul_into(out, a, b):
     beta = 1: the sums start from out's values, as torch's addmm and Linear start from the bias (MKL adds each block of
     K into C: starting from the bias or adding it after are different roundings). Split by rows as ``matmul``."""
     work = product_work(b.size)
+    if blas.threads_products():  # (MKL's threads split it, as torch's)
+        return blas.gemm(a, b, out, beta=1.0)
     if not products_run(len(a), [gemm_pool.Product(a, b, out, beta=1.0)], work):
         rows(lambda a_rows, out_rows: blas.gemm(a_rows, b, out_rows, beta=1.0), a, out, work_per_row=work)
     return out
@@ -535,8 +541,9 @@ def input_and_weight_grads(fn, g, x, gx, w, need_w, need_b, as_products=None):
     """
     products = (gx is not None) + bool(need_w)
     work = product_work(len(g) * w.size * products)
-    if products == 0 or type(g) is not np.ndarray or work < 2 * MIN_ITEMS or _threads == 1:
-        return fn(g, x, gx, w, need_w, need_b)
+    if (products == 0 or type(g) is not np.ndarray or work < 2 * MIN_ITEMS or _threads == 1
+            or blas.threads_products()):
+        return fn(g, x, gx, w, need_w, need_b)  # (MKL's threads: each product whole in turn, as torch's backward)
     blocks_each = -(-_threads // products)  # all the blocks together: one per thread
     calls = []
     if gx is not None:
@@ -663,3 +670,4 @@ def _usable_cores():
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 _threads = _initial_threads()  # just a number: no thread starts and nothing else changes at import
+blas.set_product_threads(_threads)

@@ -21,9 +21,10 @@ import threading
 from pathlib import Path
 
 __all__ = ["cache_dir", "digest", "compile_atomically", "remove_leftovers", "pid_alive", "CompileFailed", "load",
-           "why_unavailable", "FLOAT32_KERNELS", "GEMM_POOL", "address"]
+           "why_unavailable", "FLOAT32_KERNELS", "GEMM_POOL", "MKL_LINK", "address"]
 
 FLOAT32_KERNELS = Path(__file__).with_name("float32_kernels.c")
+MKL_LINK = Path(__file__).with_name("mkl_link.c")  # blas' MKL: its libraries in this library's scope alone
 GEMM_POOL = Path(__file__).with_name("gemm_pool.c")  # minilora.gemm_pool's threads
 # IEEE arithmetic as written: no contraction of a * b + c into an FMA (the source calls fmaf() where
 # SLEEF fuses), no -ffast-math reassociation or dropped signed zeros and NaNs. -fno-trapping-math (no FP
@@ -138,14 +139,14 @@ def _compiler(cplusplus=False):
     return cc, (real, stat.st_size, stat.st_mtime_ns)
 
 
-def _library(source):
-    """The cached shared library of ``source``, compiled if it is not there yet."""
+def _library(source, link=()):
+    """The cached shared library of ``source`` (linked with ``link``: more libraries), compiled if it is not there yet."""
     cplusplus = source.suffix == ".cpp"  # (std_sort.cpp: libstdc++'s algorithms themselves)
     cc, identity = _compiler(cplusplus)
     flags = (_CXX_FLAGS if cplusplus else _FLAGS + _cpu_flags())
     code = source.read_bytes()
     folder = cache_dir()
-    library = folder / f"{source.stem}-{digest(_VERSION, code, identity, *flags)}.so"
+    library = folder / f"{source.stem}-{digest(_VERSION, code, identity, *flags, *link)}.so"
     if library.is_file():
         return library
     try:
@@ -155,7 +156,7 @@ def _library(source):
     with open(folder / "native.lock", "w") as lock:
         _hold(lock)  # another process may be compiling it: wait for it, then find it there
         if not library.is_file():
-            compile_atomically([cc, *flags, str(source), "-lm"], library)
+            compile_atomically([cc, *flags, str(source), "-lm", *link], library)
     return library
 
 
@@ -167,16 +168,18 @@ def _hold(lock_file):
     fcntl.flock(lock_file, fcntl.LOCK_EX)  # released when the file closes
 
 
-def load(source=FLOAT32_KERNELS):
+def load(source=FLOAT32_KERNELS, link=(), mode=ctypes.DEFAULT_MODE):
     """The ctypes library of a C ``source`` (compiled on first use, then cached), or None when native code
-    is off (``MINILORA_NATIVE=0``) or cannot be built or loaded: the reason is in ``why_unavailable``."""
+    is off (``MINILORA_NATIVE=0``) or cannot be built or loaded: the reason is in ``why_unavailable``.
+    ``link``: the linker's further arguments (shared libraries it needs: ``blas``' MKL link), part of the key;
+    ``mode``: ``dlopen``'s flags."""
     with _LOCK:
         name = Path(source).name
         if os.environ.get("MINILORA_NATIVE", "1") == "0":
             why_unavailable[name] = "MINILORA_NATIVE=0"
             return None
         try:
-            return ctypes.CDLL(str(_library(Path(source))))
+            return ctypes.CDLL(str(_library(Path(source), tuple(link))), mode=mode)
         except (CompileFailed, OSError) as exc:
             why_unavailable[name] = str(exc)
             return None
