@@ -13,8 +13,9 @@ loaded libraries and called through ctypes; ctypes releases the GIL, so ``minilo
 threads run their products side by side. Where it is missing (macOS's Accelerate, CuPy arrays,
 integer or mixed dtypes, strided views) ``gemm`` computes the same thing with NumPy/CuPy operators;
 bfloat16 and float16 in float32, rounded once, as torch's CPU kernels.
-``get_num_threads()`` / ``set_num_threads(n)`` are the other direct calls: minilora runs BLAS on one
+``get_num_threads()`` / ``set_num_threads(n)`` are the other direct calls: minilora runs OpenBLAS on one
 thread while it computes, and puts the caller's count back afterwards (``minilora.parallel`` says why).
+MKL, as torch's: on its threads for a product minilora runs whole, on one inside minilora's split blocks.
 
 Which BLAS: where Intel's ``mkl`` wheel is installed (``pip install minilora[mkl]``), its ``cblas_?gemm`` is
 the one called -- MKL is what torch's CPU build multiplies with, so products come out with torch's bits, and on
@@ -143,16 +144,18 @@ def _mkl_library():
     Threaded as torch's: torch 2.13's CPU build calls its MKL on MKL's GNU OpenMP layer with its thread count, and
     on 2 threads MKL splits the sum over K for products of few rows ([16, 784] x [784, 256], a tutorial's MNIST
     layer: 91% of the outputs an ulp off a one-thread product), long K ([512, 4096] x [4096, 700]) and weight
-    gradients over many rows ([10, 1024] x [1024, 64]). So minilora links MKL's GNU layer against the GNU OpenMP
-    (libgomp) torch uses -- the one loaded, else torch's own file, else the system's -- and a product it runs whole
-    gets MKL's threads, minilora's count (``set_product_threads``): the same call as torch's, the same bits. Inside
-    minilora's split blocks (``one_thread_each``) and in its C threads MKL runs on one thread, as torch's MKL does
-    inside its own parallel regions.
+    gradients over many rows ([10, 1024] x [1024, 64]). So minilora links MKL's GNU layer against a copy of the GNU
+    OpenMP (libgomp) torch ships -- else the system's -- and a product it runs whole gets MKL's threads, minilora's
+    count and at most torch's (``set_product_threads``, ``_threads_for_product``): the same call as torch's, the same
+    bits. Inside minilora's split blocks (``one_thread_each``) and in its C threads MKL runs on one thread, as
+    torch's MKL does inside torch's own parallel loops. (Round 30: the Linear layers of tests/mkl_threads_sweep.py,
+    forward and three gradients, float32/float64, on 2 threads: 52 of 328 tensors off torch's before, 0 after.)
 
     Loaded so that torch is left alone (``_mkl_linked``). Without a libgomp (or a compiler to link with): MKL's
     sequential layer; without a compiler, through ``libmkl_rt`` as before round 30 -- which opens its layers with
     RTLD_GLOBAL, so that torch imported after minilora's first product bound its own MKL functions to those and
-    multiplied on one thread (measured: torch's 2-thread products then were its 1-thread ones)."""
+    multiplied on one thread (measured: torch's 2-thread products then were its 1-thread ones). Where something else
+    in the process loaded MKL's libraries already, those are shared."""
     global _mkl_layer
     try:
         files = importlib.metadata.distribution("mkl").files or []
@@ -657,9 +660,9 @@ def _lapack_takes(a):
     return library() == "mkl" and a.dtype in (np.float32, np.float64) and a.ndim == 2
 
 
-# Measured against torch 2.13 (whose MKL runs its OpenMP layer; minilora's, its sequential one): every bit for
-# m <= n; for m > n the same signs, a few ulps apart -- MKL's sequential layer factors tall panels another way
-# (?geqrf on the GNU or Intel layer, at one thread, gives torch's bits).
+# Measured against torch 2.13: on MKL's sequential layer (before round 30) every bit for m <= n, and for m > n the same
+# signs, a few ulps apart (it factors tall panels another way); on the GNU layer, with MKL's threads as torch's
+# (``_with_mkl_threads``), every bit on 1 and 2 threads, tall matrices too (float32/float64, 300x40 to 2000x256).
 def gesdd(a, full_matrices):
     """``(U, S, Vh)`` of a finite float32/float64 matrix [m, n] from MKL's divide-and-conquer SVD, as torch's CPU
     ``linalg.svd`` computes it (a column-major copy to ``?gesdd``); None where MKL is not the library.
@@ -674,9 +677,8 @@ def gesdd(a, full_matrices):
     U = np.empty((m, m if full_matrices else k), a.dtype, order="F")
     Vh = np.empty((n if full_matrices else k, n), a.dtype, order="F")
     S = np.empty(k, a.dtype)
-    info = _lapacke("gesdd", a.dtype.type)(_LAPACK_COL_MAJOR, b"A" if full_matrices else b"S", m, n,
-                                           work.ctypes.data, m, S.ctypes.data, U.ctypes.data, m, Vh.ctypes.data,
-                                           Vh.shape[0])
+    info = _with_mkl_threads(_lapacke("gesdd", a.dtype.type), _LAPACK_COL_MAJOR, b"A" if full_matrices else b"S",
+                             m, n, work.ctypes.data, m, S.ctypes.data, U.ctypes.data, m, Vh.ctypes.data, Vh.shape[0])
     return None if info != 0 else (U, S, Vh)
 
 
@@ -689,11 +691,13 @@ def geqrf_orgqr(a, complete):
     m, n = a.shape
     k = min(m, n)
     reflectors, tau = np.array(a, order="F"), np.empty(k, a.dtype)
-    if _lapacke("geqrf", a.dtype.type)(_LAPACK_COL_MAJOR, m, n, reflectors.ctypes.data, m, tau.ctypes.data) != 0:
+    if _with_mkl_threads(_lapacke("geqrf", a.dtype.type), _LAPACK_COL_MAJOR, m, n, reflectors.ctypes.data, m,
+                         tau.ctypes.data) != 0:
         return None
     columns = m if complete else k
     Q = np.zeros((m, columns), a.dtype, order="F")
     Q[:, :min(columns, n)] = reflectors[:, :min(columns, n)]
-    if _lapacke("orgqr", a.dtype.type)(_LAPACK_COL_MAJOR, m, columns, k, Q.ctypes.data, m, tau.ctypes.data) != 0:
+    if _with_mkl_threads(_lapacke("orgqr", a.dtype.type), _LAPACK_COL_MAJOR, m, columns, k, Q.ctypes.data, m,
+                         tau.ctypes.data) != 0:
         return None
     return Q, np.triu(reflectors[:columns])

@@ -24,6 +24,11 @@ from 0.59 to 1.13 (median 0.9 of 6 runs) while other processes shared the two co
 7-10): spinning workers cost most when something else wants their core. So neither wins
 everywhere; the split stays, for full fine-tuning and LoRA alike (one scheme, and the LoRA step of
 benchmarks/lora_step.py is measured with it): at worst ~10% slower on an idle machine of that kind.
+Except with MKL (``minilora.blas``), which torch's products come from: there a Linear's products and a
+``matmul`` of 2-D weights run whole on MKL's threads, as torch's do (MKL's 2 threads split the sum over
+K for many shapes -- few rows, long K -- and no split by rows gives those bits); the MKL workers, on a
+copy of GNU OpenMP of minilora's own, sleep as soon as they are idle. Inside a split region MKL runs
+on one thread (``blas.one_thread_each``): minilora's threads already take every core.
 
 Nothing of this touches the process at ``import minilora``. BLAS runs on one thread only *while
 minilora computes* -- ``with computing():`` around a module's forward, a backward pass and every

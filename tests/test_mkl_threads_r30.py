@@ -75,9 +75,9 @@ def test_torch_products_unchanged_whichever_is_imported_first():
     assert torch_first == alone
 
 
-def test_two_thread_linear_is_torchs():
-    """Few rows (MNIST's first layer), long K, a weight gradient over many rows: MKL splits K on 2 threads.
-    (minilora's MKL loaded first: the next test imports torch first.)"""
+def test_two_thread_linear_and_factorisations_are_torchs():
+    """Few rows (MNIST's first layer), long K, a weight gradient over many rows: MKL splits K on 2 threads; and
+    MKL's QR and SVD (LAPACK on MKL's threads too). (minilora's MKL loaded first: the next test imports torch first.)"""
     result = _run("""
         import json
         minilora_product()
@@ -96,13 +96,17 @@ def test_two_thread_linear_is_torchs():
                     y.backward(lib.tensor(g))
                     got.append([y.detach().numpy(), tx.grad.numpy(), tw.grad.numpy()])
                 same += [bool(np.array_equal(t, m)) for t, m in zip(*got)]
-        one = torch.set_num_threads(1) or (torch.tensor(x) @ torch.tensor(w).T).numpy()
-        two = torch.set_num_threads(2) or (torch.tensor(x) @ torch.tensor(w).T).numpy()
-        print(json.dumps([same, bool(np.array_equal(one, two)), ml.blas._mkl_layer]))""")
-    same, torch_threads_agree, layer = result
+        factors = []
+        for dtype in (np.float32, np.float64):
+            a = np.random.default_rng(5).standard_normal((1500, 256)).astype(dtype)
+            pairs = zip(torch.linalg.qr(torch.tensor(a)) + torch.linalg.svd(torch.tensor(a), full_matrices=False),
+                        ml.linalg.qr(ml.tensor(a)) + ml.linalg.svd(ml.tensor(a), full_matrices=False))
+            factors += [bool(np.array_equal(t.numpy(), m.numpy())) for t, m in pairs]
+        print(json.dumps([same, factors, ml.blas._mkl_layer]))""")
+    same, factors, layer = result
     assert layer == "gnu"
-    assert not torch_threads_agree or all(same)  # (torch's 1- and 2-thread products differ on these shapes)
     assert all(same), same
+    assert all(factors), factors  # (Q, R, U, S, Vh: 2-thread LAPACK's, torch's)
 
 
 def test_thread_counts_set_in_torch_or_minilora_steer_minilora_alike():
