@@ -541,7 +541,8 @@ def _matmul(input, other, other_requires_grad):
     arrays = (getattr(input, "_array", input), getattr(other, "_array", other))
     folds = not (ranks[0] >= 3 and ranks[1] == 2 and all(type(a) is np.ndarray for a in arrays)) or _folds(
         *arrays, (getattr(input, "requires_grad", False), other_requires_grad))
-    out = saves_as_torch(MatMul.apply(input, other, folds=folds), saved_for(input, other), saved_for(other, input))
+    unfolded = {} if folds else {"folds": False}  # (meta tensors' shape rule takes the operands only: they fold)
+    out = saves_as_torch(MatMul.apply(input, other, **unfolded), saved_for(input, other), saved_for(other, input))
     return name_node(out, _MATMUL_NODES.get(ranks, "UnsafeViewBackward0"),
                      graph=_matmul_graph(ranks, input, other))
 
