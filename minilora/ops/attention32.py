@@ -19,7 +19,12 @@ products; training, a checkpoint's two runs and inference all take these steps).
 native/float32_kernels.c builds (the same steps in C, calling MKL's ?gemm itself: NumPy's cost per block of queries
 made a training step's attention ~3x torch's) and as the NumPy steps below elsewhere. Their price in training:
 benchmarks/lora_step.py's step took ~7% more CPU time than with the fused ``ops.nn.Attention`` (median 239 vs 223 ms,
-three alternated rounds on a loaded 2-core machine; wall time too noisy there to tell). The lane sums: float32's 16
+three alternated rounds on a loaded 2-core machine; wall time too noisy there to tell). Round 30 won part of it back
+with the same bits: the compiled loops over a row in vector lanes (the max had scanned one element after the other, the
+lane sums ran over a run-time lane count) and no exp for a causal row's future keys (weight 0 either way):
+[8, 4, 128, 64] causal, one thread, CPU time with round 29's library in the same process, forward 0.59-0.63x
+(3.0-3.3 -> 1.9 ms; torch's 1.6 ms), backward 0.89-0.94x (MKL's products are most of it); the LoRA step's CPU time
+0.98x (benchmarks/flash_loops.py times ``scalar_loops()``, the old loops, against them). The lane sums: float32's 16
 lanes (AVX-512) folded pairwise (i + i^8, ^4, ^2, ^1), float64's 8 lanes added in order, then the tail elements in
 order. Every step was found by comparing
 with torch's outputs (the products are MKL's own calls, so they need no model: only the kernel's block shapes).
