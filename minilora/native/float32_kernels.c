@@ -804,7 +804,9 @@ FLASH_BACKWARD(ml_flash_backward64, double, sleef_exp64, 0)
 typedef ml_flash_backward_gemm ml_flash_backward_gemm_of_float;
 typedef ml_flash_backward64_gemm ml_flash_backward_gemm_of_double;
 
-/* A row's largest score and ``start`` (the running max), NaN if any of them is NaN: each lane of 64-byte GCC vectors
+/* A row's largest score and ``start`` (the running max), NaN if any of them before ``nan_from`` is NaN (a NaN from
+ * there on is skipped: torch's unmasked kernel takes the last len % lanes of a block by std::max(max, x), which keeps
+ * max at a NaN x, after whole vectors' vec::maximum, which propagates one): each lane of 64-byte GCC vectors
  * keeps its largest element, the lanes are folded by halves, then the scalar tail and the running max are compared.
  * A comparison rounds nothing, so this order gives the scan's value; only which zero a max of zeros is may differ (-0
  * or +0), and no step after it sees that (x - 0 and x - -0 differ only at x = -0, where every exp gives 1; lse's
@@ -815,13 +817,13 @@ typedef ml_flash_backward64_gemm ml_flash_backward_gemm_of_double;
 typedef T flash_vector_##T __attribute__((vector_size(64)));                                                        \
 typedef INT flash_mask_##T __attribute__((vector_size(64)));                                                        \
                                                                                                                     \
-static T flash_row_max_##T(const T *row, int64_t n, T start) {                                                     \
+static T flash_row_max_##T(const T *row, int64_t n, T start, int64_t nan_from) {                                  \
     enum { LANES = 64 / sizeof(T) };                                                                                \
     flash_vector_##T top, v;                                                                                        \
     flash_mask_##T nan = {0}, greater;                                                                              \
-    int64_t i = 0;                                                                                                  \
+    int64_t i = 0, vectors_end = n < nan_from ? n : nan_from;                                                       \
     for (int l = 0; l < LANES; l++) top[l] = -INFINITY;                                                             \
-    for (; i + LANES <= n; i += LANES) {                                                                            \
+    for (; i + LANES <= vectors_end; i += LANES) {                                                                  \
         memcpy(&v, row + i, sizeof v);  /* (an unaligned load) */                                                   \
         greater = v > top;  /* (false at a NaN: it stays out of top, and ``nan`` records it) */                     \
         top = (flash_vector_##T)(((flash_mask_##T)v & greater) | ((flash_mask_##T)top & ~greater));                \
@@ -831,7 +833,7 @@ static T flash_row_max_##T(const T *row, int64_t n, T start) {                  
     int any_nan = start != start;                                                                                   \
     for (; i < n; i++) {                                                                                            \
         result = row[i] > result ? row[i] : result;                                                                 \
-        any_nan |= row[i] != row[i];                                                                                \
+        any_nan |= i < nan_from && row[i] != row[i];                                                                \
     }                                                                                                               \
     memcpy(lanes, &top, sizeof lanes);                                                                              \
     FLASH_UNROLLED for (int width = LANES / 2; width >= 1; width /= 2)  /* (halves: a vector max each) */          \
@@ -841,11 +843,11 @@ static T flash_row_max_##T(const T *row, int64_t n, T start) {                  
     return any_nan ? (T)NAN : result;                                                                               \
 }                                                                                                                   \
                                                                                                                     \
-static T flash_row_scan_##T(const T *row, int64_t n, T start) {  /* (the scalar loop: one element after the other) */\
+static T flash_row_scan_##T(const T *row, int64_t n, T start, int64_t nan_from) {  /* (one element after the other) */\
     int any_nan = start != start;                                                                                   \
     T result = start;                                                                                               \
     for (int64_t i = 0; i < n; i++) {                                                                               \
-        any_nan |= row[i] != row[i];                                                                                \
+        any_nan |= i < nan_from && row[i] != row[i];                                                                \
         result = row[i] > result ? row[i] : result;                                                                 \
     }                                                                                                               \
     return any_nan ? (T)NAN : result;                                                                               \
@@ -885,6 +887,7 @@ void NAME(const void *gemm_address, const int64_t *dims, const int64_t *strides,
                 for (int64_t r = 0; r < nq; r++) top[r] = -INFINITY, total[r] = 0;                                  \
                 for (int64_t n = 0; n < num_keys; n += kv_split) {                                                  \
                     int64_t nk = tk - n < kv_split ? tk - n : kv_split;                                             \
+                    int64_t nan_from = bh == NULL ? nk - nk % lanes : nk;  /* (flash_row_max: a mask's max keeps all) */\
                     gemm(FLASH_ROW_MAJOR, FLASH_NO_TRANS, FLASH_TRANS, nq, nk, d, 1, qh + m * sq[2], sq[2],         \
                          kh + n * sk[2], sk[2], 0, scores, nk);                                                     \
                     for (int64_t r = 0; r < nq; r++) {                                                              \
@@ -898,7 +901,8 @@ void NAME(const void *gemm_address, const int64_t *dims, const int64_t *strides,
                         else                                                                                        \
                             for (int64_t c = 0; c < nk; c++)                                                        \
                                 row[c] = NAME##_fma(fused, scale, row[c], bh[(m + r) * sb[2] + (n + c) * sb[3]]);   \
-                        row_top = (flash_scalar_loops ? flash_row_scan_##T : flash_row_max_##T)(row, computed, top[r]);\
+                        row_top = (flash_scalar_loops ? flash_row_scan_##T : flash_row_max_##T)(row, computed, top[r],  \
+                                                                                                nan_from);          \
                         computed = row_top != row_top ? nk : computed;  /* (a NaN max: NaN weights throughout) */  \
                         int live = row_top != -INFINITY;  /* (no key yet: weights 0, max and sum as they were) */  \
                         for (int64_t c = 0; c < computed; c++) row[c] -= live ? row_top : 0;                        \

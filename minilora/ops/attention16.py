@@ -129,6 +129,18 @@ def _scores(q, k, scale, bias, dtype=None, row=None):
     return s
 
 
+def block_row_max(scores, lanes, masked):
+    """The kernel's largest score of each row of a block of keys ([..., keys]). With a mask, ``reduce_all``'s vector
+    maxima over the row: a NaN wins. Without one, ``_mul_reduce_max_fusion_kernel``: whole vectors by
+    ``vec::maximum`` (a NaN wins), the last ``keys % lanes`` by ``std::max(max, x)``, which keeps ``max`` at a NaN
+    ``x``: a row whose NaNs all sit in that tail gets the others' max (-inf if none: its weights are then 0)."""
+    if masked:
+        return scores.max(-1)
+    whole = scores.shape[-1] - scores.shape[-1] % lanes
+    tail = np.fmax.reduce(scores[..., whole:], axis=-1, initial=-np.inf)  # (fmax: a NaN skipped)
+    return np.maximum(scores[..., :whole].max(-1, initial=-np.inf), tail)
+
+
 def _repeat_kv(a, group):
     """Key/value heads repeated for each query head of their group (torch's enable_gqa reads them so)."""
     return a if group == 1 else np.repeat(a, group, axis=1)
@@ -171,7 +183,7 @@ def _flash_forward(q, k, v, bias, scale, dtype):
     for n in range(0, k.shape[2], _KV_BLOCK):
         block = slice(n, n + _KV_BLOCK)
         s = _scores(q, k[:, :, block], scale, None if bias is None else bias[..., block], dtype, row)
-        new_top = np.maximum(top, s.max(-1))
+        new_top = np.maximum(top, block_row_max(s, _LANES, bias is not None))
         live = new_top != -np.inf  # a row with no key yet: its weights stay 0, its max and sum as they were
         e, block_total = _exp_and_lane_sum(s - np.where(live, new_top, 0)[..., None])
         e[~live] = 0

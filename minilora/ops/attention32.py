@@ -6,7 +6,9 @@ block of queries (32, 64 or 256 rows by the query length) and of 512 keys it com
 
     S = q k^T                                       MKL's gemm on that block (the same call here: ``blas.gemm``)
     S = fma(S, scale, mask)  or  S * scale          one rounding with a mask, the scaling alone without
-    top = max(top, rowmax(S))                       a row whose every key is masked so far: left as it is
+    top = max(top, rowmax(S))                       a row whose every key is masked so far: left as it is; without
+                                                    a mask a NaN in a block's last len % lanes is skipped
+                                                    (attention16.block_row_max)
     E = exp_u20(S - top)                            ATen's own vector exp (float32; float64: SLEEF's) on
                                                     whole vectors, C's exp on the last len % lanes
     sum = fma(exp(top_before - top), sum, lane_sum(E))
@@ -41,7 +43,7 @@ import numpy as np
 from .. import blas, float32_math, parallel
 from ..device import xp_of
 from ..tensor import Function
-from .attention16 import _KV_BLOCK, _LANES, _bits, _expf, _q_block
+from .attention16 import _KV_BLOCK, _LANES, _bits, _expf, _q_block, block_row_max
 
 _F32 = np.float32
 
@@ -230,7 +232,8 @@ def flash_forward(q, k, v, bias, scale, causal=False, out=None, lse=None):
             if causal:
                 s = _fill_future_keys(s, first, n, -np.inf)
             s = s * scale if bias is None else _fma(scale, s, np.ascontiguousarray(bias[part][..., keys]))
-            new_top = np.maximum(top[part], s.max(-1))
+            lanes = _LANES if q.dtype == _F32 else _LANES // 2
+            new_top = np.maximum(top[part], block_row_max(s, lanes, bias is not None))
             live = new_top != -np.inf  # a row with no key yet: its weights 0, its max and sum as they were
             e, block_total = _exp_and_lane_sum(s - np.where(live, new_top, 0)[..., None])
             e[~live] = 0
