@@ -209,3 +209,30 @@ def test_float64_batchnorm1d_shapes_are_torchs(n, c):
 def test_bfloat16_rnn_cell_weight_gradient_of_a_zero_state_is_plus_zero():
     """A zero initial state's weight gradient sums -0 products: +0 in oneDNN, whose accumulators start from +0."""
     assert _differences("RNNCell", "bfloat16") == []
+
+
+# ---- float32 convolutions where torch runs oneDNN: its forward kernels' orders ------------------------------------
+_ONEDNN_CONVOLUTIONS = {  # kernel (as ONEDNN_VERBOSE names it): (input, weight, stride, padding, dilation, groups)
+    "jit:avx512_core": [((2, 4, 9, 11), (6, 4, 3, 3), 1, 0, 1, 1), ((2, 4, 9, 11), (6, 4, 3, 3), 2, 1, 2, 1),
+                        ((4, 1, 28, 28), (6, 1, 5, 5), 1, 2, 1, 1), ((2, 3, 16, 16), (8, 3, 4, 4), 4, 0, 1, 1),
+                        ((2, 16, 8, 8), (8, 16, 3, 3), 1, 1, 1, 1)],
+    "jit_1x1": [((2, 4, 9, 11), (6, 4, 1, 1), 1, 0, 1, 1), ((2, 64, 6, 6), (32, 64, 1, 1), 1, 0, 1, 1)],
+    "jit_dw": [((2, 4, 9, 11), (4, 1, 3, 3), 1, 1, 1, 4)],
+    "jit:avx2": [((2, 4, 10, 10), (16, 2, 3, 3), 1, 1, 1, 2)],
+    "gemm:jit": [((2, 6, 10, 10), (6, 3, 3, 3), 1, 1, 1, 2), ((2, 12, 14, 14), (6, 6, 5, 5), 2, 1, 1, 2),
+                 ((2, 4, 9, 11), (8, 1, 3, 3), 2, 1, 2, 4), ((2, 4, 9, 11), (8, 2, 3, 3), 1, 1, 1, 2)],
+}
+
+
+@pytest.mark.usefixtures("two_threads")
+@pytest.mark.parametrize("kernel", list(_ONEDNN_CONVOLUTIONS))
+def test_float32_convolution_forward_is_onednns(kernel):
+    """Each output one fused multiply-add after another in the kernel's order (tap row, column, channel; or im2col's
+    channel, row, column), from 0 with the bias after or from the bias: torch's bits, where the einsum's differed."""
+    for x_shape, w_shape, stride, padding, dilation, groups in _ONEDNN_CONVOLUTIONS[kernel]:
+        g = torch.Generator().manual_seed(sum(x_shape) + sum(w_shape))
+        x, w = torch.randn(*x_shape, generator=g), torch.randn(*w_shape, generator=g)
+        b = torch.randn(w_shape[0], generator=g)
+        theirs = torch.nn.functional.conv2d(x, w, b, stride, padding, dilation, groups)
+        mine = ml.nn.functional.conv2d(*(ml.tensor(t.numpy()) for t in (x, w, b)), stride, padding, dilation, groups)
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())

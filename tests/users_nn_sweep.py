@@ -13,8 +13,10 @@ of 680 differed -> 113 (-> 86 with the round's SDPA flash backward), every float
 float64); the fixes are pinned in tests/test_nn_users_r29.py. Left, and why:
 
 * float32 convolutions and LSTMs where torch runs oneDNN (mkldnn: a batch past one image, groups, nn.LSTM): its
-  kernels' orders are not modelled: within 1.1e-6 (convolutions, gradients too) and 4e-7 (LSTM) of torch's largest
-  magnitude. The others (float64, one small image) are torch's bits: ops/conv_mm.py. An LSTM's gates are oneDNN's
+  convolutions' forward kernels' orders are modelled where measured (ops/conv.py's ``_onednn_forward_kernel``: torch's
+  bits), their backward kernels' (data and weights; jit:avx2 and per-thread reductions) and transposed convolutions'
+  are not: within 1.1e-6 of torch's largest magnitude, and the LSTM within 4e-7. The others (float64, one small
+  image) are torch's bits: ops/conv_mm.py. An LSTM's gates are oneDNN's
   own logistic and tanh (its jit eltwise approximations, not correctly rounded: round 30 measured 142 of 384 cell
   states of one step apart from correctly rounded float32 activations of the same gates, whatever the order of the
   gate sums), so float32 and bfloat16 LSTMs stay a step off in many elements. bfloat16 convolutions (oneDNN too):
@@ -30,7 +32,8 @@ fused path reading float masks as bools; TransformerEncoder's nested sequences; 
 batch-first input, its bias added after the product); F.linear of a non-contiguous batch (matmul then the bias, not
 addmm: the 16-bit product rounded first) and matmul's fold-or-bmm choice by the weight's requires_grad (RNN/GRU
 batch_first, unbatched, bidirectional in bfloat16); float64 GRU (its gates squashed on strided chunks: the sigmoid's
-scalar loop); float64 BatchNorm1d of [N, C] (the channels-last kernel's double sums).
+scalar loop); float64 BatchNorm1d of [N, C] (the channels-last kernel's double sums); float32 convolutions' forward
+outputs in oneDNN's kernels' orders (the forms still differ in their gradients).
 """
 import sys
 import traceback

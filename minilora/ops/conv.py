@@ -29,7 +29,7 @@ from ..factories import (composed_layout, composed_layout_unknown, contiguous_fo
 from ..device import xp_of
 from ..tensor import Function, Tensor, backward_reads, inputs_not_torchs, is_grad_enabled, name_node, saving_as_torch
 from . import conv_mm
-from .nn import _is_16bit_float, float32_inside
+from .nn import KernelValues, _is_16bit_float, float32_inside
 
 __all__ = ["conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
            "adaptive_avg_pool2d", "interpolate", "conv_transpose1d", "conv_transpose2d",
@@ -147,7 +147,7 @@ class Conv2d(Function):
     ``F.pad`` before the call (``nn.Conv2d`` does that)."""
 
     @staticmethod
-    def forward(ctx, x, weight, stride, padding, dilation, groups):
+    def forward(ctx, x, weight, stride, padding, dilation, groups, onednn_order=None):
         xp = xp_of(x)
         (ph, pw), g = padding, groups
         padded = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
@@ -156,6 +156,8 @@ class Conv2d(Function):
         ctx.windows = windows.reshape(n, g, c // g, h_out, w_out, kh, kw)
         ctx.weight = weight.reshape(g, weight.shape[0] // g, c // g, kh, kw)
         ctx.geometry = (padded.shape, stride, dilation, padding)
+        if onednn_order is not None:
+            return _products_in_order(ctx.windows, ctx.weight, onednn_order).reshape(n, weight.shape[0], h_out, w_out)
         out = xp.einsum("ngchwij,gocij->ngohw", ctx.windows, ctx.weight, optimize=True)
         out = out if out.flags.c_contiguous else out.copy()  # torch's layout (dropout draws in memory order)
         return out.reshape(n, weight.shape[0], h_out, w_out)  # (no -1: N may be 0)
@@ -176,6 +178,70 @@ class Conv2d(Function):
             grad_windows = grad_windows.reshape(n, channels, *grad_windows.shape[3:])
             gx = _unpad(_add_windows_back(xp, grad_windows, padded_shape, stride, dilation), padding)
         return gx, gw
+
+
+# past this many multiply-adds the convolution is one einsum, not a loop of fused multiply-adds in oneDNN's order (a
+# pass over the output each: ~0.3 s here): its bits then differ from torch's in the last place
+_ORDERED_PRODUCTS = 2 ** 25
+
+
+def _onednn_forward_kernel(input, weight, groups, plain, spatial):
+    """``(order, bias_first)``: how oneDNN's float32 forward kernel for this convolution adds its products, one fused
+    multiply-add after another -- ``order`` ``"kh kw ic"`` (kernel row, column, the input channels innermost) or
+    ``"ic kh kw"`` (im2col's rows), from 0 with the bias added after, or from the bias (``bias_first``) -- where
+    that is modelled; else None (the einsum's sums). Measured against torch 2.13 on this AVX-512 CPU, the kernels as
+    ONEDNN_VERBOSE names them (oneDNN is open source): ``jit:avx512_core`` on at most 16 input channels (past 16 it
+    blocks them by 16: not modelled); ``jit_1x1`` (a 1x1 kernel; ``plain``: unpadded, unit stride -- else not
+    modelled), ``jit_dw`` (depthwise) and, for groups of at most 3 input and 8+ output channels, ``jit:avx2`` --
+    these three from the bias; ``gemm:jit`` for the other groups, but for groups of input and output channels both
+    multiples of 4 (a blocked kernel) and for ``spatial`` output positions one past a multiple of 16 (1, 17: a last
+    block of one position sums otherwise, as a product with one column): not modelled."""
+    taps = weight.shape[1] * weight.shape[2] * weight.shape[3]
+    arrays = (input._array, weight._array)
+    if any(type(a) is not np.ndarray or not a.flags.c_contiguous for a in arrays) or input.is_meta or \
+            taps * weight.shape[0] * spatial * input.shape[0] > _ORDERED_PRODUCTS:  # (channels-last: other kernels)
+        return None
+    per_group, out_per_group = weight.shape[1], weight.shape[0] // groups
+    one_by_one = weight.shape[2] == weight.shape[3] == 1
+    if groups == 1:
+        if one_by_one:
+            return ("kh kw ic", True) if plain and per_group <= 64 else None
+        return ("kh kw ic", False) if per_group <= 16 else None
+    if one_by_one or (per_group % 4 == 0 and out_per_group % 4 == 0):
+        return None
+    if per_group == out_per_group == 1 or (per_group <= 3 and out_per_group >= 8):
+        return "kh kw ic", True
+    return ("ic kh kw", False) if spatial % 16 != 1 else None
+
+
+def _products_in_order(windows, weight, order, start=None):
+    """``einsum("ngchwij,gocij->ngohw")`` as fused multiply-adds in ``order`` (``_onednn_forward_kernel``'s), from 0 or
+    from ``start`` (the bias, [G, O/G]): windows [N, G, C/G, H, W, kh, kw], weight [G, O/G, C/G, kh, kw]; float32
+    [N, G, O/G, H, W]."""
+    n, g, c, h, w, kh, kw = windows.shape
+    out = np.zeros((n, g, weight.shape[1], h, w), np.float32)
+    if start is not None:
+        out += start[None, :, :, None, None]
+    taps = [(ic, i, j) for i in range(kh) for j in range(kw) for ic in range(c)] if order == "kh kw ic" else \
+        [(ic, i, j) for ic in range(c) for i in range(kh) for j in range(kw)]
+    for ic, i, j in taps:
+        x = np.ascontiguousarray(np.broadcast_to(windows[:, :, ic, None, :, :, i, j], out.shape))
+        k = np.ascontiguousarray(np.broadcast_to(weight[None, :, :, ic, i, j, None, None], out.shape))
+        out = float32_math.fused_multiply_add(x, k, out)
+    return out
+
+
+def _bias_first_values(input, weight, bias, stride, padding, dilation, groups, order):
+    """The output of a kernel that starts its sums from the bias (``_onednn_forward_kernel``), [N, O, H, W]."""
+    (ph, pw), x = padding, input._array
+    padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
+    windows = _windows(np, padded, weight.shape[2:], stride, dilation)
+    n, c, h_out, w_out, kh, kw = windows.shape
+    per_group = (groups, weight.shape[0] // groups)
+    values = _products_in_order(windows.reshape(n, groups, c // groups, h_out, w_out, kh, kw),
+                                weight._array.reshape(*per_group, c // groups, kh, kw), order,
+                                start=bias._array.reshape(per_group))
+    return values.reshape(n, weight.shape[0], h_out, w_out)
 
 
 def _conv_padding(padding, kernel, dilation, stride):
@@ -267,15 +333,18 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     # (the dtypes checked before a 16-bit input is computed in float32; a bias of another dtype would promote
     # the result silently)
     _check_convolution_call("conv2d", 2, input, weight, bias, _geometry(stride, padding, dilation))
-    out = _conv2d(input, weight, bias, stride, padding, dilation, groups)
+    out = _conv2d(input, weight, bias, stride, padding, dilation, groups, onednn_float32=input.dtype == np.float32)
     return _conv_named(out, input, weight, bias, batched_ndim=4)
 
 
 @float32_inside
-def _conv2d(input, weight, bias, stride, padding, dilation, groups):
+def _conv2d(input, weight, bias, stride, padding, dilation, groups, onednn_float32=False):
+    """(``onednn_float32``: a float32 input, where oneDNN's float32 kernels may run -- not a 16-bit one computed in
+    float32 here: oneDNN's 16-bit kernels sum otherwise.)"""
     from .nn import pad as pad_op
     if input.ndim == 3:
-        return _conv2d(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0)
+        return _conv2d(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups,
+                       onednn_float32).squeeze(0)
     if input.ndim != 4 or weight.ndim != 4:
         raise RuntimeError(f"conv2d: expected a 3-D or 4-D input and a 4-D weight, got {tuple(input.shape)} "
                            f"and {tuple(weight.shape)}")
@@ -299,8 +368,17 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups):
             raise RuntimeError(_bias_size_message(weight, bias))
         return conv_mm.SlowConv2d.apply(input, weight, bias, stride=stride, padding=symmetric, dilation=dilation,
                                         groups=groups)
-    out = Conv2d.apply(input, weight, stride=stride, padding=symmetric, dilation=dilation, groups=groups)
-    return _add_bias(out, bias, input, weight, stride, dilation, groups)
+    plain = all(s == 1 for s in stride) and not any(symmetric)
+    kernel = _onednn_forward_kernel(input, weight, groups, plain, math.prod(sizes)) if onednn_float32 and _uses_onednn(
+        input, weight, stride, dilation, groups) else None
+    order, bias_first = kernel if kernel is not None else (None, False)
+    ordered = {} if order is None else {"onednn_order": order}  # (meta tensors' shape rule takes the geometry only)
+    out = Conv2d.apply(input, weight, stride=stride, padding=symmetric, dilation=dilation, groups=groups, **ordered)
+    out = _add_bias(out, bias, input, weight, stride, dilation, groups)
+    if bias_first and bias is not None:  # (the composed graph differentiates; the values are the kernel's)
+        values = _bias_first_values(input, weight, bias, stride, symmetric, dilation, groups, order)
+        out = KernelValues.apply(out, values=values)
+    return out
 
 
 def _add_bias(out, bias, input, weight, stride, dilation, groups, transposed=False):
