@@ -16,24 +16,24 @@ float64); the fixes are pinned in tests/test_nn_users_r29.py. Left, and why:
   convolutions' forward kernels' orders are modelled where measured (ops/conv.py's ``_onednn_forward_kernel``: torch's
   bits), their backward kernels' (data and weights; jit:avx2 and per-thread reductions) and transposed convolutions'
   are not: within 1.1e-6 of torch's largest magnitude, and the LSTM within 4e-7. The others (float64, one small
-  image) are torch's bits: ops/conv_mm.py. An LSTM's gates are oneDNN's
-  own logistic and tanh (its jit eltwise approximations, not correctly rounded: round 30 measured 142 of 384 cell
-  states of one step apart from correctly rounded float32 activations of the same gates, whatever the order of the
-  gate sums), so float32 and bfloat16 LSTMs stay a step off in many elements. bfloat16 convolutions (oneDNN too):
+  image) are torch's bits: ops/conv_mm.py. An LSTM's gates are oneDNN's own logistic and tanh (its jit eltwise
+  approximations, not correctly rounded: round 30 measured 142 of 384 cell states of one step apart from correctly
+  rounded float32 activations of the same gates, whatever the order of the gate sums), so float32 and bfloat16
+  LSTMs stay a step off in many elements. bfloat16 convolutions (oneDNN too):
   one weight-gradient element a step off (groups, depthwise) and one input-gradient element (mnist).
-* bfloat16 RNNCell weight gradients: -0.0 where torch has 0.0.
 * one element of float64 cross_entropy 4-D / weighted label smoothing and of bce_with_logits; fused Adam's C++ tail
   (numel % 16 elements, float32) and one bfloat16 Adam(weight_decay) element; torch refuses LocalResponseNorm in
   bfloat16, minilora computes it.
 
-Round 30 (tests/test_nn_users2_r30.py): 87 forms differing -> 60, 51 of them oneDNN's convolutions and LSTMs. It
+Round 30 (tests/test_nn_users2_r30.py): 87 forms differing -> 58, 50 of them oneDNN's convolutions and LSTMs. It
 fixed the attention inference kernel with a mask (torch's ``_masked_softmax``, a scalar loop; TransformerEncoderLayer's
 fused path reading float masks as bools; TransformerEncoder's nested sequences; the kernel's own projection of the
 batch-first input, its bias added after the product); F.linear of a non-contiguous batch (matmul then the bias, not
 addmm: the 16-bit product rounded first) and matmul's fold-or-bmm choice by the weight's requires_grad (RNN/GRU
 batch_first, unbatched, bidirectional in bfloat16); float64 GRU (its gates squashed on strided chunks: the sigmoid's
-scalar loop); float64 BatchNorm1d of [N, C] (the channels-last kernel's double sums); float32 convolutions' forward
-outputs in oneDNN's kernels' orders (the forms still differ in their gradients).
+scalar loop); float64 BatchNorm1d of [N, C] (the channels-last kernel's double sums); bfloat16 RNNCell/LSTMCell weight
+gradients of a zero state (+0: oneDNN's sums start there); float32 convolutions' forward outputs in oneDNN's
+kernels' orders (those forms still differ in their gradients).
 """
 import sys
 import traceback
