@@ -262,10 +262,8 @@ def peft_layout(model_config, peft_config, adapter_name="default", dtype="float3
             out += [ParamSpec(f"{prefix}.base_layer.{p}", s, p == "bias" and bias_trains) for p, s in m.params]
             out += [ParamSpec(f"{prefix}.{p}", s, train, adapter=True)
                     for p, s in _adapter_params(m, config, adapter_name)]
-            if config.peft_type == "ADALORA":  # the initial rank, a [1] (never saved); trains as PEFT's on a
-                # base that is not float32 (lora.adalora._ranknum_trains)
-                ranknum_trains = train and _dtype_name(dtype) != "float32"
-                out.append(ParamSpec(f"{prefix}.ranknum.{adapter_name}", (1,), ranknum_trains))
+            if config.peft_type == "ADALORA":  # the initial rank, a [1] (never saved), frozen (PEFT 0.22)
+                out.append(ParamSpec(f"{prefix}.ranknum.{adapter_name}", (1,), False))
         else:
             out += [ParamSpec(f"{prefix}.{p}", s, train and config.bias == "all" and p == "bias")
                     for p, s in m.params]

@@ -20,6 +20,7 @@ from minilora.testing import assert_close  # noqa: E402
 
 from test_llama import float64_causal_loss, hf  # noqa: E402,F401
 from test_lora_interop import IDS, LABELS, base_pair, our_logits, peft_logits  # noqa: E402
+from peft_versions import freeze_ranknum_as_022  # noqa: E402
 
 OPTIONS = dict(task_type="CAUSAL_LM", init_r=4, target_r=2, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
                total_step=8, tinit=1, tfinal=2, deltaT=1, beta1=0.8, beta2=0.7, orth_reg_weight=0.3)
@@ -30,14 +31,15 @@ def adalora_pair(transformers, **changes):
     options = dict(OPTIONS, init_lora_weights=False, **changes)
     reference, model = base_pair(transformers)
     theirs = peft.get_peft_model(reference, peft.AdaLoraConfig(**options))
+    freeze_ranknum_as_022(theirs)
     ours = get_peft_model(model, AdaLoraConfig(**options))
     ours.load_state_dict(theirs.state_dict())
     return theirs, ours
 
 
 def trainable_in_peft(model):
-    """PEFT creates ranknum frozen, but moving it to a float64 base re-wraps it as a trainable Parameter
-    (a dtype accident, which minilora mirrors: see adalora._ranknum_trains and tests/test_adalora_r4.py)."""
+    """PEFT's trainable parameters: the factors, ranknum frozen (PEFT 0.22; a 0.21 oracle goes through
+    peft_versions.freeze_ranknum_as_022 first)."""
     return {n for n, p in model.named_parameters() if p.requires_grad}
 
 
@@ -65,6 +67,7 @@ def test_bad_configs_get_peft_errors(bad, message):
 def test_parameters_and_init_as_peft(hf):
     reference, model = base_pair(hf)
     theirs = peft.get_peft_model(reference, peft.AdaLoraConfig(**OPTIONS))
+    freeze_ranknum_as_022(theirs)
     ours = get_peft_model(model, AdaLoraConfig(**OPTIONS))
     ref = {n: tuple(p.shape) for n, p in theirs.named_parameters()}
     got = {n: tuple(p.shape) for n, p in ours.named_parameters()}
@@ -113,9 +116,8 @@ def run_allocation(theirs, ours, monkeypatch):
     same SGD here), update_and_allocate(step) (which masks the updated E), zero_grad; after every step each
     trainable parameter (masked E included) must agree."""
     ref_params = dict(theirs.named_parameters())
-    # the factors only: a trained ranknum is not saved (PEFT's files reload it as init_r), so the file test
-    # below could not reload the trained logits
-    trainable = [(name, p) for name, p in ours.named_parameters() if p.requires_grad and ".ranknum." not in name]
+    trainable = [(name, p) for name, p in ours.named_parameters() if p.requires_grad]
+    assert not any(".ranknum." in name for name, _ in trainable)  # frozen, as PEFT 0.22's
     for step in range(OPTIONS["total_step"]):
         logits = theirs(input_ids=torch.as_tensor(IDS)).logits  # PEFT's loss, in float64 throughout
         (float64_causal_loss(logits, LABELS) + peft_regulariser(theirs, monkeypatch)).backward()
@@ -195,5 +197,6 @@ def test_allocated_adapter_files_equal_peft_and_load_both_ways(hf, tmp_path, mon
     loaded_by_us = PeftModel.from_pretrained(model, tmp_path / "peft")
     assert_close(our_logits(loaded_by_us), want, rtol=1e-9, atol=1e-9)
     assert not any(p.requires_grad for n, p in loaded_by_us.named_parameters() if "lora_" in n)  # for inference
-    # (PEFT's resize to the rank_pattern re-creates ranknum, trainable on a float64 base: the same here)
+    # (PEFT 0.21's resize to the rank_pattern re-created ranknum trainable on a float64 base; 0.22 keeps it frozen)
+    freeze_ranknum_as_022(loaded_by_peft)
     assert trainable_in_peft(loaded_by_us) == trainable_in_peft(loaded_by_peft)

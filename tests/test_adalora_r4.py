@@ -1,4 +1,4 @@
-"""AdaLoRA trained as PEFT's docs write it, side by side with PEFT 0.21 on a tiny float64 Llama:
+"""AdaLoRA trained as PEFT's docs write it, side by side with PEFT 0.22 on a tiny float64 Llama:
 
     config = AdaLoraConfig(init_r=..., target_r=..., tinit=..., tfinal=..., deltaT=..., beta1=..., beta2=...,
                            orth_reg_weight=..., total_step=..., target_modules=[...], lora_alpha=..., lora_dropout=0.0)
@@ -13,7 +13,8 @@
 
 Compared after every step: the loss, every lora_A / lora_E / lora_B / ranknum value, which triplets are
 masked and the rank_pattern; then the saved files, loading them back into PEFT, merge_and_unload, and
-PEFT's errors. Skipped when torch / transformers / peft are not installed."""
+PEFT's errors. Against PEFT 0.21 the oracle is 0.21 with 0.22's ranknum fix (peft_versions.freeze_ranknum_as_022).
+Skipped when torch / transformers / peft are not installed."""
 import json
 
 import numpy as np
@@ -33,6 +34,7 @@ from minilora.testing import assert_close  # noqa: E402
 from test_cli import FAST, run_cli, tiny_model_dir  # noqa: E402,F401  (a fixture)
 from test_llama import hf  # noqa: E402,F401  (transformers computing in float64)
 from test_lora_interop import CONFIG, base_pair  # noqa: E402
+from peft_versions import PEFT_022, freeze_ranknum_as_022  # noqa: E402
 
 OPTIONS = dict(init_r=4, target_r=2, tinit=1, tfinal=2, deltaT=2, beta1=0.85, beta2=0.85, orth_reg_weight=0.5,
                total_step=9, target_modules=["q_proj", "v_proj", "down_proj"], lora_alpha=8, lora_dropout=0.0,
@@ -62,6 +64,7 @@ def adalora_pair(transformers, **changes):
     reference, model = base_pair(transformers)
     options = dict(OPTIONS, **changes)
     theirs = peft.get_peft_model(reference, peft.AdaLoraConfig(**options))
+    freeze_ranknum_as_022(theirs)
     ours = get_peft_model(model, AdaLoraConfig(**options))
     ours.load_state_dict(theirs.state_dict())
     return theirs, ours
@@ -113,15 +116,16 @@ def test_trainable_parameters_are_peft_s(hf64):
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("autocast", [True, False])
-def test_ranknum_trains_on_the_bases_where_peft_s_does(dtype, autocast):
-    """PEFT's ranknum is re-wrapped as a trainable Parameter when moved to a non-float32 base (see
-    adalora._ranknum_trains): the same trainable set, the same adapter dtypes, either autocast."""
+def test_ranknum_is_frozen_on_every_base_as_peft_s(dtype, autocast):
+    """PEFT 0.22's ranknum stays frozen on every base (0.21 re-wrapped it as a trainable Parameter when it moved
+    to a non-float32 base's dtype): the same trainable set, the same adapter dtypes, either autocast."""
     from test_llama import hf_model
     import transformers
     reference = hf_model(transformers, CONFIG, dtype=dtype)
     model = ml.models.LlamaForCausalLM(CONFIG, dtype=getattr(ml, dtype))
     model.load_state_dict(reference.state_dict())
     theirs = peft.get_peft_model(reference, peft.AdaLoraConfig(**OPTIONS), autocast_adapter_dtype=autocast)
+    assert bool(freeze_ranknum_as_022(theirs)) == (not PEFT_022 and dtype != "float32")
     ours = get_peft_model(model, AdaLoraConfig(**OPTIONS), autocast_adapter_dtype=autocast)
     want = {n: (p.requires_grad, str(p.dtype).replace("torch.", "")) for n, p in theirs.named_parameters()
             if "lora_" in n or "ranknum" in n}
@@ -173,6 +177,7 @@ def test_saved_files_equal_peft_and_load_back_both_ways(hf64, tmp_path):
     # a saved AdaLoRA adapter has no ranknum (PEFT: "deterministic"), so a reload is init_r's scale on both sides
     reference, model = base_pair(hf64)
     from_ours = peft.PeftModel.from_pretrained(reference, tmp_path / "ours")
+    freeze_ranknum_as_022(from_ours)
     from_peft = PeftModel.from_pretrained(model, tmp_path / "peft")
     assert_close(logits(from_peft, ml), logits(from_ours, torch), rtol=1e-9, atol=1e-9)
     assert {n: tuple(p.shape) for n, p in from_peft.named_parameters()} == \
@@ -187,8 +192,9 @@ def test_training_on_from_a_saved_adapter_equals_peft(hf64, tmp_path):
     theirs, _ = trained_pair(hf64)
     theirs.save_pretrained(tmp_path)
     reference, model = base_pair(hf64)
-    train_both(peft.PeftModel.from_pretrained(reference, tmp_path, is_trainable=True),
-               PeftModel.from_pretrained(model, tmp_path, is_trainable=True))
+    from_file = peft.PeftModel.from_pretrained(reference, tmp_path, is_trainable=True)
+    freeze_ranknum_as_022(from_file)
+    train_both(from_file, PeftModel.from_pretrained(model, tmp_path, is_trainable=True))
 
 
 def test_merge_and_unload_after_training_equals_peft(hf64):
@@ -245,6 +251,7 @@ def test_update_and_allocate_errors_as_peft(hf64, tmp_path):
         with pytest.raises(ValueError, match="only 1 trainable adapter"):
             model.add_adapter("second", config(**OPTIONS))
         model.add_adapter("frozen", config(inference_mode=True, **OPTIONS))
+    freeze_ranknum_as_022(theirs)
     assert {n for n, p in ours.named_parameters() if p.requires_grad} == \
         {n for n, p in theirs.named_parameters() if p.requires_grad}
     # an adapter loaded for inference has no allocator: the same AttributeError
@@ -276,14 +283,15 @@ def test_cli_refuses_target_r_at_or_above_init_r_before_training(tiny_model_dir,
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float64"])
-def test_memory_estimate_counts_ranknum_where_peft_trains_it(dtype):
-    """`minilora memory` / memory.estimate promise PEFT's get_nb_trainable_parameters(): on a 16-bit or
-    float64 base that includes one ranknum per adapted layer."""
+def test_memory_estimate_counts_trainable_parameters_as_peft(dtype):
+    """`minilora memory` / memory.estimate promise PEFT's get_nb_trainable_parameters(): the factors, no ranknum
+    on any base (PEFT 0.22; 0.21 counted one per adapted layer on a 16-bit or float64 base)."""
     from minilora import memory
     import transformers
     from test_llama import hf_model
     config = AdaLoraConfig(**OPTIONS)
     theirs = peft.get_peft_model(hf_model(transformers, CONFIG, dtype=dtype), peft.AdaLoraConfig(**OPTIONS))
+    freeze_ranknum_as_022(theirs)
     assert memory.estimate(CONFIG, config, dtype=dtype).trainable_params == theirs.get_nb_trainable_parameters()[0]
     ours = get_peft_model(ml.models.LlamaForCausalLM(CONFIG, dtype=getattr(ml, dtype)), config)
     layout = {p.name: (tuple(p.shape), p.trainable) for p in memory.peft_layout(CONFIG, config, dtype=dtype)}

@@ -91,17 +91,6 @@ class AdaLoraConfig(LoraConfig):
                              f"(all N(0, 1)), got {self.init_lora_weights!r}")
 
 
-def _ranknum_trains(base_dtype):
-    """Whether PEFT 0.21's ``ranknum`` is a trainable Parameter on a base of this dtype.
-
-    PEFT creates ranknum frozen, in float32, then moves the adapter to its base layer's dtype; a move
-    that changes the dtype stores a new Parameter in the ParameterDict, and a new Parameter trains. So on
-    a float64, float16 or bfloat16 base (autocast or not) ``optimizer(model.parameters())`` updates
-    ranknum, i.e. the scale ``alpha / ranknum`` (AdamW's weight decay shrinks it even with no gradient).
-    Odd, but it is what PEFT's users get, so minilora's ranknum trains on the same bases."""
-    return base_dtype != dtypes.float32
-
-
 # ==================================================================================================
 # The SVD-form layer
 # ==================================================================================================
@@ -143,7 +132,9 @@ class SVDLinear(BaseTunerLayer):
             init.normal_(factors["B"], 0.0, 0.02)
         for table, key in ((self.lora_A, "A"), (self.lora_E, "E"), (self.lora_B, "B")):
             table[adapter_name] = Parameter(factors[key]._array, dtype=W0.dtype, device=W0.device)
-        self.ranknum[adapter_name] = Parameter(np.full(1, float(r)), requires_grad=_ranknum_trains(W0.dtype),
+        # frozen on every base, as PEFT 0.22 (0.21's move to a float64 / 16-bit base's dtype registered a new
+        # Parameter, which trained: AdamW's weight decay then shrank the scale alpha / ranknum)
+        self.ranknum[adapter_name] = Parameter(np.full(1, float(r)), requires_grad=False,
                                                dtype=W0.dtype, device=W0.device)
         self.set_adapter(self.active_adapters)
 
@@ -151,7 +142,7 @@ class SVDLinear(BaseTunerLayer):
         """``value * alpha / (ranknum + 1e-5)`` (a Tensor or an array), op by op as PEFT: ranknum is the
         initial rank (it stays so while E is masked), a [1] in the adapter's dtype, so in 16 bits
         ``ranknum + 1e-5`` is the rank itself, and in float32 the division rounds after the product."""
-        ranknum = self.ranknum[adapter_name]  # a Tensor keeps it in the graph: it trains where PEFT's does
+        ranknum = self.ranknum[adapter_name]  # a Tensor keeps it in the graph (its grad_fn, as PEFT's)
         ranknum = ranknum._array if not isinstance(value, Tensor) else ranknum
         return value * self.scaling[adapter_name] / (ranknum + _RANKNUM_EPS)
 
@@ -303,10 +294,8 @@ class AdaLoraModel(LoraModel):
             raise ValueError("AdaLoraModel supports only 1 trainable adapter. When using multiple adapters, set "
                              "inference_mode to True for all adapters except the one you want to train.")
         if self.peft_config[adapter_name].inference_mode:
-            for module in self.tuner_layers():  # PEFT's _freeze_adapter: everything of it, ranknum too
+            for module in self.tuner_layers():  # PEFT's _freeze_adapter
                 module.set_adapter(adapter_name, inference_mode=True)
-                if adapter_name in module.ranknum:
-                    module.ranknum[adapter_name].requires_grad = False
         else:
             self.trainable_adapter_name = adapter_name
             self.rankallocator = RankAllocator(self.model, self.peft_config[adapter_name], adapter_name)
@@ -330,14 +319,6 @@ class AdaLoraModel(LoraModel):
 
     def _update_layer(self, layer, adapter_name, config, key):
         layer.update_layer(adapter_name, config, *self._rank_and_alpha(config, key))
-
-    def _freeze_all_but_adapters(self, config):
-        """LoraModel's freeze by name would catch ``ranknum``; PEFT leaves every entry of a tuner layer's
-        adapter tables as created (see ``_ranknum_trains``), so ranknum keeps its own flag."""
-        ranknums = [(p, p.requires_grad) for layer in self.tuner_layers() for p in layer.ranknum.values()]
-        super()._freeze_all_but_adapters(config)
-        for p, trains in ranknums:
-            p.requires_grad = trains
 
     # --- the loss: PEFT adds the orthogonal regulariser in AdaLoraModel.forward ----------------------
     def orthogonal_regularizer(self):
