@@ -27,6 +27,7 @@ safetensors_numpy = pytest.importorskip("safetensors.numpy")
 import minilora as ml  # noqa: E402
 import minilora.lora as ml_peft  # noqa: E402
 from minilora import models  # noqa: E402
+from peft_versions import as_of_peft, classifier_modules_to_save  # noqa: E402
 
 SHAPE = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=64)
@@ -248,9 +249,11 @@ def test_classification_task_types_side_by_side(tmp_path, capsys, task, class_na
     ml.manual_seed(1)
     ours = ml_peft.get_peft_model(both(class_name, pad_token_id=0, num_labels=3)[1], ours_config)
     assert type(ours).__name__ == type(theirs).__name__ == f"PeftModelFor{class_name[len('LlamaFor'):]}"
-    # PEFT extends the user's config object with its classifier names (duplicates and all)
-    assert ours_config.modules_to_save == theirs_config.modules_to_save
-    assert ours.modules_to_save == theirs.modules_to_save == {"classifier", "score"}
+    # PEFT adds its classifier names to the user's config object (see peft_versions.classifier_modules_to_save)
+    assert theirs_config.modules_to_save == classifier_modules_to_save(config().get("modules_to_save"))
+    assert ours_config.modules_to_save == classifier_modules_to_save(config().get("modules_to_save"), since_022=True)
+    assert ours.modules_to_save == {"classifier", "score", "pre_classifier"}
+    assert theirs.modules_to_save == as_of_peft({"classifier", "score"}, ours.modules_to_save)
     theirs.print_trainable_parameters()
     ours.print_trainable_parameters()
     printed = capsys.readouterr().out.splitlines()
@@ -261,8 +264,9 @@ def test_classification_task_types_side_by_side(tmp_path, capsys, task, class_na
     assert_same_state(theirs, ours)
     train_both(theirs, ours, labels)
     theirs_file, ours_file = saved(tmp_path, theirs, ours)
-    for key in ("target_modules", "modules_to_save"):
-        assert sorted(ours_file[key]) == sorted(theirs_file[key]), key  # (PEFT writes its sets in any order)
+    assert sorted(ours_file["target_modules"]) == sorted(theirs_file["target_modules"])  # (PEFT writes a set)
+    assert ours_file["modules_to_save"] == ours_config.modules_to_save
+    assert theirs_file["modules_to_save"] == theirs_config.modules_to_save  # (each the config's list, above)
     assert "score" not in ours_file["target_modules"]
     merged_t, merged_m = theirs.merge_and_unload().eval(), ours.merge_and_unload().eval()
     assert type(merged_m).__name__ == type(merged_t).__name__ == class_name
@@ -315,13 +319,14 @@ def test_token_cls_with_gradient_checkpointing_as_peft():
     assert ml.rand(2).tolist() == torch.rand(2).tolist()
 
 
-def test_seq_cls_extends_the_callers_modules_to_save_list_as_peft():
+def test_seq_cls_leaves_the_callers_modules_to_save_list_as_peft():
     names = [["score"], ["score"]]
     peft.get_peft_model(both("LlamaForSequenceClassification", pad_token_id=0)[0],
                         peft.LoraConfig(task_type="SEQ_CLS", r=2, modules_to_save=names[0]))
     ml_peft.get_peft_model(both("LlamaForSequenceClassification", pad_token_id=0)[1],
                            ml_peft.LoraConfig(task_type="SEQ_CLS", r=2, modules_to_save=names[1]))
-    assert names[1] == names[0] == ["score", "classifier", "score"]
+    assert names[0] == as_of_peft(["score", "classifier", "score"], ["score"])  # 0.21 extended it in place
+    assert names[1] == ["score"]  # PEFT 0.22: the caller's list is left as it was (the config holds a new one)
 
 
 def test_seq_cls_second_adapter_gets_its_own_head_as_peft():
@@ -332,7 +337,8 @@ def test_seq_cls_second_adapter_gets_its_own_head_as_peft():
     theirs.add_adapter("b", configs[0])
     ml.manual_seed(2)
     ours.add_adapter("b", configs[1])
-    assert configs[1].modules_to_save == configs[0].modules_to_save == ["classifier", "score"]
+    assert configs[1].modules_to_save == classifier_modules_to_save(None, since_022=True)
+    assert configs[0].modules_to_save == classifier_modules_to_save(None)
     theirs.set_adapter("b")
     ours.set_adapter("b")
     assert trainable(ours) == trainable(theirs)

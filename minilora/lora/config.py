@@ -2,7 +2,7 @@
 
 A config is checked when it is built (a wrong rank or dropout fails here, not deep inside training),
 and ``to_dict()`` gives exactly the keys PEFT writes to ``adapter_config.json``, so adapters move
-between minilora and PEFT. The fields are PEFT 0.21's, in PEFT's order. Fields PEFT has but minilora
+between minilora and PEFT. The fields are PEFT 0.22's, in PEFT's order. Fields PEFT has but minilora
 does not implement (Megatron, QALoRA, LoftQ, ...) are accepted at PEFT's default value and
 written with it; any other value is refused by name, by the constructor and ``from_dict`` alike,
 rather than silently computing something else.
@@ -23,6 +23,22 @@ __all__ = ["LoraConfig", "LoraRuntimeConfig", "EvaConfig", "CordaConfig", "LoraG
 
 CONFIG_NAME = "adapter_config.json"
 
+# The PEFT release whose behaviour and files minilora mirrors (setup.py's [interop] pin)
+MIRRORED_PEFT_VERSION = "0.22.0"
+
+
+def minilora_peft_version():
+    """The ``peft_version`` minilora writes: the PEFT release it mirrors, with minilora's own version as a PEP 440
+    local label ("0.22.0+minilora.0.1.0"). PEFT 0.22 parses the field (an MHA adapter saved before 0.22 gets its
+    out_proj update doubled), and the older "minilora-0.1.0" made its loader raise InvalidVersion."""
+    from .. import __version__
+    return f"{MIRRORED_PEFT_VERSION}+minilora.{__version__}"
+
+
+def written_by_minilora(config):
+    """Whether a config's file was written by minilora (either form of its ``peft_version``)."""
+    return "minilora" in str(config.peft_version)
+
 
 class TaskType(str, enum.Enum):
     """PEFT's task types. A ``str`` enum, so ``TaskType.CAUSAL_LM == "CAUSAL_LM"`` and either may be passed."""
@@ -35,14 +51,14 @@ class TaskType(str, enum.Enum):
     FEATURE_EXTRACTION = "FEATURE_EXTRACTION"
 
 
-# PEFT 0.21's adapter methods, in its order. minilora implements LORA, ADALORA, VERA and TRAINABLE_TOKENS
+# PEFT 0.22's adapter methods, in its order. minilora implements LORA, ADALORA, VERA and TRAINABLE_TOKENS
 # (PEFT_TYPE_TO_CONFIG); the others are named so that code written against PEFT's enum runs, and a
 # config of theirs is refused by name where it is read (config_from_dict, get_peft_config).
 _PEFT_TYPES = ("PROMPT_TUNING", "MULTITASK_PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING", "LORA", "ADALORA", "ADAMSS",
                "BOFT", "ADAPTION_PROMPT", "IA3", "BEFT", "LILY", "LOHA", "LOKR", "OFT", "POLY", "LN_TUNING", "VERA",
                "FROD", "PVERA", "FOURIERFT", "GLORA", "XLORA", "HRA", "VBLORA", "UNILORA", "CPT", "MISS", "RANDLORA",
                "ROAD", "TRAINABLE_TOKENS", "HIRA", "SHIRA", "C3A", "WAVEFT", "OSF", "DELORA", "GRALORA", "CARTRIDGE",
-               "TINYLORA", "PSOFT", "PEANUT", "SHADOW", "SUPERTUNING", "DEFT")
+               "TINYLORA", "PSOFT", "PEANUT", "SHADOW", "SUPERTUNING", "DEFT", "PACA")
 PeftType = enum.Enum("PeftType", [(name, name) for name in _PEFT_TYPES], type=str, module=__name__)
 PeftType.__doc__ = """PEFT's adapter types: a ``str`` enum, so ``config.peft_type == "LORA"`` and it is written to
 adapter_config.json as ``"LORA"`` (``PeftType.LORA`` is what ``LoraConfig().peft_type`` holds, as in PEFT)."""
@@ -158,8 +174,7 @@ class _AdapterConfig:
         if not isinstance(self.inference_mode, bool):
             raise TypeError(f"inference_mode must be True or False, got {self.inference_mode!r}")
         if self.peft_version is None:
-            from .. import __version__
-            self.peft_version = f"minilora-{__version__}"
+            self.peft_version = minilora_peft_version()
 
     def _check_method_fields(self):
         _check_rank("r (the rank of the update)", self.r)
@@ -396,7 +411,8 @@ class LoraConfig(_AdapterConfig):
       ``eva_config`` an ``EvaConfig``), ``"corda"`` (``preprocess_corda(model, config, run_model)`` first; the
       adapter takes singular directions of W times its inputs' covariance, the base the rest: ``lora/corda.py``),
       ``"lora_ga"`` (``preprocess_loraga(model, config, train_step)`` first: singular vectors of each weight's
-      gradient, ``lora/loraga.py``), ``"mica"`` (B = W's minor left singular vectors, frozen; A = 0).
+      gradient, ``lora/loraga.py``), ``"mica"`` (B = W's minor left singular vectors, frozen; A = 0), ``"nora"``
+      (PEFT 0.22's NoRA: A drawn as for ``True``, then each column scaled to unit L2 norm; B = 0; Linear layers).
     * ``use_rslora``: scale ``lora_alpha / sqrt(r)`` instead of ``lora_alpha / r`` (rank-stabilised).
     * ``use_dora``: weight-decomposed LoRA, a trainable magnitude per output row.
     * ``rank_pattern`` / ``alpha_pattern``: per-module overrides, keys matched like target names.
@@ -438,6 +454,7 @@ class LoraConfig(_AdapterConfig):
     loftq_config: dict = field(default_factory=dict)
     eva_config: object = None
     corda_config: object = None
+    astra_config: object = None  # (PEFT 0.22)
     lora_ga_config: object = None
     use_dora: bool = False
     velora_config: object = None
@@ -461,6 +478,7 @@ class LoraConfig(_AdapterConfig):
         "monteclora_config": None,
         "use_bdlora": None,
         "arrow_config": None, "kasa_config": None,
+        "astra_config": None,  # PEFT 0.22's Astra (init_lora_weights="astra" is refused by name below)
     }  # (ensure_weight_tying: accepted where it ties nothing, refused by name where it would: lora/model.py)
     _not_saved = ("runtime_config",)  # PEFT's LoraConfig.to_dict drops it too
 
@@ -483,12 +501,17 @@ class LoraConfig(_AdapterConfig):
             raise ValueError("init_lora_weights='loftq' is not implemented in minilora: PEFT's LoftQ quantizes the "
                              "base weights with bitsandbytes (NF4 / int8, on a CUDA device; without bitsandbytes PEFT "
                              "raises too) and minilora has no quantized layers")
+        if self.init_lora_weights == "astra":
+            raise ValueError("init_lora_weights='astra' (PEFT 0.22's Astra) is not implemented in minilora: it needs "
+                             "peft.preprocess_astra's eigendecomposition of each layer's output activations over a "
+                             "calibration set before get_peft_model; use 'corda' (preprocess_corda), the nearest "
+                             "data-driven init minilora has")
         if not (self.init_lora_weights is True or self.init_lora_weights is False
-                or self.init_lora_weights in ("pissa", "orthogonal", "eva", "corda", "lora_ga")
+                or self.init_lora_weights in ("pissa", "orthogonal", "eva", "corda", "lora_ga", "nora")
                 or str(self.init_lora_weights).lower() in ("gaussian", "olora", "mica")  # PEFT's .lower() for these
                 or re.fullmatch(r"pissa_niter_\d+", str(self.init_lora_weights))):
             raise ValueError(f"init_lora_weights must be True, False, 'gaussian', 'pissa', 'pissa_niter_[K]', "
-                             f"'olora', 'orthogonal', 'eva', 'corda', 'lora_ga' or 'mica', got "
+                             f"'olora', 'orthogonal', 'eva', 'corda', 'lora_ga', 'mica' or 'nora', got "
                              f"{self.init_lora_weights!r}")
         for name in ("rank_pattern", "alpha_pattern"):
             if getattr(self, name) is None:  # PEFT takes null as "no overrides"

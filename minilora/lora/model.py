@@ -1300,10 +1300,10 @@ class PeftModel(_Wrapper):
     def set_adapter(self, adapter_name, inference_mode=False):
         """Make ``adapter_name`` the active adapter and, as PEFT does, trainable (``requires_grad``) --
         also one loaded for inference -- unless ``inference_mode=True`` keeps it frozen."""
-        if isinstance(adapter_name, (list, set)):  # PEFT's TypeError (its `name not in peft_config` check)
-            raise TypeError(f"unhashable type: {type(adapter_name).__name__!r}: PeftModel.set_adapter takes one "
-                            "adapter name, as PEFT's; for several active together call "
-                            "model.base_model.set_adapter([...]) (or use a PeftMixedModel)")
+        if not isinstance(adapter_name, str):  # PEFT 0.22's TypeError and words
+            raise TypeError("PeftModel.set_adapter only supports a single adapter name as a string. To activate "
+                            "multiple adapters, use model.base_model.set_adapter(adapter_names) if the PEFT method "
+                            "supports it.")
         self.base_model.set_adapter(adapter_name, inference_mode=inference_mode)
 
     def get_layer_status(self):
@@ -1551,17 +1551,18 @@ class PeftModelForFeatureExtraction(PeftModel):
 
 # PEFT's names for a task head: with SEQ_CLS / TOKEN_CLS they join every adapter's modules_to_save, so the
 # freshly initialised head trains (and is saved) with the adapter. A name the model lacks is skipped, as PEFT.
-CLASSIFIER_MODULE_NAMES = ("classifier", "score")
+# (PEFT 0.22 added "pre_classifier": DistilBERT-style heads draw it afresh too, so it must train and be saved.)
+CLASSIFIER_MODULE_NAMES = ("classifier", "score", "pre_classifier")
 
 
 def _add_classifier_to_save(peft_config):
-    """PEFT's: the config's modules_to_save extended in place with the classifier names (the user's config
-    object, as PEFT changes it), before injection so LoRA never targets the head itself."""
+    """PEFT 0.22's: the classifier names added to the config's modules_to_save, each once, in a NEW list.
+
+    The config is the caller's object; extending its list in place (PEFT 0.21) grew it on every reuse (a
+    config shared by cross-validation folds, a second adapter) and changed the caller's own list."""
     if hasattr(peft_config, "modules_to_save"):
-        if peft_config.modules_to_save is None:
-            peft_config.modules_to_save = list(CLASSIFIER_MODULE_NAMES)
-        else:
-            peft_config.modules_to_save.extend(CLASSIFIER_MODULE_NAMES)
+        existing = list(peft_config.modules_to_save or ())
+        peft_config.modules_to_save = existing + [name for name in CLASSIFIER_MODULE_NAMES if name not in existing]
 
 
 class _PeftModelForClassification(PeftModelForCausalLM):

@@ -26,7 +26,7 @@ from ..nn.llama import LlamaForCausalLM
 from ..nn.module import IncompatibleKeys
 from ..size import Size
 from ..tensor import Tensor, tensor
-from .config import CONFIG_NAME
+from .config import CONFIG_NAME, written_by_minilora
 from .layers import BaseTunerLayer, ModulesToSaveWrapper, TrainableTokensWrapper
 
 __all__ = ["WEIGHTS_NAME", "get_peft_model_state_dict", "set_peft_model_state_dict", "save_adapters",
@@ -625,8 +625,7 @@ def load_adapter_weights(peft_model, directory, adapter_name, key_mapping=None, 
                          low_cpu_mem_usage=False):
     path = _weights_path(directory)
     config = peft_model.peft_config[adapter_name]
-    if config.peft_type == "VERA" and not config.save_projection and \
-            not str(config.peft_version).startswith("minilora"):
+    if config.peft_type == "VERA" and not config.save_projection and not written_by_minilora(config):
         raise NotImplementedError(
             f"{directory}: this VeRA adapter was saved without vera_A/vera_B (save_projection=False); "
             "PEFT rebuilds them with torch's random generator, which minilora does not reproduce. "
