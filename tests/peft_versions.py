@@ -52,3 +52,18 @@ def classifier_modules_to_save(given, since_022=PEFT_022):
     if since_022:
         return given + [name for name in ("classifier", "score", "pre_classifier") if name not in given]
     return given + ["classifier", "score"]
+
+
+# Warnings PEFT 0.22 reworded: (0.21's words, 0.22's words). minilora writes 0.22's
+WORDS_CHANGED_IN_022 = [
+    ("did not match any targeted module and were ignored", "did not match any targeted module or parameter and "
+                                                           "were ignored"),
+]
+
+
+def peft_words_as_022(message):
+    """A message of the installed PEFT in 0.22's words (unchanged on 0.22)."""
+    if not PEFT_022:
+        for old, new in WORDS_CHANGED_IN_022:
+            message = message.replace(old, new)
+    return message

@@ -28,6 +28,7 @@ from minilora import models  # noqa: E402
 from minilora.nn.module import StateDictError  # noqa: E402
 
 from test_peft_fields_r13 import BASE, LIBRARIES, llama  # noqa: E402
+from peft_versions import PEFT_022  # noqa: E402
 
 SHAPE = dict(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=64)
@@ -310,6 +311,11 @@ def test_an_adapter_named_inside_the_prefix_warns_as_peft(tmp_path, name):
         _, said_by["mixed add_adapter"] = said(lambda: mixed.add_adapter(name, lib_peft.LoraConfig(**BASE)))
         return {call: [w for w in words if PREFIX_WARNING in w] for call, words in said_by.items()}
     got = {lib_name: script(lib, lib_peft) for lib_name, (lib, lib_peft) in LIBRARIES.items()}
+    if not PEFT_022:  # 0.22's load_adapter warns about the missing keys it finds (0.21 only returned them):
+        # the name inside the prefix makes PEFT's filter catch the other adapter's keys, as its hint says
+        checked = [w for w in got["minilora"]["load_adapter"] if w.endswith("while loading the checkpoint.")]
+        assert len(checked) == 1 and "lora_A.first.weight" in checked[0]
+        got["minilora"]["load_adapter"].remove(checked[0])
     assert got["minilora"] == got["torch"]
     assert got["minilora"]["get_peft_model"] and not got["minilora"]["from_pretrained"]
 

@@ -21,7 +21,7 @@ from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
 from ..nn import init
 from ..ops.matmul import linear_node
-from ..tensor import Tensor, is_grad_enabled, name_node
+from ..tensor import Tensor, _host, is_grad_enabled, name_node
 from .inits import (_torch_randn, corda_init, init_name, is_weight_mutating_init, lora_ga_init, mica_init,
                     olora_init, orthogonal_init, pissa_init)
 
@@ -446,6 +446,19 @@ def _redraw_A(weight, init_lora_weights, r):
         init.normal_(weight, std=1.0 / r)
 
 
+def _nora_normalize_columns(weight):
+    """NoRA (PEFT 0.22's ``init_lora_weights="nora"``): A keeps its constructor's draw, each column (one input
+    feature's r entries) scaled to unit L2 norm, a norm below 1e-6 taken as 1e-6 (PEFT's clamp_min). In
+    A's own dtype, before the move to the base's dtype, as PEFT's ``nora_init``: torch's norm over dim 0 adds
+    the squares row after row in that dtype (seen: a float64 sum rounded once is 1 ulp off in 1 norm of 5)."""
+    A = _host(weight._array)
+    squares = np.zeros(A.shape[1], A.dtype)
+    for row in A:
+        squares += row * row
+    norms = np.maximum(np.sqrt(squares), A.dtype.type(1e-6))
+    weight.data = Tensor(A / norms, device=weight.device)
+
+
 def _to_base_dtype(modules, W0):
     """PEFT's ``_move_adapter_to_device_of_base_layer``: adapter modules built in the default dtype
     take a floating base weight's dtype."""
@@ -577,6 +590,8 @@ class Linear(BaseTunerLayer):
         # END SOLUTION
         if config.lora_bias and config.init_lora_weights is not False:
             init.zeros_(self.lora_B[adapter_name].bias)  # the bias starts at 0 too (PEFT's)
+        if config.init_lora_weights == "nora":
+            _nora_normalize_columns(self.lora_A[adapter_name].weight)
         _to_base_dtype((self.lora_A[adapter_name], self.lora_B[adapter_name]), W0)
         if config.init_lora_weights == "orthogonal":
             orthogonal_init(self, adapter_name)

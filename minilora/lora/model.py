@@ -131,8 +131,8 @@ def _warn_unmatched_patterns(config, targeted):
         unmatched = sorted(key for key in patterns
                            if not any(re.match(rf"(.*\.)?({key})$", name) for name in targeted))
         if unmatched:
-            warnings.warn(f"The following {attr} keys did not match any targeted module and were ignored: "
-                          f"{unmatched}.", RuntimeWarning)
+            warnings.warn(f"The following {attr} keys did not match any targeted module or parameter and were "
+                          f"ignored: {unmatched}.", RuntimeWarning)  # (PEFT 0.22's words)
 
 
 def _warn_nothing_excluded(config, names):
@@ -1365,15 +1365,16 @@ class PeftModel(_Wrapper):
     @classmethod
     def from_pretrained(cls, model, model_id, adapter_name="default", is_trainable=False, config=None,
                         autocast_adapter_dtype=True, ephemeral_gpu_offload=False, low_cpu_mem_usage=False,
-                        key_mapping=None, **kwargs):
+                        key_mapping=None, strict_adapter_check="warn", **kwargs):
         """Wrap ``model`` with the adapter saved in directory ``model_id`` (by minilora or PEFT).
 
         As PEFT: ``PeftModel.from_pretrained`` returns the class of the adapter's ``task_type``
         (``PeftModelForCausalLM`` for "CAUSAL_LM"); loaded for inference unless ``is_trainable``.
         ``subfolder`` and the Hub's keywords as in PEFT (see ``save.adapter_folder``); ``key_mapping`` as in
         ``load_peft_weights``; ``low_cpu_mem_usage``: the adapter is made on meta and its weights assigned (see
-        ``PeftModel``)."""
+        ``PeftModel``); ``strict_adapter_check`` as in ``load_adapter``."""
         _refuse_load_options(ephemeral_gpu_offload, "PeftModel.from_pretrained")
+        _check_strict_adapter_check(strict_adapter_check)
         _check_is_trainable(is_trainable)
         ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)  # PEFT's load_adapter keyword
         model_id = _io.adapter_folder(model_id, kwargs, "PeftModel.from_pretrained")
@@ -1386,8 +1387,9 @@ class PeftModel(_Wrapper):
             peft_model = model_cls(model, config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype,
                                    low_cpu_mem_usage=low_cpu_mem_usage)
             try:
-                _io.load_adapter_weights(peft_model, model_id, adapter_name, key_mapping, ignore_mismatched_sizes,
-                                         low_cpu_mem_usage)
+                result = _io.load_adapter_weights(peft_model, model_id, adapter_name, key_mapping,
+                                                  ignore_mismatched_sizes, low_cpu_mem_usage)
+                peft_model._report_adapter_keys(result, adapter_name, strict_adapter_check)
                 if low_cpu_mem_usage:  # (PEFT's load_adapter casts after loading: assigned weights took the base's
                     cast_adapter_dtype(peft_model.base_model, adapter_name, autocast_adapter_dtype)  # dtype)
             except Exception:  # an adapter that does not fit: give the caller's model back as it came
@@ -1401,14 +1403,17 @@ class PeftModel(_Wrapper):
 
     def load_adapter(self, model_id, adapter_name, is_trainable=False, torch_device=None,
                      autocast_adapter_dtype=True, ephemeral_gpu_offload=False, low_cpu_mem_usage=False,
-                     key_mapping=None, **kwargs):
+                     key_mapping=None, strict_adapter_check="warn", **kwargs):
         """Load another saved adapter under ``adapter_name`` (not activated: use ``set_adapter``; a name the
         model has already gets the folder's weights in place, its config kept, as PEFT's); with
         ``is_trainable=True`` its weights train already, as in PEFT (the active adapter's stay as they are),
         else the model is put in eval mode, as PEFT does. Returns PEFT's load result: ``(missing_keys,
-        unexpected_keys)`` of this adapter's own weights (a mismatch raised already, so both are empty)."""
+        unexpected_keys)`` of this adapter's own weights (a mismatch raised already, so both are empty but for
+        PEFT's filter by name, see ``_report_adapter_keys``), reported as ``strict_adapter_check`` says (PEFT
+        0.22): "warn", "error" (RuntimeError) or "ignore"."""
         _refuse("torch_device", torch_device, None, "load_adapter")
         _refuse_load_options(ephemeral_gpu_offload, "load_adapter")
+        _check_strict_adapter_check(strict_adapter_check)
         _check_is_trainable(is_trainable)
         ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)  # PEFT reads it from kwargs too
         model_id = _io.adapter_folder(model_id, kwargs, "load_adapter")
@@ -1423,8 +1428,23 @@ class PeftModel(_Wrapper):
             cast_adapter_dtype(self.base_model, adapter_name, autocast_adapter_dtype)
         if not is_trainable:
             self.eval()
-        prefix = self.base_model.prefix  # PEFT's filter: the keys of this adapter's own weights
-        return type(result)([k for k in result.missing_keys if prefix in k and adapter_name in k], [])
+        return self._report_adapter_keys(result, adapter_name, strict_adapter_check)
+
+    def _report_adapter_keys(self, result, adapter_name, strict_adapter_check):
+        """PEFT 0.22's check after loading: the missing keys that hold the method's prefix and the adapter's name
+        (PEFT's filter, by substring: a name inside the prefix, "a" in "lora_A", also catches the other
+        adapters' keys, and PEFT's hint says so) warned about, raised or ignored. Returns the filtered result."""
+        prefix = self.base_model.prefix
+        result = type(result)([k for k in result.missing_keys if prefix in k and adapter_name in k], [])
+        if strict_adapter_check == "ignore" or not result.missing_keys:
+            return result
+        problems = f"missing adapter keys: {result.missing_keys}"  # (unexpected keys raised when loading)
+        hint = (f"Adapter name '{adapter_name}' should not be contained in the prefix '{prefix}'. This could be the "
+                "potential reason for missing adapter keys. ") if adapter_name in prefix else ""
+        if strict_adapter_check == "error":
+            raise RuntimeError(f"{hint}Error(s) in loading adapter '{adapter_name}' state_dict: found {problems}.")
+        warnings.warn(f"{hint}Found {problems} while loading the checkpoint.")
+        return result
 
     def _load_new_adapter(self, model_id, adapter_name, is_trainable, autocast_adapter_dtype, key_mapping,
                           ignore_mismatched_sizes, low_cpu_mem_usage=False):
@@ -1664,6 +1684,11 @@ def _check_is_trainable(is_trainable):
     string) is true, and PEFT loads the adapter trainable without a word."""
     if not isinstance(is_trainable, bool):
         raise TypeError(f"is_trainable must be True or False, got {is_trainable!r}")
+
+
+def _check_strict_adapter_check(value):
+    if value not in ("warn", "error", "ignore"):  # PEFT 0.22's words
+        raise ValueError(f"strict_adapter_check must be one of 'warn', 'error' or 'ignore', got {value!r}.")
 
 
 def _refuse_load_options(ephemeral_gpu_offload, what):
