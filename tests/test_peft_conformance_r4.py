@@ -26,6 +26,7 @@ from minilora.models import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from test_llama import hf_model  # noqa: E402
 from test_peft_conformance_r3 import IDS, TINY, as_numpy  # noqa: E402  (the tiny random Llama and its token ids)
+from peft_versions import PEFT_022  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -272,16 +273,21 @@ def test_unload_keeps_what_merge_adapter_merged_as_peft():
     np.testing.assert_allclose(logits_of(unloaded[1]), adapted, rtol=1e-4, atol=1e-5)
 
 
-def test_unload_keeps_the_trained_modules_to_save_copy_as_peft():
+@pytest.mark.parametrize("method", ["unload", "merge_and_unload"])
+def test_unload_gives_the_original_module_and_merge_and_unload_the_trained_copy_as_peft(method):
+    """PEFT 0.22: unload() is the model as it came (the original module back), merge_and_unload() keeps the
+    trained copy; 0.21's unload() kept the trained copy too."""
     theirs, ours = adapted_pair(r=2, target_modules=["q_proj"], modules_to_save=["lm_head"])
-    for method in ("unload", "merge_and_unload"):
-        if method == "merge_and_unload":
-            theirs, ours = adapted_pair(r=2, target_modules=["q_proj"], modules_to_save=["lm_head"])
-        head = theirs.base_model.model.lm_head.modules_to_save["default"].weight.detach().numpy().copy()
-        unloaded = getattr(theirs, method)(), getattr(ours, method)()
-        for model in unloaded:
-            weight = model.lm_head.weight
-            np.testing.assert_allclose(weight.detach().numpy(), head, rtol=1e-6)
+    wrapper = theirs.base_model.model.lm_head
+    trained, original = (m.weight.detach().numpy().copy()
+                         for m in (wrapper.modules_to_save["default"], wrapper.original_module))
+    assert not np.allclose(trained, original)
+    unloaded = getattr(theirs, method)(), getattr(ours, method)()
+    want = original if method == "unload" else trained
+    np.testing.assert_allclose(unloaded[1].lm_head.weight.numpy(), want, rtol=1e-6)
+    peft_kept = trained if method == "unload" and not PEFT_022 else want
+    np.testing.assert_allclose(unloaded[0].lm_head.weight.detach().numpy(), peft_kept, rtol=1e-6)
+    if peft_kept is want:
         np.testing.assert_allclose(logits_of(unloaded[1]), logits_of(unloaded[0]), rtol=1e-4, atol=1e-5)
 
 

@@ -857,6 +857,10 @@ class LoraModel(_Wrapper):
         return self.model
 
     def _unload(self, merge, adapter_names=None, safe_merge=False):
+        if merge and adapter_names:  # PEFT 0.22: an ambiguous choice of module copies is refused before any merge
+            for _, module in self._candidate_modules():
+                if isinstance(module, ModulesToSaveWrapper):
+                    module.check_set_adapter(adapter_names)
         for key, module in list(self._candidate_modules()):
             if isinstance(module, BaseTunerLayer):
                 if merge:  # (safe_merge rounds a 16-bit weight's delta first, as merge_adapter(safe_merge=True))
@@ -866,9 +870,8 @@ class LoraModel(_Wrapper):
                 if merge:
                     module.token_adapter.merge(adapter_names=adapter_names)
                 self._replace(key, module.original_module)
-            elif isinstance(module, ModulesToSaveWrapper):  # PEFT: the active copy, merged or not
-                active = module.active_adapter
-                self._replace(key, module.modules_to_save[active] if active else module.original_module)
+            elif isinstance(module, ModulesToSaveWrapper):
+                self._replace(key, _unloaded_module_to_save(module, merge, adapter_names))
         self.model.__dict__.pop("peft_config", None)  # PEFT: no adapter left, so no "Already found" warning later
         return self.model
 
@@ -1684,6 +1687,17 @@ def _check_is_trainable(is_trainable):
     string) is true, and PEFT loads the adapter trainable without a word."""
     if not isinstance(is_trainable, bool):
         raise TypeError(f"is_trainable must be True or False, got {is_trainable!r}")
+
+
+def _unloaded_module_to_save(wrapper, merge, adapter_names):
+    """What replaces a ModulesToSaveWrapper when the adapters go (PEFT 0.22): ``merge_and_unload`` keeps the
+    trained copy of the adapter it merges (the active one, or the one of ``adapter_names`` that has a copy
+    here); ``unload`` gives the original module back, the model as it was before get_peft_model (0.21 kept the
+    active copy there too, so "unload" still carried trained weights)."""
+    if not merge:
+        return wrapper.original_module
+    selected = wrapper.check_set_adapter(wrapper.active_adapters if adapter_names is None else adapter_names)
+    return wrapper.modules_to_save[selected[0]] if selected else wrapper.original_module
 
 
 def _check_strict_adapter_check(value):
