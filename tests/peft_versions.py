@@ -67,3 +67,41 @@ def peft_words_as_022(message):
         for old, new in WORDS_CHANGED_IN_022:
             message = message.replace(old, new)
     return message
+
+
+def conv_lora_as_022(peft_model):
+    """PEFT 0.21 built a LoRA convolution's lora_A without the base's dilation and padding_mode (a reflect-padded
+    base's A padded with zeros; a dilated base's two branches disagreed in shape); 0.22 gives A both. The oracle
+    on 0.21: its lora_A convs given them (torch's conv forward reads both attributes, print(model) shows them).
+    Returns how many it changed (none on 0.22)."""
+    from peft.tuners.lora.layer import _ConvNd
+    changed = 0
+    for layer in peft_model.modules():
+        if isinstance(layer, _ConvNd):
+            base = layer.get_base_layer()
+            for conv in layer.lora_A.values():
+                if (conv.dilation, conv.padding_mode) != (base.dilation, base.padding_mode):
+                    conv.dilation, conv.padding_mode = base.dilation, base.padding_mode
+                    changed += 1
+    assert not changed or not PEFT_022, f"PEFT {PEFT_VERSION} built lora_A without the base conv's settings"
+    return changed
+
+
+def peft_repr_as_022(text):
+    """``print(model)`` of the installed PEFT as 0.22 prints it: 0.21 printed a DoRA convolution's magnitude
+    with its class prefix twice ("lora.dora.lora.dora.DoraConv2dLayer()"; the embedding's still is, in 0.22)."""
+    return text if PEFT_022 else text.replace("lora.dora.lora.dora.DoraConv", "lora.dora.DoraConv")
+
+
+def unload_as_022(peft_model):
+    """``peft_model.unload()`` as PEFT 0.22 does it: a modules_to_save wrapper gives its original module back
+    (0.21's unload kept the active adapter's trained copy in its place)."""
+    from peft.utils.other import ModulesToSaveWrapper
+    originals = {name: module.original_module for name, module in peft_model.base_model.model.named_modules()
+                 if isinstance(module, ModulesToSaveWrapper)}
+    model = peft_model.unload()
+    for name, module in originals.items():
+        if model.get_submodule(name) is not module:
+            assert not PEFT_022, f"PEFT {PEFT_VERSION}'s unload kept a trained copy of {name}"
+            model.set_submodule(name, module)
+    return model

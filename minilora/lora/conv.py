@@ -6,9 +6,9 @@ base). So ``h = conv(x, W0) + b + s * B(A(dropout(x)))``, and the merged update 
 ``s * B A`` contracted over r: ``[out, in, *kernel]``, the base weight's shape. Names, shapes and files
 are PEFT's (``conv.lora_A.default.weight`` ``[r, in, kh, kw]``).
 
-As PEFT, lora_A takes neither the base's dilation nor its padding_mode (it pads with zeros). With a
-dilation PEFT's two branches disagree in shape and its forward fails; minilora refuses at creation.
-DoRA (``use_dora=True``) as PEFT's DoraConv2dLayer: one magnitude per output channel, stored
+As PEFT 0.22, lora_A takes the base's dilation and padding_mode too, so the A branch sees the input as the
+base does and ``s B A`` merges into the base kernel exactly (0.21 built A without them: a dilated base's
+branches disagreed in shape, a reflect-padded one's A padded with zeros). DoRA (``use_dora=True``) as PEFT's DoraConv2dLayer: one magnitude per output channel, stored
 ``[1, out, 1, 1]`` (Conv1d: ``[1, out, 1]``), over the norm of each output channel's whole kernel; on a
 float16/bfloat16 base each op of that norm rounds to 16 bits where PEFT's does (as ``lora.Linear``'s).
 Weight-mutating inits (PiSSA, OLoRA, ...) are refused with PEFT's ValueError.
@@ -41,11 +41,12 @@ class _ConvNd(Linear):
         W0 = base.weight
         self._record_hyperparameters(adapter_name, config, r, lora_alpha)
         conv = type(base)
-        # PEFT's construction: A without dilation/groups/padding_mode, B a 1x1 conv with the base's groups,
-        # both in the default dtype (drawing their conv init), A drawn again by PEFT's reset, then moved
-        # to the base's dtype
+        # PEFT's construction: A with the base's kernel, stride, padding, dilation and padding_mode (no groups),
+        # B a 1x1 conv with the base's groups, both in the default dtype (drawing their conv init), A drawn
+        # again by PEFT's reset, then moved to the base's dtype
         self.lora_A[adapter_name] = conv(self.in_features, r, base.kernel_size, base.stride, base.padding,
-                                         bias=False, device=W0.device)
+                                         dilation=base.dilation, padding_mode=base.padding_mode, bias=False,
+                                         device=W0.device)
         self.lora_B[adapter_name] = conv(r, self.out_features, 1, 1, groups=base.groups, bias=config.lora_bias,
                                          device=W0.device)
         _redraw_A(self.lora_A[adapter_name].weight, config.init_lora_weights, r)
@@ -146,12 +147,12 @@ class _ConvNd(Linear):
 
 
 class DoraConvMagnitude(DoraMagnitude):
-    """DoRA's magnitude on a convolution, ``[1, out, 1, ...]``. Printed as PEFT 0.21 prints it:
-    ``lora.dora.lora.dora.DoraConv2dLayer()`` (its conv layer adds the prefix to the Linear one's)."""
+    """DoRA's magnitude on a convolution, ``[1, out, 1, ...]``. Printed as PEFT 0.22 prints it:
+    ``lora.dora.DoraConv2dLayer()`` (0.21's conv layer added the prefix to the Linear one's a second time)."""
 
     def __init__(self, norms, conv_name):
         super().__init__(norms)
-        self._peft_class = f"lora.dora.lora.dora.Dora{conv_name}Layer"
+        self._peft_class = f"lora.dora.Dora{conv_name}Layer"
 
     def __repr__(self):
         return self._peft_class + Module.__repr__(self)[len(self._get_name()):]
@@ -163,10 +164,6 @@ def _check_convolution(base, config, r):
     if config.use_dora and base.groups > 1:  # PEFT runs it, but its B A there mixes the groups' channels
         raise NotImplementedError(f"use_dora on a {type(base).__name__} with groups={base.groups} is not "
                                   "implemented in minilora")
-    if any(d != 1 for d in base.dilation):
-        raise ValueError(f"LoRA on a {type(base).__name__} with dilation={base.dilation} is not supported: "
-                         "PEFT's lora_A convolution has no dilation, so its output shape differs from the base "
-                         "layer's (PEFT fails in the forward). Do not target this layer.")
     if base.groups > 1:
         warnings.warn("LoRA adapter added to ConvNd layer with groups > 1. Merging is not supported.")
     if r % base.groups:
