@@ -245,7 +245,7 @@ def peft_layout(model_config, peft_config, adapter_name="default", dtype="float3
     ``layers_to_transform``, ``rank_pattern``, ``use_dora``, ``bias``, ``modules_to_save``,
     ``inference_mode``, ``VeraConfig`` and ``AdaLoraConfig`` (at ``init_r``, before any rank is masked).
     """
-    from .lora.model import target_module_matches
+    from .lora.model import names_module, target_module_matches
     modules = _modules_of(model_config)
     config = _resolve_targets(peft_config, modules, getattr(model_config, "model_type", "llama"))
     to_save = config.modules_to_save or ()
@@ -253,7 +253,7 @@ def peft_layout(model_config, peft_config, adapter_name="default", dtype="float3
     out, adapted = [], 0
     for m in modules:
         prefix = f"base_model.model.{m.name}"
-        if any(m.name.endswith(name) for name in to_save):  # a frozen original plus a trained copy
+        if any(names_module(m.name, name) for name in to_save):  # a frozen original plus a trained copy
             out += [ParamSpec(f"{prefix}.original_module.{p}", s, False) for p, s in m.params]
             out += [ParamSpec(f"{prefix}.modules_to_save.{adapter_name}.{p}", s, train) for p, s in m.params]
         elif m.kind in ("linear", "embedding") and target_module_matches(config, m.name):

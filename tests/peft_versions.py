@@ -105,3 +105,13 @@ def unload_as_022(peft_model):
             assert not PEFT_022, f"PEFT {PEFT_VERSION}'s unload kept a trained copy of {name}"
             model.set_submodule(name, module)
     return model
+
+
+def modules_to_save_matched_differently_by_021(modules_to_save, module_names):
+    """The module names that PEFT 0.21 wraps for these ``modules_to_save`` entries and 0.22 (minilora) does not:
+    0.21 matched an entry as a bare suffix ("norm" wrapped every "...layernorm"), 0.22 only the full name or its
+    last dotted parts (``_is_valid_match``). Empty on 0.22."""
+    if PEFT_022:
+        return []
+    return sorted(key for key in module_names for name in modules_to_save or ()
+                  if key.endswith(name) and not (key == name or key.endswith("." + name)))

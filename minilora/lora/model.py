@@ -71,6 +71,13 @@ DEFAULT_TARGET_MODULES = {model_type: ["q_proj", "v_proj"] for model_type in ("l
 # ==================================================================================================
 # Which modules does a config target? (PEFT's check_target_module_exists, rule for rule)
 # ==================================================================================================
+def names_module(key, name):
+    """Whether ``name`` (a modules_to_save / trainable_token_indices entry) names the module ``key``: the full
+    name, or its last part(s) after a dot (PEFT 0.22's ``_is_valid_match``; 0.21's bare ``endswith`` also
+    wrapped "input_layernorm" for "layernorm" and "model.norm" for "norm" in every "...layernorm")."""
+    return key == name or key.endswith("." + name)
+
+
 def _matches_list_or_regex(patterns, key):
     """A regex string must match the whole name; a list entry must equal it or be its last part(s)."""
     if isinstance(patterns, str):
@@ -507,13 +514,13 @@ class LoraModel(_Wrapper):
         layer.update_layer(adapter_name, config, *self._rank_and_alpha(config, key))
 
     def _add_modules_to_save(self, adapter_name, config):
-        """Wrap every module whose full name ends with a modules_to_save entry. An entry matching nothing is
+        """Wrap every module that a modules_to_save entry names (``names_module``). An entry matching nothing is
         skipped without a word, as PEFT's ``_set_trainable`` does (one config serves several architectures:
         ``["lm_head", "score"]``); ``PeftModel.modules_to_save`` still lists it."""
         tied_head = self._tied_head_to_save(config)
         for name in config.modules_to_save or ():
             for key, module in self._candidate_modules():
-                if not key.endswith(name):
+                if not names_module(key, name):
                     continue
                 if isinstance(module, ModulesToSaveWrapper):
                     module.update(adapter_name)
@@ -588,7 +595,7 @@ class LoraModel(_Wrapper):
     def _wrap_token_layers(self, name, adapter_name, ids, tied_adapter=None):
         found = False
         for key, module in list(self._candidate_modules()):
-            if not key.endswith(name):  # PEFT's match (no dot boundary)
+            if not names_module(key, name):
                 continue
             found = True
             if isinstance(module, TrainableTokensWrapper):
