@@ -15,12 +15,15 @@ The forward runs the base attention with the updated weights ``W_in + s B A`` an
 unmerges after; minilora hands the attention the updated weights as graph tensors for that one call, so
 the frozen weights are never rewritten and the gradients reach A and B.
 
-One divergence, on purpose: PEFT 0.21 adds out_proj's update twice (its merge writes ``W_out + dW`` and
-then calls ``out_proj.merge()``, which adds ``dW`` again -- in every forward and in merge_and_unload;
-huggingface/peft#3774 fixes it). minilora adds it once, as the fix does: an adapter file means
-``W_out + s B_o A_o`` here, where PEFT 0.21 computes ``W_out + 2 s B_o A_o`` with it.
+out_proj's update is added once, as PEFT 0.22 does. PEFT before 0.22 added it twice (its merge wrote
+``W_out + dW`` and then called ``out_proj.merge()``, which added ``dW`` again -- in every forward and in
+merge_and_unload; huggingface/peft#3774), so a file it wrote means ``W_out + 2 s B_o A_o``: as 0.22,
+loading such a file doubles out_proj's lora_B, with PEFT's warning (``double_out_proj_of_old_peft_files``).
 """
 import contextlib
+import warnings
+
+from packaging.version import InvalidVersion, Version
 
 from ..nn import MultiheadAttention as _NNMultiheadAttention
 from ..nn import functional as F
@@ -114,10 +117,41 @@ def _check_supported(base_layer, config):
         raise ValueError("Only same embed for query/key/value is supported as of now for MultiheadAttention.")
     if config.use_dora:
         raise ValueError("MultiheadAttention does not support DoRA (yet), please set use_dora to False")
-    if config.lora_bias:  # PEFT accepts it, but its forward never uses lora_B's bias on in_proj
-        raise NotImplementedError("lora_bias=True on a MultiheadAttention is not implemented in minilora: PEFT "
-                                  "0.21 creates the bias but its forward ignores it for the input projection")
+    if config.lora_bias:  # PEFT 0.22's refusal and words (0.21 made the bias, and its forward ignored it)
+        raise ValueError("MultiheadAttention does not support lora_bias=True, please set lora_bias to False")
     init = config.init_lora_weights
     if is_weight_mutating_init(init) or init == "orthogonal":  # PEFT fails on these (no .weight, or float64)
         raise NotImplementedError(f"init_lora_weights={init!r} on a MultiheadAttention is not implemented (PEFT "
-                                  "0.21 fails on it too): use True, False or 'gaussian'")
+                                  "fails on it too): use True, False or 'gaussian'")
+
+
+def _counted_out_proj_twice(raw_config):
+    """Whether an adapter_config.json dict comes from a PEFT that added out_proj's update twice: PEFT 0.22's
+    rule (no peft_version: before 0.18; a release before 0.22; a 0.21.x dev build before 0.21.1). minilora
+    always added it once, whatever its file says (``+minilora`` or the older ``minilora-``)."""
+    written = raw_config.get("peft_version")
+    if written is None:
+        return True
+    if "minilora" in str(written):
+        return False
+    try:
+        version = Version(str(written).partition("@")[0])
+    except InvalidVersion:
+        return False  # (PEFT 0.22 raises there; a file it cannot date is taken as written)
+    release = Version(version.base_version)
+    return release < Version("0.21.1") or (not version.is_devrelease and release < Version("0.22.0"))
+
+
+def double_out_proj_of_old_peft_files(peft_model, tensors, raw_config, adapter_name):
+    """PEFT 0.22's load rule for MultiheadAttention adapters saved before its fix: out_proj's lora_B doubled,
+    so the adapter computes what it computed where it was trained, with PEFT's warning. ``tensors`` are the
+    file's (keys without the adapter name); returns them, changed where needed."""
+    suffix = ".base_layer.out_proj.lora_B.weight"
+    layers = dict(peft_model.named_modules())  # (a key naming no layer is left to the loader's error)
+    keys = [key for key in tensors if key.endswith(suffix) and isinstance(layers.get(key[:-len(suffix)]),
+                                                                         MultiheadAttention)]
+    if not keys or not _counted_out_proj_twice(raw_config):
+        return tensors
+    warnings.warn(f"Adapter '{adapter_name}' was saved with PEFT < 0.22.0, which applied the out_proj LoRA weights "
+                  "of MultiheadAttention twice. They were doubled to keep the outputs of the adapter unchanged.")
+    return {key: 2 * value if key in keys else value for key, value in tensors.items()}

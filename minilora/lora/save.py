@@ -28,6 +28,7 @@ from ..size import Size
 from ..tensor import Tensor, tensor
 from .config import CONFIG_NAME, written_by_minilora
 from .layers import BaseTunerLayer, ModulesToSaveWrapper, TrainableTokensWrapper
+from .mha import double_out_proj_of_old_peft_files
 
 __all__ = ["WEIGHTS_NAME", "get_peft_model_state_dict", "set_peft_model_state_dict", "save_adapters",
            "read_adapter_config", "load_adapter_weights", "AdapterMismatchError", "AdapterFileNotFoundError",
@@ -634,8 +635,15 @@ def load_adapter_weights(peft_model, directory, adapter_name, key_mapping=None, 
     tensors = remap_keys(load_weights(path), key_mapping)
     _refuse_integer_tensors(path, tensors)
     warn_non_finite(tensors, f"adapter {path}")  # PEFT loads NaN silently; every output would be NaN
+    tensors = double_out_proj_of_old_peft_files(peft_model, tensors, _raw_config(directory), adapter_name)
     return set_peft_model_state_dict(peft_model, tensors, adapter_name, ignore_mismatched_sizes, low_cpu_mem_usage,
                                      source=path)
+
+
+def _raw_config(directory):
+    """adapter_config.json's dict as written (which fields it has: its peft_version may be missing)."""
+    path = os.path.join(os.fspath(directory), CONFIG_NAME)
+    return load_json(path) if os.path.isfile(path) else {}
 
 
 def _refuse_integer_tensors(path, tensors):
