@@ -527,16 +527,21 @@ def test_diagnostics_pass_over_trainable_token_rows():
     assert len(ml_peft.diagnostics.truncate_adapter(model, rank=1)) == 2
 
 
-def test_add_weighted_adapter_refuses_lora_bias_and_keeps_replicated_layers():
-    """PEFT combines only B A, leaving the new adapter's lora_B.bias at its initial value (zero, or random
-    with init_lora_weights=False): minilora refuses rather than drop trained biases. With layer_replication,
-    PEFT's new adapter would replicate the already replicated layers again; minilora's keeps them."""
+def test_add_weighted_adapter_combines_lora_bias_and_keeps_replicated_layers():
+    """PEFT 0.22 gives the new adapter sum_i w_i s_i b_i as its lora_B bias (0.21 left it at its initial value,
+    dropping the trained biases; minilora refused then; side by side: tests/test_peft022_r30.py). With
+    layer_replication, PEFT's new adapter would replicate the already replicated layers again; minilora's keeps
+    them."""
     model = ml_peft.get_peft_model(fuzz.LlamaForCausalLM(dataclasses.replace(fuzz.TINY)),
                                    ml_peft.LoraConfig(r=2, target_modules=["q_proj"], lora_bias=True))
     model.add_adapter("other", ml_peft.LoraConfig(r=2, target_modules=["q_proj"]))
-    with pytest.raises(ValueError, match=r"adapters \['default'\] have lora_bias=True"):
-        model.add_weighted_adapter(["default", "other"], [1.0, 1.0], "mix", combination_type="linear")
-    assert "mix" not in model.peft_config
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    trained = np.random.default_rng(0).standard_normal(layer.lora_B["default"].bias.shape).astype(np.float32)
+    layer.lora_B["default"].bias.data = ml.tensor(trained)
+    model.add_weighted_adapter(["default", "other"], [0.5, 1.0], "mix", combination_type="linear")
+    assert model.peft_config["mix"].lora_bias and not model.peft_config["mix"].use_rslora
+    np.testing.assert_array_equal(layer.lora_B["mix"].bias.numpy(),
+                                  np.float32(0.5 * layer.scaling["default"]) * trained)
     model = ml_peft.get_peft_model(fuzz.LlamaForCausalLM(dataclasses.replace(fuzz.TINY)),
                                    ml_peft.LoraConfig(r=2, target_modules=["q_proj"], layer_replication=[[0, 2], [1, 2]]))
     model.add_weighted_adapter(["default"], [1.0], "mix", combination_type="linear")

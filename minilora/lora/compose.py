@@ -12,10 +12,11 @@ PEFT's method and numbers (``LoraModel.add_weighted_adapter`` and ``peft.utils.m
   task-arithmetic variants that prune each task tensor (by magnitude or at random, keeping
   ``density``) and, for TIES, keep only the entries that agree with the majority sign.
 
-The new adapter has ``lora_alpha = r``, so its scaling is 1 (as PEFT). It is made from the first adapter's
-config, init included (the same draws as PEFT's), so it is a DoRA adapter when the first one is: as in
-PEFT, only A and B are combined, and its magnitude is the one DoRA computed when the adapter was made
-(``||W0 + s B A||`` per row of its initial factors; ``||W0||`` with the default init), not the adapters'.
+The new adapter has ``lora_alpha = r`` and no rsLoRA, so its scaling is 1 (as PEFT 0.22). It is made from the
+first adapter's config, init included (the same draws as PEFT's). DoRA adapters are refused, as PEFT 0.22
+refuses them (0.21 combined only A and B, the magnitude left at the new adapter's initial one). lora_bias
+adapters: the new lora_B bias is ``sum_i w_i s_i b_i`` over the sources that have one (PEFT 0.22; the bias adds
+to the output apart from B A).
 Random pruning (DARE) draws from minilora's generator (``minilora.manual_seed``) as PEFT draws from
 torch's: after the new adapter's init, layer by layer, A's masks then B's, each
 ``torch.bernoulli(ones_like(t) * density)`` (torch's draw for the same seed).
@@ -164,6 +165,8 @@ def _check(lora_model, adapters, combination_type, svd_rank):
         if getattr(lora_model.peft_config[adapter], "peft_type", "LORA") != "LORA":
             raise ValueError(f"add_weighted_adapter combines LoRA adapters; {adapter!r} is "
                              f"{lora_model.peft_config[adapter].peft_type.value}")
+        if lora_model.peft_config[adapter].use_dora:  # PEFT 0.22's refusal and words
+            raise ValueError(f"add_weighted_adapter does not support DoRA (problematic adapter '{adapter}')")
     wrappers = [m for m in lora_model.model.modules() if isinstance(m, ModulesToSaveWrapper)]
     if any(sum(a in w.modules_to_save for a in adapters) > 1 for w in wrappers):
         raise ValueError("Cannot add weighted adapters if they target the same module with modules_to_save, but "
@@ -193,6 +196,30 @@ def _check(lora_model, adapters, combination_type, svd_rank):
     else:
         new_targets = sorted(set().union(*targets))
     return combination_type, new_rank, new_targets
+
+
+def _refuse_bias_with_embeddings(lora_model, adapters, biased):
+    """PEFT 0.22's refusal (its words): the combined adapter has lora_bias when a source has it, and an
+    embedding's LoRA takes no bias."""
+    if not biased:
+        return
+    embeddings = [m for m in lora_model.model.modules() if isinstance(m, Embedding)]
+    on_embeddings = [a for a in adapters if any(a in m.lora_embedding_A for m in embeddings)]
+    if on_embeddings:
+        raise ValueError(f"add_weighted_adapter does not support lora_bias combined with nn.Embedding targeting: "
+                         f"adapters {biased} use lora_bias=True while adapters {on_embeddings} target an "
+                         "nn.Embedding, which does not support a bias. Leave either group out of the call.")
+
+
+def _combine_biases(layer, adapters, weights, adapter_name):
+    """The new lora_B bias: ``sum_i w_i s_i b_i`` over the sources with a bias here, in the bias's dtype, as
+    PEFT 0.22 adds them (``w * s`` a Python float first)."""
+    target = layer.lora_B[adapter_name].bias
+    total = np.zeros(target.shape, _host(target._array).dtype)
+    for adapter, weight in zip(adapters, weights):
+        if adapter in layer.lora_B and layer.lora_bias.get(adapter):
+            total += total.dtype.type(weight * layer.scaling[adapter]) * _host(layer.lora_B[adapter].bias._array)
+    target._array[...] = xp_of(target._array).asarray(total)
 
 
 def _factors(layer, adapter):
@@ -348,10 +375,7 @@ def add_weighted_adapter(lora_model, adapters, weights, adapter_name, combinatio
         raise ValueError(f"add_weighted_adapter: {len(adapters)} adapters but {len(weights)} weights")
     combination_type, new_rank, new_targets = _check(lora_model, adapters, combination_type, svd_rank)
     biased = [name for name in adapters if getattr(lora_model.peft_config[name], "lora_bias", False)]
-    if biased:  # PEFT 0.21 combines only B A: the new adapter's lora_B.bias keeps its initial value
-        raise ValueError(f"add_weighted_adapter: the adapters {biased} have lora_bias=True, whose trained biases "
-                         "PEFT's combination leaves out (the new adapter's bias stays at its initial value); "
-                         "combine adapters without lora_bias")
+    _refuse_bias_with_embeddings(lora_model, adapters, biased)
     if svd_driver is not None and combination_type.endswith("svd"):
         _check_svd_driver_device(lora_model, adapters)
     needs_density = combination_type not in ("linear", "cat", "svd")
@@ -360,6 +384,8 @@ def add_weighted_adapter(lora_model, adapters, weights, adapter_name, combinatio
     config = copy.deepcopy(lora_model.peft_config[adapters[0]])
     config.r, config.lora_alpha, config.target_modules = new_rank, new_rank, new_targets
     config.rank_pattern, config.alpha_pattern = {}, {}
+    # scaling 1 (each source's is in the combined factors): so no rsLoRA (r / sqrt(r)), as PEFT 0.22
+    config.use_rslora, config.lora_bias = False, bool(biased)
     if is_weight_mutating_init(config.init_lora_weights):
         _warn_base_factorised_again(adapter_name, adapters[0], config.init_lora_weights)
     masks = None  # DARE's masks: the global generator, after the new adapter's init (PEFT's order)
@@ -388,3 +414,5 @@ def add_weighted_adapter(lora_model, adapters, weights, adapter_name, combinatio
             target_B[:, :B.shape[1]] = layer_xp.asarray(B)  # fill a slice from a host array
         else:  # PEFT's lora_A.weight.data = A: the new adapter takes the result's dtype
             _replace_factors(layer, adapter_name, layer_xp.asarray(A), layer_xp.asarray(B))
+        if biased and not isinstance(layer, Embedding):
+            _combine_biases(layer, adapters, weights, adapter_name)
