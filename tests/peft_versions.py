@@ -6,6 +6,7 @@ field), minilora has 0.22.0's, and a test compares it with 0.21.2 through one of
 never by skipping the comparison. Import after ``pytest.importorskip("peft")``.
 """
 import peft
+import torch
 from packaging.version import Version
 
 PEFT_VERSION = Version(peft.__version__)
@@ -115,3 +116,25 @@ def modules_to_save_matched_differently_by_021(modules_to_save, module_names):
         return []
     return sorted(key for key in module_names for name in modules_to_save or ()
                   if key.endswith(name) and not (key == name or key.endswith("." + name)))
+
+
+def weighted_adapter_as_022(peft_model, adapters, weights, adapter_name):
+    """What PEFT 0.22's add_weighted_adapter changed, applied to 0.21's result (a no-op on 0.22): the new adapter
+    has no rsLoRA (scaling 1: 0.21 kept adapters[0]'s use_rslora, scaling sqrt(r)), and its lora_B bias is
+    ``sum w s b`` of the sources with a bias (0.21 left it at its initial value, and lora_bias as adapters[0]'s)."""
+    from peft.tuners.lora import LoraLayer
+    if PEFT_022 or adapter_name not in peft_model.peft_config:
+        return
+    config = peft_model.peft_config[adapter_name]
+    biased = [a for a in adapters if peft_model.peft_config[a].lora_bias]
+    config.use_rslora, config.lora_bias = False, bool(biased)
+    for layer in peft_model.modules():
+        if isinstance(layer, LoraLayer) and adapter_name in layer.scaling:
+            layer.scaling[adapter_name] = config.lora_alpha / config.r
+            bias = getattr(layer.lora_B[adapter_name], "bias", None) if adapter_name in layer.lora_B else None
+            if bias is not None:
+                with torch.no_grad():
+                    bias.zero_()
+                    for adapter, weight in zip(adapters, weights):
+                        if adapter in layer.lora_B and layer.lora_bias[adapter]:
+                            bias += weight * layer.scaling[adapter] * layer.lora_B[adapter].bias

@@ -41,7 +41,7 @@ from minilora.models import LlamaForCausalLM  # noqa: E402
 # transformers patched to compute in float64 throughout (stock keeps RMSNorm, softmax, RoPE in float32)
 from test_llama import hf, hf_model  # noqa: E402,F401
 from peft_versions import modules_to_save_matched_differently_by_021, peft_config_file_as_022  # noqa: E402
-from peft_versions import unload_as_022  # noqa: E402
+from peft_versions import unload_as_022, weighted_adapter_as_022  # noqa: E402
 from test_peft_conformance_r3 import IDS, TINY  # noqa: E402  (the tiny Llama and its ids, as the r3 checks)
 
 TOL = dict(rtol=1e-10, atol=1e-10)
@@ -422,6 +422,7 @@ def compare_two_adapters(case, ours, theirs):
         if not compare_call(list(options), lambda: theirs.add_weighted_adapter(**options),
                             lambda: ours.add_weighted_adapter(**options)):
             return False
+        weighted_adapter_as_022(theirs, options["adapters"], options["weights"], "mix")
         theirs.set_adapter("mix")
         ours.set_adapter("mix")
         compare_trainable(ours, theirs)

@@ -232,8 +232,19 @@ class BaseTunerLayer(Module):
                     item.requires_grad_(trainable)
                 else:
                     item.requires_grad = trainable
+        for name in names:  # PEFT 0.22: an active adapter's modules (its Dropout) follow the layer's mode
+            self.set_training(name, self.training and not inference_mode)
         self._freeze_non_trainable_peft_weights(names)
         self.active_adapters = names
+
+    def set_training(self, adapter_names, training=True):
+        """PEFT 0.22's: these adapters' own modules (their Dropout, A and B) to train or eval mode, the
+        layer's other adapters left as they are (a layer holds several)."""
+        for name in [adapter_names] if isinstance(adapter_names, str) else adapter_names:
+            for layer_name in self.adapter_layer_names + getattr(self, "other_param_names", ()):
+                holder = getattr(self, layer_name, None)
+                if isinstance(holder, ModuleDict) and name in holder:
+                    holder[name].train(training)
 
     def set_requires_grad(self, adapter_names, requires_grad=True):
         """Train (or freeze) these adapters' weights, active or not, leaving the others as they are."""
@@ -1291,6 +1302,8 @@ class ModulesToSaveWrapper(Module):
         names = self.check_set_adapter(adapter_names)
         for key, module in self.modules_to_save.items():
             module.requires_grad_(key in names and not inference_mode)
+            if key in names:  # PEFT 0.22: the active copy follows the wrapper's mode
+                module.train(self.training and not inference_mode)
         self.active_adapters = names
 
     def set_requires_grad(self, adapter_names, requires_grad=True):

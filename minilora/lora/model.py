@@ -306,7 +306,8 @@ class LoraModel(_Wrapper):
         config = self._resolve_targets(config)  # PEFT keeps (and resolves) the caller's own config object
         wrapped, targeted = self.wrapped_layer_names(), list(self.targeted_module_names)
         try:
-            with keeping_trainability(self.model, adapter_name):
+            with keeping_trainability(self.model, adapter_name), \
+                    keeping_adapter_modes(self, adapter_name, training=not config.inference_mode):
                 self._inject(adapter_name, config, state_dict)
         except Exception:
             self._roll_back(adapter_name, wrapped, targeted)
@@ -1487,6 +1488,22 @@ def keeping_trainability(model, adapter_name):
     yield
     for parameter, requires_grad in kept:
         parameter.requires_grad = requires_grad
+
+
+@contextlib.contextmanager
+def keeping_adapter_modes(tuner, adapter_name, training):
+    """PEFT 0.22's rule for adding an adapter: the adapters already there keep their modules' train / eval
+    mode (their Dropout), and the new adapter's modules take ``training`` (not its config's inference_mode),
+    whatever mode the model is in; its next set_adapter makes them follow the layer's mode. (0.21 left a new
+    adapter's Dropout training in a model already put in eval mode, until the next model.eval().)"""
+    kept = [(module, module.training) for layer in tuner.tuner_layers()
+            for name in layer.adapter_layer_names + getattr(layer, "other_param_names", ())
+            if isinstance(getattr(layer, name, None), ModuleDict) for module in getattr(layer, name).values()]
+    yield
+    for module, was_training in kept:
+        module.train(was_training)
+    for layer in tuner.tuner_layers():
+        layer.set_training(adapter_name, training)
 
 
 class MixedModel(LoraModel):
