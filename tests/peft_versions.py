@@ -138,3 +138,22 @@ def weighted_adapter_as_022(peft_model, adapters, weights, adapter_name):
                     for adapter, weight in zip(adapters, weights):
                         if adapter in layer.lora_B and layer.lora_bias[adapter]:
                             bias += weight * layer.scaling[adapter] * layer.lora_B[adapter].bias
+
+
+def lora_config_fields_as_022(names):
+    """A LoraConfig field list of the installed PEFT as 0.22 has it: 0.21's lacks astra_config (after
+    corda_config)."""
+    if PEFT_022 or "astra_config" in names or "corda_config" not in names:
+        return list(names)
+    at = list(names).index("corda_config") + 1
+    return list(names)[:at] + ["astra_config"] + list(names)[at:]
+
+
+# Parameters PEFT 0.22 added (before **kwargs): {qualified name: [names, in order, after the last 0.21 one]}
+PARAMETERS_NEW_IN_022 = {"PeftModel.from_pretrained": ["strict_adapter_check"],
+                         "PeftModel.load_adapter": ["strict_adapter_check"]}
+
+
+def peft_parameters_as_022(qualname, names):
+    """A PEFT signature's parameter names as 0.22 has them."""
+    return list(names) if PEFT_022 else list(names) + PARAMETERS_NEW_IN_022.get(qualname, [])

@@ -58,13 +58,16 @@ def peft_or_skip():
 # ==================================================================================================
 def test_lora_config_has_peft_fields_in_peft_order():
     peft = peft_or_skip()
+    from peft_versions import LORA_CONFIG_FIELDS_NEW_IN_022, lora_config_fields_as_022
     for ours, theirs in ((LoraConfig, peft.LoraConfig), (VeraConfig, peft.VeraConfig)):
-        assert [f.name for f in dataclasses.fields(ours)] == [f.name for f in dataclasses.fields(theirs)]
+        assert [f.name for f in dataclasses.fields(ours)] == \
+            lora_config_fields_as_022([f.name for f in dataclasses.fields(theirs)])
     # every field passed by keyword at PEFT's own default value is accepted
     defaults = {f.name: getattr(peft.LoraConfig(), f.name) for f in dataclasses.fields(peft.LoraConfig)
                 if f.name not in ("peft_type", "runtime_config", "peft_version")}
     cfg = LoraConfig(**{k: (sorted(v) if isinstance(v, set) else v) for k, v in defaults.items()})
-    assert set(cfg.to_dict()) == set(peft.LoraConfig().to_dict())  # the keys PEFT writes, no more
+    # the keys PEFT 0.22 writes, no more
+    assert set(cfg.to_dict()) == set(peft.LoraConfig().to_dict()) | set(LORA_CONFIG_FIELDS_NEW_IN_022)
     assert cfg.to_dict()["peft_type"] == "LORA"
 
 
@@ -190,8 +193,9 @@ def test_signatures_follow_peft():
              (LoraConfig.from_pretrained, peft.LoraConfig.from_pretrained),
              (ml.lora.get_peft_model_state_dict, peft.get_peft_model_state_dict),
              (ml.lora.set_peft_model_state_dict, peft.set_peft_model_state_dict)]
+    from peft_versions import peft_parameters_as_022
     for ours, theirs in pairs:
-        assert names(ours) == names(theirs), ours.__qualname__
+        assert names(ours) == peft_parameters_as_022(theirs.__qualname__, names(theirs)), ours.__qualname__
 
 
 def test_lora_config_save_and_from_pretrained_as_peft(tmp_path):
