@@ -268,3 +268,9 @@ def test_add_weighted_adapter_refuses_dora_and_combines_lora_biases():
     if PEFT_022:
         theirs = models["torch"].base_model.model.model.layers[0].self_attn.q_proj.lora_B["mix"].bias
         np.testing.assert_array_equal(layer.lora_B["mix"].bias.numpy(), theirs.detach().numpy())
+
+
+def test_loftq_config_of_another_type_is_refused_by_name():
+    """Found on the way (a corrupted adapter_config.json holding "loftq_config": 0): kept and written back."""
+    with pytest.raises(TypeError, match="loftq_config must be a LoftQConfig, a dict or None"):
+        ml_peft.LoraConfig(loftq_config=0)

@@ -525,6 +525,8 @@ class LoraConfig(_AdapterConfig):
                 raise ValueError(f"alpha_pattern[{key!r}] must be a number, got {alpha!r}")
         if self.loftq_config is None:
             self.loftq_config = {}
+        if not isinstance(self.loftq_config, (dict, LoftQConfig)):  # (a 0 in a file was kept, and written back)
+            raise TypeError(f"loftq_config must be a LoftQConfig, a dict or None, got {self.loftq_config!r}")
         if self.loftq_config:  # PEFT's words (init_lora_weights='loftq' is refused above)
             warnings.warn("`loftq_config` specified but will be ignored when `init_lora_weights` is not 'loftq'.")
             self.loftq_config = {}
