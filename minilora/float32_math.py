@@ -1285,34 +1285,42 @@ def two_sum(a, b):
 
 
 def two_product(a, b):
-    """``(p, e)`` with ``p = fl(a * b)`` and ``p + e == a * b`` exactly (Dekker's TwoProduct)."""
+    """``(p, e)`` with ``p = fl(a * b)`` and ``p + e == a * b`` exactly (Dekker's TwoProduct). Near the top of the
+    range (the larger factor past 2^995 in float64, 2^114 in float32) Veltkamp's split would overflow, or its high
+    half round up past the largest float: there the larger factor is taken at 2^-28 (2^-13) scale and the error
+    scaled back, exactly (without it fma64's NumPy path was an ulp off in ~1 of 3 float64 lgammas past 1e300)."""
     p = a * b
+    dtype = np.asarray(p).dtype
+    top, shrink = (2.0 ** 995, 2.0 ** -28) if dtype == np.float64 else (2.0 ** 114, 2.0 ** -13)
+    larger_is_b = np.abs(b) > np.abs(a)
+    larger, smaller = np.where(larger_is_b, b, a), np.where(larger_is_b, a, b)
+    scale = np.where(np.abs(larger) > top, dtype.type(shrink), dtype.type(1))
+    larger = larger * scale
+    return p, _product_error(larger, smaller, larger * smaller) / scale
+
+
+def _product_error(a, b, p):
+    """``a * b - p`` for ``p = fl(a * b)``, exactly, from the halves of ``a`` and ``b``."""
     a_high, a_low = _split(a)
     b_high, b_low = _split(b)
-    return p, ((a_high * b_high - p) + a_high * b_low + a_low * b_high) + a_low * b_low
+    return ((a_high * b_high - p) + a_high * b_low + a_low * b_high) + a_low * b_low
 
 
 def _split(a):
-    """``a`` as high + low halves of its mantissa (Veltkamp), each product of halves exact. Near the top of the
-    range (float64 past 2^995) the split's (2^27 + 1) a would overflow: there a 2^-28 is split and its halves scaled
-    back, exactly (without it fma64's NumPy path was an ulp off in ~1 of 3 float64 lgammas past 1e300)."""
+    """``a`` as high + low halves of its mantissa (Veltkamp), each product of halves exact."""
     dtype = np.asarray(a).dtype
-    double = dtype == np.float64
-    factor, top, shrink = (134217729.0, 2.0 ** 995, 2.0 ** -28) if double else (4097.0, 2.0 ** 114, 2.0 ** -13)
-    huge = np.abs(a) > top
-    shrunk = np.where(huge, a * dtype.type(shrink), a) if np.any(huge) else a
-    scaled = dtype.type(factor) * shrunk  # 2**ceil(p/2) + 1
-    high = scaled - (scaled - shrunk)
-    if shrunk is not a:
-        high = np.where(huge, high / dtype.type(shrink), high)
+    scaled = dtype.type(134217729.0 if dtype == np.float64 else 4097.0) * a  # 2**ceil(p/2) + 1
+    high = scaled - (scaled - a)
     return high, a - high
 
 
-def _fma64_by_parts(a, b, c):
+def _fma64_by_parts(a, b, c, rescale=True):
     """fma(a, b, c) in float64 from error-free transformations (Boldo & Melquiond, "Emulation of FMA and
     correctly rounded sums: proved algorithms using rounding to odd", 2008): ``a b = p + e`` and ``c + p = s + t``
     exactly; ``t + e`` rounded to odd, then added to ``s`` with one ordinary rounding, is the exact sum rounded
-    once. Where a part overflows (a non-finite product) NumPy's two roundings stand."""
+    once. Where the product of finite a and b overflows, an infinite c is the answer (-huge * huge + inf is inf,
+    not NaN) and a finite one is added at half scale (``rescale``: a / 2 b + c / 2, doubled); where another part
+    overflows NumPy's two roundings stand."""
     with np.errstate(over="ignore", invalid="ignore"):
         a, b, c = (np.asarray(v, _F64) for v in (a, b, c))
         p, e = two_product(a, b)
@@ -1321,9 +1329,14 @@ def _fma64_by_parts(a, b, c):
         # round to odd: an inexact ``low`` with an even last bit moves one ulp towards the exact value
         even = np.bitwise_and(np.asarray(low).view(np.int64), 1) == 0
         low = np.where((low_error != 0) & even, np.nextafter(low, np.copysign(np.inf, low_error)), low)
-        out = s + low
-        plain = p + c
-    return np.where(np.isfinite(out), out, plain)
+        out = np.where(np.isfinite(s + low), s + low, p + c)
+        too_large = np.isinf(p) & np.isfinite(a) & np.isfinite(b)
+        out = np.where(too_large & np.isinf(c), c, out)
+        rescaled = too_large & np.isfinite(c)
+        if rescale and np.any(rescaled):
+            halved = _fma64_by_parts(np.where(rescaled, a * 0.5, 0.0), b, np.where(rescaled, c * 0.5, 0.0), False)
+            out = np.where(rescaled, halved * 2, out)
+    return out
 
 
 def _fma_natively(a, b, c):

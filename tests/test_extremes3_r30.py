@@ -1,6 +1,8 @@
 """Round 30: the extremes sweep's leftovers (tests/extremes_sweep.py) and the float64 gradients whose exp was glibc's
 where torch's exp op is MKL's (igamma / igammac, erfc, erfinv, ndtri, log_ndtr).
 """
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
@@ -105,3 +107,86 @@ def test_bilinear_graph_and_second_derivatives_are_torchs():
                                                                           tensors[:3])])
     for ours, theirs in zip(*results):
         np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+
+
+# ---- batch norm of [N, C] at extreme values (float64's channels-last kernel), one value a channel ----------------
+EXTREMES = [0.0, -0.0, 5e-324, 1.0, -1.0, 1.7976931348623157e308, -1.7976931348623157e308, np.inf, -np.inf, np.nan,
+            -2.0, 0.5, 1e4]
+
+
+def native_batch_norms(x, w, b, mean, var, training):
+    """(out, save_mean, save_invstd, running_mean, running_var) of both libraries"""
+    results = []
+    for library in (ml, torch):
+        stats = [library.tensor(v.copy()) for v in (mean, var)]
+        out = library.native_batch_norm(*(library.tensor(v) for v in (x, w, b)), *stats, training, 0.1, 1e-5)
+        results.append([np.asarray(t.numpy()) for t in (*out, *stats)])
+    return results
+
+
+@pytest.mark.usefixtures("two_threads")  # (the rows are cut into one chunk a thread, as torch's)
+@pytest.mark.parametrize("training", [False, True])
+def test_native_batch_norm_of_rows_at_extreme_values_is_torchs(training):
+    """float64 [N, C] (eval: fma(x, alpha, beta), where the product overflowed into an infinite beta; training: the
+    channels-last kernel's statistics), float32 kept; one value a channel included"""
+    for dtype in ("float64", "float32"):
+        batch_norms_at_extreme_values(dtype, training)
+
+
+def batch_norms_at_extreme_values(dtype, training):
+    rng = np.random.default_rng(9)
+    with np.errstate(over="ignore"):
+        values = np.array(EXTREMES, dtype)
+    for _ in range(100):
+        n, c = int(rng.integers(1, 6)), int(rng.integers(1, 4))
+        shape = (n, c) if rng.random() < 0.7 else (n, c, 1)
+        x, w, b, mean = (rng.choice(values, s) for s in (shape, c, c, c))
+        ours, theirs = native_batch_norms(x, w, b, mean, np.abs(rng.choice(values, c)), training)
+        for a, t in zip(ours, theirs):
+            assert differing(a, t) == 0, (x, w, b)
+
+
+@pytest.mark.usefixtures("two_threads")  # (the rows are cut into one chunk a thread, as torch's)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_one_channel_batch_statistics_add_rows_in_order(dtype):
+    """[N, 1]: the channels-last kernel adds each thread's rows in order (NumPy's add.reduce paired them)"""
+    rng = np.random.default_rng(10)
+    for n in (15, 33, 47, 64):
+        x = (rng.standard_normal((n, 1)) * 10).astype(dtype)
+        ours, theirs = native_batch_norms(x, np.ones(1, dtype), np.zeros(1, dtype), np.zeros(1, dtype),
+                                          np.ones(1, dtype), True)
+        for a, t in zip(ours, theirs):
+            assert differing(a, t) == 0
+
+
+def test_one_value_a_channel_is_refused_by_F_batch_norm_only():
+    """torch's F.batch_norm checks the batch size in Python; torch.batch_norm and native_batch_norm normalise a
+    single value (variance 0, the running variance's unbiased update 0 / 0: NaN)"""
+    x = np.array([[3.0, 4.0]])
+    for library in (ml, torch):
+        with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+            library.nn.functional.batch_norm(library.tensor(x), None, None, training=True)
+    ours, theirs = native_batch_norms(x, np.ones(2), np.zeros(2), np.zeros(2), np.ones(2), True)
+    for a, t in zip(ours, theirs):
+        assert differing(a, t) == 0
+    assert np.isnan(ours[4]).all()
+    results = []
+    for library in (ml, torch):
+        mean, var = library.zeros(2, dtype=library.float64), library.ones(2, dtype=library.float64)
+        out = library.batch_norm(library.tensor(x), None, None, mean, var, True, 0.1, 1e-5, False)
+        results.append([out.numpy(), mean.numpy(), var.numpy()])
+    for a, t in zip(*results):
+        assert differing(a, t) == 0
+
+
+def test_numpy_fma64_past_the_range_is_the_exact_sum_rounded():
+    """fma64's NumPy path (no compiler, or operands the compiled one does not take): a product that overflows meets
+    an infinite or a finite addend as C's fma, and a factor at the top of the range keeps its product's error"""
+    from minilora.float32_math import _fma64_by_parts
+    huge = np.finfo(np.float64).max
+    a = np.array([1e4, 1e300, huge, huge, -huge, 2.0 ** 600, huge])
+    b = np.array([-3.6e304, 1e300, huge, huge, huge, 2.0 ** 424, -1 / np.sqrt(1 + 1e-5)])
+    c = np.array([np.inf, -np.inf, -np.inf, 1.0, 5.0, -huge, huge / np.sqrt(1 + 1e-5)])
+    expected = [np.inf, -np.inf, -np.inf, np.inf, -np.inf, 2.0 ** 971, None]
+    expected[-1] = float(Fraction(a[-1]) * Fraction(b[-1]) + Fraction(c[-1]))
+    assert differing(_fma64_by_parts(a, b, c), np.array(expected)) == 0

@@ -894,10 +894,14 @@ def _check_shuffle(fn, name, input, factor):
 
 # ---- batch and instance normalisation --------------------------------------------------------------
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
-    """torch's ``F.batch_norm``: ATen's batch norm (``ops.nn.batch_norm``; ``torch.batch_norm`` and
-    ``instance_norm`` call it directly) after F's own check of ``eps``, which ATen does not make."""
+    """torch's ``F.batch_norm``: ATen's batch norm (``ops.nn.batch_norm``; ``torch.batch_norm``,
+    ``native_batch_norm`` and ``instance_norm`` call it directly) after F's own checks, which ATen does not make:
+    more than one value a channel in training (ATen normalises a single one: variance 0), and ``eps``."""
     if training is not True and training is not False:
         _bool_argument("batch_norm", "training", training, position=6)
+    size = tuple(input.shape)
+    if training and size and math.prod(size[:1] + size[2:]) == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {list(size)}")
     if training and eps <= 0.0:
         raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
     if eps < 0.0:

@@ -97,14 +97,14 @@ def native_batch_norm(input, weight, bias, running_mean, running_var, training, 
 
 
 def _batch_statistics(input):
-    """Each channel's batch mean and biased variance as torch's kernel takes them: ATen's float32 ones
-    (``_aten_batch_stats``, the variance ``var_sum / n`` in float), else in the compute dtype."""
+    """Each channel's batch mean and biased variance as torch's kernel takes them: ATen's float32 and float64 ones
+    (``_aten_batch_stats``, the variance ``var_sum / n`` in the dtype), else in the compute dtype."""
     x = input._array
     count = x.size // x.shape[1] if x.ndim >= 2 and x.shape[1] else 0
-    view = _nn._aten_kernel_view(x) if x.dtype == np.float32 else None
+    view = _nn._aten_kernel_view(x) if x.dtype in (np.float32, np.float64) else None
     if view is not None and count:
         mean, var_sum = _nn._aten_batch_stats(view, count)
-        return mean, var_sum / np.float32(count)
+        return mean, var_sum / x.dtype.type(count)
     axes = (0,) + tuple(range(2, x.ndim))
     wide = x.astype(compute_dtype(x.dtype))
     mean = wide.mean(axis=axes)

@@ -3230,7 +3230,8 @@ def _aten_batch_stats(x, count):
         return mean, (centred * centred).sum(axis=axes, dtype=np.float64).astype(np.float32)
     chunk = float32_sums.thread_chunk(count, grain=1)
     starts = range(0, count, chunk)
-    total = sum(np.add.reduce(x[s:s + chunk], axis=0).astype(np.float64) for s in starts)  # (rows in order)
+    # (rows in order: cumsum, as NumPy's add.reduce pairs the rows of a one-channel [N, 1] batch, a contiguous run)
+    total = sum(np.cumsum(x[s:s + chunk], axis=0)[-1].astype(np.float64) for s in starts)
     mean = (total / count).astype(x.dtype)
     centred, squares = x - mean, np.zeros(x.shape[1], np.float64)
     for s in starts:  # (a row at a time: each fused multiply-add rounds)
@@ -3356,10 +3357,7 @@ def _batch_norm(input, running_mean, running_var, weight, bias, training, moment
                                f"This input cannot have requires_grad True.")
     axes = (0,) + tuple(range(2, input.ndim))
     if training:
-        count = input.numel() // input.shape[1]
-        if count == 1:
-            raise ValueError(f"Expected more than 1 value per channel when training, got input size "
-                             f"{list(input.shape)}")
+        count = input.numel() // input.shape[1]  # (one value a channel: variance 0, its unbiased form 0 / 0)
         mean = input.mean(axes, keepdim=True)
         var = input.var(axes, keepdim=True, correction=0)
         with no_grad():
@@ -3371,8 +3369,8 @@ def _batch_norm(input, running_mean, running_var, weight, bias, training, moment
             else:
                 if running_mean is not None:
                     _blend_(running_mean, mean.reshape(-1), momentum)
-                if running_var is not None:
-                    _blend_(running_var, var.reshape(-1) * (count / (count - 1)), momentum)
+                if running_var is not None:  # (one value a channel: ATen's 0 / 0, NaN)
+                    _blend_(running_var, var.reshape(-1) * (count / (count - 1) if count > 1 else math.inf), momentum)
     else:
         if running_mean is None or running_var is None:
             raise RuntimeError("batch_norm: running_mean and running_var are needed when not training")
@@ -3603,7 +3601,9 @@ def _batch_norm_as_aten(input, running_mean, running_var, weight, bias, training
     fma = float32_math.fused_multiply_add64 if x.dtype == np.float64 else float32_math.fused_multiply_add
     beta = -mean * alpha if bias is None else fma(-mean, alpha, bias._array)
     shape = (1, -1) + (1,) * (x.ndim - 2)
-    return fma(x, np.broadcast_to(alpha.reshape(shape), x.shape), np.broadcast_to(beta.reshape(shape), x.shape))
+    # (alpha and beta spread to x's shape in memory: the compiled fma takes them so, exact with subnormal parts too)
+    alpha, beta = (np.ascontiguousarray(np.broadcast_to(v.reshape(shape), x.shape)) for v in (alpha, beta))
+    return fma(np.ascontiguousarray(x), alpha, beta)
 
 
 def _all_16bit_parameters(input, *params):
@@ -3633,9 +3633,6 @@ def _batch_norm_16bit_training(input, running_mean, running_var, weight, bias, m
     updates in float32. Then ``x * alpha + beta`` in float32, rounded once. Bit for bit torch's
     numbers in the first case, running stats included."""
     count = input.numel() // input.shape[1]
-    if count == 1:
-        raise ValueError(f"Expected more than 1 value per channel when training, got input size "
-                         f"{list(input.shape)}")
     stats = batch_norm_16bit_statistics(input, eps, mixed)
     with no_grad():
         if mixed:
