@@ -18,7 +18,8 @@ from ..tensor import Function, Tensor, name_node, no_forward_formula, no_meta_ke
 from . import elementwise as E, index as I, reduce as R, shape as S
 from .nn import _broadcast_or_raise
 from .matmul import (_in_float32, _inner_sizes_check, _is_16bit_float, _one_node, _products_check, _rounded_to,
-                     _scaled_sum, _with_torchs_gradients, addmm, bmm, mm, mv, outer, refuse_mixed_addmm)
+                     _scaled_sum, _with_torchs_gradients, addmm, bmm, matrix_vector_gradients, mm, mv, outer,
+                     outer_product_gradients, product_gradients, refuse_mixed_addmm)
 
 # ---- other names: the same op under torch's second spelling --------------------------------------
 arccos, arcsin, arctan = E.acos, E.asin, E.atan
@@ -649,12 +650,13 @@ def addmv(input, mat, vec, *, beta=1, alpha=1):
         beta, alpha = (_rounded_to(number, mat.dtype) for number in (beta, alpha))  # float32, rounded once
         return _one_node(_in_float32(addmv, input, mat, vec, beta, alpha), "AddmvBackward0", input, mat, vec)
     if _fused_by_gemv(input, mat, vec, beta, alpha):
-        return _one_node(_gemv_scaled_sum(input, mat, vec, beta, alpha), "AddmvBackward0", input, mat, vec)
-    if _one_column_of_gemv(mat, vec) and alpha != 1:  # (beta 0 here: y ignored; A[:, 0] * (alpha * v[0]) rounded once)
-        mat_vec, alpha = mv(mat, vec * alpha), 1
+        result = _gemv_scaled_sum(input, mat, vec, beta, alpha)
+    elif _one_column_of_gemv(mat, vec) and alpha != 1:  # (beta 0 here: y ignored; A[:, 0] * (alpha * v[0]) rounded once)
+        result = _scaled_sum("addmv", input, mv(mat, vec * alpha), beta, 1)
     else:
-        mat_vec = mv(mat, vec)
-    return _one_node(_scaled_sum("addmv", input, mat_vec, beta, alpha), "AddmvBackward0", input, mat, vec)
+        result = _scaled_sum("addmv", input, mv(mat, vec), beta, alpha)
+    result = _with_torchs_gradients(result, input, mat, vec, beta, alpha, matrix_vector_gradients(mat, vec))
+    return _one_node(result, "AddmvBackward0", input, mat, vec)
 
 
 def _one_column_of_gemv(mat, vec):
@@ -709,6 +711,7 @@ def addr(input, vec1, vec2, *, beta=1, alpha=1):
                                                                         result.shape))
         else:
             result = _addr_fused(input, vec1, vec2, beta, alpha, product, result.shape)
+    result = _with_torchs_gradients(result, input, vec1, vec2, beta, alpha, outer_product_gradients(vec1, vec2))
     return _one_node(result, "AddrBackward0", input, vec1, vec2)
 
 
@@ -746,7 +749,8 @@ def addbmm(input, batch1, batch2, *, beta=1, alpha=1):
     result = input
     for index in range(batch1.shape[0]):  # ATen: one addmm per batch into the result (a 16-bit one rounds each)
         result = addmm(result, batch1[index], batch2[index], beta=beta if index == 0 else 1, alpha=alpha)
-    result = _with_torchs_gradients(result, input, batch1, batch2, beta, alpha, summed=True)
+    result = _with_torchs_gradients(result, input, batch1, batch2, beta, alpha,
+                                    product_gradients(batch1, batch2, summed=True))
     return _one_node(result, "AddbmmBackward0", input, batch1, batch2)
 
 

@@ -1129,6 +1129,7 @@ def addmm(input, mat1, mat2, *, beta=1, alpha=1):
         result = _in_float32(addmm, input, mat1, mat2, beta, alpha)
     else:
         result = _scaled_sum("addmm", input, mm(mat1, mat2), beta, alpha)
+        result = _with_torchs_gradients(result, input, mat1, mat2, beta, alpha, product_gradients(mat1, mat2))
         _as_mkls_gemm(result, input, mat1, mat2, beta, alpha)
     return _one_node(result, "AddmmBackward0", input, mat1, mat2)
 
@@ -1169,17 +1170,19 @@ def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):
         result = _in_float32(baddbmm, input, batch1, batch2, beta, alpha)
     else:
         result = _scaled_sum("baddbmm", input, bmm(batch1, batch2), beta, alpha)
-        result = _with_torchs_gradients(result, input, batch1, batch2, beta, alpha, summed=False)
+        result = _with_torchs_gradients(result, input, batch1, batch2, beta, alpha,
+                                        product_gradients(batch1, batch2))
         _as_mkls_gemm(result, input, batch1, batch2, beta, alpha)
     return _one_node(result, "BaddbmmBackward0", input, batch1, batch2)
 
 
-def _with_torchs_gradients(result, input, batch1, batch2, beta, alpha, summed):
-    """``result`` (baddbmm's, or addbmm's with ``summed``: composed of minilora's ops, its values torch's) given
-    torch's gradients, derivatives.yaml's formulas in their order: ``input`` gets ``maybe_multiply(g, beta)``
-    summed to its shape, each batch the product of ``g`` with the other batch, then times ``alpha`` (the
-    composed graph scales ``g`` before the product: another rounding, seen in most gradients once alpha != 1).
-    float32/float64 NumPy arrays; others keep the composed gradients."""
+def _with_torchs_gradients(result, input, first, second, beta, alpha, products):
+    """``result`` (``beta * input + alpha * product``: addmm's, addmv's, addr's, baddbmm's, addbmm's, composed of
+    minilora's ops, its values torch's) given torch's gradients, derivatives.yaml's formulas in their order:
+    ``input`` gets ``maybe_multiply(g, beta)`` summed to its shape, ``first`` and ``second`` the product's own
+    gradients (``products(g, need_first, need_second)``: g times the other operand, as torch's product ops), then
+    times ``alpha`` (the composed graph scales ``g`` before the product: another rounding, seen in most gradients
+    once alpha != 1). float32/float64 NumPy arrays; others keep the composed gradients."""
     if not (result.requires_grad and result.dtype in (np.float32, np.float64) and type(result._array) is np.ndarray):
         return result
     from .nn import KernelGradients  # (ops.nn imports this module: at call time)
@@ -1187,16 +1190,35 @@ def _with_torchs_gradients(result, input, batch1, batch2, beta, alpha, summed):
     shape = tuple(input.shape)
 
     def gradients(g, needs):
-        expanded = np.broadcast_to(g, (batch1.shape[0], *g.shape)) if summed else g
-        scaled = (lambda a: a) if alpha == 1 else (lambda a: a * real(alpha))
         grad_input = None
         if needs[0]:
             grad_input = g if beta == 1 else g * real(beta)
             grad_input = unbroadcast(grad_input, shape) if grad_input.shape != shape else grad_input
-        grad_1 = scaled(_torch_products(expanded, batch2._array.swapaxes(-1, -2))) if needs[1] else None
-        grad_2 = scaled(_torch_products(batch1._array.swapaxes(-1, -2), expanded)) if needs[2] else None
-        return grad_input, grad_1, grad_2
-    return KernelGradients.apply(result, input, batch1, batch2, values=result._array, gradients=gradients)
+        grads = products(g, needs[1], needs[2])
+        return (grad_input,) + tuple(x if x is None or alpha == 1 else x * real(alpha) for x in grads)
+    return KernelGradients.apply(result, input, first, second, values=result._array, gradients=gradients)
+
+
+def product_gradients(first, second, summed=False):
+    """``products`` for ``_with_torchs_gradients`` of a matrix product (addmm's mm, baddbmm's bmm; addbmm's with
+    ``summed``, g the same for each batch): g @ second^T and first^T @ g, as mm's and bmm's backward"""
+    def products(g, need_first, need_second):
+        expanded = np.broadcast_to(g, (first.shape[0], *g.shape)) if summed else g
+        return (_torch_products(expanded, second._array.swapaxes(-1, -2)) if need_first else None,
+                _torch_products(first._array.swapaxes(-1, -2), expanded) if need_second else None)
+    return products
+
+
+def matrix_vector_gradients(mat, vec):
+    """addmv's ``products``: ``g.ger(vec)`` (each element one product) and ``mat.t().mv(g)``"""
+    return lambda g, need_mat, need_vec: (np.multiply.outer(g, vec._array) if need_mat else None,
+                                          _torch_products(mat._array.T, g) if need_vec else None)
+
+
+def outer_product_gradients(vec1, vec2):
+    """addr's ``products``: ``g.mv(vec2)`` and ``g.t().mv(vec1)``"""
+    return lambda g, need1, need2: (_torch_products(g, vec2._array) if need1 else None,
+                                    _torch_products(g.T, vec1._array) if need2 else None)
 
 
 def _in_float32(fn, input, m1, m2, beta, alpha):
