@@ -1196,7 +1196,9 @@ def _with_torchs_gradients(result, input, first, second, beta, alpha, products):
             grad_input = unbroadcast(grad_input, shape) if grad_input.shape != shape else grad_input
         grads = products(g, needs[1], needs[2])
         return (grad_input,) + tuple(x if x is None or alpha == 1 else x * real(alpha) for x in grads)
-    return KernelGradients.apply(result, input, first, second, values=result._array, gradients=gradients)
+    # (values: a copy, not the composed result's array -- an output sharing it would be taken for a view of it)
+    out = KernelGradients.apply(result, input, first, second, values=result._array.copy(), gradients=gradients)
+    return _saving_products(out, (first, second))  # (torch keeps each operand for the other's gradient)
 
 
 def product_gradients(first, second, summed=False):
