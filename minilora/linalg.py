@@ -662,11 +662,15 @@ def _logdet_derivative(arrays, outputs, grads):
     return grads[-1][..., None, None] * _mT(inverse)
 
 
-def _logdet_of_positive_derivative(arrays, outputs, grads):
-    """torch.logdet is ``where(sign < 0, nan, logabsdet)``: no gradient reaches a matrix with a negative
-    determinant (its value is nan), ``g A^{-T}`` elsewhere."""
-    grad = _logdet_derivative(arrays, outputs, grads)
-    return xp_of(grad).where(xp_of(grad).isnan(outputs[0])[..., None, None], 0, grad)
+def _logdet_of_positive_derivative(negative):
+    """torch.logdet is ``where(sign == -1, nan, logabsdet)``: no gradient reaches a matrix with a negative
+    determinant (``negative``), ``g A^{-T}`` elsewhere (a NaN of a matrix with inf or NaN in it keeps its NaN
+    gradient). The mask rides on the derivative (``.negative``) for the recorded formula (ops/higher_order.py)."""
+    def derivative(arrays, outputs, grads):
+        grad = _logdet_derivative(arrays, outputs, grads)
+        return xp_of(grad).where(negative[..., None, None], 0, grad)
+    derivative.negative = negative
+    return derivative
 
 
 def _inv_or_nan(matrix):
@@ -677,9 +681,25 @@ def _inv_or_nan(matrix):
 
 
 def _slogdet_arrays(a):
+    """(sign, logabsdet) as torch's: LU's diagonal d, ``prod(sign(d))`` times the pivots' sign and ``sum(log |d|)``.
+    NumPy's slogdet where the matrix is finite and not singular; else that formula on ``_lu_arrays``' LU (NumPy
+    says sign 0, logabsdet -inf for any zero pivot: torch's sum is NaN where an infinite pivot meets it)."""
     if _meta(a):
         return _unwritten(a.shape[:-2], a.shape[:-2], dtype=a.dtype)
-    return xp_of(a).linalg.slogdet(a)
+    xp = xp_of(a)
+    with np.errstate(invalid="ignore"):
+        sign, logabsdet = xp.linalg.slogdet(a)
+    odd = (sign == 0) | ~xp.isfinite(a).all(axis=(-2, -1))
+    if xp is not np or not odd.any():
+        return sign, logabsdet
+    sign, logabsdet = np.array(sign), np.array(logabsdet)  # (one matrix's: NumPy scalars)
+    lu, pivots, _ = _lu_arrays(a[odd])
+    diagonal = xp.diagonal(lu, axis1=-2, axis2=-1)
+    swaps = (pivots != xp.arange(1, pivots.shape[-1] + 1, dtype=pivots.dtype)).sum(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sign[odd] = xp.nan_to_num(xp.sign(diagonal), nan=0.0).prod(-1) * xp.where(swaps % 2, -1, 1)
+        logabsdet[odd] = xp.log(xp.abs(diagonal)).sum(-1)
+    return sign, logabsdet
 
 
 def slogdet(A, *, out=None):
@@ -695,8 +715,10 @@ def logdet(input):
     _check("logdet", input, square=True, arg="input")
     xp = xp_of(input._array)
     sign, logabsdet = _slogdet_arrays(input._array)
-    value = logabsdet if _meta(sign) else xp.where(sign < 0, xp.nan, logabsdet).astype(input._array.dtype)
-    return _outputs("LogdetBackward0", (input,), (value,), _logdet_of_positive_derivative)[0]
+    if _meta(sign):
+        return _outputs("LogdetBackward0", (input,), (logabsdet,), _logdet_derivative)[0]
+    value = xp.where(sign < 0, xp.nan, logabsdet).astype(input._array.dtype)
+    return _outputs("LogdetBackward0", (input,), (value,), _logdet_of_positive_derivative(sign < 0))[0]
 
 
 def _vector_rhs(A, B):

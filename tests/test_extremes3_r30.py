@@ -190,3 +190,68 @@ def test_numpy_fma64_past_the_range_is_the_exact_sum_rounded():
     expected = [np.inf, -np.inf, -np.inf, np.inf, -np.inf, 2.0 ** 971, None]
     expected[-1] = float(Fraction(a[-1]) * Fraction(b[-1]) + Fraction(c[-1]))
     assert differing(_fma64_by_parts(a, b, c), np.array(expected)) == 0
+
+
+# ---- addmm / addmv / addr gradients: the product's gradient first, then times alpha (derivatives.yaml) -----------
+SCALED_PRODUCTS = {"addmv": ((5,), (5, 7), (7,)), "addmm": ((5, 3), (5, 7), (7, 3)), "addr": ((5, 7), (5,), (7,))}
+
+
+def scaled_product_gradients(name, arrays, g, beta, alpha):
+    results = []
+    for library in (ml, torch):
+        tensors = [library.tensor(a, requires_grad=True) for a in arrays]
+        out = getattr(library, name)(*tensors, beta=beta, alpha=alpha)
+        results.append([x.numpy() for x in library.autograd.grad(out, tensors, library.tensor(g))])
+    return results
+
+
+@pytest.mark.parametrize("name", sorted(SCALED_PRODUCTS))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_scaled_product_gradients_multiply_by_alpha_last(name, dtype):
+    """float32 all three; float64 but for mv's of a transposed matrix (addmv's vec, addr's vec2: MKL's dgemv on a
+    transposed matrix, not modelled)"""
+    rng = np.random.default_rng(11)
+    shapes = SCALED_PRODUCTS[name]
+    for _ in range(10):
+        arrays = [rng.standard_normal(s).astype(dtype) for s in shapes]
+        out_shape = shapes[0] if name != "addmv" else (shapes[1][0],)
+        ours, theirs = scaled_product_gradients(name, arrays, rng.standard_normal(out_shape).astype(dtype), 0.7, 0.3)
+        checked = 3 if dtype == "float32" or name == "addmm" else 2
+        for a, t in zip(ours[:checked], theirs[:checked]):
+            assert differing(a, t) == 0
+
+
+def test_addmv_gradients_at_extreme_values_are_torchs():
+    """the extremes sweep's addmv (grad): vec's gradient mat.t().mv(g), then times alpha (small sizes: MKL's
+    transposed dgemv adds the rows in order there, fused)"""
+    rng = np.random.default_rng(12)
+    for _ in range(200):
+        n, m = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+        arrays = [rng.choice(np.array(EXTREMES), s) for s in ((n,), (n, m), (m,))]
+        beta, alpha = rng.choice([1.0, 0.2, 0.0]), rng.choice([1.0, 0.6])
+        ours, theirs = scaled_product_gradients("addmv", arrays, np.ones(n), beta, alpha)
+        for a, t in zip(ours, theirs):
+            assert differing(a, t) == 0, arrays
+
+
+# ---- logdet at extreme values: torch's slogdet is LU's sum(log |d|), its logdet where(sign == -1, nan, ...) ----
+# (a singular matrix's gradient is torch's LU solve's inf/NaN propagation, not modelled: left out)
+LOGDET_MATRICES = [[[0.0, 0.0], [-np.inf, -1.7976931348623157e308]],  # (an infinite pivot meets a zero one: NaN)
+                   [[np.inf, 1.0], [np.inf, 0.0]], [[-2.0, 1.0], [1.0, 3.0]], [[1.0, 2.0], [np.nan, 1.0]],
+                   [[3.0, 1.0], [1.0, 2.0]]]
+
+
+def test_logdet_values_and_gradients_at_extreme_values_are_torchs():
+    """values: NumPy's slogdet called a matrix with a zero pivot singular (-inf) where torch's sum is NaN;
+    gradients: none where the determinant is negative (torch's where on the sign), not wherever the value is NaN
+    (a matrix with NaN in it: NaN gradients)"""
+    kind = lambda a: np.where(np.isnan(a), 3, np.where(np.isinf(a), np.sign(a) + 1, 0))  # noqa: E731
+    for matrix in LOGDET_MATRICES:
+        results = []
+        for library in (ml, torch):
+            x = library.tensor(np.array(matrix), requires_grad=True)
+            out = library.logdet(x)
+            results.append([out.detach().numpy(), library.autograd.grad(out, [x])[0].numpy()])
+        for ours, theirs in zip(*results):
+            assert (kind(ours) == kind(theirs)).all(), matrix
+            np.testing.assert_allclose(ours, theirs, rtol=1e-15)

@@ -1651,7 +1651,7 @@ _LINALG = {  # torch's node -> its derivatives.yaml formula on ops
     "LinalgDetBackward0": _det,
     "LinalgSlogdetBackward0": _slogdet,
     "LogdetBackward0": lambda ctx, g: _per_matrix(  # the same, none where det < 0
-        _e.where(_constant(~np.isnan(ctx.outputs[0]), g), g, 0.0)) * _inverse_t(ctx),  # (torch: a where too)
+        _e.where(_constant(~ctx.derivative.negative, g), g, 0.0)) * _inverse_t(ctx),  # (torch: a where too)
     "LinalgSolveExBackward0": _solve,
     "LinalgCholeskyExBackward0": _cholesky,
     "CholeskySolveBackward0": _cholesky_solve, "CholeskyInverseBackward0": _cholesky_inverse,
