@@ -22,6 +22,14 @@ fixes no crash is left, and the "special" rows are F.bilinear's order, LAPACK's 
 triangular_solve, ormqr), stft, grid_sample at huge coordinates, native_batch_norm with an infinite variance and
 addmv's / logdet's gradients. The fixes are pinned in tests/test_extremes_r29.py and tests/test_extremes2_r29.py;
 ``--modules`` (module_db) found no crash.
+
+Round 30 (tests/test_extremes3_r30.py): F.bilinear is ATen's _trilinear (its order: inf/NaN as torch's),
+native_batch_norm of float64 [N, C] the channels-last kernel's (statistics, fma on contiguous operands, fma64's
+NumPy path past the range), addmm/addmv/addr gradients the product's then times alpha, logdet's value torch's LU sum
+where NumPy's slogdet said singular, its gradient masked by the sign only. Left: LAPACK's inf/NaN propagation
+(lu_solve, triangular_solve, ormqr, and logdet's gradient of a singular matrix: torch's LU solve), stft, and
+grid_sample at huge coordinates (reflection padding: NaN where torch's vectorized reflect stays finite; border and
+bicubic differ too: not studied).
 """
 import argparse
 import collections
