@@ -28,8 +28,11 @@ native_batch_norm of float64 [N, C] the channels-last kernel's (statistics, fma 
 NumPy path past the range), addmm/addmv/addr gradients the product's then times alpha, logdet's value torch's LU sum
 where NumPy's slogdet said singular, its gradient masked by the sign only. Left: LAPACK's inf/NaN propagation
 (lu_solve, triangular_solve, ormqr, and logdet's gradient of a singular matrix: torch's LU solve), stft, and
-grid_sample at huge coordinates (reflection padding: NaN where torch's vectorized reflect stays finite; border and
-bicubic differ too: not studied).
+grid_sample at huge coordinates. For it, measured on torch: the 2-D kernel's vectorized clip clamps a NaN
+coordinate to pixel 0 (border: NaN -> 0, inf -> size - 1; reflection: NaN, +-inf and +-3.4e38 all -> 0), the 3-D
+scalar clip sends NaN to size - 1; minilora reads NaN there (border: a NaN coordinate; reflection, whose
+``_reflect`` is coord * sign + offset for the gradient: NaN, +-inf and +-3.4e38 alike), and its bicubic differs by
+ulps there too.
 """
 import argparse
 import collections
