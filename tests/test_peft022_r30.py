@@ -274,3 +274,19 @@ def test_loftq_config_of_another_type_is_refused_by_name():
     """Found on the way (a corrupted adapter_config.json holding "loftq_config": 0): kept and written back."""
     with pytest.raises(TypeError, match="loftq_config must be a LoftQConfig, a dict or None"):
         ml_peft.LoraConfig(loftq_config=0)
+
+
+def test_prepare_model_for_kbit_training_takes_022s_keyword():
+    """0.22 renamed gradient_checkpointing_kwargs to activation_checkpointing_kwargs (the old one warns)."""
+    model = ml.nn.Linear(2, 2)
+    assert ml_peft.prepare_model_for_kbit_training(model, activation_checkpointing_kwargs={"use_reentrant": False}) \
+        is model
+    with pytest.warns(FutureWarning, match="activation_checkpointing_kwargs"):
+        ml_peft.prepare_model_for_kbit_training(model, gradient_checkpointing_kwargs={"use_reentrant": False})
+    with pytest.raises(ValueError, match="at the same time"):
+        ml_peft.prepare_model_for_kbit_training(model, activation_checkpointing_kwargs={"a": 1},
+                                                gradient_checkpointing_kwargs={"a": 1})
+    if PEFT_022:
+        import inspect
+        assert list(inspect.signature(ml_peft.prepare_model_for_kbit_training).parameters) == \
+            list(inspect.signature(peft.prepare_model_for_kbit_training).parameters)

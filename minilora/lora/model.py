@@ -1681,12 +1681,21 @@ def cast_adapter_dtype(tuner, adapter_name, autocast_adapter_dtype=True):
                     param.data = param.data.float()  # the same Parameter object, as PEFT's in-place cast
 
 
-def prepare_model_for_kbit_training(model, use_gradient_checkpointing=True, gradient_checkpointing_kwargs=None,
-                                    auto_clear_cache=True):
+def prepare_model_for_kbit_training(model, use_gradient_checkpointing=True, activation_checkpointing_kwargs=None,
+                                    auto_clear_cache=True, *, gradient_checkpointing_kwargs=None):
     """PEFT's preparation of a model before LoRA training (the QLoRA recipe's first call): every parameter
     frozen, float16/bfloat16 ones cast to float32 (the same Parameter objects). minilora loads no 4-/8-bit
     weights, so PEFT's quantized branch (gradient checkpointing, inputs requiring grad) never applies; its
-    keywords are taken and change nothing, as for an unquantized model in PEFT. Returns ``model``."""
+    keywords are taken and change nothing, as for an unquantized model in PEFT. PEFT 0.22 renamed
+    ``gradient_checkpointing_kwargs`` to ``activation_checkpointing_kwargs`` (the old name a keyword, with its
+    FutureWarning; both at once refused in its words). Returns ``model``."""
+    if gradient_checkpointing_kwargs and activation_checkpointing_kwargs:
+        raise ValueError("Don't use `activation_checkpointing_kwargs` and `gradient_checkpointing_kwargs` at the same "
+                         "time, only use `activation_checkpointing_kwargs`; `gradient_checkpointing_kwargs` is "
+                         "deprecated and will be removed in v1.2.")
+    if gradient_checkpointing_kwargs:
+        warnings.warn("`gradient_checkpointing_kwargs` is deprecated and will be removed in v1.2. Use "
+                      "`activation_checkpointing_kwargs` instead.", FutureWarning)
     for param in model.parameters():
         param.requires_grad = False
     for param in model.parameters():
