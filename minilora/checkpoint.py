@@ -811,10 +811,22 @@ def _swap_in(tmp, directory):
         os.chdir(directory)
 
 
-def save_json(obj, path):
-    """Write ``obj`` as indented JSON, atomically."""
+def sorted_keys(obj, keep_order=frozenset()):
+    """``obj`` with every dict's keys sorted, as ``json.dumps(sort_keys=True)`` writes them, except the dicts
+    stored under a key in ``keep_order``, whose order means something (PEFT 0.22's rank_pattern: the first
+    matching key wins)."""
+    if isinstance(obj, dict):
+        return {key: value if key in keep_order else sorted_keys(value, keep_order)
+                for key, value in sorted(obj.items())}
+    if isinstance(obj, (list, tuple)):
+        return [sorted_keys(value, keep_order) for value in obj]
+    return obj
+
+
+def save_json(obj, path, keep_order=frozenset()):
+    """Write ``obj`` as indented JSON with sorted keys (but ``keep_order``'s dicts: ``sorted_keys``), atomically."""
     with atomic_write(path, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
+        json.dump(sorted_keys(obj, keep_order), f, indent=2)
         f.write("\n")
 
 

@@ -290,3 +290,20 @@ def test_prepare_model_for_kbit_training_takes_022s_keyword():
         import inspect
         assert list(inspect.signature(ml_peft.prepare_model_for_kbit_training).parameters) == \
             list(inspect.signature(peft.prepare_model_for_kbit_training).parameters)
+
+
+def test_rank_pattern_order_survives_save_and_load(tmp_path):
+    """The first matching rank_pattern key wins, so its order is kept in adapter_config.json (0.22; 0.21 sorted
+    it: {"q_proj": 3, "proj": 2} came back as {"proj": 2, "q_proj": 3}, q_proj then rank 2 against a rank-3 file)."""
+    config = dict(BASE, rank_pattern={"q_proj": 3, "proj": 2}, alpha_pattern={"v_proj": 5, "proj": 7})
+    ours = ml_peft.get_peft_model(llama(ml), ml_peft.LoraConfig(**config))
+    ours.save_pretrained(str(tmp_path / "ours"))
+    written = json.loads((tmp_path / "ours" / "adapter_config.json").read_text())
+    assert list(written["rank_pattern"]) == ["q_proj", "proj"] and list(written["alpha_pattern"]) == ["v_proj", "proj"]
+    loaded = ml_peft.PeftModel.from_pretrained(llama(ml), str(tmp_path / "ours"))
+    assert loaded.base_model.model.model.layers[0].self_attn.q_proj.r["default"] == 3
+    if PEFT_022:
+        theirs = peft.get_peft_model(llama(torch), peft.LoraConfig(**config))
+        theirs.save_pretrained(str(tmp_path / "peft"))
+        peft_written = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+        assert list(peft_written["rank_pattern"]) == list(written["rank_pattern"])

@@ -22,6 +22,9 @@ __all__ = ["LoraConfig", "LoraRuntimeConfig", "EvaConfig", "CordaConfig", "LoraG
            "get_peft_config", "TaskType", "PeftType", "TASK_TYPES", "CONFIG_NAME"]
 
 CONFIG_NAME = "adapter_config.json"
+# adapter_config.json's keys are sorted but for the dicts under these, whose order survives a save and load (as
+# PEFT 0.22): the first rank_pattern / alpha_pattern key that matches a module wins
+CONFIG_KEYS_WITH_PRESERVED_ORDER = frozenset({"rank_pattern", "alpha_pattern"})
 
 # The PEFT release whose behaviour and files minilora mirrors (setup.py's [interop] pin)
 MIRRORED_PEFT_VERSION = "0.22.0"
@@ -284,10 +287,11 @@ class _AdapterConfig:
         """Write ``save_directory/adapter_config.json`` (PEFT's method; the folder is made if missing)."""
         from ..checkpoint import save_json
         os.makedirs(save_directory, exist_ok=True)
-        save_json(self.to_dict(), os.path.join(save_directory, CONFIG_NAME))
+        save_json(self.to_dict(), os.path.join(save_directory, CONFIG_NAME), CONFIG_KEYS_WITH_PRESERVED_ORDER)
 
     def to_json_string(self):
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        from ..checkpoint import sorted_keys
+        return json.dumps(sorted_keys(self.to_dict(), CONFIG_KEYS_WITH_PRESERVED_ORDER), indent=2)
 
 
 PeftConfig = _AdapterConfig  # PEFT's base class name: PeftConfig.from_pretrained(folder), isinstance checks

@@ -26,7 +26,7 @@ from ..nn.llama import LlamaForCausalLM
 from ..nn.module import IncompatibleKeys
 from ..size import Size
 from ..tensor import Tensor, tensor
-from .config import CONFIG_NAME, written_by_minilora
+from .config import CONFIG_KEYS_WITH_PRESERVED_ORDER, CONFIG_NAME, written_by_minilora
 from .layers import BaseTunerLayer, ModulesToSaveWrapper, TrainableTokensWrapper
 from .mha import double_out_proj_of_old_peft_files
 
@@ -483,7 +483,7 @@ def save_adapters(peft_model, save_directory, selected_adapters=None, overwrite=
                 os.makedirs(directory, exist_ok=True)
                 serialization.save({key: _as_tensor(value) for key, value in tensors.items()},
                                    os.path.join(directory, weights))
-            save_json(config, os.path.join(directory, CONFIG_NAME))
+            save_json(config, os.path.join(directory, CONFIG_NAME), CONFIG_KEYS_WITH_PRESERVED_ORDER)
         if also is not None:
             also(tmp)
 
