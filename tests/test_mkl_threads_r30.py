@@ -11,13 +11,14 @@ shapes (328 tensors: 52 differed on 2 threads before, 0 after).
 """
 import json
 import os
-import subprocess
 import sys
 import textwrap
 
 import pytest
 
 from minilora import blas
+
+import background_runs  # (tests/ is on the path: conftest.py)
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(blas._mkl_library() is None, reason="the `mkl` wheel (minilora[mkl]) is not installed")
@@ -55,7 +56,7 @@ def _run(body, threads=2):
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS=str(threads), MINILORA_NUM_THREADS=str(threads))
     env.pop("MKL_NUM_THREADS", None)
     code = TORCH_PRODUCTS + MINILORA_PRODUCT + textwrap.dedent(body)
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    done = background_runs.run_process([sys.executable, "-c", code], env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
