@@ -4,6 +4,27 @@ minilora mirrors PEFT 0.22.0 (setup.py's ``[interop]`` pin). The oracle tests al
 who has not upgraded yet); where 0.22.0 deliberately changed PEFT's behaviour (a bug fix, a new default, a new
 field), minilora has 0.22.0's, and a test compares it with 0.21.2 through one of these named differences --
 never by skipping the comparison. Import after ``pytest.importorskip("peft")``.
+
+What 0.22.0 changed for a LoRA user (diff of the two installed packages, its docstrings and comments), and the
+decision -- followed: a deliberate fix, default or feature of 0.22; kept: a 0.22 regression:
+
+* followed, fixes: AdaLoRA's ranknum stays frozen when cast to the base's dtype; an adapter's modules follow the
+  layer's train/eval mode (set_training); modules_to_save names match whole dotted parts; unload() gives the
+  original module back; MultiheadAttention counts out_proj's update once (#3774), doubling older files' lora_B
+  on load; a LoRA conv's lora_A takes the base's dilation and padding_mode; DoRA conv's repr prefix once;
+  add_weighted_adapter refuses DoRA, combines lora_bias, drops rsLoRA; rank_pattern/alpha_pattern keep their
+  order in adapter_config.json; SEQ_CLS's classifier names added once, in a new list.
+* followed, new defaults/words: "pre_classifier" among the classifier names; load_adapter warns about missing
+  keys (strict_adapter_check); PeftModel.set_adapter's TypeError; the rank_pattern warning's words; MHA's
+  lora_bias refused; prepare_model_for_kbit_training's activation_checkpointing_kwargs.
+* followed, new features: LoraConfig.astra_config (refused unless None: Astra needs preprocess_astra's
+  activation statistics), init_lora_weights="nora" (implemented), PeftType.PACA (named, refused).
+* not followed (a 0.22 regression): MultiheadAttention.unmerge now runs out_proj.unmerge() in place on the
+  weight its forward saved for backward, so gradients upstream of the attention use W_out instead of
+  W_out + dW (0.21's were consistent with its own forward). No upstream issue found; the oracle in
+  test_peft_r7.peft_mha_fixed patches it.
+* not minilora's concern: tensor/FSDP2 parallel paths, other methods (PaCA, Shadow, ...), healthcheck /
+  print_healthcheck, get_additive_delta, create_dummy_lora_config, replace_lora_weights_pissa (not implemented).
 """
 import peft
 import torch
