@@ -13,21 +13,11 @@ import pytest
 
 import minilora as ml
 from minilora import blas, float32_math
-from test_sdpa_flash_backward_r29 import _both
+from test_sdpa_flash_backward_r29 import _both, one_thread  # noqa: F401  (one_thread: its autouse fixture, here too)
 
 torch = pytest.importorskip("torch")
 
 pytestmark = pytest.mark.skipif(blas.library() != "mkl", reason="MKL (minilora[mkl]) is not minilora's BLAS here")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads(), ml.parallel.num_threads()
-    torch.set_num_threads(1)
-    ml.parallel.set_num_threads(1)
-    yield
-    torch.set_num_threads(before[0])
-    ml.parallel.set_num_threads(before[1])
 
 
 def _planted(dtype, tq, tk, seed):
