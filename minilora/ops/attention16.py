@@ -6,7 +6,8 @@ does not compute in float32 and round once: it rounds at its own points, and tho
 most outputs (one 16-bit step in about a quarter of a Llama layer's attention outputs; a bf16 LoRA
 step's loss moved in the fourth digit). The forward, per query row and block of 512 keys:
 
-    S = (q k^T) * scale + mask                   float32 (the products of 16-bit numbers are exact)
+    S = (q k^T) * scale + mask                   float32 (the products of 16-bit numbers are exact); causal: the
+                                                 keys after a query -inf in place of their products
     E = fexp_u20(S - max)                        ATen's fast exp (below); C's exp on the last len % 16
     sum = lane_sum(E)                            16 float32 lanes, folded pairwise, then the tail in order
     dst = round16(E) @ v                         E rounded to 16 bits before the product
@@ -117,12 +118,15 @@ def _unaligned_outputs(batch, heads, tq, tk, head_size):
     return ((-offset) % 4).reshape(batch, heads)
 
 
-def _scores(q, k, scale, bias, dtype=None, row=None):
+def _scores(q, k, scale, bias, dtype=None, row=None, causal_origin=None):
     """``(q k^T) * scale + bias`` in float32 (as the kernel: scaled after the product); query ``row``'s products
-    summed in MKL's order."""
+    summed in MKL's order. ``causal_origin`` (the first query and key of the block, causal): the keys after a
+    query's position -inf in place of their products, before the scaling, as the kernel fills them."""
     s = np.matmul(q, k.swapaxes(-1, -2))
     if row is not None:
         s[..., row:row + 1, :] = mkl_half_gemm.one_query_scores(q[..., row:row + 1, :], k, dtype)
+    if causal_origin is not None:
+        _fill_future_keys(s, *causal_origin, -np.inf)
     s *= scale
     if bias is not None:
         s += bias
@@ -141,6 +145,21 @@ def block_row_max(scores, lanes, masked):
     return np.maximum(scores[..., :whole].max(-1, initial=-np.inf), tail)
 
 
+def _first_query_block(first_key, step, causal):
+    """The first query row of the blocks that take the block of keys from ``first_key``: the causal kernel skips
+    a block of keys that none of a query block's rows sees (it never reads those keys and values)."""
+    return first_key // step * step if causal else 0
+
+
+def _fill_future_keys(scores, first_query, first_key, value):
+    """``scores`` [..., queries, keys] (query rows from ``first_query``, keys from ``first_key``) with ``value``
+    where a key comes after the query's position: the causal kernel's fill."""
+    queries, keys = scores.shape[-2:]
+    future = np.arange(first_key, first_key + keys) > np.arange(first_query, first_query + queries)[:, None]
+    np.copyto(scores, scores.dtype.type(value), where=future)  # (in place: the callers' own arrays)
+    return scores
+
+
 def _repeat_kv(a, group):
     """Key/value heads repeated for each query head of their group (torch's enable_gqa reads them so)."""
     return a if group == 1 else np.repeat(a, group, axis=1)
@@ -151,7 +170,7 @@ class FlashAttention16(Function):
     flash-attention kernel (module docstring). ``bias``: float32, broadcastable to the scores."""
 
     @staticmethod
-    def forward(ctx, q, k, v, bias=None, scale=None):
+    def forward(ctx, q, k, v, bias=None, scale=None, causal=False):
         dtype, group = q.dtype, q.shape[1] // max(k.shape[1], 1)
         scale = _F32(1 / np.sqrt(q.shape[-1]) if scale is None else scale)
         q32 = q.astype(_F32)
@@ -159,30 +178,37 @@ class FlashAttention16(Function):
         if bias is not None:
             bias = np.broadcast_to(bias, (*q.shape[:-1], k.shape[2])).astype(_F32)
         with np.errstate(invalid="ignore", over="ignore"):
-            out, lse = _flash_forward(q32, k32, v32, bias, scale, dtype)
-        ctx.flash = (q, k, v, bias, scale, out, lse, group)
+            out, lse = _flash_forward(q32, k32, v32, bias, scale, dtype, causal)
+        ctx.flash = (q, k, v, bias, scale, out, lse, group, causal)
         return out
 
     @staticmethod
     def backward(ctx, g):
-        q, k, v, bias, scale, out, lse, group = ctx.flash
+        q, k, v, bias, scale, out, lse, group, causal = ctx.flash
         with np.errstate(invalid="ignore", over="ignore"):
             dq, dk, dv = _flash_backward(g, *(a.astype(_F32) for a in (q, k, v)), bias, scale, out, lse, q.dtype,
-                                         group)
+                                         group, causal)
         return dq, dk, dv, None
 
 
-def _flash_forward(q, k, v, bias, scale, dtype):
-    """``cpu_flash_attention`` over blocks of 512 keys (the running max and sum rescale ``dst``)."""
+def _flash_forward(q, k, v, bias, scale, dtype, causal=False):
+    """``cpu_flash_attention`` over blocks of 512 keys (the running max and sum rescale ``dst``). ``causal``: the
+    keys after a query's position filled (``_scores``), and the query blocks that see none of a block's keys leave
+    it unread (their state is kept across it: its values, even 0 * inf, never reach them)."""
     rows = q.shape[:-1]
     top = np.full(rows, -np.inf, _F32)
     total = np.zeros(rows, _F32)
     dst = np.zeros((*rows, v.shape[-1]), _F32)
     row = _one_row_block(q.shape[2])
     unaligned = None if row is None else _unaligned_outputs(*q.shape[:3], k.shape[2], q.shape[3])
+    step = min(_q_block(q.shape[2]), q.shape[2])
     for n in range(0, k.shape[2], _KV_BLOCK):
-        block = slice(n, n + _KV_BLOCK)
-        s = _scores(q, k[:, :, block], scale, None if bias is None else bias[..., block], dtype, row)
+        block, first = slice(n, n + _KV_BLOCK), _first_query_block(n, step, causal)
+        if first >= q.shape[2]:
+            break
+        unread = (top[..., :first].copy(), total[..., :first].copy(), dst[..., :first, :].copy())
+        s = _scores(q, k[:, :, block], scale, None if bias is None else bias[..., block], dtype, row,
+                    (0, n) if causal else None)
         new_top = np.maximum(top, block_row_max(s, _LANES, bias is not None))
         live = new_top != -np.inf  # a row with no key yet: its weights stay 0, its max and sum as they were
         e, block_total = _exp_and_lane_sum(s - np.where(live, new_top, 0)[..., None])
@@ -198,6 +224,7 @@ def _flash_forward(q, k, v, bias, scale, dtype):
         if row is not None:
             dst[..., row:row + 1, :] = mkl_half_gemm.one_query_values(dst_before, weights[..., row:row + 1, :],
                                                                        v[:, :, block], dtype, unaligned)
+        top[..., :first], total[..., :first], dst[..., :first, :] = unread
     top[top == -np.inf] = 0
     total[total == 0] = 1  # a row that saw no key: output 0, as torch
     out = (dst * (_F32(1) / total)[..., None]).astype(dtype)
@@ -205,9 +232,11 @@ def _flash_forward(q, k, v, bias, scale, dtype):
     return out, lse
 
 
-def _flash_backward(g, q, k, v, bias, scale, out, lse, dtype, group):
+def _flash_backward(g, q, k, v, bias, scale, out, lse, dtype, group, causal=False):
     """``cpu_flash_attention_backward``: weights recomputed from ``lse``; dq, dk, dv accumulated in ``dtype``,
-    the query heads sharing a key/value head one after another (query head ``j * group + r``: ``r`` outer)."""
+    the query heads sharing a key/value head one after another (query head ``j * group + r``: ``r`` outer).
+    ``causal``: a query block reads the blocks of keys up to its last query only, the weights after a query's
+    position set to 0 after the exp (as the kernel: not -inf before it)."""
     g32 = g.astype(_F32)
     dq, dk, dv = np.zeros(q.shape, dtype), np.zeros(k.shape, dtype), np.zeros(v.shape, dtype)
     row_dots = np.einsum("bhtd,bhtd->bht", g32.astype(np.float64), out.astype(np.float64)).astype(_F32)
@@ -217,10 +246,12 @@ def _flash_backward(g, q, k, v, bias, scale, out, lse, dtype, group):
         for m in range(0, tq, step):
             rows = slice(m, m + step)
             qh, gh = q[:, heads, rows], g32[:, heads, rows]
-            for n in range(0, k.shape[2], _KV_BLOCK):
+            for n in range(0, min(m + step, k.shape[2]) if causal else k.shape[2], _KV_BLOCK):
                 keys = slice(n, n + _KV_BLOCK)
                 s = _scores(qh, k[:, :, keys], scale, None if bias is None else bias[:, heads, rows, keys])
                 a = float32_math.sleef_exp((s - lse[:, heads, rows, None]).reshape(-1)).reshape(s.shape)
+                if causal:
+                    _fill_future_keys(a, m, n, 0)
                 dv[:, :, keys] = _accumulate(dv[:, :, keys], np.matmul(
                     a.astype(dtype).astype(_F32).swapaxes(-1, -2), gh), dtype)
                 da = np.matmul(gh, v[:, :, keys].swapaxes(-1, -2))

@@ -43,7 +43,8 @@ import numpy as np
 from .. import blas, float32_math, parallel
 from ..device import xp_of
 from ..tensor import Function
-from .attention16 import _KV_BLOCK, _LANES, _bits, _expf, _q_block, block_row_max
+from .attention16 import (_KV_BLOCK, _LANES, _bits, _expf, _fill_future_keys, _first_query_block, _q_block,
+                          block_row_max)
 
 _F32 = np.float32
 
@@ -248,21 +249,6 @@ def flash_forward(q, k, v, bias, scale, causal=False, out=None, lse=None):
     np.multiply(dst, (q.dtype.type(1) / total)[..., None], out=out)
     np.add(top, _scalar_log(total), out=lse)
     return out, lse
-
-
-def _first_query_block(first_key, step, causal):
-    """The first query row of the blocks that take the block of keys from ``first_key``: the causal kernel skips
-    a block of keys that none of a query block's rows sees (it never reads those keys and values)."""
-    return first_key // step * step if causal else 0
-
-
-def _fill_future_keys(scores, first_query, first_key, value):
-    """``scores`` [..., queries, keys] (query rows from ``first_query``, keys from ``first_key``) with ``value``
-    where a key comes after the query's position: the causal kernel's fill."""
-    queries, keys = scores.shape[-2:]
-    future = np.arange(first_key, first_key + keys) > np.arange(first_query, first_query + queries)[:, None]
-    np.copyto(scores, scores.dtype.type(value), where=future)  # (in place: the callers' own arrays)
-    return scores
 
 
 def _scalar_log(x):

@@ -2236,8 +2236,9 @@ def _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable
         out = _attention_with_dropout(q, k, v, bias, scale, dropout_p)
     else:
         kernel = attention16.FlashAttention16 if flash16 else _float_kernel(q, k, v)
-        if kernel is attention32.FlashAttention32 and is_causal:  # (the kernel fills the causal keys itself)
-            mask = _attention_bias(attn_mask, query, tq, tk, False, query.dtype)
+        if kernel in (attention32.FlashAttention32, attention16.FlashAttention16) and is_causal:
+            # (the kernels fill the causal keys themselves, as torch's: a -inf bias added to a NaN product is NaN)
+            mask = _attention_bias(attn_mask, query, tq, tk, False, float32 if flash16 else query.dtype)
             out = kernel.apply(q, k, v, _mask_as_4d(mask, query, heads_first), scale=scale, causal=True)
         else:
             out = kernel.apply(q, k, v, bias, scale=scale)  # torch's CPU math keeps v, for q's and k's gradients
