@@ -228,7 +228,7 @@ def _ensure_weight_tying(ties_something, ties_adapters):
     if ties_adapters:
         raise NotImplementedError(
             "LoraConfig(ensure_weight_tying=True) with a tied embed_tokens / lm_head in target_modules or "
-            "trainable_token_indices: minilora does not tie their adapters (PEFT 0.21 does); leave "
+            "trainable_token_indices: minilora does not tie their adapters (PEFT does); leave "
             "ensure_weight_tying=False (PEFT's default), untie the model (tie_word_embeddings=False), or train "
             "the tied table through modules_to_save")
     if ties_something:
@@ -314,7 +314,7 @@ class LoraModel(_Wrapper):
             raise
 
     def _roll_back(self, adapter_name, wrapped_before, targeted_before):
-        """A refused adapter leaves no trace. PEFT 0.21 leaves it half-injected -- the layers it reached
+        """A refused adapter leaves no trace. PEFT (0.21.2 and 0.22.0) leaves it half-injected -- the layers it reached
         before the refusal (a target that is not a Linear, lora_bias on an Embedding, a trainable-tokens
         layer not found...) keep its weights, in state_dict() and print(model) -- and then lets a second
         add_adapter under that name overwrite them. minilora is stricter: the model is as it was (only a
@@ -773,7 +773,7 @@ class LoraModel(_Wrapper):
 
     def _check_merge_allowed(self):
         """Replicated layers share their base weights: merging one copy's adapter would change them all.
-        PEFT 0.21 means to refuse this (its check, ``self.peft_config.get("layer_replication")``, looks
+        PEFT means to refuse this (0.21.2 and 0.22.0: its check, ``self.peft_config.get("layer_replication")``, looks
         the field up among the adapter names, so it never fires and the merge corrupts the shared weights);
         minilora refuses, with PEFT's words."""
         if any(getattr(config, "layer_replication", None) for config in self.peft_config.values()):
@@ -1617,7 +1617,7 @@ class _PeftModelForClassification(PeftModelForCausalLM):
     ("score" on a Llama, "classifier" elsewhere) trains in full beside the adapter (a ModulesToSaveWrapper);
     the forward is PEFT's (``labels`` to the base model, whose loss it is). ``cls_layer_name`` is set as
     PEFT sets it: the first child of the tuner whose name holds a modules_to_save name -- the tuner's only
-    child is "model", so on a Llama it stays unset (AttributeError), as in PEFT 0.21."""
+    child is "model", so on a Llama it stays unset (AttributeError), as in PEFT 0.21.2 and 0.22.0."""
 
     def __init__(self, model, peft_config, adapter_name="default", **kwargs):
         _add_classifier_to_save(peft_config)
