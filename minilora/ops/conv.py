@@ -28,7 +28,7 @@ from ..factories import (composed_layout, composed_layout_unknown, contiguous_fo
                          layout_order, suggested_format)
 from ..device import xp_of
 from ..tensor import Function, Tensor, backward_reads, inputs_not_torchs, is_grad_enabled, name_node, saving_as_torch
-from . import conv_mm
+from . import conv_mm, conv_onednn
 from .nn import KernelValues, _is_16bit_float, float32_inside
 
 __all__ = ["conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
@@ -147,8 +147,9 @@ class Conv2d(Function):
     ``F.pad`` before the call (``nn.Conv2d`` does that)."""
 
     @staticmethod
-    def forward(ctx, x, weight, stride, padding, dilation, groups, onednn_order=None):
+    def forward(ctx, x, weight, stride, padding, dilation, groups, onednn_order=None, onednn_backward=None):
         xp = xp_of(x)
+        ctx.onednn_backward = onednn_backward  # (conv_onednn.BackwardKernels: oneDNN's orders for the gradients)
         (ph, pw), g = padding, groups
         padded = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
         windows = _windows(xp, padded, weight.shape[2:], stride, dilation)
@@ -168,11 +169,17 @@ class Conv2d(Function):
         n, groups = g.shape[0], ctx.weight.shape[0]
         g = g.reshape(n, groups, g.shape[1] // groups, *g.shape[2:])  # [N, G, O/G, H_out, W_out]
         gx = gw = None
-        if nw:
+        padded_shape, stride, dilation, padding = ctx.geometry
+        kernels = ctx.onednn_backward
+        if nw and kernels is not None:
+            gw = kernels.weight_gradient(g, ctx.windows)
+        if nw and gw is None:
             gw = xp.einsum("ngohw,ngchwij->gocij", g, ctx.windows, optimize=True)
             gw = gw.reshape(gw.shape[0] * gw.shape[1], *gw.shape[2:])
-        if nx:
-            padded_shape, stride, dilation, padding = ctx.geometry
+        if nx and kernels is not None:
+            gx = kernels.input_gradient(g, ctx.weight, padded_shape, stride, dilation)
+            gx = None if gx is None else _unpad(gx, padding)
+        if nx and gx is None:
             grad_windows = xp.einsum("ngohw,gocij->ngchwij", g, ctx.weight, optimize=True)
             channels = groups * grad_windows.shape[2]  # [N, G, C/G, ...] -> [N, C, ...] (no -1: N may be 0)
             grad_windows = grad_windows.reshape(n, channels, *grad_windows.shape[3:])
@@ -373,6 +380,8 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups, onednn_float
         input, weight, stride, dilation, groups) else None
     order, bias_first = kernel if kernel is not None else (None, False)
     ordered = {} if order is None else {"onednn_order": order}  # (meta tensors' shape rule takes the geometry only)
+    backward = _onednn_backward_kernels(input, weight, stride, dilation, groups) if onednn_float32 else None
+    ordered.update({} if backward is None else {"onednn_backward": backward})
     out = Conv2d.apply(input, weight, stride=stride, padding=symmetric, dilation=dilation, groups=groups, **ordered)
     out = _add_bias(out, bias, input, weight, stride, dilation, groups)
     if bias_first and bias is not None:  # (the composed graph differentiates; the values are the kernel's)
@@ -412,6 +421,21 @@ def _uses_onednn(input, weight, stride, dilation, groups):
     return groups > 1 or (weight.shape[-1] > 3 and weight.shape[-2] > 3) or n > 1 or n * c * h * w > 20480
 
 
+def _onednn_weight_slices(input, weight, bias_chunks):
+    """The slices of the batch oneDNN's jit kernels sum an ungrouped float32 weight gradient in, from the bias's
+    (``_onednn_bias_chunks``): jit:avx2's threads take the blocks of 8 input channels too, then split the images;
+    the "first convolution" (at most 3 input channels) splits the images evenly -- measured where they split evenly
+    among the threads; else None (an uneven batch sums otherwise: not modelled)."""
+    slices, by_rows = bias_chunks
+    n, threads = input.shape[0], parallel.num_threads()
+    if by_rows:
+        return slices if n % slices == 0 else None
+    if input.shape[1] > 8:
+        blocks = -(-weight.shape[0] // 8) * -(-input.shape[1] // 8)
+        return max(1, min(n, threads // min(blocks, threads)))
+    return slices
+
+
 def _onednn_bias_chunks(input, weight, stride, dilation, groups, transposed):
     """How many slices of the batch oneDNN's backward sums a float32 bias gradient in (``ConvBias``), or None
     where torch does not run oneDNN or runs an order not modelled here (grouped convolutions: its gemm kernel).
@@ -439,12 +463,22 @@ def _onednn_bias_chunks(input, weight, stride, dilation, groups, transposed):
     return max(1, min(input.shape[0], threads // channel_threads)), False
 
 
-def _balance211(count, parts):
-    """oneDNN's balance211: ``count`` items in ``parts`` runs, the first ``count - (ceil - 1) * parts`` of them
-    ``ceil(count / parts)`` long, the others one shorter."""
-    longer = -(-count // parts)
-    long_runs = count - (longer - 1) * parts
-    return [longer if i < long_runs else longer - 1 for i in range(parts)]
+def _onednn_backward_kernels(input, weight, stride, dilation, groups):
+    """conv_onednn's ``BackwardKernels`` where torch's backward runs oneDNN on this float32 convolution (a contiguous
+    NumPy input) and the kernels' orders are modelled; else None."""
+    if input.is_meta or type(input._array) is not np.ndarray or not input._array.flags.c_contiguous or \
+            not _uses_onednn(input, weight, stride, dilation, groups):
+        return None
+    threads = parallel.num_threads()
+    if groups == 1:
+        chunks = _onednn_bias_chunks(input, weight, stride, dilation, groups, transposed=False)
+        if chunks is None:
+            return None
+        slices = _onednn_weight_slices(input, weight, chunks)
+        return conv_onednn.ungrouped_kernels(weight.shape, stride, dilation, slices,
+                                             gemm_slices=min(input.shape[0], threads))
+    threads_a_group = threads // min(groups, threads)  # (gemm:jit's threads take the groups first)
+    return conv_onednn.grouped_kernels(weight.shape, groups, slices=max(1, min(input.shape[0], threads_a_group)))
 
 
 class ConvBias(Function):
@@ -471,7 +505,7 @@ def _onednn_bias_sum(g, slices, by_rows=False):
     items = g.shape[0] * (g.shape[2] if by_rows else 1)
     per_channel = np.moveaxis(g, 1, 0).reshape(channels, items, -1)
     total, start = np.zeros(channels, np.float32), 0
-    for length in _balance211(items, slices):
+    for length in conv_onednn.balance211(items, slices):
         if length:
             rows = per_channel[:, start:start + length].reshape(channels, -1)
             part = np.cumsum(rows, axis=1, dtype=np.float32)[:, -1]  # (cumsum adds in order, one after another)

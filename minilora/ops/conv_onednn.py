@@ -1,0 +1,184 @@
+"""The orders oneDNN's float32 convolution *backward* kernels add their products in, so that minilora's gradients
+are torch's bits where torch runs oneDNN (``conv._uses_onednn``). The forward's orders: ``conv._onednn_forward_kernel``.
+
+Each kernel is a loop of fused multiply-adds into a float32 accumulator (one rounding per product); which products
+come first is what these functions decide. Measured on torch 2.13 (oneDNN 3.12, AVX-512 CPU, 1 and 2 threads) with
+random inputs on the sweep's shapes and more (tests/test_nn_users3_r31.py), the kernels as ONEDNN_VERBOSE names them:
+
+* input gradient, ``jit:avx512_core`` (no groups, at most 16 output channels: one block of them): every input pixel
+  starts from 0 and takes its products kernel row by kernel row, column by column, the output channels innermost --
+  ``"kh kw oc"``, as the forward's ``"kh kw ic"``. Past 16 output channels, or with a dimension both strided and
+  dilated, the pixels' sums differ from this order: not modelled.
+* weight gradient, ``jit:avx2`` / ``jit:avx512_core`` (no groups, no dilation -- dilation runs ``gemm:jit`` --, fewer
+  than 16 input channels and not a 1x1 kernel, which runs ``jit_1x1``): each thread adds its slice of the batch
+  (``conv._onednn_weight_slices``) image after image, output row after row, column after column, from 0; then the
+  slices' sums are added from the first.
+* ``gemm:jit`` (groups that no special kernel takes; a dilated weight gradient; an input gradient with a dimension
+  both strided and dilated): im2col and oneDNN's own sgemm, image by image and group by group. Its input gradient's
+  columns are each a sum over the group's output channels, one fused multiply-add after another from 0, then added
+  back into the image kernel row by row, column by column (col2im), from 0. Its weight gradient is a dot product over
+  the output positions in 16 lanes (position p into lane p % 16, fused multiply-adds), the lanes folded in halves
+  (8 + 8, 4 + 4, 2 + 2, 1 + 1), each image's sums then added to the thread's running sum; the threads take the groups
+  first, then split the batch (balance211), and their sums are added from the first.
+"""
+import numpy as np
+
+from .. import float32_math
+
+# past this many fused multiply-adds (or steps of the weight gradient's sequential loop) the gradients are the
+# einsum's: the loops below make a pass over an array per step
+ORDERED_PRODUCTS = 2 ** 25
+ORDERED_STEPS = 2 ** 13
+
+
+def _fma(a, b, acc):
+    """``a * b + acc`` rounded once, ``a`` and ``b`` broadcast to ``acc``'s shape."""
+    a, b = (np.ascontiguousarray(np.broadcast_to(v, acc.shape)) for v in (a, b))
+    return float32_math.fused_multiply_add(a, b, np.ascontiguousarray(acc))
+
+
+def balance211(count, parts):
+    """oneDNN's balance211: ``count`` items in ``parts`` runs, the first ``count - (ceil - 1) * parts`` of them
+    ``ceil(count / parts)`` long, the others one shorter."""
+    longer = -(-count // parts)
+    long_runs = count - (longer - 1) * parts
+    return [longer if i < long_runs else longer - 1 for i in range(parts)]
+
+
+def _tap(i, j, out_size, stride, dilation):
+    """The rows and columns of the padded input that kernel offset (i, j) reads for the output positions."""
+    (h_out, w_out), (sh, sw), (dh, dw) = out_size, stride, dilation
+    return (slice(i * dh, i * dh + sh * (h_out - 1) + 1, sh), slice(j * dw, j * dw + sw * (w_out - 1) + 1, sw))
+
+
+def jit_input_gradient(g, weight, padded_shape, stride, dilation):
+    """The gradient of the padded input, [N, C, H_p, W_p]: g [N, O, H_out, W_out], weight [O, C, kh, kw], in
+    ``jit:avx512_core``'s order (kernel row, column, output channel), each pixel's sum from 0."""
+    o, kh, kw = weight.shape[0], weight.shape[2], weight.shape[3]
+    acc = np.zeros(padded_shape, np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            rows, cols = _tap(i, j, g.shape[2:], stride, dilation)
+            for oc in range(o):
+                acc[:, :, rows, cols] = _fma(g[:, oc, None], weight[oc, :, i, j, None, None], acc[:, :, rows, cols])
+    return acc
+
+
+def jit_weight_gradient(g, windows, slices):
+    """The weight gradient [O, C, kh, kw] of g [N, O, H_out, W_out] and the input's windows [N, C, H_out, W_out, kh,
+    kw]: the batch's images cut into ``slices`` runs by balance211 (one a thread), each run's products added in order
+    (image, output row, column) from 0, the runs' sums then added from the first."""
+    total, first = None, 0
+    for length in balance211(g.shape[0], slices):
+        acc = np.zeros((g.shape[1],) + windows.shape[1:2] + windows.shape[4:], np.float32)
+        for b in range(first, first + length):
+            for y in range(g.shape[2]):
+                for x in range(g.shape[3]):
+                    acc = _fma(g[b, :, y, x, None, None, None], windows[None, b, :, y, x], acc)
+        total = acc if total is None else total + acc
+        first += length
+    return total
+
+
+def gemm_input_gradient(g, weight, padded_shape, stride, dilation):
+    """``gemm:jit``'s gradient of the padded input [N, C, H_p, W_p]: g [N, G, O/G, H_out, W_out], weight [G, O/G, C/G,
+    kh, kw]; each column (a group's kernel offset and input channel at an output position) summed over the group's
+    output channels in order from 0, then col2im."""
+    n, groups, out_per_group = g.shape[:3]
+    per_group, kh, kw = weight.shape[2:]
+    acc = np.zeros((n, groups, per_group) + tuple(padded_shape[2:]), np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            column = np.zeros((n, groups, per_group) + g.shape[3:], np.float32)
+            for oc in range(out_per_group):
+                column = _fma(g[:, :, oc, None], weight[None, :, oc, :, i, j, None, None], column)
+            rows, cols = _tap(i, j, g.shape[3:], stride, dilation)
+            acc[..., rows, cols] += column
+    return acc.reshape(padded_shape)
+
+
+def _lanes_folded(lanes):
+    """The 16 lanes' (last axis) sum as a vector's horizontal sum: halves added, 8 + 8, 4 + 4, 2 + 2, 1 + 1."""
+    while lanes.shape[-1] > 1:
+        half = lanes.shape[-1] // 2
+        lanes = lanes[..., :half] + lanes[..., half:]
+    return lanes[..., 0]
+
+
+def gemm_weight_gradient(g, windows, slices):
+    """``gemm:jit``'s weight gradient [O, C/G, kh, kw]: g [N, G, O/G, H_out, W_out], windows [N, G, C/G, H_out, W_out,
+    kh, kw]; per image a 16-lane dot product over the output positions, the images' sums added in ``slices`` runs."""
+    n, groups, out_per_group = g.shape[:3]
+    per_group, kh, kw = windows.shape[2], windows.shape[5], windows.shape[6]
+    positions = g.shape[3] * g.shape[4]
+    grads = g.reshape(n, groups, out_per_group, 1, positions)
+    columns = np.moveaxis(windows, (5, 6), (3, 4)).reshape(n, groups, 1, per_group * kh * kw, positions)
+    lanes = np.zeros((n, groups, out_per_group, per_group * kh * kw, 16), np.float32)
+    for start in range(0, positions, 16):
+        width = min(16, positions - start)
+        lanes[..., :width] = _fma(grads[..., start:start + width], columns[..., start:start + width],
+                                  lanes[..., :width])
+    per_image = _lanes_folded(lanes)
+    total, first = None, 0
+    for length in filter(None, balance211(n, slices)):
+        run = None
+        for image in range(first, first + length):
+            run = per_image[image] if run is None else run + per_image[image]
+        total = run if total is None else total + run
+        first += length
+    return total.reshape(groups * out_per_group, per_group, kh, kw)
+
+
+class BackwardKernels:
+    """Which of the orders above torch's backward takes for one convolution: ``data`` and ``weights`` each "jit",
+    "gemm" or None (not modelled: the einsum's sums), with the weight gradient's split of the batch (``slices``)."""
+
+    def __init__(self, data, weights, slices):
+        self.data, self.weights, self.slices = data, weights, slices
+
+    def input_gradient(self, g, weight, padded_shape, stride, dilation):
+        """The padded input's gradient (g [N, G, O/G, H_out, W_out], weight [G, O/G, C/G, kh, kw]), or None."""
+        if self.data is None or g.size * weight[0, 0].size > ORDERED_PRODUCTS:
+            return None
+        if self.data == "jit":
+            return jit_input_gradient(g[:, 0], weight[0], padded_shape, stride, dilation)
+        return gemm_input_gradient(g, weight, padded_shape, stride, dilation)
+
+    def weight_gradient(self, g, windows):
+        """The weight gradient [O, C/G, kh, kw] (windows [N, G, C/G, H_out, W_out, kh, kw]), or None."""
+        positions = g.shape[0] * g.shape[3] * g.shape[4]
+        taps = windows.shape[2] * windows.shape[5] * windows.shape[6]  # (C/G kh kw products per output element)
+        if self.weights is None or g.size * taps > ORDERED_PRODUCTS:
+            return None
+        if self.weights == "jit":
+            if positions > ORDERED_STEPS:
+                return None
+            return jit_weight_gradient(g[:, 0], windows[:, 0], self.slices)
+        return gemm_weight_gradient(g, windows, self.slices)
+
+
+def ungrouped_kernels(weight_shape, stride, dilation, slices, gemm_slices):
+    """An ungrouped convolution's kernels (weight [O, C, kh, kw]; ``slices``: the jit kernels' split of the batch, None
+    where not modelled): the
+    input gradient "jit" up to 16 output channels, "gemm" where a dimension is both strided and dilated (up to 8 output
+    channels: past them unmeasured); the weight gradient "gemm" with a dilation, else "jit" on fewer than 16 input
+    channels (16+ blocks them: another order) but for a 1x1 kernel (``jit_1x1``: not modelled)."""
+    strided_and_dilated = any(s > 1 and d > 1 for s, d in zip(stride, dilation))
+    data = ("gemm" if weight_shape[0] <= 8 else None) if strided_and_dilated else \
+        ("jit" if weight_shape[0] <= 16 else None)
+    dilated = any(d > 1 for d in dilation)
+    jit_weights = weight_shape[1] < 16 and not weight_shape[2] == weight_shape[3] == 1 and slices is not None
+    weights = "gemm" if dilated else ("jit" if jit_weights else None)
+    return BackwardKernels(data, weights, gemm_slices if weights == "gemm" else slices)
+
+
+def grouped_kernels(weight_shape, groups, slices):
+    """A grouped convolution's kernels: "gemm" for both gradients where oneDNN runs ``gemm:jit`` (not depthwise --
+    ``jit_dw`` --, not at most 3 input channels for 8+ output channels a group -- ``jit:avx2`` --, not input and output
+    channels a group both multiples of 4 -- a blocked kernel), the input gradient up to 8 output channels a group."""
+    per_group, out_per_group = weight_shape[1], weight_shape[0] // groups
+    special = (per_group == out_per_group == 1 or (per_group <= 3 and out_per_group >= 8)
+               or (per_group % 4 == 0 and out_per_group % 4 == 0))
+    if special:
+        return None
+    return BackwardKernels("gemm" if out_per_group <= 8 else None, "gemm", slices)

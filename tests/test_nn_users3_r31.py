@@ -1,0 +1,104 @@
+"""nn layers as tutorials use them, against torch 2.13 bit for bit with MKL as the BLAS, round 31: what round 30's
+sweep (tests/users_nn_sweep.py) left where torch runs oneDNN.
+
+Convolution gradients in the orders of oneDNN's backward kernels (minilora/ops/conv_onednn.py): the input gradient of
+``jit:avx512_core`` (kernel row, column, output channel), the weight gradient of ``jit:avx2``/``jit:avx512_core``
+(each thread's images position after position, the threads' sums added), and ``gemm:jit``'s (grouped, dilated):
+columns summed over a group's output channels then col2im; weights as 16-lane dot products folded in halves.
+"""
+import sys
+
+import numpy as np
+import pytest
+
+import minilora as ml
+from minilora import blas
+
+torch = pytest.importorskip("torch")
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from users_nn_sweep import CASES, compare  # noqa: E402  (the sweep's cases)
+
+pytestmark = [pytest.mark.skipif(blas.library() != "mkl", reason="MKL (minilora[mkl]) is not minilora's BLAS here"),
+              pytest.mark.usefixtures("two_threads")]
+_BY_NAME = {case[0]: case for case in CASES}
+
+
+def _differences(name, dtype):
+    name, build, call, make, _, grad = _BY_NAME[name]
+    return compare(name, build, call, make, dtype, grad)
+
+
+def _with_threads(threads, function):
+    ml.parallel.set_num_threads(threads)
+    torch.set_num_threads(threads)
+    try:
+        return function()
+    finally:
+        ml.parallel.set_num_threads(2)
+        torch.set_num_threads(2)
+
+
+def _gradients(lib, x, w, **geometry):
+    """(input grad, weight grad) of ``conv2d`` with a fixed upstream gradient, as NumPy arrays (the forward's orders
+    are round 30's: tests/test_nn_users2_r30.py)."""
+    x = lib.tensor(x, requires_grad=True)
+    w = lib.tensor(w, requires_grad=True)
+    out = lib.nn.functional.conv2d(x, w, **geometry)
+    g = np.random.default_rng(9).standard_normal(tuple(out.shape)).astype(np.float32)
+    out.backward(lib.tensor(g))
+    return [np.asarray(t.detach().numpy()) for t in (x.grad, w.grad)]
+
+
+def _assert_convolution_is_torchs(n, c, o, size, kernel, seed=0, **geometry):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c) + size).astype(np.float32)
+    w = rng.standard_normal((o, c // geometry.get("groups", 1)) + kernel).astype(np.float32)
+    for name, theirs, mine in zip(["input grad", "weight grad"], _gradients(torch, x, w, **geometry),
+                                  _gradients(ml, x, w, **geometry)):
+        np.testing.assert_array_equal(mine, theirs, err_msg=name)
+
+
+# ---- convolution gradients ------------------------------------------------------------------------------------
+_SWEEP_CONVOLUTIONS = ["Conv1d", "Conv1d stride pad dil", "Conv1d circular", "Conv1d reflect", "Conv1d causal valid",
+                       "Conv2d", "Conv2d stride2 pad1", "Conv2d reflect", "Conv2d replicate", "Conv2d circular",
+                       "Conv2d patchify", "Conv2d mnist", "F.conv2d positional", "F.conv2d kw", "F.conv1d kw",
+                       "Conv2d+BN+ReLU+pool"]
+
+
+@pytest.mark.parametrize("name", _SWEEP_CONVOLUTIONS)
+def test_sweeps_float32_convolution_gradients_are_torchs(name):
+    assert _differences(name, "float32") == []
+
+
+_JIT_SHAPES = [  # (N, C, O, size, kernel, geometry): jit:avx512_core's input gradient, jit:avx2's weight gradient
+    (2, 4, 6, (9, 11), (3, 3), {}),
+    (3, 4, 16, (9, 11), (3, 3), {"stride": 2, "padding": 1}),
+    (2, 12, 6, (9, 11), (3, 3), {"padding": (0, 2)}),  # (two blocks of 8 input channels: one thread each)
+    (4, 8, 6, (9, 11), (3, 3), {}),
+    (4, 9, 12, (9, 11), (3, 3), {}),
+    (4, 1, 8, (28, 28), (5, 5), {}),
+    (4, 3, 7, (12, 10), (3, 2), {"stride": (2, 1), "padding": 1}),  # (the "first convolution": 3 channels)
+    (2, 4, 6, (1, 17), (1, 3), {"padding": (0, 2), "dilation": (1, 2)}),
+]
+_GEMM_SHAPES = [  # gemm:jit: grouped, dilated, strided and dilated
+    (2, 4, 8, (9, 11), (3, 3), {"padding": 1, "groups": 2}),
+    (5, 4, 8, (9, 11), (3, 3), {"padding": 1, "groups": 4}),
+    (2, 6, 9, (20, 30), (3, 3), {"stride": 2, "groups": 3}),
+    (4, 4, 6, (9, 11), (3, 3), {"padding": 2, "dilation": 2}),
+    (3, 4, 6, (9, 11), (3, 2), {"stride": (2, 1), "padding": (1, 0), "dilation": (1, 2)}),
+    (2, 4, 6, (1, 17), (1, 3), {"stride": (1, 2), "padding": (0, 2), "dilation": (1, 2)}),
+    (4, 2, 8, (28, 28), (5, 5), {"groups": 2}),
+]
+
+
+@pytest.mark.parametrize("shape", _JIT_SHAPES + _GEMM_SHAPES, ids=str)
+def test_convolution_gradients_are_onednns_bits(shape):
+    n, c, o, size, kernel, geometry = shape
+    _assert_convolution_is_torchs(n, c, o, size, kernel, **geometry)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("shape", [_JIT_SHAPES[0], _JIT_SHAPES[3], _GEMM_SHAPES[1], _GEMM_SHAPES[3]], ids=str)
+def test_convolution_gradients_on_other_thread_counts_are_onednns_bits(shape, threads):
+    n, c, o, size, kernel, geometry = shape
+    _with_threads(threads, lambda: _assert_convolution_is_torchs(n, c, o, size, kernel, **geometry))
