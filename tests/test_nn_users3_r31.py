@@ -62,7 +62,7 @@ def _assert_convolution_is_torchs(n, c, o, size, kernel, seed=0, **geometry):
 _SWEEP_CONVOLUTIONS = ["Conv1d", "Conv1d stride pad dil", "Conv1d circular", "Conv1d reflect", "Conv1d causal valid",
                        "Conv2d", "Conv2d stride2 pad1", "Conv2d reflect", "Conv2d replicate", "Conv2d circular",
                        "Conv2d patchify", "Conv2d mnist", "F.conv2d positional", "F.conv2d kw", "F.conv1d kw",
-                       "Conv2d+BN+ReLU+pool"]
+                       "Conv2d+BN+ReLU+pool", "ConvTranspose2d", "ConvTranspose1d"]
 
 
 @pytest.mark.parametrize("name", _SWEEP_CONVOLUTIONS)
@@ -102,3 +102,39 @@ def test_convolution_gradients_are_onednns_bits(shape):
 def test_convolution_gradients_on_other_thread_counts_are_onednns_bits(shape, threads):
     n, c, o, size, kernel, geometry = shape
     _with_threads(threads, lambda: _assert_convolution_is_torchs(n, c, o, size, kernel, **geometry))
+
+
+def _transposed_gradients(lib, x, w, **geometry):
+    """(out, input grad, weight grad) of ``conv_transpose2d`` with a fixed upstream gradient, as NumPy arrays."""
+    x = lib.tensor(x, requires_grad=True)
+    w = lib.tensor(w, requires_grad=True)
+    out = lib.nn.functional.conv_transpose2d(x, w, **geometry)
+    g = np.random.default_rng(9).standard_normal(tuple(out.shape)).astype(np.float32)
+    out.backward(lib.tensor(g))
+    return [np.asarray(t.detach().numpy()) for t in (out, x.grad, w.grad)]
+
+
+_TRANSPOSED_SHAPES = [  # (N, C_in, C_out, size, kernel, geometry, is the output modelled: unit strides)
+    (2, 4, 6, (9, 11), (3, 3), {}, True),
+    (5, 4, 6, (9, 11), (3, 3), {"padding": 1}, True),
+    (4, 12, 6, (9, 11), (3, 3), {}, True),
+    (4, 6, 12, (9, 11), (3, 3), {"dilation": 2}, True),
+    (3, 4, 3, (9, 11), (4, 4), {"stride": 2, "padding": 1}, False),
+    (2, 4, 6, (1, 17), (1, 4), {"stride": (1, 2), "padding": (0, 1)}, False),
+]
+
+
+@pytest.mark.parametrize("shape", _TRANSPOSED_SHAPES, ids=str)
+def test_transposed_convolution_is_onednns_bits(shape):
+    """oneDNN's deconvolution: a convolution's input gradient (its output), forward (its input gradient) and weight
+    gradient (the output's gradient as the input). A dilated one's weight gradient runs gemm: not modelled."""
+    n, c_in, c_out, size, kernel, geometry, output_modelled = shape
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((n, c_in) + size).astype(np.float32)
+    w = rng.standard_normal((c_in, c_out) + kernel).astype(np.float32)
+    names = ["out", "input grad", "weight grad"]
+    checked = [output_modelled, True, "dilation" not in geometry]
+    for name, check, theirs, mine in zip(names, checked, _transposed_gradients(torch, x, w, **geometry),
+                                         _transposed_gradients(ml, x, w, **geometry)):
+        if check:
+            np.testing.assert_array_equal(mine, theirs, err_msg=name)

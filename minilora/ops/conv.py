@@ -1772,17 +1772,21 @@ class ConvTranspose2d(Function):
     ``Conv2d`` forward (for the input) and ``Conv2d``'s weight gradient (for the weight)."""
 
     @staticmethod
-    def forward(ctx, x, weight, stride, padding, dilation, groups, output_padding):
+    def forward(ctx, x, weight, stride, padding, dilation, groups, output_padding, onednn=None):
         xp = xp_of(x)
         n, c_in, h, w = x.shape
         kh, kw = weight.shape[2:]
         ctx.x = x.reshape(n, groups, c_in // groups, h, w)
         ctx.weight = weight.reshape(groups, c_in // groups, weight.shape[1], kh, kw)
-        grad_windows = xp.einsum("ngchw,gcoij->ngohwij", ctx.x, ctx.weight, optimize=True)
-        grad_windows = grad_windows.reshape(n, groups * weight.shape[1], h, w, kh, kw)  # (no -1: N may be 0)
+        ctx.onednn = onednn  # (conv_onednn.TransposedKernels: oneDNN's orders)
         full = tuple((size - 1) * s + d * (k - 1) + 1 + extra
                      for size, s, d, k, extra in zip((h, w), stride, dilation, (kh, kw), output_padding))
         ctx.geometry = (stride, padding, dilation, (h, w))
+        if onednn is not None and onednn.output:  # (a convolution's input gradient, in that kernel's order)
+            summed = conv_onednn.jit_input_gradient(x, weight, (n, weight.shape[1]) + full, stride, dilation)
+            return _unpad(summed, padding)
+        grad_windows = xp.einsum("ngchw,gcoij->ngohwij", ctx.x, ctx.weight, optimize=True)
+        grad_windows = grad_windows.reshape(n, groups * weight.shape[1], h, w, kh, kw)  # (no -1: N may be 0)
         summed = _add_windows_back(xp, grad_windows, (n, grad_windows.shape[1]) + full, stride, dilation)
         return _unpad(summed, padding)
 
@@ -1798,10 +1802,18 @@ class ConvTranspose2d(Function):
         padded = xp.pad(g, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else g
         windows = _windows(xp, padded, (kh, kw), stride, dilation)[:, :, :h, :w]
         windows = windows.reshape(g.shape[0], groups, g.shape[1] // groups, h, w, kh, kw)
-        gx = xp.einsum("ngohwij,gcoij->ngchw", windows, ctx.weight, optimize=True).reshape(
-            g.shape[0], groups * ctx.weight.shape[1], h, w) if nx else None
-        gw = xp.einsum("ngchw,ngohwij->gcoij", ctx.x, windows, optimize=True).reshape(
-            groups * ctx.weight.shape[1], ctx.weight.shape[2], kh, kw) if nw else None
+        onednn = ctx.onednn
+        gx = gw = None
+        if nx and onednn is not None and onednn.input_gradient:  # (a convolution's forward, in its order)
+            gx = _products_in_order(windows, ctx.weight, "kh kw ic").reshape(g.shape[0], -1, h, w)
+        elif nx:
+            gx = xp.einsum("ngohwij,gcoij->ngchw", windows, ctx.weight, optimize=True).reshape(
+                g.shape[0], groups * ctx.weight.shape[1], h, w)
+        if nw and onednn is not None and onednn.weight_slices:  # (a convolution's weight gradient, the roles swapped)
+            gw = conv_onednn.jit_weight_gradient(ctx.x[:, 0], windows[:, 0], onednn.weight_slices)
+        elif nw:
+            gw = xp.einsum("ngchw,ngohwij->gcoij", ctx.x, windows, optimize=True).reshape(
+                groups * ctx.weight.shape[1], ctx.weight.shape[2], kh, kw)
         return gx, gw
 
 
@@ -1857,10 +1869,28 @@ def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, grou
         out = conv_mm.SlowConvTranspose2d.apply(input, weight, bias, stride=stride, padding=padding,
                                                 dilation=dilation, groups=groups, output_padding=output_padding)
         return name_node(out, "ConvolutionBackward0", graph=(input, weight, bias))
+    kernels = _onednn_transposed_kernels(input, weight, stride, dilation, groups)
+    ordered = {} if kernels is None else {"onednn": kernels}  # (meta tensors' shape rule takes the geometry only)
     out = ConvTranspose2d.apply(input, weight, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                                output_padding=output_padding)
+                                output_padding=output_padding, **ordered)
     out = _add_bias(out, bias, input, weight, stride, dilation, groups, transposed=True)
     return name_node(out, "ConvolutionBackward0", graph=(input, weight, bias))  # (torch's one node, bias too)
+
+
+def _onednn_transposed_kernels(input, weight, stride, dilation, groups):
+    """conv_onednn's ``TransposedKernels`` for a float32 transposed convolution torch runs on oneDNN (ungrouped, a
+    contiguous NumPy input), else None. oneDNN's deconvolution is its convolution with the roles swapped: the output
+    a convolution's input gradient, the input gradient a convolution's forward, the weight gradient a convolution's
+    with the output's gradient as its input -- whose threads take the blocks of 8 channels, then split the images."""
+    x = input._array
+    if input.dtype != np.float32 or groups != 1 or input.is_meta or type(x) is not np.ndarray or \
+            not x.flags.c_contiguous or not _uses_onednn(input, weight, stride, dilation, groups):
+        return None
+    c_in, c_out = weight.shape[:2]
+    threads = parallel.num_threads()
+    blocks = -(-c_in // 8) * (-(-c_out // 8) if c_out > 8 else 1)
+    slices = max(1, min(input.shape[0], threads // min(blocks, threads)))
+    return conv_onednn.transposed_kernels(weight.shape, stride, dilation, slices)
 
 
 @_amp.autocasts

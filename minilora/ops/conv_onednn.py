@@ -182,3 +182,25 @@ def grouped_kernels(weight_shape, groups, slices):
     if special:
         return None
     return BackwardKernels("gemm" if out_per_group <= 8 else None, "gemm", slices)
+
+
+class TransposedKernels:
+    """Which orders torch's transposed convolution (oneDNN's deconvolution) takes: its ``output`` in
+    ``jit_input_gradient``'s (unit strides: jit:avx512_core; a strided one runs brg_deconv, another order not modelled),
+    its ``input_gradient`` in the forward's ``"kh kw ic"`` (conv._products_in_order), its weight gradient in
+    ``jit_weight_gradient``'s over ``weight_slices`` of the batch (None: not modelled)."""
+
+    def __init__(self, output, input_gradient, weight_slices):
+        self.output, self.input_gradient, self.weight_slices = output, input_gradient, weight_slices
+
+
+def transposed_kernels(weight_shape, stride, dilation, slices):
+    """Measured like the convolution's (weight [C_in, C_out, kh, kw]): the output up to 16 input channels with unit
+    strides, the input gradient up to 16 output channels, the weight gradient below 16 output channels, undilated;
+    the gradients not for a 1x1 kernel (jit_1x1's). A strided output (brg_deconv) adds its products in one chain for
+    some output columns and per kernel column for others, by how its threads cut the image: not modelled."""
+    c_in, c_out = weight_shape[:2]
+    one_by_one = weight_shape[2] == weight_shape[3] == 1
+    output = c_in <= 16 and all(s == 1 for s in stride)
+    weights = c_out < 16 and all(d == 1 for d in dilation) and not one_by_one
+    return TransposedKernels(output, c_out <= 16 and not one_by_one, slices if weights else None)
