@@ -17,6 +17,7 @@ from minilora import blas
 torch = pytest.importorskip("torch")
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from users_nn_sweep import CASES, compare  # noqa: E402  (the sweep's cases)
+from test_cnn_grads_r19 import _with_threads  # noqa: E402
 
 pytestmark = [pytest.mark.skipif(blas.library() != "mkl", reason="MKL (minilora[mkl]) is not minilora's BLAS here"),
               pytest.mark.usefixtures("two_threads")]
@@ -26,16 +27,6 @@ _BY_NAME = {case[0]: case for case in CASES}
 def _differences(name, dtype):
     name, build, call, make, _, grad = _BY_NAME[name]
     return compare(name, build, call, make, dtype, grad)
-
-
-def _with_threads(threads, function):
-    ml.parallel.set_num_threads(threads)
-    torch.set_num_threads(threads)
-    try:
-        return function()
-    finally:
-        ml.parallel.set_num_threads(2)
-        torch.set_num_threads(2)
 
 
 def _gradients(lib, x, w, **geometry):
@@ -62,7 +53,8 @@ def _assert_convolution_is_torchs(n, c, o, size, kernel, seed=0, **geometry):
 _SWEEP_CONVOLUTIONS = ["Conv1d", "Conv1d stride pad dil", "Conv1d circular", "Conv1d reflect", "Conv1d causal valid",
                        "Conv2d", "Conv2d stride2 pad1", "Conv2d reflect", "Conv2d replicate", "Conv2d circular",
                        "Conv2d patchify", "Conv2d mnist", "F.conv2d positional", "F.conv2d kw", "F.conv1d kw",
-                       "Conv2d+BN+ReLU+pool", "ConvTranspose2d", "ConvTranspose1d"]
+                       "Conv2d+BN+ReLU+pool", "ConvTranspose2d", "ConvTranspose1d", "Conv2d tuple args",
+                       "Conv2d groups", "Conv2d depthwise", "Conv2d same dil"]
 
 
 @pytest.mark.parametrize("name", _SWEEP_CONVOLUTIONS)
@@ -138,3 +130,20 @@ def test_transposed_convolution_is_onednns_bits(shape):
                                          _transposed_gradients(ml, x, w, **geometry)):
         if check:
             np.testing.assert_array_equal(mine, theirs, err_msg=name)
+
+
+@pytest.mark.parametrize("shape", _GEMM_SHAPES, ids=str)
+def test_gemm_kernels_bias_gradient_is_onednns_bits(shape):
+    """gemm:jit sums each channel's bias gradient row by row (an image's last dimension from 0), the rows in order."""
+    n, c, o, size, kernel, geometry = shape
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((n, c) + size).astype(np.float32)
+    w = rng.standard_normal((o, c // geometry.get("groups", 1)) + kernel).astype(np.float32)
+    b = rng.standard_normal(o).astype(np.float32)
+    grads = []
+    for lib in (torch, ml):
+        bias = lib.tensor(b, requires_grad=True)
+        out = lib.nn.functional.conv2d(lib.tensor(x), lib.tensor(w), bias, **geometry)
+        out.backward(lib.tensor(np.random.default_rng(9).standard_normal(tuple(out.shape)).astype(np.float32)))
+        grads.append(bias.grad.numpy())
+    np.testing.assert_array_equal(grads[1], grads[0])

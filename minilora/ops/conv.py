@@ -397,10 +397,20 @@ def _add_bias(out, bias, input, weight, stride, dilation, groups, transposed=Fal
         return out
     if not transposed and (bias.ndim != 1 or bias.shape[0] != out.shape[1]):
         raise RuntimeError(_bias_size_message(weight, bias))
-    chunks = _onednn_bias_chunks(input, weight, stride, dilation, groups, transposed)
+    chunks = "rows" if _onednn_gemm_bias(input, weight, stride, dilation, groups, transposed) else \
+        _onednn_bias_chunks(input, weight, stride, dilation, groups, transposed)
     if chunks is None:
         return out + bias.reshape((1, -1) + (1,) * (out.ndim - 2))
     return ConvBias.apply(out, bias, chunks=chunks)
+
+
+def _onednn_gemm_bias(input, weight, stride, dilation, groups, transposed):
+    """Does torch's backward sum this float32 convolution's bias gradient in oneDNN's ``gemm:jit`` kernel
+    (conv_onednn.runs_gemm_weights: groups, dilations; a contiguous NumPy input)?"""
+    x = input._array
+    return not transposed and type(x) is np.ndarray and x.flags.c_contiguous and input.dtype == np.float32 and \
+        weight.dtype == np.float32 and input.shape[0] > 0 and _uses_onednn(input, weight, stride, dilation, groups) \
+        and conv_onednn.runs_gemm_weights(weight.shape, groups, dilation)
 
 
 def _bias_size_message(weight, bias):
@@ -438,7 +448,8 @@ def _onednn_weight_slices(input, weight, bias_chunks):
 
 def _onednn_bias_chunks(input, weight, stride, dilation, groups, transposed):
     """How many slices of the batch oneDNN's backward sums a float32 bias gradient in (``ConvBias``), or None
-    where torch does not run oneDNN or runs an order not modelled here (grouped convolutions: its gemm kernel).
+    where torch does not run oneDNN or runs an order not modelled here (grouped convolutions; ``_add_bias`` takes
+    the ones of oneDNN's gemm kernel).
     Measured on torch 2.13 (AVX-512 CPU, oneDNN's jit:avx2 and jit:avx512_core kernels) on 1, 2, 3, 4 and 8
     threads: a contiguous transposed convolution in one slice (its deconvolution sums the bias itself); otherwise
     oneDNN's threads first take the blocks of output channels (16 a block where it runs jit:avx512_core, a
@@ -485,7 +496,7 @@ class ConvBias(Function):
     """``out + bias`` per channel, whose bias gradient is oneDNN's (torch's convolution backward on its oneDNN
     path): each channel's elements added one after another in float32, image by image and each image in memory
     order (whatever its layout: measured), over ``chunks`` slices of the batch (one per thread), the slices'
-    sums then added in order."""
+    sums then added in order -- or, ``chunks`` "rows", as oneDNN's gemm kernel sums (conv_onednn.gemm_bias_gradient)."""
     torch_layout = "elementwise"  # (as the add it stands for)
 
     @staticmethod
@@ -495,7 +506,9 @@ class ConvBias(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return g, (_onednn_bias_sum(g, *ctx.chunks) if ctx.needs_input_grad[1] else None)
+        if not ctx.needs_input_grad[1]:
+            return g, None
+        return g, (conv_onednn.gemm_bias_gradient(g) if ctx.chunks == "rows" else _onednn_bias_sum(g, *ctx.chunks))
 
 
 def _onednn_bias_sum(g, slices, by_rows=False):

@@ -172,6 +172,22 @@ def ungrouped_kernels(weight_shape, stride, dilation, slices, gemm_slices):
     return BackwardKernels(data, weights, gemm_slices if weights == "gemm" else slices)
 
 
+def gemm_bias_gradient(g):
+    """``gemm:jit``'s bias gradient of g [N, O, ...]: each channel's rows (an image's last dimension) summed alone from
+    0, in order, the row sums then added one after another, image after image."""
+    rows = np.moveaxis(g, 1, 0).reshape(g.shape[1], -1, g.shape[-1])
+    row_sums = np.cumsum(rows, axis=2, dtype=np.float32)[..., -1]  # (cumsum adds in order)
+    return np.cumsum(row_sums, axis=1, dtype=np.float32)[:, -1]
+
+
+def runs_gemm_weights(weight_shape, groups, dilation):
+    """Does oneDNN's weight (and bias) gradient run ``gemm:jit`` (weight [O, C/G, kh, kw]): a grouped convolution no
+    special kernel takes, or an ungrouped dilated one?"""
+    if groups == 1:
+        return any(d > 1 for d in dilation)
+    return grouped_kernels(weight_shape, groups, 1) is not None
+
+
 def grouped_kernels(weight_shape, groups, slices):
     """A grouped convolution's kernels: "gemm" for both gradients where oneDNN runs ``gemm:jit`` (not depthwise --
     ``jit_dw`` --, not at most 3 input channels for 8+ output channels a group -- ``jit:avx2`` --, not input and output
