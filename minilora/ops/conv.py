@@ -1000,7 +1000,33 @@ def adaptive_avg_pool2d(input, output_size):
         # plane), from a channels_last input in that layout
         return composed_layout(input.mean((-2, -1), keepdim=True), input, "suggested")
     rows, cols = _adaptive_cells(input, sizes)
+    if not rows or not cols:
+        return _empty_pooling(input, (len(rows), len(cols)), "adaptive_avg_pool2d", "AdaptiveAvgPool2DBackward0")
     return name_node(_adaptive_avg_pool2d(input, rows, cols, _narrow(input)), "AdaptiveAvgPool2DBackward0", input)
+
+
+class EmptyPooling(Function):
+    """An adaptive pooling's output with no cells (an output size 0: ``F.interpolate(mode='area')`` at a scale
+    that rounds to 0 asks for one). torch computes it; its backward refuses, naming the empty dimension."""
+
+    @staticmethod
+    def forward(ctx, x, shape, fn):
+        ctx.pooling = fn
+        return xp_of(x).zeros(shape, dtype=x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        empty = next(d for d in range(1, g.ndim) if g.shape[d] == 0)
+        raise RuntimeError(f"{ctx.pooling}_backward(): Expected grad_output to have non-zero size for non-batch "
+                           f"dimensions, but grad_output has sizes {list(g.shape)} with dimension {empty} being empty")
+
+
+def _empty_pooling(input, cells, fn, node, return_indices=False):
+    shape = tuple(input.shape[:-len(cells)]) + tuple(cells)
+    out = name_node(EmptyPooling.apply(input, shape=shape, fn=fn), node, input)
+    if not return_indices:
+        return out
+    return out, Tensor(np.zeros(shape, np.int64), dtype=np.int64, device=input.device)
 
 
 def _adaptive_checks(fn, input, output_size):
@@ -1082,6 +1108,9 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
     sizes = _adaptive_checks("adaptive_max_pool2d", input, output_size)
     _dtypes_taken("adaptive_max_pool2d", input)
     rows, cols = _adaptive_cells(input, sizes)
+    if not rows or not cols:
+        return _empty_pooling(input, (len(rows), len(cols)), "adaptive_max_pool2d", "AdaptiveMaxPool2DBackward0",
+                              return_indices)
     out = _adaptive_max_pool2d(input, rows, cols, _narrow(input))
     if return_indices:
         return out, _meta_indices(out) if input.is_meta else _indices_like_values(
@@ -2158,6 +2187,9 @@ def adaptive_avg_pool3d(input, output_size):
     if sizes == (1, 1, 1):
         return composed_layout(input.mean((-3, -2, -1), keepdim=True), input, "suggested")
     rows, cols = _adaptive_cells(input, sizes[1:])
+    if not depths or not rows or not cols:
+        return _empty_pooling(input, (len(depths), len(rows), len(cols)), "adaptive_avg_pool3d",
+                              "AdaptiveAvgPool3DBackward0")
     return _adaptive_average3d(input, (tuple(depths), rows, cols), _narrow(input))
 
 
@@ -2213,6 +2245,8 @@ def adaptive_max_pool3d(input, output_size, return_indices=False):
     from .shape import stack
     sizes, depths = _adaptive_depths(input, output_size, "adaptive_max_pool3d")
     _dtypes_taken("adaptive_max_pool3d_cpu", input)
+    if 0 in sizes:
+        return _empty_pooling(input, sizes, "adaptive_max_pool3d", "AdaptiveMaxPool3DBackward0", return_indices)
     flat = input.flatten(-4, -3) if input.ndim == 5 else input
     values, planes = adaptive_max_pool2d(flat, sizes[1:], return_indices=True)
     values = values.reshape(*input.shape[:-2], *sizes[1:])

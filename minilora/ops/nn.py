@@ -2592,8 +2592,8 @@ def _pad_by_index(input, pad, mode):
         raise NotImplementedError(f"Padding size {len(pad)} is not supported for {input.ndim}D input "
                                   f"tensor. Supported combinations for non-constant padding: 2D or 3D "
                                   f"input with padding size 2, 3D or 4D with 4, 4D or 5D with 6")
-    if mode == "replicate":
-        _replicated_not_empty(input.shape[input.ndim - len(pad) // 2:], pad)
+    if mode in ("reflect", "replicate"):
+        _output_not_empty(input.shape[input.ndim - len(pad) // 2:], pad, mode)
     for i in range(len(pad) // 2):
         dim, before, after = input.ndim - 1 - i, pad[2 * i], pad[2 * i + 1]
         size = input.shape[dim]
@@ -2616,9 +2616,9 @@ def _pad_by_index(input, pad, mode):
     return input
 
 
-def _replicated_not_empty(sizes, pad):
-    """torch's replicate padding refuses an output empty in every padded dimension (one empty one is
-    allowed), in its kernels' words."""
+def _output_not_empty(sizes, pad, mode):
+    """torch's reflect and replicate padding refuse an output empty in every padded dimension (one empty one is
+    allowed: the kernels' check is ``output_w >= 1 || output_h >= 1``), in their kernels' words."""
     outputs = [size + pad[2 * i] + pad[2 * i + 1] for i, size in enumerate(reversed(sizes))][::-1]
     if max(outputs) >= 1:
         return
@@ -2626,7 +2626,8 @@ def _replicated_not_empty(sizes, pad):
     if len(sizes) == 1:
         raise RuntimeError(f"input (W: {sizes[0]}) is too small. Calculated output W: {outputs[0]}")
     if len(sizes) == 2:
-        raise RuntimeError(f"input (H: {sizes[0]}, W: {sizes[1]} ) is too small. Calculated output H: "
+        space = " " if mode == "replicate" else ""  # (the 2-D kernels' words differ by a space)
+        raise RuntimeError(f"input (H: {sizes[0]}, W: {sizes[1]}{space}) is too small. Calculated output H: "
                            f"{outputs[0]} W: {outputs[1]}")
     raise RuntimeError(f"input (D: {sizes[0]} H: {sizes[1]}, W: {sizes[2]}) is too small. Calculated output D: "
                        f"{outputs[0]} H: {outputs[1]} W: {outputs[2]}")

@@ -125,12 +125,41 @@ def _composed(input, grid, mode, padding_mode, align_corners):
     coords = [_unnormalize(grid[..., rank - 1 - d], sizes[d], align_corners) for d in range(rank)]
     if mode == "bicubic":
         return _bicubic(input, coords, padding_mode, align_corners)
-    coords = [_moved_inside(c, size, padding_mode, align_corners) for c, size in zip(coords, sizes)]
+    if mode == "nearest" and rank == 2 and input.dtype in (np.float32, np.float64):  # (16 bits: not modelled)
+        return _nearest_2d(input, grid, coords, padding_mode, align_corners)
+    frozen = _lost_in_backward(coords, sizes, padding_mode, align_corners) if mode == "nearest" and rank == 3 \
+        else None
+    coords = [_moved_inside(c, size, padding_mode, align_corners, rank) for c, size in zip(coords, sizes)]
     if mode == "nearest":
         indices = [np.rint(_values(c)) for c in coords]  # (halves to even, as torch's nearbyint)
-        out = _read(input, indices)
+        out = _read(input, indices, frozen=frozen)
         return out + sum(_no_gradient(c) for c in coords).unsqueeze(1)  # (grid's gradient: zeros)
     return _bilinear(input, coords)
+
+
+def _nearest_2d(input, grid, coords, padding_mode, align_corners):
+    """torch's 2-D nearest is its vectorized kernel's: the pixel coordinates ``_kernel_coordinates``'s (a NaN one
+    clamped to pixel 0 by 'border' and 'reflection'), rounded half to even, in forward and backward alike."""
+    (h, w), t = input.shape[2:], input.dtype.type
+    grid_values = _values(grid)
+    pixels = [_kernel_coordinates(grid_values[..., k], size, padding_mode, align_corners, t)[0]
+              for k, size in ((1, h), (0, w))]  # (y, x)
+    out = _read(input, [np.rint(p) for p in pixels])
+    return out + sum(_no_gradient(c) for c in coords).unsqueeze(1)  # (grid's gradient: zeros)
+
+
+def _lost_in_backward(coords, sizes, padding_mode, align_corners):
+    """The 3-D scalar kernel's points with a NaN coordinate once mirrored (a NaN one; an infinite one mirrored):
+    its forward clamps them to the last pixel and reads it, its backward (``..._set_grad``) keeps them NaN: no
+    pixel inside, no gradient."""
+    def lost(coord, size):
+        if padding_mode != "reflection":
+            return np.isnan(_values(coord))
+        if align_corners and size == 1:  # (nothing to mirror into: every coordinate 0)
+            return np.zeros(coord.shape, bool)
+        return ~np.isfinite(_values(coord))
+
+    return np.logical_or.reduce([lost(c, size) for c, size in zip(coords, sizes)])
 
 
 def _check_grid_sample(input, grid, mode):
@@ -174,31 +203,42 @@ def _unnormalize(coord, size, align_corners):
     return ((coord + 1) * size - 1) / 2
 
 
-def _moved_inside(coord, size, padding_mode, align_corners):
+def _moved_inside(coord, size, padding_mode, align_corners, rank):
     if padding_mode == "border":
-        return _clip(coord, size)
+        return _clip(coord, size, rank)
     if padding_mode == "reflection":
         twice = (0, 2 * (size - 1)) if align_corners else (-1, 2 * size - 1)
-        return _clip(_reflect(coord, *twice), size)
+        return _clip(_reflect(coord, *twice), size, rank)
     return coord
 
 
-def _clip(coord, size):
+def _clip(coord, size, rank):
     """Clamped to the pixels [0, size - 1]: where it moves, its gradient is 0 (torch: strictly inside only)."""
     values = _values(coord)
     inside = (values > 0) & (values < size - 1)
-    clipped = np.minimum(np.maximum(values, 0), size - 1).astype(values.dtype)
+    clipped = _clamped_to_pixels(values, size, rank)
     return where(_constant(coord, inside).bool(), coord, _constant(coord, clipped))
 
 
+def _clamped_to_pixels(values, size, rank):
+    """``values`` clamped to [0, size - 1] as torch's kernels clamp, NaN included: the 2-D kernel's vector
+    ``max(in, 0)`` answers 0 for a NaN (x86's max returns its second operand), the 3-D scalar kernel's
+    ``std::min(size - 1, std::max(in, 0))`` size - 1."""
+    t = values.dtype.type
+    if rank == 2:
+        return np.minimum(np.fmax(values, t(0)), t(size - 1))
+    return np.where(np.isnan(values), t(size - 1), np.minimum(np.maximum(values, t(0)), t(size - 1)))
+
+
 def _reflect(coord, twice_low, twice_high):
-    """Mirrored into [twice_low / 2, twice_high / 2] as often as it takes (torch's reflect_coordinates):
-    ``coord * sign + offset``, so the gradient flips with every mirroring."""
+    """Mirrored into [twice_low / 2, twice_high / 2] as often as it takes (torch's reflect_coordinates): the
+    mirrored value plus ``(coord - coord) * sign``, a zero whose gradient flips with every mirroring (not
+    ``coord * sign + offset``: at 1e30 that sum cancels to 0)."""
     if twice_low == twice_high:
         return coord * 0
     values = _values(coord)
     mirrored, sign = _mirror(values, twice_low, twice_high)
-    return coord * _constant(coord, sign) + _constant(coord, mirrored - values * sign)
+    return _constant(coord, mirrored) + (coord - coord.detach()) * _constant(coord, sign)
 
 
 def _mirror(values, twice_low, twice_high):
@@ -208,14 +248,14 @@ def _mirror(values, twice_low, twice_high):
     sign = np.where(distance < 0, -1, 1)
     distance = np.abs(distance)
     extra, flips = np.fmod(distance, span), np.floor(distance / span)
-    even = flips % 2 == 0
+    even = (flips % 2 == 0) | ~(flips < 2.0 ** 31)  # (torch's int flips: past int's range INT_MIN, even)
     mirrored = np.where(even, extra + low, span - extra + low).astype(values.dtype)
     return mirrored, (sign * np.where(even, 1, -1)).astype(values.dtype)
 
 
-def _read(input, indices, padding=None):
+def _read(input, indices, frozen=None):
     """``input`` [N, C, *S] at integer pixel ``indices`` (one array [N, *out] per spatial dimension):
-    [N, C, *out], 0 where a point is outside."""
+    [N, C, *out], 0 where a point is outside; the points ``frozen`` [N, *out] read without a gradient."""
     n, c, sizes = input.shape[0], input.shape[1], input.shape[2:]
     out_shape = indices[0].shape[1:]
     inside = np.ones(indices[0].shape, dtype=bool)
@@ -229,9 +269,13 @@ def _read(input, indices, padding=None):
     index = Tensor(input.device.xp.asarray(np.broadcast_to(flat, (n, c, positions))), dtype=np.int64,
                    device=input.device)
     values = input.reshape(n, c, int(np.prod(sizes))).gather(2, index).reshape(n, c, *out_shape)
+    if frozen is not None and frozen.any():
+        still = input.detach().reshape(n, c, int(np.prod(sizes))).gather(2, index).reshape(n, c, *out_shape)
+        values = where(_constant(values, frozen.reshape(n, 1, *out_shape)).bool(), still, values)
     if inside.all():
         return values
-    return values * _constant(values, inside.reshape(n, 1, *out_shape))
+    # (where, not times 0: a NaN weight's gradient must not reach the pixel an outside point stands in for)
+    return where(_constant(values, inside.reshape(n, 1, *out_shape)).bool(), values, 0)
 
 
 def _bilinear(input, coords):
@@ -277,14 +321,13 @@ def _bicubic(input, coords, padding_mode, align_corners):
 
 
 def _tap(position, size, padding_mode, align_corners):
-    """An integer tap position moved inside as ``padding_mode`` says (torch's compute_coordinates)."""
+    """An integer tap position moved inside as ``padding_mode`` says (the vectorized kernel's
+    compute_coordinates: a NaN tap -- a NaN point's -- clamped to pixel 0 and read with its NaN weight)."""
     if padding_mode == "border":
-        return np.clip(position, 0, size - 1)
+        return _clamped_to_pixels(position, size, 2)
     if padding_mode == "reflection":
-        twice = (0, 2 * (size - 1)) if align_corners else (-1, 2 * size - 1)
-        if twice[0] == twice[1]:
-            return np.zeros_like(position)
-        return np.clip(_mirror(position, *twice)[0], 0, size - 1)
+        reflected, _ = _kernel_reflection(position, size, align_corners, position.dtype.type)
+        return _clamped_to_pixels(reflected, size, 2)
     return position
 
 
@@ -339,8 +382,8 @@ def _kernel_coordinates(coord, size, padding_mode, align_corners, t):
     if padding_mode == "reflection":
         pixel, flip = _kernel_reflection(pixel, size, align_corners, t)
         grad = flip * grad
-    if padding_mode in ("border", "reflection"):
-        low = np.maximum(pixel, t(0))
+    if padding_mode in ("border", "reflection"):  # (a NaN: 0, as the forward's clip; torch's backward crashes)
+        low = np.fmax(pixel, t(0))
         clipped = np.minimum(low, t(size - 1))
         inside = (low.view(_INT[t]) != t(0).view(_INT[t])) & (clipped.view(_INT[t]) != t(size - 1).view(_INT[t]))
         pixel, grad = clipped, np.where(inside, grad, t(0))
@@ -445,6 +488,10 @@ class GridSampleTrilinear3d(Function):
         ctx.padding_mode, ctx.align_corners = padding_mode, align_corners
         n, c = input.shape[:2]
         out = np.zeros((n, c, corners[0][0].shape[1]), input.dtype)
+        if padding_mode != "zeros" and any(np.isnan(p).any() for p, _ in coords):
+            # (the forward's clip sends a NaN coordinate to the last pixel; the backward's keeps it: no corner)
+            corners = _corners_3d([_clamped_to_pixels(p, size, 3) for (p, _), size in zip(coords, (w, h, d))],
+                                  d, h, w)
         for index, inside, weight, _ in corners:
             out = np.where(inside[:, None], out + _gathered_3d(input, index) * weight[:, None], out)
         return out.reshape(n, c, *grid.shape[1:4])
