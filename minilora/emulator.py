@@ -1120,6 +1120,24 @@ def _fast_division(src: str) -> str:
     return "".join(out + [src[last:]])
 
 
+# nvcc and NVRTC warn "'long double' is treated as 'double' in device code" and compute in double; g++ on x86
+# would compute in the 80-bit x87 format (1.0L + 1e-17L - 1.0L is 1e-17 there, 0 on a GPU).  So the source's
+# `long double` becomes `double` and a floating literal's L suffix goes (same lengths: lines and columns stay).
+_LONG_DOUBLE = re.compile(r"\blong([ \t]+)double\b")
+_LONG_DOUBLE_LITERAL = re.compile(
+    r"(?<![\w.])(?:0[xX](?:[0-9a-fA-F]*\.)?[0-9a-fA-F]+[pP][+-]?\d+|(?:\d+\.\d*|\.\d+)(?:[eE][+-]?\d+)?"
+    r"|\d+[eE][+-]?\d+)([lL])\b")
+
+
+def _long_double_as_double(src: str) -> str:
+    masked, text = _mask(src), list(src)
+    for m in _LONG_DOUBLE.finditer(masked):  # `long` and the blanks after it become blanks: "     double"
+        text[m.start():m.end(1)] = " " * (m.end(1) - m.start())
+    for m in _LONG_DOUBLE_LITERAL.finditer(masked):
+        text[m.start(1)] = " "
+    return "".join(text)
+
+
 # -ftz=true flushes float subnormals only (PTX's .ftz exists for .f32 and .f16; a GPU's doubles keep theirs), but
 # SSE's FTZ and DAZ, which runtime.cpp sets while blocks run, flush doubles too.  So the kernel of an -ftz build is
 # compiled to assembly, and each instruction whose operands and result are doubles (the scalar and packed `sd` / `pd`
@@ -1708,8 +1726,8 @@ class _Module:
         name = Path(filename).name if filename else next(iter(_find_kernels(_mask(code))), "kernels") + ".cu"
         shown = filename if filename and os.path.isabs(filename) else name
         self._ptx_refusals: list[str] = []
-        rewritten = _rewrite_shared(_grid_constant_by_reference(self._translate_inline_ptx(
-            _expand_local_includes(code, shown, Path(filename).parent if filename else None, _include_dirs(flags)))))
+        rewritten = _rewrite_shared(_grid_constant_by_reference(self._translate_inline_ptx(_long_double_as_double(
+            _expand_local_includes(code, shown, Path(filename).parent if filename else None, _include_dirs(flags))))))
         if _FAST_MATH_MACRO in flags:  # nvcc's --use_fast_math: a float `/` is __fdividef
             rewritten.text = _fast_division(rewritten.text)
         if filename and os.path.isabs(filename):  # errors and reports then name the user's own file
