@@ -118,7 +118,7 @@ _HEADER = EMU_DIR / "cuda_emu.h"
 _RUNTIME = EMU_DIR / "runtime.cpp"
 _INCLUDE = EMU_DIR / "include"  # stand-ins for <cuda_runtime.h>, <cuda_fp16.h>, ...
 _CXX = os.environ.get("CXX", "g++")
-_VERSION = "10"  # bump to invalidate every cached build (5: emu_release_stacks; 6: shuffle offsets mod 32, 16-bit conversions; 7: asynchronous copies in the runtime, shared windows; 8: tensor cores (warp_gather), mbarriers; 9: precompiled cuda_emu.h, address-space predicates; 10: a kernel called as a function is refused)
+_VERSION = "11"  # bump to invalidate every cached build (11: libraries linked -Bsymbolic-functions; 5: emu_release_stacks; 6: shuffle offsets mod 32, 16-bit conversions; 7: asynchronous copies in the runtime, shared windows; 8: tensor cores (warp_gather), mbarriers; 9: precompiled cuda_emu.h, address-space predicates; 10: a kernel called as a function is refused)
 
 
 class EmulatorError(RuntimeError):
@@ -975,6 +975,11 @@ _X86_64 = ("x86_64", "amd64")
 # runtime.cpp's FlushDenormals and _keep_double_subnormals: per-type flushing is x86-64's (ARM's FPCR.FZ would flush
 # doubles too, with nothing in the build to keep them)
 _FLUSHING_MACHINES = _X86_64
+# -Bsymbolic-functions: the library's calls of its own functions stay its own.  -fvisibility=hidden does not hide
+# a function GCC knows as a builtin (an `extern "C" __global__ void conj(...)`, cabs, cexp, creal, ...: C99's
+# complex functions, which C++ headers do not declare, so _names_taken_by_headers cannot see them): it was
+# exported, and its launch called libm's conj instead -- the kernel never ran, its outputs silently unwritten.
+_LIBRARY_LINK_FLAGS = ["-shared", "-Wl,-Bsymbolic-functions"]
 # exit() and abort() in device code end the launch, not Python (see runtime.cpp).
 _LINK_FLAGS = ["-Wl,--wrap=exit", "-Wl,--wrap=_exit", "-Wl,--wrap=_Exit", "-Wl,--wrap=quick_exit",
                "-Wl,--wrap=abort"]
@@ -1888,7 +1893,7 @@ class _Module:
             _write_atomic(compiled, _keep_double_subnormals(compiled.read_text()))
             _run_compiler([_CXX, "-c", str(compiled)], wrapper_object, what)
         # the sanitizer build links AddressSanitizer's and UBSan's runtimes (its flags); a library links none
-        link = [_CXX, *_COMMON_FLAGS, *(_VARIANT_FLAGS[self.variant] if self.sanitize else ["-shared"])]
+        link = [_CXX, *_COMMON_FLAGS, *(_VARIANT_FLAGS[self.variant] if self.sanitize else _LIBRARY_LINK_FLAGS)]
         for attempt in range(2):
             try:
                 fast_math = _FAST_MATH_LINK_FLAGS if _FAST_MATH_MACRO in flags else []
