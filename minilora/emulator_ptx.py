@@ -62,7 +62,7 @@ SUPPORTED = ("mov (special registers %laneid %warpid %smid %tid ..., {a, b} pack
              ".e4m3x2/.e5m2x2 FP8 pairs), "
              "add sub mul mad fma div rem min max neg abs and or xor not cnot shl shr shf bfe bfi lop3 prmt popc "
              "clz brev, ex2 lg2 rcp rsqrt sqrt sin cos tanh (.approx), setp selp (predicates, @p guards), "
-             "shfl.sync, vote.sync, activemask, bar.sync/barrier.sync (named barriers with a thread count too), "
+             "shfl.sync, vote.sync, redux.sync, elect.sync, activemask, bar.sync/barrier.sync (named barriers with a thread count too), "
              "bar.arrive, bar.warp.sync, membar/fence, "
              "atom/red (.global: add, min, max, exch, cas, and, or, xor, inc, dec), dp4a, cvta (global, shared), isspacep (.shared .global .local), "
              "ld/st.shared, cp.async.ca/cg.shared.global, cp.async.commit_group/wait_group/wait_all, "
@@ -605,6 +605,37 @@ def _emit_flushing(op: str, mods: list[str], args: list[str], regs: set[str], he
     return " ".join(code)
 
 
+_REDUX = {"add": "__reduce_add_sync", "min": "__reduce_min_sync", "max": "__reduce_max_sync",
+          "and": "__reduce_and_sync", "or": "__reduce_or_sync", "xor": "__reduce_xor_sync"}
+
+
+def _redux(mods: list[str], args: list[str], regs: set[str], head: str) -> str:
+    """redux.sync.op.type d, a, membermask: sm_80's warp reduction, what CUDA's __reduce_*_sync compile to (so
+    the same checks of the mask and of who takes part); .add/.min/.max of .u32/.s32, .and/.or/.xor of .b32."""
+    op = next((m for m in mods if m in _REDUX), None)
+    types = _types(mods)
+    if op is None or types not in (["u32"], ["s32"], ["b32"]) or (types == ["b32"]) != (op in ("and", "or", "xor")):
+        raise PtxError(f"the inline PTX instruction '{head}' is not modelled: redux.sync runs .add/.min/.max of "
+                       ".u32/.s32 and .and/.or/.xor of .b32 (the float forms of sm_100a are not modelled)")
+    ctype = "int" if types == ["s32"] else "unsigned"
+    value = f"({ctype})(uint32_t){_value(args[1], regs)}"
+    return f"{_dest(args[0], regs)} = (uint32_t){_REDUX[op]}((unsigned){_value(args[2], regs)}, {value});"
+
+
+def _elect(args: list[str], regs: set[str]) -> str:
+    """elect.sync d|p, membermask (sm_90): the lowest lane of the mask is the leader; d gets its lane id in every
+    lane (`_` drops it), p is true in the leader only.  A ballot of the mask waits for all of its lanes, as the
+    instruction does."""
+    dest, _, pred = args[0].partition("|")
+    mask = _value(args[1], regs)
+    code = f"const unsigned __ptx_elected = (unsigned)__ffs(__ballot_sync((unsigned){mask}, 1)) - 1u; "
+    if dest.strip() != "_":
+        code += f"{_dest(dest, regs)} = __ptx_elected; "
+    if pred.strip() not in ("", "_"):
+        code += f"{_dest(pred, regs)} = (__ptx_elected == (unsigned)__emu::ptx::laneid()) ? 1 : 0;"
+    return code
+
+
 def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) -> str:
     if op == "bra":  # a jump to a label of the same asm statement
         return f"goto {_label(args[0])};"
@@ -801,6 +832,10 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
                 f"({pred}) ? 1 : 0, 0, 32);")
     if op == "activemask":
         return f"{_dest(args[0], regs)} = __activemask();"
+    if op == "redux" and "sync" in mods:
+        return _redux(mods, args, regs, head)
+    if op == "elect" and "sync" in mods:
+        return _elect(args, regs)
     if op in ("bar", "barrier") and not any(m in mods for m in ("red", "cluster")):
         if "warp" in mods:
             return f"__syncwarp((unsigned){_value(args[0], regs) if args else '0xffffffffu'});"
