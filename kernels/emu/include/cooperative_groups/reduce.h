@@ -48,4 +48,33 @@ T reduce(const coalesced_group& group, T value, Op op) {
     }
     return group.shfl(__detail::scan_by_rank(group, value, op), size - 1);
 }
+
+// CUDA 12.2's reduce_update_async / reduce_store_async: the group's reduction, then one thread (rank 0) combines it
+// with the value an atomic_ref names (fetch_add for plus, fetch_min for less, ...) or stores it there or through a
+// pointer.  CUDA allows only the six operators above: a lambda or another functor does not build, as there.
+namespace __detail {
+template <class Op> struct atomic_update_of;
+template <class T> struct atomic_update_of<plus<T>> { template <class A> static void run(A& a, T v) { a.fetch_add(v); } };
+template <class T> struct atomic_update_of<less<T>> { template <class A> static void run(A& a, T v) { a.fetch_min(v); } };
+template <class T> struct atomic_update_of<greater<T>> { template <class A> static void run(A& a, T v) { a.fetch_max(v); } };
+template <class T> struct atomic_update_of<bit_and<T>> { template <class A> static void run(A& a, T v) { a.fetch_and(v); } };
+template <class T> struct atomic_update_of<bit_or<T>> { template <class A> static void run(A& a, T v) { a.fetch_or(v); } };
+template <class T> struct atomic_update_of<bit_xor<T>> { template <class A> static void run(A& a, T v) { a.fetch_xor(v); } };
+}  // namespace __detail
+
+template <class Group, class Atomic, class T, class Op>
+void reduce_update_async(const Group& group, Atomic&& atomic, const T& value, Op&& op) {
+    const T total = reduce(group, value, op);
+    if (group.thread_rank() == 0) __detail::atomic_update_of<std::decay_t<Op>>::run(atomic, total);
+}
+template <class Group, class Atomic, class T, class Op>
+void reduce_store_async(const Group& group, Atomic&& atomic, const T& value, Op&& op) {
+    const T total = reduce(group, value, op);
+    if (group.thread_rank() == 0) atomic.store(total);
+}
+template <class Group, class T, class Op>
+void reduce_store_async(const Group& group, T* destination, const T& value, Op&& op) {
+    const T total = reduce(group, value, op);
+    if (group.thread_rank() == 0) *destination = total;
+}
 }  // namespace cooperative_groups
