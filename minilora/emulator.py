@@ -1229,10 +1229,9 @@ _CUDA_LIBRARIES = {"curand": "cuRAND (device random numbers: draw them on the ho
                            "BlockReduce, BlockScan, BlockLoad/Store/Exchange, BlockRadixSort, BlockMergeSort, "
                            "BlockHistogram, BlockDiscontinuity, BlockAdjacentDifference, BlockShuffle, "
                            "BlockRunLengthDecode, WarpReduce, WarpScan, WarpLoad/Store/Exchange, WarpMergeSort)",
-                   "thrust/": "Thrust",
-                   "cupy/complex.cuh": "CuPy's complex.cuh (thrust::complex: the emulator has no complex types)",
-                   "cupy/": "CuPy's headers beyond the emulator's <cupy/math_constants.h> and <cupy/carray.cuh> "
-                            "(its float16) stand-ins",
+                   "thrust/": "Thrust (beyond the emulator's <thrust/complex.h> stand-in)",
+                   "cupy/": "CuPy's headers beyond the emulator's <cupy/math_constants.h>, <cupy/carray.cuh> "
+                            "(its float16) and <cupy/complex.cuh> stand-ins",
                    "cuda/std/": "libcu++ beyond the emulator's <cuda/std/...> stand-ins ({})",
                    "cuda/": "libcu++ (cuda::annotated_ptr, cuda::ptx, cuda::memory_resource, ...; of libcu++ the emulator has "
                             "<cuda/std/...>, <cuda/atomic>'s atomic_ref, <cuda/barrier>, <cuda/pipeline> and <cuda/cmath>'s "

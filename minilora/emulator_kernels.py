@@ -14,8 +14,10 @@ flat C-order index, ``x.size()``, ``x.shape()``, ``x.strides()`` in bytes); ``i`
 ``_ind.size()`` the loop size.  In a reduction, ``_j`` is the flat index of the element being mapped
 (reduced axes first, then the kept ones), ``_J`` its index within its reduction and ``_i`` the output's.
 
-Differences from CuPy, each deliberate: complex dtypes are refused (the emulator has no
-``thrust::complex``); the loop shape is always kept whole (``reduce_dims`` is accepted and changes
+complex64 and complex128 are ``complex<float>`` and ``complex<double>``: thrust::complex from the emulator's
+<cupy/complex.cuh>, which every generated kernel includes, as CuPy's do.
+
+Differences from CuPy, each deliberate: the loop shape is always kept whole (``reduce_dims`` is accepted and changes
 nothing a kernel can see through ``i`` or ``x[k]``); a type placeholder that no array decides is a
 ``TypeError`` naming it (CuPy lets a ``KeyError`` escape).
 """
@@ -38,12 +40,14 @@ _C_NAMES = {
     np.dtype(np.uint32): "unsigned int", np.dtype(np.int64): "long long",
     np.dtype(np.uint64): "unsigned long long", np.dtype(np.float16): "float16",
     np.dtype(np.float32): "float", np.dtype(np.float64): "double",
+    np.dtype(np.complex64): "complex<float>", np.dtype(np.complex128): "complex<double>",
 }
 
 # What every generated kernel starts with: CuPy's CArray / CIndexer names with the members user code
 # calls.  The number of dimensions is a run-time value (up to 32, NumPy's limit is 64 but CuPy's
 # kernels rarely see more than a handful), so one compiled kernel serves every shape of the same dtypes.
 _HEADER = r"""
+#include <cupy/complex.cuh>
 typedef __half float16;
 #define _EMU_MAX_NDIM 32
 // _ind.get(): a multi-index.  A type of its own (not a pointer), so that x[0] is not ambiguous.
