@@ -1127,7 +1127,8 @@ def _fast_division(src: str) -> str:
 
 # nvcc and NVRTC warn "'long double' is treated as 'double' in device code" and compute in double; g++ on x86
 # would compute in the 80-bit x87 format (1.0L + 1e-17L - 1.0L is 1e-17 there, 0 on a GPU).  So the source's
-# `long double` becomes `double` and a floating literal's L suffix goes (same lengths: lines and columns stay).
+# `long double` becomes `double` and a floating literal's L suffix goes (same lengths: lines and columns stay);
+# device printf reads %Lf as %f (runtime.cpp, without_long_double_modifier).
 _LONG_DOUBLE = re.compile(r"\blong([ \t]+)double\b")
 _LONG_DOUBLE_LITERAL = re.compile(
     r"(?<![\w.])(?:0[xX](?:[0-9a-fA-F]*\.)?[0-9a-fA-F]+[pP][+-]?\d+|(?:\d+\.\d*|\.\d+)(?:[eE][+-]?\d+)?"

@@ -6,7 +6,8 @@ and compared with float64 NumPy.  What failed at the round's start, fixed in the
 * Wrong numbers, silently: ``long double`` computed in the x87's 80 bits (1.0L + 1e-17L - 1.0L was 1e-17).  nvcc
   and NVRTC warn "'long double' is treated as 'double' in device code" and compute in double; the emulator now
   turns the source's ``long double`` into ``double`` and drops a floating literal's L (emulator.py,
-  _long_double_as_double).
+  _long_double_as_double), and device printf drops the L of ``%Lf`` / ``%Lg`` / ``%Le``, whose argument is now a
+  double (runtime.cpp).
 * Wrong numbers, silently: an ``extern "C"`` kernel named after one of C99's complex functions (``conj``, ``cabs``,
   ``creal``, ``cexp``, ...) never ran -- its launch called libm's function, and its outputs kept their old values.
   GCC knows these names as builtins, so -fvisibility=hidden did not hide the kernel, and the Python process's libm
@@ -62,6 +63,7 @@ def module(source: str, options: tuple = ()) -> RawModule:
 
 # ------------------------------------------------------------------- long double is double in device code
 LONG_DOUBLE = r"""
+#include <cstdio>
 // a running sum kept in long double "for accuracy": a GPU keeps it in double
 extern "C" __global__ void long_sum(const double* x, double* out, int n) {
     long double acc = 0.0L;
@@ -76,6 +78,11 @@ extern "C" __global__ void literals(double* out) {
     out[2] = (double)(1.0L / 3.0L);
     out[3] = (double)(2 * 1L);  // an integer literal's L is a long: left alone
 }
+// printed with C's L modifier, which reads a long double: here a double, as on a GPU
+extern "C" __global__ void show(double v) {
+    long double w = v * 2;
+    printf("%Lf|%10.3Lg|%Le|%%L|%d\n", w, (long double)v, w, 7);
+}
 // Horner in long double, in a template
 template <typename Real>
 __device__ Real horner(Real x) { return ((Real(1e-18L) * x + Real(1.0L)) * x - Real(1.0L)) * x; }
@@ -85,7 +92,7 @@ extern "C" __global__ void poly(const double* x, double* out) {
 """
 
 
-def test_long_double_is_double_in_device_code():
+def test_long_double_is_double_in_device_code(capfd):
     x = np.concatenate([[1.0], np.full(100, 1e-17), [-1.0]])
     out = np.zeros(1)
     module(LONG_DOUBLE).get_function("long_sum")((1,), (1,), (x, out, i32(x.size)))
@@ -98,6 +105,8 @@ def test_long_double_is_double_in_device_code():
     module(LONG_DOUBLE).get_function("poly")((1,), (4,), (x, out))
     expected = [((1e-18 * v + 1.0) * v - 1.0) * v for v in x.tolist()]  # Python floats: double, step by step
     np.testing.assert_array_equal(out, expected)
+    module(LONG_DOUBLE).get_function("show")((1,), (1,), (np.float64(1.25),))  # %Lf prints the double
+    assert capfd.readouterr().out == "2.500000|      1.25|2.500000e+00|%L|7\n"
 
 
 # ------------------------------------------------------------------- inline PTX: redux.sync, elect.sync

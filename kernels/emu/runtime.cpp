@@ -2801,6 +2801,22 @@ static int printf_arguments(const char* f, const char** beyond) {
     return count;
 }
 
+// Device code has no long double (emulator.py makes it double, as nvcc does), so a %Lf / %Lg / %Le conversion is
+// handed a double: the L goes, or vsnprintf would read an 80-bit value that is not there.
+static std::string without_long_double_modifier(const std::string& format) {
+    std::string out;
+    out.reserve(format.size());
+    for (size_t i = 0; i < format.size(); ++i) {
+        out += format[i];
+        if (format[i] != '%') continue;
+        if (i + 1 < format.size() && format[i + 1] == '%') { out += format[++i]; continue; }
+        while (++i < format.size() && !std::strchr("diouxXeEfFgGaAcspn", format[i]))
+            if (format[i] != 'L') out += format[i];
+        if (i < format.size()) out += format[i];
+    }
+    return out;
+}
+
 int device_printf(const char* f, ...) {
     if (f == nullptr) return -1;
     Fiber* fiber = current_fiber();
@@ -2808,7 +2824,7 @@ int device_printf(const char* f, ...) {
     RuntimeSection busy(fiber);
     const char* beyond = nullptr;
     const int count = printf_arguments(f, &beyond);
-    const std::string head = beyond ? std::string(f, beyond) : std::string(f);  // what takes the first 32
+    const std::string head = without_long_double_modifier(beyond ? std::string(f, beyond) : std::string(f));  // the first 32
     char buf[4096];
     va_list ap;
     va_start(ap, f);
