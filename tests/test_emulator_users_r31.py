@@ -107,6 +107,8 @@ def test_long_double_is_double_in_device_code(capfd):
     np.testing.assert_array_equal(out, expected)
     module(LONG_DOUBLE).get_function("show")((1,), (1,), (np.float64(1.25),))  # %Lf prints the double
     assert capfd.readouterr().out == "2.500000|      1.25|2.500000e+00|%L|7\n"
+    gap = ElementwiseKernel("float64 x, float64 y", "float64 z", "z = (double)((long double)x + y - x)", "gap_r31")
+    np.testing.assert_array_equal(gap(np.array([1.0, 1e16]), np.array([1e-17, 1.5])), [0.0, 2.0])  # 80 bits: 1e-17, 1.5
 
 
 # ------------------------------------------------------------------- inline PTX: redux.sync, elect.sync
@@ -201,6 +203,21 @@ extern "C" __global__ void tile_totals(const int* x, int* total, int* tile_max, 
     cuda::atomic_ref<unsigned, cuda::thread_scope_device> flag(flags[blockIdx.x]);
     cg::reduce_update_async(tile, flag, 1u << (threadIdx.x % 32), cg::bit_or<unsigned>());
 }
+// a block's sum: each warp's by inline redux.sync, the warps' through shared memory, the last warp's stored by
+// reduce_store_async into an atomic_ref
+extern "C" __global__ void block_sums(const unsigned* x, unsigned* sums) {
+    __shared__ unsigned warp_sums[32];
+    unsigned v = x[blockIdx.x * blockDim.x + threadIdx.x], s;
+    asm volatile("redux.sync.add.u32 %0, %1, 0xffffffff;" : "=r"(s) : "r"(v));
+    if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = s;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        auto warp = cg::tiled_partition<32>(cg::this_thread_block());
+        unsigned w = threadIdx.x < blockDim.x / 32 ? warp_sums[threadIdx.x] : 0u;
+        cuda::atomic_ref<unsigned, cuda::thread_scope_device> out(sums[blockIdx.x]);
+        cg::reduce_store_async(warp, out, w, cg::plus<unsigned>());
+    }
+}
 // a float minimum over a coalesced group (the threads with positive values), into one atomic
 extern "C" __global__ void positive_min(const float* x, float* best) {
     float v = x[threadIdx.x];
@@ -222,6 +239,10 @@ def test_cooperative_groups_reduce_update_and_store_async():
     assert total[0] == padded.sum()
     np.testing.assert_array_equal(tile_max, padded.reshape(16, 16).max(1))
     np.testing.assert_array_equal(flags, [0xFFFFFFFF, 0xFFFFFFFF])
+    x = rng.integers(0, 2**20, 3 * 256).astype(u32)
+    sums = np.zeros(3, u32)
+    module(CG_ASYNC).get_function("block_sums")((3,), (256,), (x, sums))
+    np.testing.assert_array_equal(sums, x.reshape(3, 256).sum(1))
     x = rng.standard_normal(64).astype(f32)
     best = np.array([np.inf], f32)
     module(CG_ASYNC).get_function("positive_min")((1,), (64,), (x, best))
@@ -330,6 +351,27 @@ def test_elementwise_and_reduction_kernels_take_complex_arrays():
     np.testing.assert_allclose(power(m, axis=1), (m * m.conj()).sum(1), rtol=1e-13)
     l1 = ReductionKernel("T x", "float64 y", "abs(x)", "a + b", "y = a", "0", "l1_r31")
     np.testing.assert_allclose(l1(m), np.abs(m).sum(), rtol=1e-13)
+    mean = ReductionKernel("T x", "T y", "x", "a + b", "y = a / (_in_ind.size() / _out_ind.size())", "0",
+                           "cmean_r31")
+    c = complex_normal((6, 30), np.complex64).reshape(6, 30)
+    np.testing.assert_allclose(mean(c, axis=0), c.astype(np.complex128).mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_a_mandelbrot_elementwise_kernel_over_complex128():
+    """CuPy's documented style: a loop in the operation, the complex helper in the preamble."""
+    escape = ElementwiseKernel("T c, int32 steps", "T z, int32 n", "z = 0; n = 0; while (n < steps && !escaped(z)) "
+                               "{ z = z * z + c; ++n; }", "mandelbrot_r31",
+                               preamble="template <typename C> __device__ bool escaped(const C& z) { return norm(z) > 4.0; }")
+    re, im = np.meshgrid(np.linspace(-2, 0.5, 40), np.linspace(-1.2, 1.2, 30))
+    c = re + 1j * im
+    z, n = escape(c, np.int32(6))
+    want_z, want_n = np.zeros_like(c), np.zeros(c.shape, np.int32)
+    for _ in range(6):
+        going = np.abs(want_z) ** 2 <= 4.0
+        want_z[going] = want_z[going] ** 2 + c[going]
+        want_n[going] += 1
+    np.testing.assert_array_equal(n, want_n)
+    np.testing.assert_allclose(z, want_z, rtol=1e-12)
 
 
 # ------------------------------------------------------------------- kernels named after C's complex functions
