@@ -54,7 +54,7 @@ _SWEEP_CONVOLUTIONS = ["Conv1d", "Conv1d stride pad dil", "Conv1d circular", "Co
                        "Conv2d", "Conv2d stride2 pad1", "Conv2d reflect", "Conv2d replicate", "Conv2d circular",
                        "Conv2d patchify", "Conv2d mnist", "F.conv2d positional", "F.conv2d kw", "F.conv1d kw",
                        "Conv2d+BN+ReLU+pool", "ConvTranspose2d", "ConvTranspose1d", "Conv2d tuple args",
-                       "Conv2d groups", "Conv2d depthwise", "Conv2d same dil"]
+                       "Conv2d groups", "Conv2d depthwise", "Conv2d same dil", "Conv1d depthwise"]
 
 
 @pytest.mark.parametrize("name", _SWEEP_CONVOLUTIONS)
@@ -72,6 +72,11 @@ _JIT_SHAPES = [  # (N, C, O, size, kernel, geometry): jit:avx512_core's input gr
     (4, 3, 7, (12, 10), (3, 2), {"stride": (2, 1), "padding": 1}),  # (the "first convolution": 3 channels)
     (2, 4, 6, (1, 17), (1, 3), {"padding": (0, 2), "dilation": (1, 2)}),
 ]
+_DEPTHWISE_SHAPES = [  # jit_dw: the jit kernels' orders, one channel a group
+    (2, 4, 4, (1, 17), (1, 3), {"groups": 4}),
+    (3, 16, 16, (9, 11), (3, 3), {"padding": 1, "groups": 16}),
+    (4, 8, 8, (9, 11), (3, 3), {"stride": 2, "padding": 1, "groups": 8}),
+]
 _GEMM_SHAPES = [  # gemm:jit: grouped, dilated, strided and dilated
     (2, 4, 8, (9, 11), (3, 3), {"padding": 1, "groups": 2}),
     (5, 4, 8, (9, 11), (3, 3), {"padding": 1, "groups": 4}),
@@ -83,14 +88,15 @@ _GEMM_SHAPES = [  # gemm:jit: grouped, dilated, strided and dilated
 ]
 
 
-@pytest.mark.parametrize("shape", _JIT_SHAPES + _GEMM_SHAPES, ids=str)
+@pytest.mark.parametrize("shape", _JIT_SHAPES + _DEPTHWISE_SHAPES + _GEMM_SHAPES, ids=str)
 def test_convolution_gradients_are_onednns_bits(shape):
     n, c, o, size, kernel, geometry = shape
     _assert_convolution_is_torchs(n, c, o, size, kernel, **geometry)
 
 
 @pytest.mark.parametrize("threads", [1, 3])
-@pytest.mark.parametrize("shape", [_JIT_SHAPES[0], _JIT_SHAPES[3], _GEMM_SHAPES[1], _GEMM_SHAPES[3]], ids=str)
+@pytest.mark.parametrize("shape", [_JIT_SHAPES[0], _JIT_SHAPES[3], _DEPTHWISE_SHAPES[1], _GEMM_SHAPES[1],
+                                   _GEMM_SHAPES[3]], ids=str)
 def test_convolution_gradients_on_other_thread_counts_are_onednns_bits(shape, threads):
     n, c, o, size, kernel, geometry = shape
     _with_threads(threads, lambda: _assert_convolution_is_torchs(n, c, o, size, kernel, **geometry))
@@ -132,10 +138,7 @@ def test_transposed_convolution_is_onednns_bits(shape):
             np.testing.assert_array_equal(mine, theirs, err_msg=name)
 
 
-@pytest.mark.parametrize("shape", _GEMM_SHAPES, ids=str)
-def test_gemm_kernels_bias_gradient_is_onednns_bits(shape):
-    """gemm:jit sums each channel's bias gradient row by row (an image's last dimension from 0), the rows in order."""
-    n, c, o, size, kernel, geometry = shape
+def _assert_bias_gradient_is_torchs(n, c, o, size, kernel, geometry):
     rng = np.random.default_rng(2)
     x = rng.standard_normal((n, c) + size).astype(np.float32)
     w = rng.standard_normal((o, c // geometry.get("groups", 1)) + kernel).astype(np.float32)
@@ -147,3 +150,16 @@ def test_gemm_kernels_bias_gradient_is_onednns_bits(shape):
         out.backward(lib.tensor(np.random.default_rng(9).standard_normal(tuple(out.shape)).astype(np.float32)))
         grads.append(bias.grad.numpy())
     np.testing.assert_array_equal(grads[1], grads[0])
+
+
+@pytest.mark.parametrize("shape", _GEMM_SHAPES, ids=str)
+def test_gemm_kernels_bias_gradient_is_onednns_bits(shape):
+    """gemm:jit sums each channel's bias gradient row by row (an image's last dimension from 0), the rows in order."""
+    _assert_bias_gradient_is_torchs(*shape)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("shape", _DEPTHWISE_SHAPES, ids=str)
+def test_depthwise_bias_gradient_is_onednns_bits(shape, threads):
+    """jit_dw: each thread's images in order, the threads' sums added (as the ungrouped kernels' ConvBias)."""
+    _with_threads(threads, lambda: _assert_bias_gradient_is_torchs(*shape))

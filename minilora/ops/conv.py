@@ -448,8 +448,8 @@ def _onednn_weight_slices(input, weight, bias_chunks):
 
 def _onednn_bias_chunks(input, weight, stride, dilation, groups, transposed):
     """How many slices of the batch oneDNN's backward sums a float32 bias gradient in (``ConvBias``), or None
-    where torch does not run oneDNN or runs an order not modelled here (grouped convolutions; ``_add_bias`` takes
-    the ones of oneDNN's gemm kernel).
+    where torch does not run oneDNN or runs an order not modelled here (grouped convolutions but a contiguous
+    depthwise one, its threads splitting the images; ``_add_bias`` takes the ones of oneDNN's gemm kernel).
     Measured on torch 2.13 (AVX-512 CPU, oneDNN's jit:avx2 and jit:avx512_core kernels) on 1, 2, 3, 4 and 8
     threads: a contiguous transposed convolution in one slice (its deconvolution sums the bias itself); otherwise
     oneDNN's threads first take the blocks of output channels (16 a block where it runs jit:avx512_core, a
@@ -461,8 +461,12 @@ def _onednn_bias_chunks(input, weight, stride, dilation, groups, transposed):
     x = input._array
     if not (type(x) is np.ndarray and input.dtype == np.float32 and weight.dtype == np.float32):
         return None
-    if groups > 1 or not input.shape[0] or not _uses_onednn(input, weight, stride, dilation, groups):
+    if not input.shape[0] or not _uses_onednn(input, weight, stride, dilation, groups):
         return None
+    if groups > 1:  # (jit_dw, a depthwise convolution of one block of channels: its threads split the images)
+        depthwise = weight.shape[0] == groups <= 16 and weight.shape[1] == 1
+        return (min(input.shape[0], parallel.num_threads()), False) if depthwise and x.flags.c_contiguous and \
+            not transposed else None
     channels_last = not x.flags.c_contiguous and np.moveaxis(x, 1, -1).flags.c_contiguous
     if transposed:
         return None if channels_last else (1, False)
@@ -488,8 +492,9 @@ def _onednn_backward_kernels(input, weight, stride, dilation, groups):
         slices = _onednn_weight_slices(input, weight, chunks)
         return conv_onednn.ungrouped_kernels(weight.shape, stride, dilation, slices,
                                              gemm_slices=min(input.shape[0], threads))
-    threads_a_group = threads // min(groups, threads)  # (gemm:jit's threads take the groups first)
-    return conv_onednn.grouped_kernels(weight.shape, groups, slices=max(1, min(input.shape[0], threads_a_group)))
+    threads_a_group = threads // min(groups, threads)  # (gemm:jit's threads take the groups first; jit_dw's the
+    return conv_onednn.grouped_kernels(weight.shape, groups, slices=max(1, min(input.shape[0], threads_a_group)),
+                                       depthwise_slices=min(input.shape[0], threads))  # batch: one block of 16)
 
 
 class ConvBias(Function):
@@ -1825,7 +1830,8 @@ class ConvTranspose2d(Function):
                      for size, s, d, k, extra in zip((h, w), stride, dilation, (kh, kw), output_padding))
         ctx.geometry = (stride, padding, dilation, (h, w))
         if onednn is not None and onednn.output:  # (a convolution's input gradient, in that kernel's order)
-            summed = conv_onednn.jit_input_gradient(x, weight, (n, weight.shape[1]) + full, stride, dilation)
+            summed = conv_onednn.jit_input_gradient(x[:, None], weight[None], (n, weight.shape[1]) + full, stride,
+                                                    dilation)
             return _unpad(summed, padding)
         grad_windows = xp.einsum("ngchw,gcoij->ngohwij", ctx.x, ctx.weight, optimize=True)
         grad_windows = grad_windows.reshape(n, groups * weight.shape[1], h, w, kh, kw)  # (no -1: N may be 0)
@@ -1852,7 +1858,7 @@ class ConvTranspose2d(Function):
             gx = xp.einsum("ngohwij,gcoij->ngchw", windows, ctx.weight, optimize=True).reshape(
                 g.shape[0], groups * ctx.weight.shape[1], h, w)
         if nw and onednn is not None and onednn.weight_slices:  # (a convolution's weight gradient, the roles swapped)
-            gw = conv_onednn.jit_weight_gradient(ctx.x[:, 0], windows[:, 0], onednn.weight_slices)
+            gw = conv_onednn.jit_weight_gradient(ctx.x, windows, onednn.weight_slices)
         elif nw:
             gw = xp.einsum("ngchw,ngohwij->gcoij", ctx.x, windows, optimize=True).reshape(
                 groups * ctx.weight.shape[1], ctx.weight.shape[2], kh, kw)

@@ -52,32 +52,35 @@ def _tap(i, j, out_size, stride, dilation):
 
 
 def jit_input_gradient(g, weight, padded_shape, stride, dilation):
-    """The gradient of the padded input, [N, C, H_p, W_p]: g [N, O, H_out, W_out], weight [O, C, kh, kw], in
-    ``jit:avx512_core``'s order (kernel row, column, output channel), each pixel's sum from 0."""
-    o, kh, kw = weight.shape[0], weight.shape[2], weight.shape[3]
-    acc = np.zeros(padded_shape, np.float32)
+    """The gradient of the padded input, [N, C, H_p, W_p]: g [N, G, O/G, H_out, W_out], weight [G, O/G, C/G, kh, kw]
+    (no groups, G = 1, or depthwise, O/G = 1), in the jit kernels' order (kernel row, column, output channel), each
+    pixel's sum from 0."""
+    out_per_group, kh, kw = weight.shape[1], weight.shape[3], weight.shape[4]
+    n, groups, per_group = padded_shape[0], weight.shape[0], weight.shape[2]
+    acc = np.zeros((n, groups, per_group) + tuple(padded_shape[2:]), np.float32)
     for i in range(kh):
         for j in range(kw):
-            rows, cols = _tap(i, j, g.shape[2:], stride, dilation)
-            for oc in range(o):
-                acc[:, :, rows, cols] = _fma(g[:, oc, None], weight[oc, :, i, j, None, None], acc[:, :, rows, cols])
-    return acc
+            rows, cols = _tap(i, j, g.shape[3:], stride, dilation)
+            for oc in range(out_per_group):
+                acc[..., rows, cols] = _fma(g[:, :, oc, None], weight[None, :, oc, :, i, j, None, None],
+                                            acc[..., rows, cols])
+    return acc.reshape(padded_shape)
 
 
 def jit_weight_gradient(g, windows, slices):
-    """The weight gradient [O, C, kh, kw] of g [N, O, H_out, W_out] and the input's windows [N, C, H_out, W_out, kh,
-    kw]: the batch's images cut into ``slices`` runs by balance211 (one a thread), each run's products added in order
-    (image, output row, column) from 0, the runs' sums then added from the first."""
+    """The weight gradient [O, C/G, kh, kw] of g [N, G, O/G, H_out, W_out] and the input's windows [N, G, C/G, H_out,
+    W_out, kh, kw] (G = 1 or depthwise): the batch's images cut into ``slices`` runs by balance211 (one a thread), each
+    run's products added in order (image, output row, column) from 0, the runs' sums then added from the first."""
     total, first = None, 0
     for length in balance211(g.shape[0], slices):
-        acc = np.zeros((g.shape[1],) + windows.shape[1:2] + windows.shape[4:], np.float32)
+        acc = np.zeros(g.shape[1:3] + windows.shape[2:3] + windows.shape[5:], np.float32)
         for b in range(first, first + length):
-            for y in range(g.shape[2]):
-                for x in range(g.shape[3]):
-                    acc = _fma(g[b, :, y, x, None, None, None], windows[None, b, :, y, x], acc)
+            for y in range(g.shape[3]):
+                for x in range(g.shape[4]):
+                    acc = _fma(g[b, :, :, y, x, None, None, None], windows[b, :, None, :, y, x], acc)
         total = acc if total is None else total + acc
         first += length
-    return total
+    return total.reshape(-1, *total.shape[2:])
 
 
 def gemm_input_gradient(g, weight, padded_shape, stride, dilation):
@@ -141,7 +144,7 @@ class BackwardKernels:
         if self.data is None or g.size * weight[0, 0].size > ORDERED_PRODUCTS:
             return None
         if self.data == "jit":
-            return jit_input_gradient(g[:, 0], weight[0], padded_shape, stride, dilation)
+            return jit_input_gradient(g, weight, padded_shape, stride, dilation)
         return gemm_input_gradient(g, weight, padded_shape, stride, dilation)
 
     def weight_gradient(self, g, windows):
@@ -153,7 +156,7 @@ class BackwardKernels:
         if self.weights == "jit":
             if positions > ORDERED_STEPS:
                 return None
-            return jit_weight_gradient(g[:, 0], windows[:, 0], self.slices)
+            return jit_weight_gradient(g, windows, self.slices)
         return gemm_weight_gradient(g, windows, self.slices)
 
 
@@ -185,16 +188,20 @@ def runs_gemm_weights(weight_shape, groups, dilation):
     special kernel takes, or an ungrouped dilated one?"""
     if groups == 1:
         return any(d > 1 for d in dilation)
-    return grouped_kernels(weight_shape, groups, 1) is not None
+    kernels = grouped_kernels(weight_shape, groups, 1)
+    return kernels is not None and kernels.weights == "gemm"
 
 
-def grouped_kernels(weight_shape, groups, slices):
+def grouped_kernels(weight_shape, groups, slices, depthwise_slices=1):
     """A grouped convolution's kernels: "gemm" for both gradients where oneDNN runs ``gemm:jit`` (not depthwise --
     ``jit_dw`` --, not at most 3 input channels for 8+ output channels a group -- ``jit:avx2`` --, not input and output
-    channels a group both multiples of 4 -- a blocked kernel), the input gradient up to 8 output channels a group."""
+    channels a group both multiples of 4 -- a blocked kernel), the input gradient up to 8 output channels a group;
+    "jit" for a depthwise one (``jit_dw``: as the ungrouped jit kernels' orders, one channel a group) of at most 16
+    channels, its weight gradient over ``depthwise_slices`` of the batch."""
     per_group, out_per_group = weight_shape[1], weight_shape[0] // groups
-    special = (per_group == out_per_group == 1 or (per_group <= 3 and out_per_group >= 8)
-               or (per_group % 4 == 0 and out_per_group % 4 == 0))
+    if per_group == out_per_group == 1:
+        return BackwardKernels("jit", "jit", depthwise_slices) if groups <= 16 else None
+    special = (per_group <= 3 and out_per_group >= 8) or (per_group % 4 == 0 and out_per_group % 4 == 0)
     if special:
         return None
     return BackwardKernels("gemm" if out_per_group <= 8 else None, "gemm", slices)
