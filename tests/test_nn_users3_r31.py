@@ -54,7 +54,7 @@ _SWEEP_CONVOLUTIONS = ["Conv1d", "Conv1d stride pad dil", "Conv1d circular", "Co
                        "Conv2d", "Conv2d stride2 pad1", "Conv2d reflect", "Conv2d replicate", "Conv2d circular",
                        "Conv2d patchify", "Conv2d mnist", "F.conv2d positional", "F.conv2d kw", "F.conv1d kw",
                        "Conv2d+BN+ReLU+pool", "ConvTranspose2d", "ConvTranspose1d", "Conv2d tuple args",
-                       "Conv2d groups", "Conv2d depthwise", "Conv2d same dil", "Conv1d depthwise"]
+                       "Conv2d groups", "Conv2d depthwise", "Conv2d same dil", "Conv1d depthwise", "Conv2d 1x1"]
 
 
 @pytest.mark.parametrize("name", _SWEEP_CONVOLUTIONS)
@@ -72,6 +72,12 @@ _JIT_SHAPES = [  # (N, C, O, size, kernel, geometry): jit:avx512_core's input gr
     (4, 3, 7, (12, 10), (3, 2), {"stride": (2, 1), "padding": 1}),  # (the "first convolution": 3 channels)
     (2, 4, 6, (1, 17), (1, 3), {"padding": (0, 2), "dilation": (1, 2)}),
 ]
+_ONE_BY_ONE_SHAPES = [  # jit_1x1: each image's sum from 0, the threads' images added
+    (2, 4, 6, (9, 11), (1, 1), {}),
+    (4, 8, 6, (9, 11), (1, 1), {}),
+    (4, 16, 12, (5, 7), (1, 1), {}),
+    (6, 4, 6, (5, 7), (1, 1), {}),  # (split evenly among 1, 2 and 3 threads)
+]
 _DEPTHWISE_SHAPES = [  # jit_dw: the jit kernels' orders, one channel a group
     (2, 4, 4, (1, 17), (1, 3), {"groups": 4}),
     (3, 16, 16, (9, 11), (3, 3), {"padding": 1, "groups": 16}),
@@ -88,15 +94,15 @@ _GEMM_SHAPES = [  # gemm:jit: grouped, dilated, strided and dilated
 ]
 
 
-@pytest.mark.parametrize("shape", _JIT_SHAPES + _DEPTHWISE_SHAPES + _GEMM_SHAPES, ids=str)
+@pytest.mark.parametrize("shape", _JIT_SHAPES + _ONE_BY_ONE_SHAPES + _DEPTHWISE_SHAPES + _GEMM_SHAPES, ids=str)
 def test_convolution_gradients_are_onednns_bits(shape):
     n, c, o, size, kernel, geometry = shape
     _assert_convolution_is_torchs(n, c, o, size, kernel, **geometry)
 
 
 @pytest.mark.parametrize("threads", [1, 3])
-@pytest.mark.parametrize("shape", [_JIT_SHAPES[0], _JIT_SHAPES[3], _DEPTHWISE_SHAPES[1], _GEMM_SHAPES[1],
-                                   _GEMM_SHAPES[3]], ids=str)
+@pytest.mark.parametrize("shape", [_JIT_SHAPES[0], _JIT_SHAPES[3], _ONE_BY_ONE_SHAPES[3], _DEPTHWISE_SHAPES[1],
+                                   _GEMM_SHAPES[1], _GEMM_SHAPES[3]], ids=str)
 def test_convolution_gradients_on_other_thread_counts_are_onednns_bits(shape, threads):
     n, c, o, size, kernel, geometry = shape
     _with_threads(threads, lambda: _assert_convolution_is_torchs(n, c, o, size, kernel, **geometry))

@@ -490,8 +490,7 @@ def _onednn_backward_kernels(input, weight, stride, dilation, groups):
         if chunks is None:
             return None
         slices = _onednn_weight_slices(input, weight, chunks)
-        return conv_onednn.ungrouped_kernels(weight.shape, stride, dilation, slices,
-                                             gemm_slices=min(input.shape[0], threads))
+        return conv_onednn.ungrouped_kernels(weight.shape, stride, dilation, slices, input.shape[0], threads)
     threads_a_group = threads // min(groups, threads)  # (gemm:jit's threads take the groups first; jit_dw's the
     return conv_onednn.grouped_kernels(weight.shape, groups, slices=max(1, min(input.shape[0], threads_a_group)),
                                        depthwise_slices=min(input.shape[0], threads))  # batch: one block of 16)

@@ -83,6 +83,25 @@ def jit_weight_gradient(g, windows, slices):
     return total.reshape(-1, *total.shape[2:])
 
 
+def one_by_one_weight_gradient(g, windows, slices):
+    """``jit_1x1``'s weight gradient: ``jit_weight_gradient``'s order within each image, from 0; the images' sums
+    added in ``slices`` runs (balance211), the runs' sums then added from the first."""
+    per_image = [jit_weight_gradient(g[b:b + 1], windows[b:b + 1], 1) for b in range(g.shape[0])]
+    return _runs_added(per_image, slices)
+
+
+def _runs_added(per_image, slices):
+    """The images' sums added in order within each of ``slices`` runs (balance211), the runs' sums from the first."""
+    total, first = None, 0
+    for length in filter(None, balance211(len(per_image), slices)):
+        run = None
+        for image in range(first, first + length):
+            run = per_image[image] if run is None else run + per_image[image]
+        total = run if total is None else total + run
+        first += length
+    return total
+
+
 def gemm_input_gradient(g, weight, padded_shape, stride, dilation):
     """``gemm:jit``'s gradient of the padded input [N, C, H_p, W_p]: g [N, G, O/G, H_out, W_out], weight [G, O/G, C/G,
     kh, kw]; each column (a group's kernel offset and input channel at an output position) summed over the group's
@@ -121,15 +140,7 @@ def gemm_weight_gradient(g, windows, slices):
         width = min(16, positions - start)
         lanes[..., :width] = _fma(grads[..., start:start + width], columns[..., start:start + width],
                                   lanes[..., :width])
-    per_image = _lanes_folded(lanes)
-    total, first = None, 0
-    for length in filter(None, balance211(n, slices)):
-        run = None
-        for image in range(first, first + length):
-            run = per_image[image] if run is None else run + per_image[image]
-        total = run if total is None else total + run
-        first += length
-    return total.reshape(groups * out_per_group, per_group, kh, kw)
+    return _runs_added(_lanes_folded(lanes), slices).reshape(groups * out_per_group, per_group, kh, kw)
 
 
 class BackwardKernels:
@@ -153,26 +164,31 @@ class BackwardKernels:
         taps = windows.shape[2] * windows.shape[5] * windows.shape[6]  # (C/G kh kw products per output element)
         if self.weights is None or g.size * taps > ORDERED_PRODUCTS:
             return None
+        if self.weights in ("jit", "1x1") and positions > ORDERED_STEPS:
+            return None
         if self.weights == "jit":
-            if positions > ORDERED_STEPS:
-                return None
             return jit_weight_gradient(g, windows, self.slices)
+        if self.weights == "1x1":
+            return one_by_one_weight_gradient(g, windows, self.slices)
         return gemm_weight_gradient(g, windows, self.slices)
 
 
-def ungrouped_kernels(weight_shape, stride, dilation, slices, gemm_slices):
+def ungrouped_kernels(weight_shape, stride, dilation, slices, batch, threads):
     """An ungrouped convolution's kernels (weight [O, C, kh, kw]; ``slices``: the jit kernels' split of the batch, None
-    where not modelled): the
-    input gradient "jit" up to 16 output channels, "gemm" where a dimension is both strided and dilated (up to 8 output
-    channels: past them unmeasured); the weight gradient "gemm" with a dilation, else "jit" on fewer than 16 input
-    channels (16+ blocks them: another order) but for a 1x1 kernel (``jit_1x1``: not modelled)."""
+    where not modelled): the input gradient "jit" up to 16 output channels, "gemm" where a dimension is both strided
+    and dilated (up to 8 output channels: past them unmeasured); the weight gradient "gemm" with a dilation, else "jit"
+    on fewer than 16 input channels (16+ blocks them: another order), and for a 1x1 kernel "1x1" (``jit_1x1``, up to
+    16 channels each way: each image's sum from 0, the threads' images then added; measured where the threads split
+    the batch evenly, else not modelled)."""
     strided_and_dilated = any(s > 1 and d > 1 for s, d in zip(stride, dilation))
     data = ("gemm" if weight_shape[0] <= 8 else None) if strided_and_dilated else \
         ("jit" if weight_shape[0] <= 16 else None)
-    dilated = any(d > 1 for d in dilation)
-    jit_weights = weight_shape[1] < 16 and not weight_shape[2] == weight_shape[3] == 1 and slices is not None
-    weights = "gemm" if dilated else ("jit" if jit_weights else None)
-    return BackwardKernels(data, weights, gemm_slices if weights == "gemm" else slices)
+    if any(d > 1 for d in dilation):
+        return BackwardKernels(data, "gemm", min(batch, threads))
+    if weight_shape[2] == weight_shape[3] == 1:
+        even = batch % min(batch, threads) == 0 and max(weight_shape[:2]) <= 16
+        return BackwardKernels(data, "1x1" if even else None, min(batch, threads))
+    return BackwardKernels(data, "jit" if weight_shape[1] < 16 and slices is not None else None, slices)
 
 
 def gemm_bias_gradient(g):
