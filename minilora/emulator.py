@@ -949,7 +949,12 @@ _IGNORED_OPTIONS = ("-lineinfo", "--generate-line-info", "-G",
                     "--expt-relaxed-constexpr", "-expt-relaxed-constexpr", "--device-int128", "-device-int128",
                     "--extra-device-vectorization", "-extra-device-vectorization", "--extensible-whole-program",
                     "-ewp", "--device-as-default-execution-space", "-err-no", "--display-error-number",
-                    "-no-err-no", "--no-display-error-number")
+                    "-no-err-no", "--no-display-error-number",
+                    # NVRTC's (CUDA 12.x) others of the kind: whole-program or separate compilation, link-time
+                    # optimization, what the front end declares (--minimal: no texture or runtime functions),
+                    # precompiled headers and compile-time reports
+                    "--device-c", "-dc", "--device-w", "-dw", "--dlink-time-opt", "--gen-opt-lto", "-gen-opt-lto",
+                    "--no-source-include", "-no-source-include", "--minimal", "-minimal", "--pch", "-pch")
 # -prec-div=false, -prec-sqrt=false and -fmad=true change the last bits of `/`, sqrtf and a*b+c on a GPU: g++ keeps
 # them IEEE-exact and unfused here (kernels/README.md, "Rounding details"); what the emulator models of fast math
 # is _FAST_MATH below.
@@ -958,7 +963,14 @@ _IGNORED_PREFIXES = ("-arch", "--gpu-architecture", "-code", "--gpu-code", "-max
                      "-Xptxas", "--ptxas-options", "-default-device", "--default-device", "-rdc=",
                      "--relocatable-device-code", "--dopt", "--modify-stack-limit", "-modify-stack-limit",
                      "--diag-suppress", "-diag-suppress", "--diag-warn", "-diag-warn", "--diag-error", "-diag-error",
-                     "--brief-diagnostics", "-brief-diag", "--split-compile", "-split-compile")
+                     "--brief-diagnostics", "-brief-diag", "--split-compile", "-split-compile",
+                     "--optimization-info=", "-opt-info=", "--jump-table-density=", "-jtd=",
+                     "--device-stack-protector=", "-device-stack-protector=", "--builtin-move-forward=",
+                     "-builtin-move-forward=", "--builtin-initializer-list=", "-builtin-initializer-list=",
+                     "--time=", "-time=", "--fdevice-time-trace=", "-fdevice-time-trace=", "--Ofast-compile=",
+                     "-Ofc=", "--create-pch=", "-create-pch=", "--use-pch=", "-use-pch=", "--pch-dir=", "-pch-dir=",
+                     "--pch-verbose=", "-pch-verbose=", "--pch-messages=", "-pch-messages=",
+                     "--instantiate-templates-in-pch=", "-instantiate-templates-in-pch=")
 # NVRTC's long spellings of the options g++ shares: --define-macro=N=4 is -DN=4
 _LONG_SPELLINGS = {"--define-macro": "-D", "--undefine-macro": "-U", "--include-path": "-I",
                    "--pre-include": "-include"}

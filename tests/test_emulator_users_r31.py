@@ -16,6 +16,10 @@ and compared with float64 NumPy.  What failed at the round's start, fixed in the
   to) and ``elect.sync`` (sm_90's leader election, CUTLASS's elect_one_sync); cooperative groups'
   ``reduce_update_async`` / ``reduce_store_async`` (CUDA 12.2: a tile's reduction combined into a
   ``cuda::atomic_ref`` or stored through a pointer, by one thread).
+* Refused where NVRTC compiles it: its options that change no value a kernel computes (``--minimal``, ``-dw``,
+  ``--device-c``, ``--dlink-time-opt``, ``--optimization-info=``, ``--jump-table-density=``,
+  ``--device-stack-protector=``, ``--builtin-move-forward=``, ``--Ofast-compile=``, the precompiled-header options
+  ``--pch`` and ``--pch-dir=`` and their kin, ``--time=``, ``--fdevice-time-trace=``): now ignored, as round 26's.
 * Refused where CuPy runs it: complex numbers -- ``#include <cupy/complex.cuh>`` and ``<thrust/complex.h>``
   (thrust::complex, with thrust's arithmetic: products by the schoolbook formula, quotients scaled by |re| + |im|
   of the divisor, mixed operands promoted), complex64 / complex128 arrays and scalars for ``complex<float>*`` and
@@ -394,3 +398,21 @@ def test_an_elementwise_kernel_named_cabs_runs():
     cabs = ElementwiseKernel("T x", "T y", "y = x < 0 ? -x : x", "cabs")
     x = np.arange(-5, 5, dtype=np.float64)
     np.testing.assert_array_equal(cabs(x), np.abs(x))
+
+
+# ------------------------------------------------------------------- NVRTC's options that change no value
+NVRTC_OPTIONS = ("--minimal", "--no-source-include", "-dw", "--device-c", "--dlink-time-opt", "-gen-opt-lto",
+                 "--optimization-info=inline", "--jump-table-density=0", "--device-stack-protector=true",
+                 "--builtin-move-forward=true", "--builtin-initializer-list=false", "--Ofast-compile=max",
+                 "--pch", "--pch-dir=pch", "--pch-messages=false", "--instantiate-templates-in-pch=true",
+                 "--fdevice-time-trace=trace.json", "-time=times.csv")
+
+
+def test_nvrtcs_options_that_change_no_value_are_accepted():
+    scale = RawModule(code=r"""extern "C" __global__ void scale(float* x, float s) { x[threadIdx.x] *= s; }""",
+                      options=("-arch=sm_90", *NVRTC_OPTIONS)).get_function("scale")
+    x = np.arange(8, dtype=f32)
+    scale((1,), (8,), (x, f32(1.5)))
+    np.testing.assert_array_equal(x, np.arange(8) * 1.5)
+    with pytest.raises(ValueError, match="unsupported compile option '--pch-everything'"):
+        RawModule(code="extern \"C\" __global__ void k(float* x) {}", options=("--pch-everything",)).compile()
