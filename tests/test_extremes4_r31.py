@@ -159,4 +159,27 @@ def test_reflect_padding_to_an_empty_output_is_refused_as_torch(shape, pad):
     assert tuple(ours) == tuple(theirs) == (1, 2, 3, 0)
 
 
+# ---- training batch norm of two rows: one thread adds both (measured) -----------------------------------------
+@pytest.mark.usefixtures("two_threads")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("channels", [1, 8, 16])
+def test_batch_statistics_of_two_rows_are_torchs(dtype, channels):
+    """[2, C] (BatchNorm1d of a batch of 2; BatchNorm2d of [2, C, 1, 1]): torch 2.13 on 2 threads adds the two rows'
+    squares in one buffer (a fused multiply-add onto the first row's square) up to 16 channels, in two (added in
+    double) from 17 on and for 3 rows or more; the variance, invstd and running variance an ulp off before"""
+    rng = np.random.default_rng(channels)
+    for trial in range(60):
+        width = channels if trial % 4 else 17  # (the boundary: 17 channels split)
+        shape = (2, width) if rng.random() < 0.7 else (2, width, 1)
+        x = (rng.standard_normal(shape) * 10.0 ** rng.integers(-3, 4)).astype(dtype)
+        results = []
+        for library in (ml, torch):
+            stats = [library.zeros(width, dtype=getattr(library, dtype)),
+                     library.ones(width, dtype=getattr(library, dtype))]
+            out = library.native_batch_norm(library.tensor(x), None, None, *stats, True, 0.1, 1e-5)
+            results.append([t.numpy() for t in (*out, *stats)])
+        for ours, theirs in zip(*results):
+            assert differing(ours, theirs) == 0, x
+
+
 warnings.filterwarnings("ignore", message="Default grid_sample and affine_grid behavior")

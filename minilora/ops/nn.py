@@ -3231,6 +3231,8 @@ def _aten_batch_stats(x, count):
         centred = x - mean.reshape((1, -1) + (1,) * (x.ndim - 2))
         return mean, (centred * centred).sum(axis=axes, dtype=np.float64).astype(np.float32)
     chunk = float32_sums.thread_chunk(count, grain=1)
+    if count == 2 and x.shape[1] <= 16:  # (measured, torch 2.13 on 2 threads: two rows of at most 16 channels
+        chunk = count  # are added by one thread, both dtypes; 3 rows, or 17 channels, split)
     starts = range(0, count, chunk)
     # (rows in order: cumsum, as NumPy's add.reduce pairs the rows of a one-channel [N, 1] batch, a contiguous run)
     total = sum(np.cumsum(x[s:s + chunk], axis=0)[-1].astype(np.float64) for s in starts)
