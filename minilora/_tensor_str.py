@@ -218,9 +218,14 @@ def _meta_repr(tensor):
 def _graph_suffixes(tensor):
     """``grad_fn=<...>`` or ``requires_grad=True``, and an open forward-AD level's ``tangent=``."""
     suffixes = []
-    if tensor.grad_fn is not None:
+    try:
+        grad_fn = tensor.grad_fn
+        name = None if grad_fn is None else grad_fn.name()
+    except RuntimeError:  # (a no_grad view whose base changed in place since has no valid node: torch's repr says so)
+        name = "Invalid"
+    if name is not None:
         # (torch's _tensor_str: a C++ node's name without its namespace, torch::autograd::CopyBackwards as CopyBackwards)
-        suffixes.append(f"grad_fn=<{tensor.grad_fn.name().rsplit('::', 1)[-1]}>")
+        suffixes.append(f"grad_fn=<{name.rsplit('::', 1)[-1]}>")
     elif tensor.requires_grad:
         suffixes.append("requires_grad=True")
     tangent = _dual_tangent(tensor)

@@ -505,6 +505,10 @@ class Function:
                 output = cls.forward(*args, **kwargs)
                 cls.setup_context(ctx, args, output)
         if not any(needs):
+            if grad_on:  # (a view it returned is tagged all the same, as torch's: see returned_by_custom_function)
+                for out in output if isinstance(output, tuple) else (output,):
+                    if isinstance(out, Tensor):
+                        _tensor.returned_by_custom_function(out, out)
             return output, ctx
         outputs = output if isinstance(output, tuple) else (output,)
         joint = _Joint(cls, ctx, outputs)
@@ -539,6 +543,7 @@ def _as_output(out, recorded, ctx):
         out._ctx, out._requires_grad = recorded._ctx, True
         return out
     recorded._counter = out._version_counter()
+    _tensor.returned_by_custom_function(recorded, out)
     return recorded
 
 

@@ -429,7 +429,7 @@ def _view_of_base_tangent(view):
     if tangent is None:
         tangent = autograd._zeros_like(base)
         _level.set(base, tangent)
-    for fn, inputs, options, i, _ in reversed(chain):
+    for fn, inputs, options, i, *_ in reversed(chain):
         tangent = fn.apply(*inputs[:i], tangent, *inputs[i + 1:], **options)
     _level.set(view, tangent)
     return tangent

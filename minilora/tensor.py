@@ -43,6 +43,7 @@ import math
 import numbers
 import operator
 import os
+import re
 import sys
 import threading
 import time
@@ -1222,14 +1223,19 @@ class Function:
         narrow = False  # a 16-bit input? (then NumPy's overflow/invalid/divide warnings are silenced)
         for x in inputs:
             if isinstance(x, Tensor):
+                need = grad_on and x._requires_grad
                 counter = x._counter
                 if counter is not None:  # viewed, or changed in place, at some point: look closer
                     if x._view is not None and grad_on and x._view[4] != counter[0]:
                         _refresh_view(x)  # its base changed in place since the view's node was made
+                        need = x._requires_grad
                     if counter[0]:
                         changed = True
                     if x._base is not None:
                         strided = True
+                        # a view without a node (made under no_grad) requires grad when its base does: the op
+                        # is recorded, and the gradient for it goes nowhere (at backward: no .grad of its own)
+                        need = need or grad_on and x._base._requires_grad
                 if dev is None:
                     dev = x._device
                 elif x._device is not dev:
@@ -1238,7 +1244,7 @@ class Function:
                 arrays.append(array)
                 if array.itemsize == 2:
                     narrow = True
-                needs.append(grad_on and x._requires_grad)
+                needs.append(need)
                 parents.append(x._ctx)
             else:  # Python/NumPy scalars and None pass straight through
                 arrays.append(x)
@@ -1787,8 +1793,72 @@ def _share_storage(result, inputs, fn, options):
             if a is out or (base is not None and (a is base or a.base is base or _storage(a) is base)):
                 result._counter = counter = x._version_counter()
                 result._base = x if x._base is None else x._base
-                result._view = (fn, inputs, options, i, counter[0])
+                result._view = (fn, inputs, options, i, counter[0], _inherited_creation(x, _creation_now()))
+                result._inference = x._inference  # (a view of a normal tensor, made in inference_mode: normal)
                 return
+
+
+# How a view was made -- torch's CreationMeta, the last entry of a view's ``_view`` -- decides what it may do
+# later. DEFAULT (grad mode): anything, an in-place change through it is differentiated into its base (CopySlices).
+# NO_GRAD_MODE / INFERENCE_MODE: it requires grad when its base does, but has no node and no .grad of its own (the
+# gradient it gets goes nowhere), and changing it or its base in place and then using it in grad mode is refused
+# (which of "the view's own values" or "a change of the base" autograd should follow is ambiguous). MULTI_OUTPUT_NODE
+# (split, chunk, unbind in grad mode): its node serves all the pieces, so none may be changed in place.
+# IN_CUSTOM_FUNCTION (a view a user's autograd.Function returned): its node is the Function's, whose backward an
+# in-place change through it would bypass.
+_DEFAULT, _NO_GRAD_MODE, _INFERENCE_MODE, _MULTI_OUTPUT_NODE = "default", "no_grad", "inference_mode", "multi_output"
+_IN_CUSTOM_FUNCTION = "custom_function"
+_CUSTOM_FUNCTION_VIEW = ("This view was created inside a custom Function (or because an input was returned as-is) and "
+                         "the autograd logic to handle view+inplace would override the custom backward associated with "
+                         "the custom Function, leading to incorrect gradients. This behavior is forbidden. You can fix "
+                         "this by cloning the output of the custom Function.")
+
+
+# torch's refusal of a write into an expand()ed tensor (its elements share memory: which value would win?)
+_OVERLAPPING_WRITE = ("unsupported operation: more than one element of the written-to tensor refers to a single "
+                      "memory location. Please clone() the tensor before performing the operation.")
+
+
+def _creation_now():
+    """The creation tag of a view made now (torch's: inference_mode first, then grad mode)."""
+    if _mode.inference:
+        return _INFERENCE_MODE
+    return _DEFAULT if _mode.grad_enabled else _NO_GRAD_MODE
+
+
+def _inherited_creation(parent, tag):
+    """A view of a view keeps its parent's tag unless its own is stricter (torch's propagate_creation_meta: a
+    view of a no_grad view made in grad mode is still a no_grad view; inference_mode's tag wins over all)."""
+    view = parent._view
+    before = _DEFAULT if view is None else view[5]
+    if tag is _DEFAULT or before is _INFERENCE_MODE:
+        return before
+    return tag
+
+
+def returned_by_custom_function(recorded, out):
+    """``recorded`` (what a user's Function gives for its output ``out``) is a view when ``out`` is one (of an
+    input, made in its forward), tagged so: changing it in place, or its base, would bypass the Function's
+    backward (torch's IN_CUSTOM_FUNCTION)."""
+    if out._base is not None and out._view is not None:
+        recorded._base = out._base
+        recorded._view = out._view[:5] + (_IN_CUSTOM_FUNCTION,)
+
+
+def view_creation(t):
+    """``t``'s creation tag (``_DEFAULT`` for a tensor that is no view)."""
+    return _DEFAULT if t._view is None else t._view[5]
+
+
+def mark_multi_output_views(pieces):
+    """Tag views that one call returned several of (split, chunk, unbind), made in grad mode: their node is
+    shared, so none of them may be changed in place, nor used after its base was (torch's MULTI_OUTPUT_NODE)."""
+    if _mode.grad_enabled and not _mode.inference:
+        for piece in pieces:
+            view = piece._view
+            if view is not None and view[5] is not _INFERENCE_MODE:
+                piece._view = view[:5] + (_MULTI_OUTPUT_NODE,)
+    return pieces
 
 
 def _kept_shared_strides(t):
@@ -1809,9 +1879,14 @@ def _share_view_strides(t, view):
 
 def _refresh_view(view):
     """Give ``view`` a node computed from its base as the base is now (torch regenerates a view's
-    grad_fn the same way after its base changed in place)."""
-    fn, inputs, options, i, _ = view._view
-    _refuse_multi_output_view(view, "its base or another view of its base has been modified inplace")
+    grad_fn the same way after its base changed in place). A view whose tag is not DEFAULT gets none:
+    where autograd would need one (it or its base requires grad) that is torch's error."""
+    fn, inputs, options, i, _, creation = view._view
+    if creation is not _DEFAULT:
+        if view._ctx is not None or view._base._requires_grad:
+            raise RuntimeError(_rebase_message(view, indirect=True))
+        view._view = (fn, inputs, options, i, view._counter[0], creation)
+        return
     parent = inputs[i]
     if parent._view is not None and parent._view[4] != parent._counter[0]:
         _refresh_view(parent)
@@ -1821,25 +1896,49 @@ def _refresh_view(view):
     view._ctx, view._requires_grad = fresh._ctx, fresh._requires_grad
     if view._ctx is not None:
         view._ctx.watch_output(view)
-        _rename(view._ctx, "AsStridedBackward0")  # (torch regenerates a view's node as an as_strided)
+        if view._ctx.name() not in _REGENERATED_AS_THEMSELVES:
+            _rename(view._ctx, "AsStridedBackward0")  # (torch regenerates a view's node as an as_strided)
         if retained:
             view._ctx.retained = weakref.ref(view)
-    view._view = (fn, inputs, options, i, view._counter[0])
+    view._view = (fn, inputs, options, i, view._counter[0], creation)
 
 
-# torch's names for the functions whose outputs are several views of one input (split, chunk, unbind):
-# those views may not be changed in place inside the graph, nor used after their base was
-_MULTI_OUTPUT_VIEWS = {"SplitBackward0": "Split", "SplitWithSizesBackward0": "SplitWithSizes",
-                       "UnbindBackward0": "Unbind"}
+# the views no as_strided of the base can make (another element type): torch regenerates them by their own op
+_REGENERATED_AS_THEMSELVES = frozenset({"ViewAsRealBackward0", "ViewAsComplexBackward0"})
 
 
-def _refuse_multi_output_view(view, what):
-    ctx = view._ctx
-    if ctx is not None and ctx.__dict__.get("output_nr") is not None and ctx.node_name in _MULTI_OUTPUT_VIEWS:
-        raise RuntimeError(f"Output {ctx.output_nr} of {_MULTI_OUTPUT_VIEWS[ctx.node_name]} is a view and {what}. "
-                           f"This view is the output of a function that returns multiple views. Such functions "
-                           f"do not allow the output views to be modified inplace. You should replace the "
-                           f"inplace operation by an out-of-place one.")
+def _rebase_message(view, indirect):
+    """torch's refusal (handle_view_on_rebase) of an in-place change of ``view`` (``indirect``: of its base or
+    another view of it, found when ``view`` is used next) where its creation tag forbids one."""
+    creation, node = view._view[5], view._ctx
+    what = "its base or another view of its base has been" if indirect else "is being"
+    name = None if node is None else f"Output {node.__dict__.get('output_nr', 0)} of {_op_name(node)}"
+    if creation in (_NO_GRAD_MODE, _INFERENCE_MODE) or node is None:
+        # (no node means it was made where nothing was recorded: torch words any such view as a no_grad one)
+        made = "A view was created in" if node is None else f"{name} is a view of a view which was created in"
+        if creation is _INFERENCE_MODE:
+            message = f"{made} inference mode and {what} modified inplace in normal mode."
+        else:
+            message = f"{made} no_grad mode and {what} modified inplace with grad mode enabled."
+    else:
+        message = f"{name} is a view and {what} modified inplace."
+    if creation is _IN_CUSTOM_FUNCTION:
+        return f"{message} {_CUSTOM_FUNCTION_VIEW}"
+    if creation is _MULTI_OUTPUT_NODE:
+        return message + (" This view is the output of a function that returns multiple views. Such functions do "
+                          "not allow the output views to be modified inplace. You should replace the inplace "
+                          "operation by an out-of-place one.")
+    block = "inference_mode block" if creation is _INFERENCE_MODE else "no_grad block"
+    return message + (" Given that this use case is ambiguous and error-prone, it is forbidden. You can clarify your "
+                      "code by moving both the view and the inplace either both inside the " + block + " (if you "
+                      "don't want the inplace to be tracked) or both outside (if you want the inplace to be "
+                      "tracked).")
+
+
+def _op_name(node):
+    """The op a node is the backward of, as torch's messages name it: SplitBackward0 -> Split, TBackward0 -> T."""
+    name = node.name().rsplit("::", 1)[-1]
+    return re.sub(r"Backward\d*$", "", name)
 
 
 def _resave_output(ctx, old, new):
@@ -2134,6 +2233,7 @@ class Tensor:
         """A detached Tensor sharing this tensor's storage, as torch's ``.data``: writing into it
         changes this tensor, invisibly to autograd (no version bump: torch's own escape hatch)."""
         t = Tensor._make(self._array, self._device, False, None)
+        t._inference = self._inference  # (.data of a normal tensor inside inference_mode is normal, as torch's)
         if self._base is not None:
             _share_view_strides(t, self)
         return t
@@ -2210,10 +2310,18 @@ class Tensor:
     def _refuse_deleting_requires_grad(self):
         raise RuntimeError("requires_grad must be a bool")  # (torch's answer to ``del x.requires_grad``)
 
-    # A property so that assignments are checked; its getter is C (attrgetter on the slot), but any property
-    # costs a read ~25 ns more than a plain slot, so the engine here reads and writes ``_requires_grad``.
-    requires_grad = property(operator.attrgetter("_requires_grad"), _set_requires_grad,
-                             _refuse_deleting_requires_grad, "Whether autograd records this tensor's uses.")
+    def _get_requires_grad(self):
+        """torch's requires_grad: its own flag or node (``_requires_grad``), or -- for a view -- its base's (a
+        view made under no_grad of a tensor that requires grad requires grad too, with no node of its own)."""
+        if self._requires_grad:
+            return True
+        base = self._base
+        return base is not None and base._requires_grad
+
+    # A property so that assignments are checked; the engine reads and writes ``_requires_grad`` (a slot: no
+    # call), which is the whole answer but for views (see Function.apply).
+    requires_grad = property(_get_requires_grad, _set_requires_grad, _refuse_deleting_requires_grad,
+                             "Whether autograd records this tensor's uses.")
 
     @property
     def shape(self):
@@ -2256,7 +2364,11 @@ class Tensor:
 
     @property
     def is_leaf(self):
-        return self._ctx is None
+        return self._own_node() is None
+
+    def _is_view(self):
+        """torch's: does this tensor share its storage with a base that autograd knows (``_base``)?"""
+        return self._base is not None
 
     @property
     def grad_fn(self):
@@ -2407,6 +2519,7 @@ class Tensor:
         autograd: changing it in place is allowed, and caught at backward if the values were saved."""
         t = Tensor._make(self._array, self._device, False, None)
         t._counter = self._version_counter()
+        t._inference = self._inference  # (detach() of a normal tensor inside inference_mode is normal, as torch's)
         if self._base is not None or (self._array.ndim > 1 and _kept_shared_strides(self)):
             _share_view_strides(t, self)  # (a clone of a view keeps torch's strides too: x.t().clone().detach())
         return t
@@ -2474,9 +2587,10 @@ class Tensor:
                                "want to use a computed variable in a subgraph that doesn't require "
                                "differentiation use var_no_grad = var.detach().")
         self._requires_grad = bool(requires_grad)
-        if requires_grad and self._ctx is None:
+        if requires_grad and self._ctx is None and view_creation(self) is _DEFAULT:
             # a view made a leaf (x.reshape(2).requires_grad_()) stays one: torch does not rebuild its
             # node from the base after an in-place change (embedding's max_norm), which would drop the flag
+            # (a no_grad view keeps its tag: changing it in place in grad mode is still refused)
             self._view = None
         return self
 
@@ -2485,7 +2599,7 @@ class Tensor:
         if self._ctx is not None:
             import weakref
             self._ctx.retained = weakref.ref(self)
-        elif not self._requires_grad:
+        elif not self.requires_grad:  # (a leaf that requires grad, a no_grad view of one: nothing to do)
             raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
 
     @property
@@ -2608,9 +2722,7 @@ class Tensor:
                 alias[...] = value
                 self._bump_version()
                 return self
-            raise RuntimeError("unsupported operation: more than one element of the written-to tensor "
-                               "refers to a single memory location (an expand()ed tensor); clone() it "
-                               "before writing") from None
+            raise RuntimeError(_OVERLAPPING_WRITE) from None
         self._bump_version()
         return self
 
@@ -2706,9 +2818,7 @@ class Tensor:
             if "read-only" not in str(exc):
                 raise
             if not _put_through_expanded(self._array, raw, value):
-                raise RuntimeError("unsupported operation: more than one element of the written-to "
-                                   "tensor refers to a single memory location (an expand()ed tensor); "
-                                   "clone() it before writing") from None
+                raise RuntimeError(_OVERLAPPING_WRITE) from None
         self._bump_version()
 
     def _name_setitem_node(self, index, value):
@@ -2727,23 +2837,26 @@ class Tensor:
     def __itruediv__(self, other): return self.div_(other)
     def __ipow__(self, other): return self.pow_(other)
 
-    def _check_inplace(self):
-        """torch's rule: a leaf that requires grad may change in place only under ``no_grad()``."""
-        if not _mode.grad_enabled:
+    def _check_inplace(self, *others):
+        """torch's check_inplace, where the change would be recorded (grad mode, and ``self`` or one of ``others``
+        requires grad): a view whose creation tag is not DEFAULT refuses (see _DEFAULT), then a view of a leaf that
+        requires grad, then such a leaf itself (it may change in place only under ``no_grad()``)."""
+        if not _mode.grad_enabled or not (self.requires_grad or any(
+                isinstance(x, Tensor) and x._requires_grad for x in others)):
             return
+        base = self._base
+        if base is not None:
+            if self._view is not None and self._view[5] is not _DEFAULT:
+                raise RuntimeError(_rebase_message(self, indirect=False))
+            if self.requires_grad and base._ctx is None:
+                raise RuntimeError("a view of a leaf Variable that requires grad is being used in an "
+                                   "in-place operation.")
         if self._requires_grad and self._ctx is None:
             raise RuntimeError("a leaf Variable that requires grad is being used in an in-place "
                                "operation.")
-        base = self._base
-        if base is not None and base._requires_grad and base._ctx is None:
-            raise RuntimeError("a view of a leaf Variable that requires grad is being used in an "
-                               "in-place operation.")
         if self._ctx is not None and self._ctx.fn.refuses_inplace is not None:
             raise RuntimeError(f"{self._ctx.fn.refuses_inplace(self._ctx)} is a view and is being modified inplace. "
-                               "This view was created inside a custom Function (or because an input was returned "
-                               "as-is) and the autograd logic to handle view+inplace would override the custom "
-                               "backward associated with the custom Function, leading to incorrect gradients. This "
-                               "behavior is forbidden. You can fix this by cloning the output of the custom Function.")
+                               f"{_CUSTOM_FUNCTION_VIEW}")
 
     def _check_promoted_fits(self, *others, to_float=False):
         """torch's check before an in-place binary op runs: the promoted dtype of ``self`` and ``others``
@@ -2796,7 +2909,7 @@ class Tensor:
         """
         if _forward_ad is not None and _forward_ad.writes_dual(self, args):
             return _forward_ad.dual_inplace(self, op, args, kwargs, cast)
-        self._check_inplace()
+        self._check_inplace(*args)
         graph = _mode.grad_enabled and (self._requires_grad or any(
             isinstance(a, Tensor) and a._requires_grad for a in args))
         if self._base is not None and _self_overlapping(self._array):
@@ -2873,7 +2986,6 @@ class Tensor:
         then re-derived from it. Indexing, reshape, permute and a repeat-free expand write back directly
         (``_write_back``), other views (diagonal, unfold, as_strided) by element position."""
         from . import ops
-        _refuse_multi_output_view(self, "is being modified inplace")
         chain, view = [], self  # the view ops from the base down to self
         while view._base is not None:
             if view._view is None:
@@ -2884,12 +2996,12 @@ class Tensor:
         base = self._base
         before = _snapshot(base)
         levels = [before]  # the old base, then each view of it down to self's region
-        for fn, inputs, options, i, _ in reversed(chain):
+        for fn, inputs, options, i, *_ in reversed(chain):
             levels.append(fn.apply(*inputs[:i], levels[-1], *inputs[i + 1:], **options))
         new = result = op(levels[-1], *args, **kwargs)
         if cast and new.dtype != self.dtype:
             new = ops.astype(new, self.dtype)
-        for (fn, inputs, options, i, _), parent in zip(chain, reversed(levels[:-1])):
+        for (fn, inputs, options, i, *_), parent in zip(chain, reversed(levels[:-1])):
             new = _write_back(fn, inputs, options, i, parent, new)
         new = _still_in_graph(new, before)
         base._write(new._array, cast)
@@ -2927,9 +3039,7 @@ class Tensor:
         except ValueError as exc:
             if "read-only" not in str(exc):
                 raise
-            raise RuntimeError("unsupported operation: more than one element of the written-to "
-                               "tensor refers to a single memory location (an expand()ed tensor); "
-                               "clone() it before writing") from None
+            raise RuntimeError(_OVERLAPPING_WRITE) from None
         self._bump_version()
 
     # --- autograd ------------------------------------------------------------------------------
@@ -4310,6 +4420,8 @@ def _run_backward(root, gradient, retain_graph, store=None):
                 if ig.dtype is not array.dtype or shape != array.shape or not shape:
                     ig = _fit(ig, x)  # cast, check the shape, turn a NumPy scalar into an array
                 if parent is None:
+                    if not x._requires_grad:  # a view that requires grad through its base only: no .grad
+                        continue
                     if _leaf_hooks and _hooked_leaf(x) is not None:  # summed first, hooked once
                         entry = hooked.setdefault(id(x), [x, None])
                         entry[1] = ig if entry[1] is None else entry[1] + ig

@@ -530,17 +530,18 @@ def matmul(input, other):
     """``torch.matmul(input, other)``: ``input @ other`` (keywords as torch names them)."""
     if _amp.used and _amp.state.active:  # in an autocast region: torch's cast for this op (minilora/amp.py)
         return _amp.autocast_op("matmul", matmul, input, other)
-    return _matmul(input, other, getattr(other, "requires_grad", False))
+    return _matmul(input, other)
 
 
-def _matmul(input, other, other_requires_grad):
-    """matmul, ``other_requires_grad`` as torch sees it (a view of a weight that requires grad does, in no_grad
-    too): a batch times a matrix is one mm of the batch's rows, or -- a frozen matrix times a batch that does not
-    view as rows, a transposed batch-first input -- a bmm with the matrix expanded (other sums, other bits)."""
+def _matmul(input, other):
+    """matmul past its autocast step (F.linear's own casts come first), as torch's: a batch times a matrix is one mm
+    of the batch's rows, or -- a frozen matrix (one that does not require grad; a view of a weight that does, made
+    under no_grad, does) times a batch that does not view as rows, a transposed batch-first input -- a bmm with the
+    matrix expanded (other sums, other bits)."""
     ranks = (getattr(input, "ndim", 0), getattr(other, "ndim", 0))
     arrays = (getattr(input, "_array", input), getattr(other, "_array", other))
     folds = not (ranks[0] >= 3 and ranks[1] == 2 and all(type(a) is np.ndarray for a in arrays)) or _folds(
-        *arrays, (getattr(input, "requires_grad", False), other_requires_grad))
+        *arrays, (getattr(input, "requires_grad", False), getattr(other, "requires_grad", False)))
     unfolded = {} if folds else {"folds": False}  # (meta tensors' shape rule takes the operands only: they fold)
     out = saves_as_torch(MatMul.apply(input, other, **unfolded), saved_for(input, other), saved_for(other, input))
     return name_node(out, _MATMUL_NODES.get(ranks, "UnsafeViewBackward0"),
@@ -576,7 +577,7 @@ def _linear_then_bias(x, weight, bias):
     product rounded before the bias, a float32 one summed without it -- and its bias gradient a sum over the
     batch dims (AddBackward0)."""
     refuse_as_linear(x, weight, bias)
-    return _matmul(x, weight.t(), weight.requires_grad) + bias
+    return _matmul(x, weight.t()) + bias
 
 
 def linear_node(x, weight, bias, ndim):

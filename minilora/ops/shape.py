@@ -9,6 +9,7 @@ from .. import amp as _amp, dtypes
 from ..device import xp_of
 from ..dtypes import float32, int_argument, int_arguments, is_floating, result_type, torch_name
 from ..tensor import Function, Tensor, ShapeError, is_grad_enabled, name_node, no_grad, no_meta_kernel, share_node
+from ..tensor import mark_multi_output_views
 from ..tensor import torch_cat_message, torch_expand_message, _legacy_type
 from ..tensor import _data_address, _is_strided_wrapper, _without_leading_ones  # (where an array's memory lies; as_strided's views)
 from ..factories import share_strides, shared_strides, strides_answer
@@ -818,8 +819,8 @@ def split(tensor, split_size_or_sections, dim=0, *, axis=None):
 
 def _several_views(pieces):
     """Number the pieces' nodes (torch's output_nr), shown as torch's one node of the call (share_node): views
-    that one call returned several of may not be changed in place in the graph (tensor._refuse_multi_output_view)."""
-    return share_node(tuple(pieces))
+    that one call returned several of may not be changed in place in the graph (tensor.mark_multi_output_views)."""
+    return share_node(mark_multi_output_views(tuple(pieces)))
 
 
 def _split_sizes(n, size):
@@ -1388,7 +1389,7 @@ def _view_strides(view):
     made = view._view
     if made is None:
         raise _strides_unknown(view)
-    fn, inputs, options, i, _ = made
+    fn, inputs, options, i, *_ = made
     parent = inputs[i]
     rule = _VIEW_STRIDE_RULES.get(fn)
     strides = None
