@@ -34,6 +34,14 @@ def _both(lib_case):
     return answers
 
 
+def _no_grad_slice(lib):
+    """A leaf that requires grad, and a slice of it made under no_grad."""
+    w = lib.ones(3, requires_grad=True)
+    with lib.no_grad():
+        v = w[:2]
+    return w, v
+
+
 VIEW_OPS = {
     "slice": lambda x: x[:2],
     "t": lambda x: x.t(),
@@ -61,9 +69,7 @@ def test_a_no_grad_view_requires_grad_through_its_base(name):
 
 def test_backward_through_a_no_grad_view_runs_and_the_gradient_goes_nowhere():
     def case(lib):
-        w = lib.ones(3, requires_grad=True)
-        with lib.no_grad():
-            v = w[:2]
+        w, v = _no_grad_slice(lib)
         y = v * 2
         y.sum().backward()
         return y.requires_grad, type(y.grad_fn).__name__, w.grad, v.grad
@@ -84,9 +90,7 @@ def test_a_custom_function_sees_the_no_grad_view_as_needing_its_gradient():
             def backward(ctx, g):
                 seen.append(ctx.needs_input_grad)
                 return g * 2
-        w = lib.ones(3, requires_grad=True)
-        with lib.no_grad():
-            v = w[:2]
+        w, v = _no_grad_slice(lib)
         Double.apply(v).sum().backward()
         return seen, w.grad
     theirs, ours = _both(case)
@@ -132,9 +136,7 @@ def test_in_place_on_a_tagged_view_is_refused_in_torchs_words(name):
 
 
 def test_the_no_grad_message_in_full():
-    w = minilora.ones(3, requires_grad=True)
-    with minilora.no_grad():
-        v = w[:2]
+    _, v = _no_grad_slice(minilora)
     assert _error(lambda: v.mul_(2)) == NO_GRAD_INPLACE
 
 
@@ -143,9 +145,7 @@ def test_changed_in_place_under_no_grad_then_used_in_grad_mode(change):
     """Allowed under no_grad; using the view afterwards in grad mode is torch's error (so is grad_fn and is_leaf),
     and its repr says grad_fn=<Invalid> instead of raising."""
     def case(lib):
-        w = lib.ones(3, requires_grad=True)
-        with lib.no_grad():
-            v = w[:2]
+        w, v = _no_grad_slice(lib)
         if change == "an optimizer step":
             opt = lib.optim.SGD([w], lr=0.1)
             (w * 2).sum().backward()
@@ -181,9 +181,7 @@ def test_a_no_grad_view_of_a_tensor_that_needs_no_grad_may_change_in_place():
 
 def test_requires_grad_on_a_no_grad_view_gives_it_its_own_grad():
     def case(lib):
-        w = lib.ones(3, requires_grad=True)
-        with lib.no_grad():
-            v = w[:2]
+        w, v = _no_grad_slice(lib)
         v.requires_grad_()
         (v * 2).sum().backward()
         v.retain_grad()
@@ -194,9 +192,7 @@ def test_requires_grad_on_a_no_grad_view_gives_it_its_own_grad():
 
 def test_retain_grad_on_a_no_grad_view_is_a_leaf_s_no_op():
     def case(lib):
-        w = lib.ones(3, requires_grad=True)
-        with lib.no_grad():
-            v = w[:2]
+        w, v = _no_grad_slice(lib)
         v.retain_grad()
         (v * 2).sum().backward()
         return v.retains_grad, v.grad
