@@ -131,13 +131,13 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         if len(grad_outputs) != len(outputs):
             raise RuntimeError(f"grad requires one grad_output per output: got {len(grad_outputs)} "
                                f"grad_outputs and {len(outputs)} outputs")
+    for k, out in enumerate(outputs):  # (the outputs first, as torch's: its message names the first one)
+        _refuse_no_grad_fn(out, k)
     for i, t in enumerate(inputs):
         if not t.requires_grad:
             raise RuntimeError("One of the differentiated Tensors does not require grad")
     if create_graph:  # a recorded pass (minilora/ops/higher_order.py); the graph kept unless told otherwise
         store = _GraphCaptureStore(inputs)
-        for k, out in enumerate(outputs):
-            _refuse_no_grad_fn(out, k)
         seeds = [higher_order.seed(out, go, k) for k, (out, go) in enumerate(zip(outputs, grad_outputs))]
         with _tensor.backward_over_inputs(True):
             higher_order.run_backward_graph(outputs, seeds, retain_graph is None or bool(retain_graph), store)
@@ -146,7 +146,6 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     last = len(outputs) - 1
     with parallel.computing(), _tensor.backward_over_inputs(True), device_errors_as_torch():
         for k, (out, go) in enumerate(zip(outputs, grad_outputs)):
-            _refuse_no_grad_fn(out, k)
             # the graph may be shared by the outputs: free it only after the last one
             _run_backward(out, _seed(out, go, k), bool(retain_graph) or k < last, store)
     return _grad_results(inputs, store.grads, allow_unused, materialize_grads)

@@ -2530,8 +2530,12 @@ class Tensor:
         return getattr(self, "_inference", False)
 
     def detach_(self):
-        if self._base is not None and self._base._requires_grad and _mode.grad_enabled:
-            raise RuntimeError("detach_() on a view is not allowed; use detach() instead")
+        if self._base is not None:  # (torch refuses any view, in any mode: it shares its base's autograd history)
+            raise RuntimeError("Can't detach views in-place. Use detach() instead. If you are using "
+                               "DistributedDataParallel (DDP) for training, and gradient_as_bucket_view is set as "
+                               "True, gradients are views of DDP buckets, and hence detach_() cannot be called on "
+                               "these gradients. To fix this error, please refer to the Optimizer.zero_grad() "
+                               "function in torch/optim/optimizer.py as the solution.")
         self._ctx, self._requires_grad = None, False
         return self
 
@@ -2781,6 +2785,8 @@ class Tensor:
                             f"(wrap it in minilora.tensor() first)")
         if isinstance(value, np.generic):
             value = _assignable_numpy_scalar(value, self.dtype)
+        if self._view is not None and self._view[5] is not _DEFAULT and _mode.grad_enabled:
+            self._check_tagged_setitem(index, value)
         given = value  # (torch's graph shows the value as given: see ops.shape.setitem_node)
         if type(value) in (int, float, bool, complex):  # a number is stored: it must fit (uint8: 300 raises)
             value = dtypes.checked_number(_as_int64(value), self.dtype, check_16bit_floats=False)
@@ -2820,6 +2826,12 @@ class Tensor:
             if not _put_through_expanded(self._array, raw, value):
                 raise RuntimeError(_OVERLAPPING_WRITE) from None
         self._bump_version()
+
+    def _check_tagged_setitem(self, index, value):
+        """torch writes ``view[i] = value`` of a basic index into the view ``view[i]`` (a view of a view, with its
+        own node where ``view`` requires grad), so a tagged view's refusal names that one (see _rebase_message)."""
+        part = self[index]
+        (part if part._base is not None else self)._check_inplace(value)
 
     def _name_setitem_node(self, index, value):
         """The node ``self[index] = value`` gave this tensor, named and linked as torch's (CopySlices where
@@ -3093,7 +3105,7 @@ class Tensor:
         may return a replacement (a Tensor) or None. On a leaf it runs before ``.grad`` accumulates,
         once per backward, on the gradient summed over every use. Returns a handle; ``handle.remove()``
         takes the hook out."""
-        if not self._requires_grad:
+        if not self.requires_grad:  # (a no_grad view of a tensor that requires grad takes one: it never runs)
             raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
         if self._ctx is not None:
             if self._ctx.hooks is None:

@@ -5,7 +5,8 @@ MULTI_OUTPUT_NODE, IN_CUSTOM_FUNCTION) and that tag decides what the view may do
 has a grad_fn, passes a gradient to its base, may be changed in place, may be used after its base was. Each view
 op below is made in each mode from three bases -- a leaf that requires grad, a non-leaf that does, a plain tensor
 -- and then probed (flags, backward, in-place in grad mode and under no_grad, in-place on the base, requires_grad_,
-retain_grad, a view of the view, the version counter, an optimizer step); every answer is compared, errors by
+retain_grad, a view of the view, the version counter, an optimizer step, backward(create_graph=True),
+autograd.grad, register_hook, detach_(), view[0] = 5); every answer is compared, errors by
 class and message. It prints each form whose answer differs from torch's, then a count.
 
     PYTHONPATH=. python tests/views_no_grad_sweep.py [VIEW-NAME-PART ...] [--show N]
@@ -71,6 +72,9 @@ NOT_SAME = {
     "as_strided/*/nonleaf/*_grad_mode": "an in-place op through a view whose elements overlap (as_strided((2, 2), "
                                         "(1, 1))) is refused in the graph: minilora cannot differentiate it",
     "as_strided/*/nonleaf/view_of_view": "the same refusal, through a view of that view",
+    "as_strided/*/nonleaf/setitem": "the same refusal, through view[0] = 5",
+    "expand/*/nonleaf/setitem": "view[0] = 5 of an expand()ed view is written through the whole view, whose elements "
+                                "overlap (torch writes into view[0], which has none): refused",
     "*/*/leaf/optimizer_steps": "complex parameters are refused by minilora's optimizers (real/imag/view_as_real); a "
                                 "custom Function's node backwarded twice (detach/data) is refused even with nothing "
                                 "saved",
@@ -217,10 +221,39 @@ def _optimizer_steps(lib, leaf, base, v):
     return _values(leaf)
 
 
+def _backward_create_graph(lib, leaf, base, v):
+    out = (v * v).sum()
+    (out.real if out.is_complex() else out).backward(create_graph=True)
+    return _values(leaf.grad), _values(v.grad) if v.is_leaf else "non-leaf"
+
+
+def _autograd_grad(lib, leaf, base, v):
+    out = (v * 2).sum()
+    return [_values(g) for g in lib.autograd.grad(out.real if out.is_complex() else out, leaf, allow_unused=True)]
+
+
+def _hook(lib, leaf, base, v):
+    seen = []
+    v.register_hook(lambda g: seen.append(g.shape))
+    out = (v * 2).sum()
+    (out.real if out.is_complex() else out).backward()
+    return [tuple(shape) for shape in seen]
+
+
+def _detach_(lib, leaf, base, v):
+    v.detach_()
+    return v.requires_grad, v.is_leaf
+
+
+def _setitem(lib, leaf, base, v):
+    v[0] = 5
+    return v.requires_grad, _node(v), _node(base)
+
+
 PROBES = {f.__name__.lstrip("_"): f for f in (
     _flags, _backward, _inplace_in_grad_mode, _inplace_under_no_grad, _base_inplace_under_no_grad,
     _base_inplace_in_grad_mode, _requires_grad_, _retain_grad, _view_of_view, _versions, _copy_grad_source,
-    _optimizer_steps)}
+    _optimizer_steps, _backward_create_graph, _autograd_grad, _hook, _detach_, _setitem)}
 
 
 def probe(lib, name, mode, base_kind, probe_name):

@@ -2066,6 +2066,8 @@ def _run_nodes(nodes, leading, wanted, roots, seeds, retain_graph, store):
                     continue
                 ig = _fit(ig, x)
                 if parent is None:
+                    if not x._requires_grad:  # (a view that requires grad through its base only: no .grad)
+                        continue
                     hooks = _t._hooked_leaf(x) if _t._leaf_hooks else None
                     if hooks is not None:
                         entry = hooked.setdefault(id(x), [x, None, hooks])
