@@ -23,7 +23,9 @@ If an op saved a storage for backward and that storage was modified in place bef
 backward raises torch's error instead of computing with the changed numbers. An in-place op on a
 non-leaf tensor inside the graph is differentiable: the tensor's node becomes the in-place op's node
 (torch's "rebase"), and ops recorded earlier keep the node they saw, so the graph is not rewritten
-under them.
+under them. A view also remembers how it was made (torch's CreationMeta, see ``_DEFAULT``): one made
+under ``no_grad()`` of a tensor that requires grad requires grad too (through its base), but has no
+node and gets no gradient, and changing it in place in grad mode is torch's error.
 
 Most tensors are never viewed or changed in place, and one op runs for every ``+``, so that
 bookkeeping is paid only where it is used: a tensor gets its counter the first time it is viewed or
@@ -1798,6 +1800,11 @@ def _share_storage(result, inputs, fn, options):
                 return
 
 
+# torch's refusal of a write into an expand()ed tensor (its elements share memory: which value would win?)
+_OVERLAPPING_WRITE = ("unsupported operation: more than one element of the written-to tensor refers to a single "
+                      "memory location. Please clone() the tensor before performing the operation.")
+
+
 # How a view was made -- torch's CreationMeta, the last entry of a view's ``_view`` -- decides what it may do
 # later. DEFAULT (grad mode): anything, an in-place change through it is differentiated into its base (CopySlices).
 # NO_GRAD_MODE / INFERENCE_MODE: it requires grad when its base does, but has no node and no .grad of its own (the
@@ -1814,11 +1821,6 @@ _CUSTOM_FUNCTION_VIEW = ("This view was created inside a custom Function (or bec
                          "this by cloning the output of the custom Function.")
 
 
-# torch's refusal of a write into an expand()ed tensor (its elements share memory: which value would win?)
-_OVERLAPPING_WRITE = ("unsupported operation: more than one element of the written-to tensor refers to a single "
-                      "memory location. Please clone() the tensor before performing the operation.")
-
-
 def _creation_now():
     """The creation tag of a view made now (torch's: inference_mode first, then grad mode)."""
     if _mode.inference:
@@ -1829,8 +1831,7 @@ def _creation_now():
 def _inherited_creation(parent, tag):
     """A view of a view keeps its parent's tag unless its own is stricter (torch's propagate_creation_meta: a
     view of a no_grad view made in grad mode is still a no_grad view; inference_mode's tag wins over all)."""
-    view = parent._view
-    before = _DEFAULT if view is None else view[5]
+    before = view_creation(parent)
     if tag is _DEFAULT or before is _INFERENCE_MODE:
         return before
     return tag
@@ -2785,7 +2786,7 @@ class Tensor:
                             f"(wrap it in minilora.tensor() first)")
         if isinstance(value, np.generic):
             value = _assignable_numpy_scalar(value, self.dtype)
-        if self._view is not None and self._view[5] is not _DEFAULT and _mode.grad_enabled:
+        if _mode.grad_enabled and view_creation(self) is not _DEFAULT:
             self._check_tagged_setitem(index, value)
         given = value  # (torch's graph shows the value as given: see ops.shape.setitem_node)
         if type(value) in (int, float, bool, complex):  # a number is stored: it must fit (uint8: 300 raises)
@@ -2858,7 +2859,7 @@ class Tensor:
             return
         base = self._base
         if base is not None:
-            if self._view is not None and self._view[5] is not _DEFAULT:
+            if view_creation(self) is not _DEFAULT:
                 raise RuntimeError(_rebase_message(self, indirect=False))
             if self.requires_grad and base._ctx is None:
                 raise RuntimeError("a view of a leaf Variable that requires grad is being used in an "
