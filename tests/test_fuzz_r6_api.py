@@ -1091,9 +1091,9 @@ def test_api_fuzzer_findings_stay_fixed(name):
 
 def test_fill_of_an_expanded_tensor_names_the_problem():
     """torch writes the one value fill_/zero_ have through an expand()ed tensor (round 8: minilora too,
-    tests/test_views_r8.py); the other in-place ops on one are torch's RuntimeError, and say why."""
+    tests/test_views_r8.py); the other in-place ops on one are torch's RuntimeError, in torch's words (round 31)."""
     x = ml.tensor([[1], [2]])
     x.expand(2, 3).zero_()
     assert x.tolist() == [[0], [0]]
-    with pytest.raises(RuntimeError, match="single memory location .an expand"):
+    with pytest.raises(RuntimeError, match="single memory location. Please clone"):
         ml.tensor([[1.0], [2.0]]).expand(2, 3).add_(2.0)
