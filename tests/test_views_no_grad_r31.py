@@ -265,6 +265,36 @@ def test_frozen_weight_transposed_under_no_grad_trains_as_torch():
     assert ours == theirs == (True, False, None)
 
 
+SMALLER_FORMS = {
+    "view[0] = 5 names the view of the view": "w = lib.ones(3, 4, requires_grad=True)\n"
+                                              "with lib.no_grad(): v = w[:2]\nv[0] = 5",
+    "detach_() of a plain tensor's view": "lib.ones(3)[:2].detach_()",
+    "autograd.grad names the output first": "lib.autograd.grad(lib.ones(3).sum(), lib.ones(3))",
+}
+
+
+@pytest.mark.parametrize("name", list(SMALLER_FORMS))
+def test_smaller_forms_refused_in_torchs_words(name):
+    def case(lib):
+        exec(SMALLER_FORMS[name], {"lib": lib})
+    theirs, ours = _both(case)
+    assert theirs.startswith("RuntimeError")
+    assert ours == theirs
+
+
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")  # (both libraries warn)
+def test_create_graph_and_a_hook_on_a_no_grad_view():
+    """backward(create_graph=True) gives it no .grad either; a hook on it is taken, and never runs."""
+    def case(lib):
+        w, v = _no_grad_slice(lib)
+        seen = []
+        v.register_hook(seen.append)
+        (v * v).sum().backward(create_graph=True)
+        return v.grad, w.grad, seen
+    theirs, ours = _both(case)
+    assert ours == theirs == (None, None, [])
+
+
 @pytest.mark.parametrize("part", ["unbind", "diagonal", "view_as_real", "columns"])
 def test_the_sweep_finds_no_difference(part, capsys):
     assert views_no_grad_sweep.main([part]) == 0, capsys.readouterr().out
