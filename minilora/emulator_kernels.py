@@ -15,7 +15,7 @@ flat C-order index, ``x.size()``, ``x.shape()``, ``x.strides()`` in bytes); ``i`
 (reduced axes first, then the kept ones), ``_J`` its index within its reduction and ``_i`` the output's.
 
 complex64 and complex128 are ``complex<float>`` and ``complex<double>``: thrust::complex from the emulator's
-<cupy/complex.cuh>, which every generated kernel includes, as CuPy's do.
+<cupy/complex.cuh>, which a generated kernel includes where its code names complex (CuPy's include it always).
 
 Differences from CuPy, each deliberate: the loop shape is always kept whole (``reduce_dims`` is accepted and changes
 nothing a kernel can see through ``i`` or ``x[k]``); a type placeholder that no array decides is a
@@ -47,7 +47,6 @@ _C_NAMES = {
 # calls.  The number of dimensions is a run-time value (up to 32, NumPy's limit is 64 but CuPy's
 # kernels rarely see more than a handful), so one compiled kernel serves every shape of the same dtypes.
 _HEADER = r"""
-#include <cupy/complex.cuh>
 typedef __half float16;
 #define _EMU_MAX_NDIM 32
 // _ind.get(): a multi-index.  A type of its own (not a pointer), so that x[0] is not ambiguous.
@@ -108,6 +107,13 @@ struct CIndexer {
 };
 """
 _HEADER_INCLUDES = "#include <cuda_fp16.h>\n#include <assert.h>\n#include <type_traits>\n"
+# CuPy includes its complex.cuh in every generated kernel; here only where the code names complex<...> or thrust
+# (<complex> costs each compile ~0.3 s, and no real-typed kernel can tell it is missing unless it names them)
+_USES_COMPLEX = re.compile(r"\b(?:complex|thrust)\b")
+
+
+def _with_includes(code: str) -> str:
+    return _HEADER_INCLUDES + ("#include <cupy/complex.cuh>\n" if _USES_COMPLEX.search(code) else "") + code
 _MAX_NDIM = 32
 
 
@@ -409,7 +415,7 @@ class ElementwiseKernel(_CachedCodes):
         launch.copy_outputs_back()
 
     def _source(self, launch, body, found) -> str:
-        return (f"{_HEADER_INCLUDES}{_HEADER}{_typedefs(found)}{self.preamble}\n"
+        return _with_includes(f"{_HEADER}{_typedefs(found)}{self.preamble}\n"
                 f'extern "C" __global__ void {self.name}({", ".join(launch.decls)}) {{\n'
                 + "".join(f"  {line}\n" for line in launch.prologue)
                 + f"  {self.loop_prep};\n"
@@ -541,7 +547,7 @@ class ReductionKernel(_CachedCodes):
 
     def _source(self, launch, in_exprs, out_exprs, found, threads) -> str:
         identity = self.identity
-        return (f"{_HEADER_INCLUDES}{_HEADER}{_typedefs(found)}{self.preamble}\n"
+        return _with_includes(f"{_HEADER}{_typedefs(found)}{self.preamble}\n"
                 f"#define REDUCE(a, b) ({self.reduce_expr})\n"
                 f"#define POST_MAP(a) ({self.post_map_expr})\n"
                 f"typedef {self.reduce_type} _type_reduce;\n"
