@@ -271,6 +271,14 @@ extern "C" __global__ void cfuncs(const complex<double>* z, const complex<double
     phase[i] = arg(z[i]);
     e[i] = exp(z[i]) * conj(w[i]) + 2.0;  // a real operand on the right
 }
+// thrust's elementary functions of complex<float>, one row per input
+extern "C" __global__ void cmath(const complex<float>* z, complex<float>* out, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    complex<float> v = z[i], *row = out + 10 * i;
+    row[0] = sqrt(v); row[1] = log(v); row[2] = log10(v); row[3] = pow(v, 1.5f); row[4] = pow(v, v);
+    row[5] = sin(v); row[6] = cosh(v); row[7] = tanh(v); row[8] = asin(v); row[9] = atanh(v);
+}
 // a complex64 times a double is a complex<double> in thrust: stored back into a complex<float>
 extern "C" __global__ void promote(const complex<float>* x, complex<float>* y, double s) {
     complex<double> wide = x[threadIdx.x] * s;
@@ -318,6 +326,17 @@ def test_cupy_complex_header_in_raw_kernels():
     np.testing.assert_array_equal(y, (x.astype(np.complex128) / 3).astype(np.complex64) + 1j)
     with pytest.raises(TypeError, match="np.complex64"):  # CuPy's complex128 scalar: the wrong bytes
         module(CUPY_COMPLEX).get_function("caxpy")((3,), (128,), (x, y, np.complex128(a), i32(8)))
+
+
+def test_cupy_complex_elementary_functions():
+    z = complex_normal(64, np.complex64)
+    out = np.zeros(64 * 10, np.complex64)
+    module(CUPY_COMPLEX).get_function("cmath")((1,), (64,), (z, out, i32(64)))
+    w = z.astype(np.complex128)
+    expected = [np.sqrt(w), np.log(w), np.log10(w), w ** 1.5, w ** w, np.sin(w), np.cosh(w), np.tanh(w),
+                np.arcsin(w), np.arctanh(w)]
+    for column, want in enumerate(expected):
+        np.testing.assert_allclose(out.reshape(64, 10)[:, column], want, rtol=2e-5, atol=1e-6, err_msg=str(column))
 
 
 def test_thrust_complex_dft_matches_numpys_fft():
