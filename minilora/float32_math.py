@@ -184,7 +184,7 @@ _NATIVE_SIGNATURES = {
     **dict.fromkeys(("ml_exp", "ml_exp_of_negative", "ml_expm1", "ml_tanh", "ml_log1p", "ml_log", "ml_sigmoid",
                      "ml_sinh", "ml_cosh", "ml_atanh", "ml_lgamma"), "ppn"),
     "ml_silu": "pppn", "ml_pow": "pppn", "ml_pow_scalar": "ppnf", "ml_atan2": "pppn", "ml_elu": "ppnfff", "ml_softplus": "ppnff", "ml_mish": "pppn", "ml_gelu_tanh": "pppnff",
-    "ml_fma": "pspspspn", "ml_fma64": "pspspspn", "ml_silu_backward": "ppppn", "ml_elu_backward": "pppnfff", "ml_softplus_backward": "pppnff",
+    "ml_fma": "pspspspn", "ml_fma64": "pspspspn", "ml_fma_chain": "pppnnn", "ml_silu_backward": "ppppn", "ml_elu_backward": "pppnfff", "ml_softplus_backward": "pppnff",
     "ml_gelu_tanh_backward": "ppppnff", "ml_mish_backward": "ppppn", "ml_swiglu": "ppppn",
     "ml_swiglu_backward": "ppppppn", "ml_c_function": "ippn",
     "ml_gelu_erf_onednn": "ppnp", "ml_gelu_erf_onednn_derivative": "ppn", "ml_c_function2": "ipspspn", "ml_c_function64": "ippn",
@@ -1266,6 +1266,23 @@ def fused_multiply_add(a, b, c):
         stop = min(start + block, flat_out.size)
         fused_multiply_add_block(*(v if np.ndim(v) == 0 else v[start:stop] for v in operands),
                                  flat_out[start:stop], wide)
+    return out
+
+
+def fused_multiply_add_chain(a, b, acc):
+    """``acc[i, j]`` after ``acc[i, j] = fma(a[t, i], b[t, j], acc[i, j])`` for t = 0, 1, ... in turn (a [T, M], b
+    [T, K], acc [M, K], float32): each element's products one after another, rounded once each -- a convolution
+    kernel's accumulator (ops/conv_onednn.py). Compiled where it can be, else a NumPy loop over t (the same bits)."""
+    a, b = (np.ascontiguousarray(v, dtype=np.float32) for v in (a, b))
+    out = np.array(acc, dtype=np.float32, order="C")
+    library = _native_library()
+    if library is not None and a.size and out.size:
+        library.ml_fma_chain(native.address(a), native.address(b), native.address(out), a.shape[0], a.shape[1],
+                             b.shape[1])
+        return out
+    for t in range(a.shape[0]):
+        out = fused_multiply_add(np.ascontiguousarray(np.broadcast_to(a[t, :, None], out.shape)),
+                                 np.ascontiguousarray(np.broadcast_to(b[t, None, :], out.shape)), out)
     return out
 
 

@@ -169,3 +169,19 @@ def test_gemm_kernels_bias_gradient_is_onednns_bits(shape):
 def test_depthwise_bias_gradient_is_onednns_bits(shape, threads):
     """jit_dw: each thread's images in order, the threads' sums added (as the ungrouped kernels' ConvBias)."""
     _with_threads(threads, lambda: _assert_bias_gradient_is_torchs(*shape))
+
+
+def test_fused_multiply_add_chain_compiled_and_numpy_agree():
+    """The weight gradient's chain of fused multiply-adds: C's fmaf loop and the NumPy loop, the same bits."""
+    from minilora import float32_math
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal((37, 5)).astype(np.float32), rng.standard_normal((37, 9)).astype(np.float32)
+    start = rng.standard_normal((5, 9)).astype(np.float32)
+    compiled = float32_math.fused_multiply_add_chain(a, b, start)
+    with float32_math.numpy_port():
+        ported = float32_math.fused_multiply_add_chain(a, b, start)
+    expected = start.astype(np.float64)
+    for t in range(37):  # (a float64 product is exact; its sum rounded to float32 once: fmaf but for double rounding)
+        expected = (a[t, :, None].astype(np.float64) * b[t] + expected).astype(np.float32).astype(np.float64)
+    np.testing.assert_array_equal(compiled, ported)
+    np.testing.assert_array_equal(compiled, expected.astype(np.float32))

@@ -1461,6 +1461,18 @@ void ml_fma(const float *a, size_t step_a, const float *b, size_t step_b, const 
     }
 }
 /* the same in float64, C's fma(): torch's Vectorized<double> fmadd (add's alpha, addcmul, lerp, the optimizers) */
+/* acc[i, j] = fma(a[t, i], b[t, j], acc[i, j]) for t = 0, 1, ... in turn: a chain of fused multiply-adds per element,
+ * as a convolution kernel's accumulator takes its products one after another (ops/conv_onednn.py) */
+void ml_fma_chain(const float *restrict a, const float *restrict b, float *restrict acc, size_t steps, size_t m,
+                  size_t k) {
+    for (size_t i = 0; i < m; i++)
+        for (size_t t = 0; t < steps; t++) {
+            float a_ti = a[t * m + i];
+            const float *b_t = b + t * k;
+            float *row = acc + i * k;
+            for (size_t j = 0; j < k; j++) row[j] = fmaf(a_ti, b_t[j], row[j]);
+        }
+}
 void ml_fma64(const double *a, size_t step_a, const double *b, size_t step_b, const double *c, size_t step_c,
               double *out, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = fma(a[i * step_a], b[i * step_b], c[i * step_c]);

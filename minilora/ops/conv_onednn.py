@@ -21,12 +21,14 @@ random inputs on the sweep's shapes and more (tests/test_nn_users3_r31.py), the 
   (8 + 8, 4 + 4, 2 + 2, 1 + 1), each image's sums then added to the thread's running sum; the threads take the groups
   first, then split the batch (balance211), and their sums are added from the first.
 """
+import math
+
 import numpy as np
 
 from .. import float32_math
 
 # past this many fused multiply-adds (or steps of the weight gradient's sequential loop) the gradients are the
-# einsum's: the loops below make a pass over an array per step
+# einsum's: the loops below make a pass over an array per step (the weight gradient's chain compiled: a loop in C)
 ORDERED_PRODUCTS = 2 ** 25
 ORDERED_STEPS = 2 ** 13
 
@@ -55,15 +57,18 @@ def jit_input_gradient(g, weight, padded_shape, stride, dilation):
     """The gradient of the padded input, [N, C, H_p, W_p]: g [N, G, O/G, H_out, W_out], weight [G, O/G, C/G, kh, kw]
     (no groups, G = 1, or depthwise, O/G = 1), in the jit kernels' order (kernel row, column, output channel), each
     pixel's sum from 0."""
-    out_per_group, kh, kw = weight.shape[1], weight.shape[3], weight.shape[4]
+    kh, kw = weight.shape[3:]
     n, groups, per_group = padded_shape[0], weight.shape[0], weight.shape[2]
     acc = np.zeros((n, groups, per_group) + tuple(padded_shape[2:]), np.float32)
     for i in range(kh):
         for j in range(kw):
             rows, cols = _tap(i, j, g.shape[3:], stride, dilation)
-            for oc in range(out_per_group):
-                acc[..., rows, cols] = _fma(g[:, :, oc, None], weight[None, :, oc, :, i, j, None, None],
-                                            acc[..., rows, cols])
+            for group in range(groups):  # (the output channels as the chain's steps, the pixels and channels its grid)
+                pixels = np.moveaxis(acc[:, group, :, rows, cols], 1, -1)  # [N, H_out, W_out, C/G]
+                steps = np.moveaxis(g[:, group], 1, 0).reshape(g.shape[2], -1)  # [O/G, N H_out W_out]
+                summed = float32_math.fused_multiply_add_chain(steps, weight[group, :, :, i, j],
+                                                               pixels.reshape(-1, per_group))
+                acc[:, group, :, rows, cols] = np.moveaxis(summed.reshape(pixels.shape), -1, 1)
     return acc.reshape(padded_shape)
 
 
@@ -71,16 +76,18 @@ def jit_weight_gradient(g, windows, slices):
     """The weight gradient [O, C/G, kh, kw] of g [N, G, O/G, H_out, W_out] and the input's windows [N, G, C/G, H_out,
     W_out, kh, kw] (G = 1 or depthwise): the batch's images cut into ``slices`` runs by balance211 (one a thread), each
     run's products added in order (image, output row, column) from 0, the runs' sums then added from the first."""
+    groups, out_per_group, per_group = g.shape[1], g.shape[2], windows.shape[2]
+    kernel = windows.shape[5:]
     total, first = None, 0
     for length in balance211(g.shape[0], slices):
-        acc = np.zeros(g.shape[1:3] + windows.shape[2:3] + windows.shape[5:], np.float32)
-        for b in range(first, first + length):
-            for y in range(g.shape[3]):
-                for x in range(g.shape[4]):
-                    acc = _fma(g[b, :, :, y, x, None, None, None], windows[b, :, None, :, y, x], acc)
+        run = slice(first, first + length)
+        acc = np.stack([float32_math.fused_multiply_add_chain(  # (each group's positions [T] as the chain's steps)
+            np.moveaxis(g[run, group], 1, -1).reshape(-1, out_per_group),
+            np.moveaxis(windows[run, group], 1, 3).reshape(-1, per_group * math.prod(kernel)),
+            np.zeros((out_per_group, per_group * math.prod(kernel)), np.float32)) for group in range(groups)])
         total = acc if total is None else total + acc
         first += length
-    return total.reshape(-1, *total.shape[2:])
+    return total.reshape(groups * out_per_group, per_group, *kernel)
 
 
 def one_by_one_weight_gradient(g, windows, slices):
