@@ -36,7 +36,14 @@ random ones: 1-100 rows of 1-1000, data offset by 0 or 3 elements, every bit equ
 
 On two threads MKL splits a float32 matrix's rows at ceil(rows / 2) (from 30000 products; at 9-50 rows none up to
 27000), which regroups them; ``rows_claimed`` keeps below 16384 there. ``addmv`` ends both as ``fma(alpha, sum,
-beta * y)`` (``ops/extra.py``). Not modelled, the BLAS sum stands: a transposed matrix (MKL's plain gemv).
+beta * y)`` (``ops/extra.py``).
+
+``dgemv`` of a matrix laid out by columns (torch's ``mv`` of a transposed matrix, ``v @ A``, ``addmv``'s vec
+gradient: MKL's plain gemv) runs the columns in order, each fused into the running sums: ``y = fma(A[:, j], alpha *
+x[j], y)`` from ``beta * y`` (0 for beta 0), the reference BLAS loop (random operands: 2-5000 rows of 1-1000 columns,
+every bit equal on one thread; on two threads MKL splits the columns from 150-300 of them at up to 1000 rows, not
+modelled: ``columns_claimed`` keeps to 100 there). Not modelled, the BLAS sum stands: sgemv of such a matrix (it
+differs from this loop from 100 columns on), and one row (MKL sums it otherwise).
 """
 import numpy as np
 
@@ -120,6 +127,37 @@ def rows_times_vector(mat, vec):
         kernel = library.ml_mkl_dgemv_rows if mat.dtype == np.float64 else library.ml_mkl_sgemv_rows
         kernel(*map(native.address, (mat, vec, out)), mat.shape[0], mat.shape[1])
     return out
+
+
+_COLUMNS_THREADED_BEYOND = 100  # columns: on more threads MKL splits them from 150-300 (see the docstring)
+
+
+def columns_claimed(mat, vec):
+    """Whether ``columns_times_vector`` models MKL here: a float64 matrix of 2 or more rows that torch hands MKL's
+    plain gemv (its elements a column apart, ``lda`` at least the rows: ATen's ``gemv('n', ...)`` condition), a
+    C-contiguous vector, the measured CPU, one thread or at most ``_COLUMNS_THREADED_BEYOND`` columns."""
+    return (APPLIES and type(mat) is np.ndarray and type(vec) is np.ndarray and mat.ndim == 2 and vec.ndim == 1
+            and mat.dtype == vec.dtype == np.float64 and mat.shape[0] >= 2 and by_columns(mat)
+            and vec.flags.c_contiguous
+            and (mat.shape[1] <= _COLUMNS_THREADED_BEYOND or parallel.num_threads() == 1))
+
+
+def by_columns(mat):
+    """Whether ATen's ``mv`` hands ``mat`` to gemv as it lies, by columns (``stride(0) == 1`` and ``lda >= rows``)."""
+    return mat.strides[0] == mat.itemsize and (mat.shape[1] == 1 or mat.strides[1] >= mat.shape[0] * mat.itemsize)
+
+
+def columns_times_vector(mat, vec, alpha=1.0, start=None):
+    """``start + alpha * (mat @ vec)`` as MKL's plain ``dgemv`` computes it (see the module's docstring): the columns
+    in order, ``y = fma(mat[:, j], alpha * vec[j], y)`` from ``start`` (``beta * y``; None: 0); None where
+    ``columns_claimed`` is False."""
+    if not columns_claimed(mat, vec):
+        return None
+    rows = mat.shape[0]
+    total = np.zeros(rows) if start is None else np.array(np.broadcast_to(start, rows), np.float64)
+    for column, x in zip(mat.T, vec * np.float64(alpha) if alpha != 1 else vec):
+        total = float32_math.fused_multiply_add64(column, np.full(rows, x), total)
+    return total
 
 
 def sgemv_in_mkl_order(mat, vec):

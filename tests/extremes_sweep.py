@@ -33,6 +33,12 @@ coordinate to pixel 0 (border: NaN -> 0, inf -> size - 1; reflection: NaN, +-inf
 scalar clip sends NaN to size - 1; minilora reads NaN there (border: a NaN coordinate; reflection, whose
 ``_reflect`` is coord * sign + offset for the gradient: NaN, +-inf and +-3.4e38 alike), and its bicubic differs by
 ulps there too.
+
+Round 31 (tests/test_extremes4_r31.py): grid_sample at those coordinates as torch's kernels (2-D: NaN to pixel 0;
+3-D: the forward's NaN to size - 1, the backward's kept NaN; a mirrored 1e30 no longer cancelled to 0), its 2-D
+bilinear backward at a NaN coordinate left (torch segfaults there), bicubic's last bits left; float64 mv / addmv /
+``v @ A`` of a matrix laid out by columns (MKL's plain gemv: the columns fused in order); adaptive pooling and reflect
+padding to empty outputs; two-row training batch norm (one thread adds both rows).
 """
 import argparse
 import collections

@@ -655,8 +655,21 @@ def addmv(input, mat, vec, *, beta=1, alpha=1):
         result = _scaled_sum("addmv", input, mv(mat, vec * alpha), beta, 1)
     else:
         result = _scaled_sum("addmv", input, mv(mat, vec), beta, alpha)
-    result = _with_torchs_gradients(result, input, mat, vec, beta, alpha, matrix_vector_gradients(mat, vec))
+    result = _with_torchs_gradients(result, input, mat, vec, beta, alpha, matrix_vector_gradients(mat, vec),
+                                    values=_gemv_of_columns(input, mat, vec, beta, alpha))
     return _one_node(result, "AddmvBackward0", input, mat, vec)
+
+
+def _gemv_of_columns(input, mat, vec, beta, alpha):
+    """MKL's plain gemv of a float64 matrix laid out by columns (``addmv(y, A.t(), x)``), where ``mkl_dot`` claims
+    it: the columns fused one by one into ``beta * y`` (0 for beta 0), ``alpha * x[j]`` rounded first (NumPy
+    values); else None."""
+    if not (isinstance(alpha, (int, float)) and isinstance(beta, (int, float)) and type(input._array) is np.ndarray
+            and input.dtype == mat.dtype and mat.shape[0] > 1 and mkl_dot.by_columns(mat._array)):
+        return None
+    start = None if beta == 0 else np.broadcast_to(input._array * np.float64(beta) if beta != 1 else input._array,
+                                                    mat.shape[:1])
+    return mkl_dot.columns_times_vector(mat._array, vec._array, alpha, start)
 
 
 def _one_column_of_gemv(mat, vec):

@@ -140,15 +140,24 @@ def _as_rows(a):
 
 
 def _mkl_dot(a, b):
-    """A vector times a vector (torch's dot), a matrix times a vector (torch's mv), or a row times a column (an mm of
-    one output: MKL's gemm then adds as its dot, measured), in MKL's order where ``mkl_dot`` claims it; else None."""
+    """A vector times a vector (torch's dot), a matrix times a vector (torch's mv), a row times a column (an mm of
+    one output: MKL's gemm then adds as its dot, measured) or a row times a C-contiguous matrix (``v @ A``: MKL's gemm
+    then runs as its plain gemv of ``A``'s columns, measured), in MKL's order where ``mkl_dot`` claims it; else None."""
     if a.ndim == b.ndim == 1:
         return mkl_dot.dot(a, b)
-    if a.ndim == 2 and b.ndim == 1:
-        return mkl_dot.rows_times_vector(a, b)
+    if a.ndim == 1 and b.ndim == 2:  # (ATen's matmul: the vector as a row, one mm)
+        row = _mkl_dot(a[None], b)
+        return None if row is None else row[0]
+    if a.ndim == 2 and b.ndim == 1:  # (ATen's mv: gemv of the columns as they lie, else of a C-contiguous copy)
+        if mkl_dot.by_columns(a) and a.shape[0] > 1:
+            return mkl_dot.columns_times_vector(a, b)
+        return mkl_dot.rows_times_vector(np.ascontiguousarray(a), np.ascontiguousarray(b))
     if a.ndim == b.ndim == 2 and a.shape[0] == b.shape[1] == 1:
         total = mkl_dot.dot(a[0], b[:, 0])  # (a column of a C-contiguous [k, 1]: contiguous too)
         return None if total is None else np.full((1, 1), total)
+    if a.ndim == b.ndim == 2 and len(a) == 1 and b.shape[1] > 1 and mkl_dot.by_columns(b.T):
+        row = mkl_dot.columns_times_vector(b.T, np.ascontiguousarray(a[0]))
+        return None if row is None else row[None]
     if a.ndim == b.ndim == 2:
         return one_row_times_weight(a, b.T)
     return None
@@ -1177,13 +1186,16 @@ def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):
     return _one_node(result, "BaddbmmBackward0", input, batch1, batch2)
 
 
-def _with_torchs_gradients(result, input, first, second, beta, alpha, products):
+def _with_torchs_gradients(result, input, first, second, beta, alpha, products, values=None):
     """``result`` (``beta * input + alpha * product``: addmm's, addmv's, addr's, baddbmm's, addbmm's, composed of
     minilora's ops, its values torch's) given torch's gradients, derivatives.yaml's formulas in their order:
     ``input`` gets ``maybe_multiply(g, beta)`` summed to its shape, ``first`` and ``second`` the product's own
     gradients (``products(g, need_first, need_second)``: g times the other operand, as torch's product ops), then
     times ``alpha`` (the composed graph scales ``g`` before the product: another rounding, seen in most gradients
-    once alpha != 1). float32/float64 NumPy arrays; others keep the composed gradients."""
+    once alpha != 1). float32/float64 NumPy arrays; others keep the composed gradients. ``values``: torch's values
+    where the composition's are not (a NumPy array of the result's shape and dtype), else None."""
+    if values is not None and not result.requires_grad:
+        return Tensor(values, dtype=result.dtype, device=result.device)
     if not (result.requires_grad and result.dtype in (np.float32, np.float64) and type(result._array) is np.ndarray):
         return result
     from .nn import KernelGradients  # (ops.nn imports this module: at call time)
@@ -1198,7 +1210,8 @@ def _with_torchs_gradients(result, input, first, second, beta, alpha, products):
         grads = products(g, needs[1], needs[2])
         return (grad_input,) + tuple(x if x is None or alpha == 1 else x * real(alpha) for x in grads)
     # (values: a copy, not the composed result's array -- an output sharing it would be taken for a view of it)
-    out = KernelGradients.apply(result, input, first, second, values=result._array.copy(), gradients=gradients)
+    values = result._array.copy() if values is None else values
+    out = KernelGradients.apply(result, input, first, second, values=values, gradients=gradients)
     return _saving_products(out, (first, second))  # (torch keeps each operand for the other's gradient)
 
 
