@@ -96,8 +96,10 @@ _GEMM_SHAPES = [  # gemm:jit: grouped, dilated, strided and dilated
 
 @pytest.mark.parametrize("shape", _JIT_SHAPES + _ONE_BY_ONE_SHAPES + _DEPTHWISE_SHAPES + _GEMM_SHAPES, ids=str)
 def test_convolution_gradients_are_onednns_bits(shape):
+    """And the same convolution of an empty batch: zeros (the ordered kernels not asked)."""
     n, c, o, size, kernel, geometry = shape
     _assert_convolution_is_torchs(n, c, o, size, kernel, **geometry)
+    _assert_convolution_is_torchs(0, c, o, size, kernel, **geometry)
 
 
 @pytest.mark.parametrize("threads", [1, 3])
@@ -185,3 +187,4 @@ def test_fused_multiply_add_chain_compiled_and_numpy_agree():
         expected = (a[t, :, None].astype(np.float64) * b[t] + expected).astype(np.float32).astype(np.float64)
     np.testing.assert_array_equal(compiled, ported)
     np.testing.assert_array_equal(compiled, expected.astype(np.float32))
+

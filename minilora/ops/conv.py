@@ -482,7 +482,7 @@ def _onednn_backward_kernels(input, weight, stride, dilation, groups):
     """conv_onednn's ``BackwardKernels`` where torch's backward runs oneDNN on this float32 convolution (a contiguous
     NumPy input) and the kernels' orders are modelled; else None."""
     if input.is_meta or type(input._array) is not np.ndarray or not input._array.flags.c_contiguous or \
-            not _uses_onednn(input, weight, stride, dilation, groups):
+            not input.shape[0] or not _uses_onednn(input, weight, stride, dilation, groups):  # (an empty batch: 0s)
         return None
     threads = parallel.num_threads()
     if groups == 1:
@@ -1931,7 +1931,7 @@ def _onednn_transposed_kernels(input, weight, stride, dilation, groups):
     with the output's gradient as its input -- whose threads take the blocks of 8 channels, then split the images."""
     x = input._array
     if input.dtype != np.float32 or groups != 1 or input.is_meta or type(x) is not np.ndarray or \
-            not x.flags.c_contiguous or not _uses_onednn(input, weight, stride, dilation, groups):
+            not x.flags.c_contiguous or not input.shape[0] or not _uses_onednn(input, weight, stride, dilation, groups):
         return None
     c_in, c_out = weight.shape[:2]
     threads = parallel.num_threads()
