@@ -118,7 +118,7 @@ _HEADER = EMU_DIR / "cuda_emu.h"
 _RUNTIME = EMU_DIR / "runtime.cpp"
 _INCLUDE = EMU_DIR / "include"  # stand-ins for <cuda_runtime.h>, <cuda_fp16.h>, ...
 _CXX = os.environ.get("CXX", "g++")
-_VERSION = "11"  # bump to invalidate every cached build (11: libraries linked -Bsymbolic-functions; 5: emu_release_stacks; 6: shuffle offsets mod 32, 16-bit conversions; 7: asynchronous copies in the runtime, shared windows; 8: tensor cores (warp_gather), mbarriers; 9: precompiled cuda_emu.h, address-space predicates; 10: a kernel called as a function is refused)
+_VERSION = "12"  # bump to invalidate every cached build (12: `__device__ T name{init};` globals; 11: libraries linked -Bsymbolic-functions; 5: emu_release_stacks; 6: shuffle offsets mod 32, 16-bit conversions; 7: asynchronous copies in the runtime, shared windows; 8: tensor cores (warp_gather), mbarriers; 9: precompiled cuda_emu.h, address-space predicates; 10: a kernel called as a function is refused)
 
 
 class EmulatorError(RuntimeError):
@@ -359,13 +359,19 @@ def _find_constants(masked: str) -> dict[str, bool]:
         pos = m.start()
         if depth:
             continue  # inside a namespace or a function: not reachable by name from the wrapper
-        end = masked.find(";", m.end())
-        decl = masked[m.end():end]
-        head, eq, _ = decl.partition("=")
-        name = re.search(r"([A-Za-z_]\w*)\s*(?:\[[^\]]*\]\s*)*$", head.strip())
+        name, initialized = _declared_variable(masked[m.end():masked.find(";", m.end())])
         if name:
-            found[name.group(1)] = bool(eq)
+            found[name] = initialized
     return found
+
+
+def _declared_variable(declaration: str) -> tuple[str | None, bool]:
+    """The name a file-scope `TYPE NAME[N]... = init` or `TYPE NAME{init}` declares (the text after its
+    __constant__ / __device__), and whether it has an initializer."""
+    start = re.search(r"[={]", declaration)
+    head = declaration[:start.start()] if start else declaration
+    name = re.search(r"([A-Za-z_]\w*)\s*(?:\[[^\]]*\]\s*)*$", head.strip())
+    return (name.group(1) if name else None), start is not None
 
 
 def _namespaces_at(masked: str, positions: list[int]) -> list[str]:
@@ -428,14 +434,14 @@ def _find_device_globals(masked: str) -> dict[str, bool]:
         if depth:
             continue
         stop = re.compile(r"[;({=]").search(masked, m.end())
-        if stop is None or stop.group() in "({":
-            continue  # a function (or a type) declared __device__
+        if stop is None or stop.group() == "(":
+            continue  # a function declared __device__
         statement = masked[max(masked.rfind(";", 0, m.start()), masked.rfind("}", 0, m.start())) + 1:stop.start()]
-        if re.search(r"\b(extern|typedef|using)\b", statement):
-            continue  # declared here, defined elsewhere
-        name = re.search(r"([A-Za-z_]\w*)\s*(?:\[[^\]]*\]\s*)*$", masked[m.end():stop.start()].strip())
+        if re.search(r"\b(extern|typedef|using|struct|class|union|enum)\b", statement):
+            continue  # declared here, defined elsewhere; or a type (`T name{0};` is a variable, braces its value)
+        name, _ = _declared_variable(masked[m.end():stop.start()])
         if name:
-            found[name.group(1)] = True
+            found[name] = True
     return found
 
 

@@ -16,6 +16,11 @@ and compared with float64 NumPy.  What failed at the round's start, fixed in the
   to) and ``elect.sync`` (sm_90's leader election, CUTLASS's elect_one_sync); cooperative groups'
   ``reduce_update_async`` / ``reduce_store_async`` (CUDA 12.2: a tile's reduction combined into a
   ``cuda::atomic_ref`` or stored through a pointer, by one thread).
+* Did not build: libcu++'s owning ``cuda::atomic<T, Scope>`` / ``cuda::std::atomic<T>`` (in ``__shared__`` and
+  ``__device__`` memory; load / store / exchange / compare_exchange / fetch_* / operators, C++20 wait / notify),
+  now over the emulator's atomic_ref.  And a ``__device__`` or ``__constant__`` variable initialized with braces
+  (``__device__ cuda::std::atomic<unsigned long long> total{5};``, ``__constant__ float gain{2.5f};``) was not
+  found by get_global (a __constant__ one read as never filled).
 * Refused where NVRTC compiles it: its options that change no value a kernel computes (``--minimal``, ``-dw``,
   ``--device-c``, ``--dlink-time-opt``, ``--optimization-info=``, ``--jump-table-density=``,
   ``--device-stack-protector=``, ``--builtin-move-forward=``, ``--Ofast-compile=``, the precompiled-header options
@@ -435,3 +440,53 @@ def test_nvrtcs_options_that_change_no_value_are_accepted():
     np.testing.assert_array_equal(x, np.arange(8) * 1.5)
     with pytest.raises(ValueError, match="unsupported compile option '--pch-everything'"):
         RawModule(code="extern \"C\" __global__ void k(float* x) {}", options=("--pch-everything",)).compile()
+
+
+# ------------------------------------------------------------------- libcu++'s owning atomics, brace-initialized globals
+OWNING_ATOMICS = r"""
+#include <cuda/atomic>
+#include <cuda/std/atomic>
+__device__ cuda::atomic<int, cuda::thread_scope_device> arrivals;
+__device__ cuda::std::atomic<unsigned long long> total{5};
+__constant__ float gain{2.5f};
+__constant__ int taps[3]{1, 2, 3};
+// a block's sum and max in __shared__ atomics, the grid's counts in __device__ ones
+extern "C" __global__ void tally(const int* x, int* out) {
+    __shared__ cuda::atomic<int, cuda::thread_scope_block> sum;
+    __shared__ cuda::atomic<float, cuda::thread_scope_block> biggest;
+    if (threadIdx.x == 0) { sum.store(0, cuda::memory_order_relaxed); biggest = -1e30f; }
+    __syncthreads();
+    int v = x[blockIdx.x * blockDim.x + threadIdx.x];
+    sum.fetch_add(v, cuda::memory_order_relaxed);
+    biggest.fetch_max(gain * v);
+    ++arrivals;
+    total += (unsigned long long)taps[threadIdx.x % 3];
+    __syncthreads();
+    if (threadIdx.x == 0) { out[2 * blockIdx.x] = sum.load(); out[2 * blockIdx.x + 1] = (int)biggest.load(); }
+}
+// C++20's wait / notify: 63 threads wait for the one that publishes
+extern "C" __global__ void publish(int* out) {
+    __shared__ cuda::atomic<int, cuda::thread_scope_block> flag;
+    if (threadIdx.x == 0) flag.store(0);
+    __syncthreads();
+    if (threadIdx.x == 5) { flag.store(42, cuda::memory_order_release); flag.notify_all(); }
+    else flag.wait(0, cuda::memory_order_acquire);
+    out[threadIdx.x] = flag.load(cuda::memory_order_relaxed);
+}
+"""
+
+
+def test_libcuxx_owning_atomics_in_shared_and_device_memory():
+    m = module(OWNING_ATOMICS)
+    x = rng.integers(-100, 100, 128).astype(i32)
+    out = np.zeros(4, i32)
+    m.get_function("tally")((2,), (64,), (x, out))
+    blocks = x.reshape(2, 64)
+    np.testing.assert_array_equal(out, np.stack([blocks.sum(1), (2.5 * blocks.max(1)).astype(i32)], 1).ravel())
+    assert np.asarray(m.get_global("arrivals")).view(i32)[0] == 128
+    assert np.asarray(m.get_global("total")).view(np.uint64)[0] == 5 + 2 * (22 * 1 + 21 * 2 + 21 * 3)
+    np.testing.assert_array_equal(np.asarray(m.get_global("gain")).view(f32), [2.5])  # braces: initialized
+    np.testing.assert_array_equal(np.asarray(m.get_global("taps")).view(i32), [1, 2, 3])
+    out = np.zeros(64, i32)
+    m.get_function("publish")((1,), (64,), (out,), timeout=60)
+    np.testing.assert_array_equal(out, 42)
