@@ -644,7 +644,7 @@ def det(A, *, out=None):
     """``torch.linalg.det`` (``torch.det``, ``x.det()``); differentiable at singular matrices too."""
     _check("linalg.det", A, square=True)
     a = A._array
-    value = _unwritten(a.shape[:-2], dtype=a.dtype) if _meta(a) else xp_of(a).linalg.det(a)
+    value = _unwritten(a.shape[:-2], dtype=a.dtype) if _meta(a) else _det_as_torch(a)
     return _with_out(_outputs("LinalgDetBackward0", (A,), (value,), _det_derivative)[0], out)
 
 
@@ -680,12 +680,49 @@ def _inv_or_nan(matrix):
         return xp_of(matrix).full(matrix.shape, np.nan, matrix.dtype)
 
 
+def _lu_of_det(a):
+    """The LU torch's det and slogdet read, where ``_lu_arrays`` gives MKL's bits: of ``A^T`` for a contiguous ``A``
+    (``det(A^T) = det(A)``, and ATen factors it without a copy), of ``A`` otherwise; None elsewhere."""
+    if not _in_getrf_order(a, *a.shape[-2:]) or not a.size:
+        return None
+    lu, pivots, _ = _lu_arrays(_mT(a) if a.flags.c_contiguous else a)
+    odd = (pivots != np.arange(1, pivots.shape[-1] + 1, dtype=pivots.dtype)).sum(-1) % 2 == 1
+    return np.diagonal(lu, axis1=-2, axis2=-1), odd
+
+
+def _det_as_torch(a):
+    """ATen's det: ``det_P * prod(diag(LU))``, the diagonal multiplied in order; NumPy's det where not modelled."""
+    factored = _lu_of_det(a)
+    if factored is None:
+        return xp_of(a).linalg.det(a)
+    diagonal, odd = factored
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        product = np.cumprod(diagonal, axis=-1)[..., -1]  # (cumprod: in order, as ATen's loop on a strided diagonal)
+        return np.where(odd, -product, product).astype(a.dtype)
+
+
+def _slogdet_as_torch(a):
+    """ATen's slogdet: ``sign = det_P * prod(sgn(d))``, ``logabsdet = sum(log |d|)`` (torch's log, then its sum of
+    the new contiguous logs: minilora's own ops); None where ``_lu_of_det`` does not model the LU."""
+    factored = _lu_of_det(a)
+    if factored is None:
+        return None
+    diagonal, odd = factored
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sign = np.nan_to_num(np.sign(diagonal), nan=0.0).prod(-1) * np.where(odd, -1, 1)
+        logabsdet = ops.sum(ops.log(Tensor(np.abs(diagonal), dtype=a.dtype)), -1)._array
+    return sign.astype(a.dtype), logabsdet.astype(a.dtype)
+
+
 def _slogdet_arrays(a):
     """(sign, logabsdet) as torch's: LU's diagonal d, ``prod(sign(d))`` times the pivots' sign and ``sum(log |d|)``.
     NumPy's slogdet where the matrix is finite and not singular; else that formula on ``_lu_arrays``' LU (NumPy
     says sign 0, logabsdet -inf for any zero pivot: torch's sum is NaN where an infinite pivot meets it)."""
     if _meta(a):
         return _unwritten(a.shape[:-2], a.shape[:-2], dtype=a.dtype)
+    as_torch = _slogdet_as_torch(a)
+    if as_torch is not None:
+        return as_torch
     xp = xp_of(a)
     with np.errstate(invalid="ignore"):
         sign, logabsdet = xp.linalg.slogdet(a)
@@ -950,9 +987,42 @@ def _lu_arrays(a):
         pivot = work[:, j, j]
         zero = pivot == 0
         info = xp.where((info == 0) & zero, j + 1, info).astype(np.int32)
+        if _in_getrf_order(work, m, n):
+            _getrf_step(work, j, xp.where(zero, 1, pivot))
+            continue
         work[:, j + 1:, j] /= xp.where(zero, 1, pivot)[:, None]  # (a zero pivot: its column is zero already)
         work[:, j + 1:, j + 1:] -= work[:, j + 1:, j, None] * work[:, j, None, j + 1:]
     return work.reshape(a.shape), pivots.reshape(batch + (k,)), info.reshape(batch)
+
+
+_GETRF_UNBLOCKED_UP_TO = 16  # MKL's getrf factors square matrices up to this order column by column (measured)
+
+
+def _in_getrf_order(work, m, n):
+    """Whether ``_getrf_step`` gives MKL's (torch's) LU bit for bit: square float32 / float64 host matrices of order up
+    to 16 (every element equal on random ones; from 17 MKL blocks the update, not modelled)."""
+    return (type(work) is np.ndarray and work.dtype in (np.float32, np.float64) and m == n
+            and n <= _GETRF_UNBLOCKED_UP_TO and _blas.library() == "mkl")
+
+
+def _getrf_step(work, j, pivot):
+    """Step ``j`` of MKL's unblocked getrf: the column below the pivot times the pivot's reciprocal (divided by it
+    where one element is left in a matrix of order 4 or less), then the trailing block updated by fused
+    multiply-adds, ``a - l * u`` rounded once (measured against torch.linalg.lu_factor)."""
+    from .float32_math import fused_multiply_add, fused_multiply_add64
+    n, t = work.shape[-1], work.dtype.type
+    below = n - j - 1
+    if below == 0:
+        return
+    if below == 1 and n <= 4:
+        work[:, j + 1:, j] /= pivot[:, None]
+    else:
+        work[:, j + 1:, j] *= (t(1) / pivot)[:, None]
+    fma = fused_multiply_add64 if work.dtype == np.float64 else fused_multiply_add
+    column = np.broadcast_to(-work[:, j + 1:, j, None], work[:, j + 1:, j + 1:].shape)
+    row = np.broadcast_to(work[:, j, None, j + 1:], column.shape)
+    work[:, j + 1:, j + 1:] = fma(np.ascontiguousarray(column), np.ascontiguousarray(row),
+                                  np.ascontiguousarray(work[:, j + 1:, j + 1:]))
 
 
 def _permutation(pivots, m, dtype):

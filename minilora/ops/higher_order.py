@@ -1317,7 +1317,10 @@ def _det(ctx, g):
     if A.shape[-1] == 1:  # (torch's 1x1 case: det A = a, the gradient is grad itself, expanded; not in A's graph)
         return _per_matrix(g).expand(*A.shape)
     if np.all(ctx.outputs[0]):
-        return _per_matrix(g * _la.det(A)) * _inverse_t(ctx)
+        try:
+            return _per_matrix(g * _la.det(A)) * _inverse_t(ctx)
+        except _la.LinAlgError:  # (torch's det reads LU(A^T): a round-off det where LU(A) meets a zero pivot)
+            pass
     U, S, Vh = _la.svd(A)
     others = _exclusive_cumprod(S, -1) * _exclusive_cumprod(S.flip(-1), -1).flip(-1)
     scale = (g * _la.det(U) * _la.det(Vh)).unsqueeze(-1) * others
