@@ -20,7 +20,8 @@ and compared with float64 NumPy.  What failed at the round's start, fixed in the
   ``__device__`` memory; load / store / exchange / compare_exchange / fetch_* / operators, C++20 wait / notify),
   now over the emulator's atomic_ref.  And a ``__device__`` or ``__constant__`` variable initialized with braces
   (``__device__ cuda::std::atomic<unsigned long long> total{5};``, ``__constant__ float gain{2.5f};``) was not
-  found by get_global (a __constant__ one read as never filled).
+  found by get_global (a __constant__ one read as never filled).  ``<cuda/std/variant>``, ``<bitset>``,
+  ``<ratio>``, ``<string_view>`` were missing (the host's, as the other cuda::std stand-ins).
 * Refused where NVRTC compiles it: its options that change no value a kernel computes (``--minimal``, ``-dw``,
   ``--device-c``, ``--dlink-time-opt``, ``--optimization-info=``, ``--jump-table-density=``,
   ``--device-stack-protector=``, ``--builtin-move-forward=``, ``--Ofast-compile=``, the precompiled-header options
@@ -490,3 +491,42 @@ def test_libcuxx_owning_atomics_in_shared_and_device_memory():
     out = np.zeros(64, i32)
     m.get_function("publish")((1,), (64,), (out,), timeout=60)
     np.testing.assert_array_equal(out, 42)
+
+
+# ------------------------------------------------------------------- more of libcu++'s <cuda/std/...>
+LIBCUXX_MORE = r"""
+#include <cuda/std/bitset>
+#include <cuda/std/ratio>
+#include <cuda/std/string_view>
+#include <cuda/std/variant>
+struct Circle { float r; };
+struct Rect { float w, h; };
+using Shape = cuda::std::variant<Circle, Rect>;
+__device__ float area(const Shape& s) {
+    if (const Circle* c = cuda::std::get_if<Circle>(&s)) return 3.0f * c->r * c->r;
+    const Rect& r = cuda::std::get<Rect>(s);
+    return r.w * r.h;
+}
+extern "C" __global__ void shapes(const float* size, const unsigned* masks, float* out) {
+    int i = threadIdx.x;
+    Shape s = i % 2 ? Shape(Rect{size[i], 2.0f}) : Shape(Circle{size[i]});
+    using per_mille = cuda::std::ratio<1, 1000>;
+    constexpr cuda::std::string_view tag = "area";
+    cuda::std::bitset<32> bits(masks[i]);
+    out[3 * i] = area(s) * (float)(per_mille::den / 1000 * tag.size());
+    out[3 * i + 1] = (float)bits.count();
+    out[3 * i + 2] = (float)cuda::std::holds_alternative<Rect>(s);
+}
+"""
+
+
+def test_libcuxx_variant_bitset_ratio_string_view():
+    size = np.arange(1, 9, dtype=f32)
+    masks = rng.integers(0, 2**32, 8, dtype=np.uint64).astype(u32)
+    out = np.zeros(24, f32)
+    module(LIBCUXX_MORE).get_function("shapes")((1,), (8,), (size, masks, out))
+    rows = out.reshape(8, 3)
+    area = np.where(np.arange(8) % 2, size * 2.0, 3.0 * size * size) * 4
+    np.testing.assert_array_equal(rows[:, 0], area.astype(f32))
+    np.testing.assert_array_equal(rows[:, 1], [bin(int(m)).count("1") for m in masks])
+    np.testing.assert_array_equal(rows[:, 2], np.arange(8) % 2)
