@@ -31,6 +31,7 @@ import importlib.util
 import os
 import sys
 import threading
+import warnings
 
 import numpy as np
 
@@ -154,8 +155,9 @@ def _mkl_library():
     Loaded so that torch is left alone (``_mkl_linked``). Without a libgomp (or a compiler to link with): MKL's
     sequential layer; without a compiler, through ``libmkl_rt`` as before round 30 -- which opens its layers with
     RTLD_GLOBAL, so that torch imported after minilora's first product bound its own MKL functions to those and
-    multiplied on one thread (measured: torch's 2-thread products then were its 1-thread ones). Where something else
-    in the process loaded MKL's libraries already, those are shared."""
+    multiplied on one thread (measured: torch's 2-thread products then were its 1-thread ones): since round 31 only
+    where torch cannot be imported later (``_runtime_leaves_torch_alone``), else None -- NumPy's OpenBLAS, with a
+    warning. Where something else in the process loaded MKL's libraries already, those are shared."""
     global _mkl_layer
     try:
         files = importlib.metadata.distribution("mkl").files or []
@@ -172,11 +174,45 @@ def _mkl_library():
                 lib.MKL_Set_Num_Threads_Local.argtypes = [ctypes.c_int]
             _mkl_layer = layer
             return lib
+    if not _runtime_leaves_torch_alone():
+        return None
     _mkl_layer = "sequential"
     return _mkl_runtime(located)
 
 
 _mkl_layer = None  # "gnu" (threaded as torch's) or "sequential", once MKL is loaded
+why_no_mkl = None  # why MKL is not minilora's library where the wheel is installed (a sentence), else None
+
+
+def _torch_spec():
+    """torch's module spec (installed: found without importing it), or None (not installed, or hidden)."""
+    try:
+        return importlib.util.find_spec("torch")
+    except (ImportError, ValueError):  # (sys.modules["torch"] = None: torch hidden)
+        return None
+
+
+def _runtime_leaves_torch_alone():
+    """Whether MKL's single library (``libmkl_rt``, the way without a compiler) may be loaded: it opens MKL's layers
+    with RTLD_GLOBAL, and torch imported after that binds its own MKL functions to them and multiplies on their one
+    thread (measured: torch's 2-thread products became its 1-thread ones; torch imported before is left alone, its
+    own functions found first). So only where torch is imported already or not installed -- or MINILORA_BLAS=mkl asks
+    for MKL whatever it costs torch. Else NumPy's OpenBLAS, with a warning that says why and how to keep MKL."""
+    global why_no_mkl
+    if sys.modules.get("torch") is not None or _torch_spec() is None:
+        return True
+    if os.environ.get("MINILORA_BLAS", "").lower() == "mkl":
+        warnings.warn("minilora: MINILORA_BLAS=mkl without a C compiler loads MKL through libmkl_rt, whose functions "
+                      "torch imported from now on will call: torch's products then run on one thread", RuntimeWarning,
+                      stacklevel=4)
+        return True
+    why_no_mkl = ("no C compiler (or MINILORA_NATIVE=0) links MKL privately (native/mkl_link.c), and torch is installed but not imported yet: "
+                  "MKL's single library (libmkl_rt) would put its functions where torch imported later finds them, and "
+                  "torch's products would run on one thread")
+    warnings.warn(f"minilora: products run on NumPy's OpenBLAS, not MKL (not torch's bits): {why_no_mkl}. To keep "
+                  "MKL, install a C compiler (or set CC), import torch before minilora's first product, or set "
+                  "MINILORA_BLAS=mkl", RuntimeWarning, stacklevel=4)
+    return False
 
 
 def _gnu_openmp():
@@ -185,10 +221,7 @@ def _gnu_openmp():
     loaded = _loaded_libgomp()
     if loaded:
         return loaded
-    try:
-        spec = importlib.util.find_spec("torch")
-    except (ImportError, ValueError):  # (sys.modules["torch"] = None: torch hidden)
-        spec = None
+    spec = _torch_spec()
     for folder in (spec.submodule_search_locations or []) if spec is not None else []:
         candidate = os.path.join(folder, "lib", "libgomp.so.1")
         if os.path.isfile(candidate):
@@ -388,7 +421,8 @@ def select(name):
     if name not in ("mkl", "openblas"):
         raise ValueError(f"select({name!r}): expected 'mkl' or 'openblas'")
     if name == "mkl" and _mkl_library() is None:
-        raise RuntimeError("MKL is not available: install it with `pip install minilora[mkl]` (Intel's `mkl` wheel); "
+        raise RuntimeError(f"MKL is not available: {why_no_mkl}" if why_no_mkl else
+                           "MKL is not available: install it with `pip install minilora[mkl]` (Intel's `mkl` wheel); "
                            "or another library in this process called MKL first on a threaded layer")
     before, _choice = _choice, name
     _cblas_gemm.cache_clear()
@@ -480,10 +514,39 @@ def gemm(a, b, out, alpha=1.0, beta=0.0):
     ops = operand_form(a), operand_form(b)
     if None in ops:
         return _gemm_with_operators(a, b, out, alpha, beta)
+    if M == 1 and out.ctypes.data % _TORCH_ALIGNMENT and _threads_for_product() > 1:
+        return _one_row_aligned(a, b, out, alpha, beta)
     fn = _cblas_gemm(out.dtype)
     (trans_a, lda), (trans_b, ldb) = ops
     _with_mkl_threads(fn, _ROW_MAJOR, trans_a, trans_b, M, N, K, alpha, a.ctypes.data, lda, b.ctypes.data, ldb, beta,
                       out.ctypes.data, N)
+    return out
+
+
+# torch's CPU allocator aligns every tensor to 64 bytes; NumPy's arrays to 16. MKL's threaded product of one row
+# splits the row's columns between its threads by where the output lies: measured (round 31, 2 threads, M 1-256,
+# K 64-4096, N 1-4096, each operand 16/32 bytes off 64, float32/float64), a float32 row times an untransposed
+# [K, 4096] came out other than torch's when the output was not 64-byte aligned (12 of 432 cases; every other
+# misalignment, and every product on one thread, gave the same bits). Such a row is computed where torch's would lie.
+_TORCH_ALIGNMENT = 64
+
+
+def _aligned_empty(shape, dtype):
+    """``np.empty(shape, dtype)`` starting at a multiple of 64 bytes, as torch's CPU tensors."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    buffer = np.empty(count * dtype.itemsize + _TORCH_ALIGNMENT, np.uint8)
+    start = -buffer.ctypes.data % _TORCH_ALIGNMENT
+    return buffer[start:start + count * dtype.itemsize].view(dtype).reshape(shape)
+
+
+def _one_row_aligned(a, b, out, alpha, beta):
+    """``gemm`` of one row into a 64-byte aligned row (see _TORCH_ALIGNMENT), copied into ``out``."""
+    row = _aligned_empty(out.shape, out.dtype)
+    if beta != 0.0:
+        row[...] = out
+    gemm(a, b, row, alpha=alpha, beta=beta)
+    out[...] = row
     return out
 
 
