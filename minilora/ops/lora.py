@@ -152,6 +152,16 @@ _forward_is_the_solution = solutions.solution_check(_lora_forward_rows)  # (else
 _backward_is_the_solution = solutions.solution_check(_lora_backward_rows)
 
 
+def _products_whole():
+    """Whether the layer's products run whole, each on MKL's threads (``blas.threads_products``), not on blocks of
+    rows in minilora's threads with one MKL thread each: PEFT's layer is three ``F.linear`` calls, and torch's MKL
+    splits each product over its threads its own way -- for many shapes the sum over K, which no split by rows gives.
+    Measured (round 31, tests/mkl_lora_sweep.py, hidden 4096: W0 4096x4096 / 4096x11008, 16 and 128 rows, r 8 and 64,
+    2 threads): y, dx, dA and dB of every layer an ulp or so off PEFT's by blocks (48 of 80 tensors, float32 and
+    float64), 0 whole."""
+    return blas.threads_products()
+
+
 def _forward_in_c_threads(X, keep, U, Y, W0, A, B, bias, s, work):
     """U = dropout(X) A^T, Y = (bias +) X W0^T, Y += s U B^T on blocks of rows in C threads; False: not done."""
     if parallel.parts_for(len(X), work) < 2 or not _forward_is_the_solution():
@@ -257,14 +267,29 @@ def _one_row_as_peft(X, keep, U, Y, W0, A, B, bias, s):
     return True
 
 
-def _scale_rounds(X, s):
-    """Whether this layer takes PEFT's roundings of a scale that is not a power of two: where MKL is the BLAS (so the
-    products are torch's, and so the claim is PEFT's bits) and multiplying by s rounds. PEFT rounds the rank-r product
+def _scale_rounds(s):
+    """Whether multiplying by the scale rounds, so that the layer takes PEFT's roundings (``_pefts_order_needed``). PEFT rounds the rank-r product
     before scaling it, ``lora_B(lora_A(x)) * s``, and so scales dY before its products backward; minilora's one
     scaled product (``addmm_(Y, U, B.T, alpha=s)``, ``V = s (dY B)``) rounds once: the same numbers only when
     scaling is exact (s = 2 = 16 / 8, 0.25, 1 ...). rsLoRA's alpha / sqrt(r), or alpha = 12 at r = 8, take this path."""
-    return (type(X) is np.ndarray and blas.library() == "mkl" and np.isfinite(s) and s != 0
-            and np.frexp(s)[0] != 0.5)
+    return np.isfinite(s) and s != 0 and np.frexp(s)[0] != 0.5
+
+
+def _beta_adds_rounded(rows, r):
+    """Whether BLAS's beta = 1 (``addmm_(Y, U, B.T)``, ``dX += V A``) adds the rounded rank-r product onto its target,
+    as torch adds PEFT's two results: measured on MKL (round 31: 1-512 rows, r 1-128, 64-4096 columns, float32 and
+    float64, 1 and 2 threads) everywhere but for one or two rows, which MKL sums onto the target as it goes (its
+    matrix-vector ways: dx an ulp off PEFT's), and for r = 1 (an outer product, each term added onto the target)."""
+    return rows > 2 and r > 1
+
+
+def _pefts_order_needed(X, A, s):
+    """Whether the layer runs PEFT's order (``_forward_in_pefts_order``, ``_backward_in_pefts_order``: each product
+    rounded, then scaled, then added): where MKL is the BLAS (so the products are torch's, and so the claim is PEFT's
+    bits) and either the scale rounds (``_scale_rounds``) or BLAS's beta = 1 would add an unrounded product
+    (``_beta_adds_rounded``)."""
+    return (type(X) is np.ndarray and blas.library() == "mkl"
+            and (_scale_rounds(s) or not _beta_adds_rounded(len(X), A.shape[0])))
 
 
 def _forward_another_way(X, keep, U, Y, W0, A, B, bias, s, work):
@@ -275,14 +300,17 @@ def _forward_another_way(X, keep, U, Y, W0, A, B, bias, s, work):
         return False
     if _one_row_as_peft(X, keep, U, Y, W0, A, B, bias, s):
         return True
-    if _scale_rounds(X, s):
+    if _pefts_order_needed(X, A, s):
         _forward_in_pefts_order(X, keep, U, Y, W0, A, B, bias, s)
+        return True
+    if _products_whole():
+        _lora_forward_rows(X, keep, U, Y, W0, A, B, bias, s)  # (on all the rows: each product on MKL's threads)
         return True
     return _forward_in_c_threads(X, keep, U, Y, W0, A, B, bias, s, work)
 
 
 def _forward_in_pefts_order(X, keep, U, Y, W0, A, B, bias, s):
-    """The forward as PEFT rounds it for any s (``_scale_rounds``): ``base + (U B^T) * s``, each step rounded; the
+    """The forward as PEFT rounds it for any s (``_pefts_order_needed``): ``base + (U B^T) * s``, each step rounded; the
     products split by rows (``parallel``), the rank-r term through a temporary."""
     U[...] = parallel.matmul(X if keep is None else X * keep, A.T)
     if bias is None:
@@ -315,9 +343,12 @@ def _backward_in_pefts_order(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_d
 def _add_branch(target, V, A, keep):
     """``target += V A`` (dropout's mask on the product): the branch's part of x's gradient, added onto the base's
     (dX) or onto what x's other uses gave so far (backward_onto). Without dropout BLAS's beta = 1, which for an
-    inner size of LoRA's rank adds the rounded product to target, as torch's add of the two gradients."""
-    if keep is None:
+    inner size of LoRA's rank adds the rounded product to target, as torch's add of the two gradients, where it does
+    (``_beta_adds_rounded``); else the product is rounded first."""
+    if keep is None and _beta_adds_rounded(len(target), A.shape[0]):
         parallel.matmul_into(target, V, A)
+    elif keep is None:
+        target += matmul(V, A)
     else:
         target += matmul(V, A) * keep
 
@@ -532,9 +563,11 @@ def _float_backward(ctx, dY, onto=None):
     dX = xp.empty(X.shape, X.dtype) if nx else None
     s = dY.dtype.type(ctx.scale)
     work = parallel.product_work(W0.size if nx else B.size)
-    grads = _backward_in_pefts_order(dY, X, U, keep, V, dX, W0, A, B, s, na, nb, onto) \
-        if _scale_rounds(X, s) and _backward_is_the_solution() \
-        else _backward_in_c_threads(dY, X, U, keep, V, dX, W0, A, B, s, na, nb, work, onto)
+    grads = None  # (whole products on MKL's threads, _products_whole: _backward_in_python's, on all the rows)
+    if _pefts_order_needed(X, A, s) and _backward_is_the_solution():
+        grads = _backward_in_pefts_order(dY, X, U, keep, V, dX, W0, A, B, s, na, nb, onto)
+    elif not _products_whole():
+        grads = _backward_in_c_threads(dY, X, U, keep, V, dX, W0, A, B, s, na, nb, work, onto)
     if grads is None:
         grads = _backward_in_python(dY, X, U, keep, V, dX, W0, A, B, s, na, nb, work, onto)
     dA, dB = grads
