@@ -57,6 +57,14 @@ def test_a_7b_layer_on_two_threads_is_pefts(threaded, dtype):
     assert _differing(shapes, 2, dtype) == []
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_tutorial_llama_layer_on_two_threads_is_pefts(threaded, dtype):
+    """benchmarks/lora_step.py's shapes (1024 rows, 256 -> 688, r 8): dA and dB were off PEFT's by blocks of rows;
+    and dB as (U^T dY)^T, whole, still was -- torch's is dY^T U (its weight's layout), which MKL's threads split
+    otherwise."""
+    assert _differing([(1024, 256, 688, 8), (256, 688, 256, 64)], 2, dtype) == []
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_one_or_two_rows_and_rank_one_are_pefts(mkl, two_threads, threads):
     """BLAS's beta = 1 adds an unrounded product for one row (both dtypes), two rows (float64) and r = 1 (any rows),

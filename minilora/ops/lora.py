@@ -138,7 +138,7 @@ def _lora_backward_rows(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB):
         else:
             dX += matmul(V, A) * keep
     dA = matmul(V.T, X if keep is None else X * keep) if need_dA else None  # dA = V^T dropout(X)
-    dB = s * matmul(U.T, dY).T if need_dB else None  # dB = s dY^T U, as (U^T dY)^T: the same numbers, faster in OpenBLAS
+    dB = s * matmul(dY.T, U) if need_dB else None  # dB = s dY^T U (as torch: U^T dY, transposed, splits otherwise)
     return dA, dB
     # END SOLUTION
 
@@ -156,9 +156,12 @@ def _products_whole():
     """Whether the layer's products run whole, each on MKL's threads (``blas.threads_products``), not on blocks of
     rows in minilora's threads with one MKL thread each: PEFT's layer is three ``F.linear`` calls, and torch's MKL
     splits each product over its threads its own way -- for many shapes the sum over K, which no split by rows gives.
-    Measured (round 31, tests/mkl_lora_sweep.py, hidden 4096: W0 4096x4096 / 4096x11008, 16 and 128 rows, r 8 and 64,
-    2 threads): y, dx, dA and dB of every layer an ulp or so off PEFT's by blocks (48 of 80 tensors, float32 and
-    float64), 0 whole."""
+    Measured (round 31, tests/mkl_lora_sweep.py, 2 threads): hidden 4096 (W0 4096x4096 / 4096x11008, 16 and 128 rows,
+    r 8 and 64) y, dx, dA and dB of every layer an ulp or so off PEFT's by blocks (48 of 80 tensors, float32 and
+    float64); the tutorials' shapes (64-2048 rows, 256-1376 features, r 8 and 64) 194 of 480 -- at 1024 rows dA and dB
+    always, the sums over the rows --; whole, 0 (with dB = dY^T U, torch's orientation). Whole costs speed where blocks
+    happened to be right: one layer of benchmarks/lora_step.py (1024 rows, 256 -> 688, r 8: there dA and dB were off)
+    took 4.4 ms for forward and backward, 3.7 by blocks (fastest of 40), about the same CPU time."""
     return blas.threads_products()
 
 
@@ -193,7 +196,7 @@ def _backward_in_c_threads(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB,
         return _backward_sums_whole(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB, work, onto)
     P = gemm_pool.Product
     dA_parts = np.empty((parts,) + A.shape, A.dtype) if need_dA else None  # each block's term of the sum
-    dB_parts = np.empty((parts,) + B.shape[::-1], B.dtype) if need_dB else None
+    dB_parts = np.empty((parts,) + B.shape, B.dtype) if need_dB else None
     products = [P(dY, B, V), P(None, None, V, alpha=s, split="scale")]  # V = s dY B
     lora_dX = None if dX is None or keep is None else np.empty_like(dX)  # V A, for dropout's mask
     branch_to = dX if onto is None else onto
@@ -204,7 +207,7 @@ def _backward_in_c_threads(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB,
     if need_dA:
         products.append(P(V.T, X if keep is None else X * keep, dA_parts, split="sum"))
     if need_dB:
-        products.append(P(U.T, dY, dB_parts, split="sum"))
+        products.append(P(dY.T, U, dB_parts, split="sum"))
     if not parallel.products_run(len(dY), products, work):
         return None
     if lora_dX is not None:
@@ -212,7 +215,7 @@ def _backward_in_c_threads(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB,
         if onto is not None:
             parallel.add_(onto, dX)
     dA = None if dA_parts is None else functools.reduce(operator.add, dA_parts)  # in the order of the blocks
-    dB = None if dB_parts is None else functools.reduce(operator.add, [s * part.T for part in dB_parts])
+    dB = None if dB_parts is None else functools.reduce(operator.add, [s * part for part in dB_parts])
     return dA, dB
 
 
@@ -233,18 +236,18 @@ def _backward_in_python(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB, wo
 
 def _backward_sums_whole(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_dB, work, onto=None):
     """``_backward_in_c_threads`` with dA and dB each one product over all the rows: V and dX by blocks of rows
-    first, then dA = V^T dropout(X) and dB = s (U^T dY)^T side by side, one per thread (``split="whole"``)."""
+    first, then dA = V^T dropout(X) and dB = s dY^T U side by side, one per thread (``split="whole"``)."""
     if _backward_in_c_threads(dY, X, U, keep, V, dX, W0, A, B, s, False, False, work, onto) is None:
         return None
     P = gemm_pool.Product
     dA = np.empty(A.shape, A.dtype) if need_dA else None
-    dBT = np.empty(B.shape[::-1], B.dtype) if need_dB else None
+    dB = np.empty(B.shape, B.dtype) if need_dB else None
     sums = ([P(V.T, X if keep is None else X * keep, dA, split="whole", block=0)] if need_dA else []) + (
-        [P(U.T, dY, dBT, split="whole", block=int(bool(need_dA)))] if need_dB else [])
+        [P(dY.T, U, dB, split="whole", block=int(bool(need_dA)))] if need_dB else [])
     if sums and not parallel.products_run(len(dY), sums, work):
         for p in sums:
             matmul(p.a, p.b, out=p.out)
-    return dA, None if dBT is None else s * dBT.T
+    return dA, None if dB is None else s * dB
 
 
 def _one_row_as_peft(X, keep, U, Y, W0, A, B, bias, s):
@@ -336,7 +339,7 @@ def _backward_in_pefts_order(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_d
         else:
             _add_parts_onto(onto, dX, V, A, keep)
     dA = matmul(V.T, X if keep is None else X * keep) if need_dA else None
-    dB = matmul(U.T, scaled).T if need_dB else None
+    dB = matmul(scaled.T, U) if need_dB else None
     return dA, dB
 
 
@@ -500,7 +503,7 @@ def _in_shape(dX, ctx):
 
 def _in_c_order(grad):
     """An adapter's gradient laid out as torch's (C order: B.grad.stride() answers), whatever layout the rows'
-    products gave it (dB is computed as (U^T dY)^T); a C-ordered one as it is."""
+    products gave it (a learner's exercise 4.3 may give dB as (U^T dY)^T); a C-ordered one as it is."""
     return grad if grad is None or grad.flags.c_contiguous else xp_of(grad).ascontiguousarray(grad)
 
 
