@@ -19,7 +19,6 @@ import textwrap
 import numpy as np
 import pytest
 
-import minilora as ml
 from minilora import blas
 
 import background_runs  # (tests/ is on the path: conftest.py)
@@ -27,16 +26,11 @@ import background_runs  # (tests/ is on the path: conftest.py)
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 import mkl_lora_sweep  # noqa: E402  (it imports torch and peft)
+from test_lora_step_bits_r29 import mkl  # noqa: E402,F401  (a fixture: MKL chosen for the test)
+from test_mkl_threads_r30 import MINILORA_PRODUCT, TORCH_PRODUCTS  # noqa: E402
 pytestmark = pytest.mark.skipif(blas._mkl_library() is None, reason="the `mkl` wheel (minilora[mkl]) is not installed")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture
-def mkl():
-    before = blas.select("mkl")
-    yield
-    blas.select(before or "openblas")
 
 
 @pytest.fixture
@@ -92,48 +86,31 @@ def test_one_row_product_is_torchs_wherever_its_output_lies(threaded):
     assert all(np.array_equal(plus_one[0], other) for other in plus_one[1:])
 
 
-TORCH_TWO_AND_ONE = """
-def torch_two_and_one():
-    import torch
-    out = []
-    for threads in (2, 1):
-        torch.set_num_threads(threads)
-        g = torch.Generator().manual_seed(0)
-        a, b = torch.randn(16, 784, generator=g), torch.randn(784, 256, generator=g)
-        out.append((a @ b).numpy().tobytes())
-    return out
-def minilora_product():
-    import numpy as np, minilora as ml
-    x = np.random.default_rng(1).standard_normal((16, 784)).astype(np.float32)
-    return ml.nn.functional.linear(ml.tensor(x), ml.tensor(x[:8])).numpy()
-"""
-
-
 def _run_without_compiler(body, cache, **environ):
     """``body`` in a fresh process on 2 threads with no C compiler (and an empty cache: nothing linked before)."""
     env = {name: value for name, value in os.environ.items() if name not in ("MKL_NUM_THREADS", "MINILORA_BLAS")}
     env.update(PYTHONPATH=ROOT, OMP_NUM_THREADS="2", MINILORA_NUM_THREADS="2", MINILORA_CACHE_DIR=str(cache),
                CC=os.path.join(str(cache), "no-compiler-here"), **environ)
-    code = "import warnings, json\nwarnings.simplefilter('always')\n" + TORCH_TWO_AND_ONE + textwrap.dedent(body)
+    code = "import warnings, json\nwarnings.simplefilter('always')\n" + TORCH_PRODUCTS + MINILORA_PRODUCT + textwrap.dedent(body)
     done = background_runs.run_process([sys.executable, "-c", code], env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
 
 
 def test_without_a_compiler_torch_imported_later_keeps_its_threads(tmp_path):
+    """torch's products on 2 threads and then 1 (torch_digests): the 2-thread ones differ from the 1-thread ones
+    (MKL's threads split K), unless torch's MKL calls went to libmkl_rt's one thread."""
     (minilora_first, warned) = _run_without_compiler("""
         minilora_product()  # (MKL would be loaded now, before torch is imported)
-        two, one = torch_two_and_one()
-        import minilora as ml
-        print(json.dumps([two != one, ml.blas.library()]))""", tmp_path)
-    assert minilora_first == [True, "openblas"]  # torch's 2 threads split K as before; minilora on OpenBLAS
+        digests = torch_digests()
+        print(json.dumps([digests[:8] != digests[8:], ml.blas.library()]))""", tmp_path)
+    assert minilora_first == [True, "openblas"]  # torch's threads split K as they do alone; minilora on OpenBLAS
     assert "not MKL" in warned and "install a C compiler" in warned
     (torch_first, warned) = _run_without_compiler("""
-        before = torch_two_and_one()
+        before = torch_digests()
         minilora_product()
-        after = torch_two_and_one()
-        import minilora as ml
-        print(json.dumps([before == after, before[0] != before[1], ml.blas.library()]))""", tmp_path)
+        after = torch_digests()
+        print(json.dumps([before == after, before[:8] != before[8:], ml.blas.library()]))""", tmp_path)
     assert torch_first == [True, True, "mkl"]  # torch imported first: its own MKL found first, left alone
     assert "not MKL" not in warned
 
@@ -141,6 +118,5 @@ def test_without_a_compiler_torch_imported_later_keeps_its_threads(tmp_path):
 def test_without_a_compiler_asking_for_mkl_takes_it_with_a_warning(tmp_path):
     (result, warned) = _run_without_compiler("""
         minilora_product()
-        import minilora as ml
         print(json.dumps(ml.blas.library()))""", tmp_path, MINILORA_BLAS="mkl")
     assert result == "mkl" and "torch's products then run on one thread" in warned
