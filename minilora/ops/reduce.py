@@ -980,7 +980,7 @@ def _extreme(name, input, dim, keepdim, smallest, other=None):
     if dim is None:
         if keepdim:
             raise TypeError(f"{name}(): keepdim=True needs a dim (torch has no {name}(keepdim=True))")
-        result = AMax.apply(input, axis=None, keepdims=False, smallest=smallest, nan_shares=True)
+        result = _all_ones_nan(AMax.apply(input, axis=None, keepdims=False, smallest=smallest, nan_shares=True), input)
         saves_as_torch(result, input, result)  # (AMax keeps a mask; torch the input and the result)
         return name_node(result, f"{name.capitalize()}Backward1")  # torch's node: MaxBackward1, MinBackward1
     if isinstance(dim, (tuple, list)):
@@ -1338,7 +1338,25 @@ def aminmax(input, *, dim=None, keepdim=False):
     if input.numel() == 0 and dim is None:
         raise RuntimeError("aminmax(): cannot compute aminmax over an empty dimension as the "
                            "operation has no identity.")
-    return _AminMax(*_one_node("AminmaxBackward0", input, amin(input, dim, keepdim), amax(input, dim, keepdim)))
+    pair = _one_node("AminmaxBackward0", input, amin(input, dim, keepdim), amax(input, dim, keepdim))
+    return _AminMax(*(pair if dim is not None else (_all_ones_nan(t, input) for t in pair)))
+
+
+_ALL_ONES_NAN = {np.dtype(np.float32): np.uint32(0xFFFFFFFF), np.dtype(np.float64): np.uint64(0xFFFFFFFFFFFFFFFF),
+                 np.dtype(np.float16): np.uint16(0xFE00)}  # (float16's: the float32 one converted)
+
+
+def _all_ones_nan(result, input):
+    """A NaN from torch's vectorized max / min / aminmax over all elements (of two or more) has every bit set: its
+    maximum ORs the unordered compare's all-ones mask in (measured: float32 0xffffffff, float64 likewise, float16
+    0xfe00; bfloat16 and amax / amin / a dim's reduction keep the canonical NaN). ``result``'s array set in place."""
+    array = result._array
+    bits = _ALL_ONES_NAN.get(getattr(array, "dtype", None))
+    if bits is not None and type(array) is np.ndarray and input.numel() >= 2:
+        nan = np.isnan(array)
+        if nan.any():
+            array.view(bits.dtype)[nan] = bits
+    return result
 
 
 # ---- logcumsumexp, nanmedian -----------------------------------------------------------------------
