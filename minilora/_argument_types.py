@@ -21,7 +21,7 @@ from .tensor import Tensor, tensor
 
 __all__ = ["TENSOR_PARAMETERS", "OPTIONAL_REQUIRES_GRAD", "FUNCTION_SCALARS", "TENSOR_SEQUENCES", "VARARG_SIZES",
            "INPUT_OVERLOADS", "POSITIONAL_LIMITS", "OVERLOADS", "NUMBER_PAIRS", "SCALARS", "SCALAR_OVERLOADS",
-           "check_tensor_arguments", "FUNCTIONAL_CHECKS", "check_functional_arguments"]
+           "check_tensor_arguments", "SECOND_SIZE_LISTS", "FUNCTIONAL_CHECKS", "check_functional_arguments"]
 
 # the parameters (in order, from position 1) that must be Tensors -> the top-level names with that signature head
 TENSOR_PARAMETERS = {
@@ -561,6 +561,25 @@ PYTHON_TENSOR_CHECKS = {"unravel_index": "indices.is_complex"}
 VARARG_SIZES = {"repeat": "repeats", "permute": "dims", "tile": "dims", "flip": "dims"}
 
 
+# Top-level functions whose second parameter is an ``int[]``: one int there is torch's parser's TypeError
+# (``torch.reshape(x, 5)``, ``torch.broadcast_to(x, 5)``), where the methods take it (``x.reshape(5)``: the sizes
+# are varargs there). minilora's functions, the methods' code, answered.
+SECOND_SIZE_LISTS = {"broadcast_to": "size", "expand_copy": "size", "reshape": "shape", "permute": "dims",
+                     "permute_copy": "dims", "view_copy": "size"}
+
+
+def _size_list_checked(function, name, parameter):
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        positional = len(args) > 1
+        value = args[1] if positional else kwargs.get(parameter)
+        if isinstance(value, (numbers.Integral, float)):
+            where = " (position 2)" if positional else ""
+            raise TypeError(f"{name}(): argument '{parameter}'{where} must be tuple of ints, not {_type_name(value)}")
+        return function(*args, **kwargs)
+    return call
+
+
 def _unpack_refusal(name, parameter, index, value):
     return TypeError(f"{name}(): argument '{parameter}' failed to unpack the object at pos {index + 1} with error "
                      f'"type must be tuple of ints,but got {type(value).__name__}"')
@@ -651,6 +670,8 @@ def check_tensor_arguments(namespace):
         namespace[name] = _sequence_checked(namespace[name], first, unpacks)
     for name, specs in PYTHON_TENSOR_CHECKS.items():
         namespace[name] = _functional_checked(namespace[name], name, specs, "")
+    for name, parameter in SECOND_SIZE_LISTS.items():
+        namespace[name] = _size_list_checked(namespace[name], name, parameter)
 
 
 # ``minilora.nn.functional``: each name's leading parameters that torch 2.13 refuses a non-Tensor for (read off by
@@ -668,7 +689,7 @@ FUNCTIONAL_CHECKS = {
         hardsigmoid hardswish hardtanh hardtanh_ layer_norm leaky_relu leaky_relu_ logsigmoid max_pool1d
         max_pool1d_with_indices max_pool2d max_pool2d_with_indices max_pool3d mish multilabel_soft_margin_loss
         native_channel_shuffle one_hot pad pdist pixel_shuffle pixel_unshuffle relu relu6 relu_ rms_norm rrelu rrelu_
-        selu selu_ silu softplus softshrink threshold threshold_ unfold""",
+        selu selu_ silu softmin softplus softshrink threshold threshold_ unfold""",
     "input.dim": """
         dropout1d dropout2d dropout3d fractional_max_pool2d fractional_max_pool2d_with_indices fractional_max_pool3d
         fractional_max_pool3d_with_indices glu group_norm interpolate local_response_norm upsample upsample_bilinear
@@ -685,7 +706,7 @@ FUNCTIONAL_CHECKS = {
     "input.pow": "lp_pool1d lp_pool2d lp_pool3d",
     "x1 x2": "cosine_similarity pairwise_distance",
     "input.size indices": "max_unpool2d max_unpool3d",
-    "input.softmax": "softmax softmin",
+    "input.softmax": "softmax",  # (softmin's first step is -input: Python's TypeError there, "input"'s class)
     "input.tanh": "tanh tanhshrink",
     "theta.is_floating_point": "affine_grid",
     "input1 input2 weight": "bilinear",

@@ -157,6 +157,10 @@ def _max_rank(config):
     return max([config.r, *config.rank_pattern.values()])
 
 
+def _is_negative(rank):
+    return isinstance(rank, (int, float)) and rank < 0  # (another type: the layer's own TypeError, as PEFT's)
+
+
 def _check(lora_model, adapters, combination_type, svd_rank):
     """PEFT's ``_check_add_weighted_adapter``: -> (combination_type, new rank, new target_modules)."""
     for adapter in adapters:
@@ -183,6 +187,8 @@ def _check(lora_model, adapters, combination_type, svd_rank):
         new_rank = sum(ranks)
     elif combination_type.endswith("svd"):
         new_rank = svd_rank or max(ranks)
+        if _is_negative(new_rank):  # PEFT's refusal at the new layer, in its words (torch.empty's before)
+            raise ValueError(f"`r` should be a positive integer value but the value passed is {new_rank}")
     else:
         raise ValueError(f"Invalid combination_type: {combination_type}")
     targets = [lora_model.peft_config[a].target_modules for a in adapters]

@@ -94,6 +94,27 @@ def _is_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+class FieldTypeError(TypeError, ValueError):
+    """A config field given a value of another type (``lora_alpha="8"``, ``lora_dropout=None``): a TypeError, as
+    PEFT's (its arithmetic on the value fails) and Python's rule for a wrong type; a ValueError too, as minilora
+    raised for these before round 31. A value of the right type out of range stays a plain ValueError."""
+
+
+def _wrong_type(value, *types):
+    """True where ``value`` is none of ``types`` (a bool counts as no number, as torch's parsers)."""
+    return isinstance(value, bool) or not isinstance(value, types)
+
+
+def _is_probability(value):
+    return 0 <= value <= 1  # (1: nn.Dropout's zeros, as PEFT)
+
+
+def _check_number(name, value, is_valid, what):
+    """A numeric field: another type is a FieldTypeError, a number ``is_valid`` refuses a ValueError."""
+    if not _is_number(value) or not is_valid(value):
+        raise (ValueError if _is_number(value) else FieldTypeError)(f"{name} must be {what}, got {value!r}")
+
+
 def _check_names(name, value):
     """``None``, one regex string, or a list of module names (kept as a sorted list, like PEFT's set)."""
     if value is None:
@@ -117,9 +138,10 @@ def _check_token_indices(value):
         return None
 
     def ids(where, items):
-        if isinstance(items, (str, bytes)) or not isinstance(items, (list, tuple)) or not all(
-                isinstance(i, numbers.Integral) and not isinstance(i, bool) and i >= 0 for i in items):
-            raise ValueError(f"trainable_token_indices{where} must be a list of token ids >= 0, got {items!r}")
+        error = (FieldTypeError if not isinstance(items, (list, tuple))
+                 or any(_wrong_type(i, numbers.Integral) for i in items) else ValueError)
+        if error is FieldTypeError or not all(i >= 0 for i in items):
+            raise error(f"trainable_token_indices{where} must be a list of token ids >= 0, got {items!r}")
         if not items:  # PEFT takes it and crashes in forward; refused here so a file's [] is named with its file
             raise ValueError(f"trainable_token_indices{where} is empty: give the ids of the tokens to train")
         return [int(i) for i in items]
@@ -206,10 +228,10 @@ class _AdapterConfig:
         layers = self.layers_to_transform
         if layers is not None:
             items = [layers] if isinstance(layers, numbers.Integral) else layers
-            if isinstance(layers, bool) or not isinstance(items, (list, tuple)) or not all(
-                    isinstance(i, numbers.Integral) and not isinstance(i, bool) and i >= 0 for i in items):
-                raise ValueError(f"layers_to_transform must be a layer index or a list of indices >= 0, "
-                                 f"got {layers!r}")
+            error = (FieldTypeError if isinstance(layers, bool) or not isinstance(items, (list, tuple))
+                     or any(_wrong_type(i, numbers.Integral) for i in items) else ValueError)
+            if error is FieldTypeError or not all(i >= 0 for i in items):
+                raise error(f"layers_to_transform must be a layer index or a list of indices >= 0, got {layers!r}")
             self.layers_to_transform = int(layers) if isinstance(layers, numbers.Integral) else list(items)
         # PEFT's checks, in its order and words (a regex target_modules names the layers itself)
         if isinstance(self.target_modules, str) and layers is not None:
@@ -491,10 +513,8 @@ class LoraConfig(_AdapterConfig):
         if getattr(self.runtime_config, "ephemeral_gpu_offload", None) or \
                 (isinstance(self.runtime_config, dict) and self.runtime_config.get("ephemeral_gpu_offload")):
             raise NotImplementedError("runtime_config.ephemeral_gpu_offload=True is not implemented in minilora")
-        if not _is_number(self.lora_alpha) or not math.isfinite(self.lora_alpha):
-            raise ValueError(f"lora_alpha must be a finite number, got {self.lora_alpha!r}")
-        if not _is_number(self.lora_dropout) or not 0 <= self.lora_dropout <= 1:  # (1: nn.Dropout's zeros, as PEFT)
-            raise ValueError(f"lora_dropout must be a probability in [0, 1], got {self.lora_dropout!r}")
+        _check_number("lora_alpha", self.lora_alpha, math.isfinite, "a finite number")
+        _check_number("lora_dropout", self.lora_dropout, _is_probability, "a probability in [0, 1]")
         self.exclude_modules = _check_names("exclude_modules", self.exclude_modules)
         for name in ("use_rslora", "use_dora", "use_qalora", "fan_in_fan_out", "ensure_weight_tying"):
             if not isinstance(getattr(self, name), bool):
@@ -514,7 +534,8 @@ class LoraConfig(_AdapterConfig):
                 or self.init_lora_weights in ("pissa", "orthogonal", "eva", "corda", "lora_ga", "nora")
                 or str(self.init_lora_weights).lower() in ("gaussian", "olora", "mica")  # PEFT's .lower() for these
                 or re.fullmatch(r"pissa_niter_\d+", str(self.init_lora_weights))):
-            raise ValueError(f"init_lora_weights must be True, False, 'gaussian', 'pissa', 'pissa_niter_[K]', "
+            error = ValueError if isinstance(self.init_lora_weights, str) else FieldTypeError
+            raise error(f"init_lora_weights must be True, False, 'gaussian', 'pissa', 'pissa_niter_[K]', "
                              f"'olora', 'orthogonal', 'eva', 'corda', 'lora_ga', 'mica' or 'nora', got "
                              f"{self.init_lora_weights!r}")
         for name in ("rank_pattern", "alpha_pattern"):
@@ -525,8 +546,7 @@ class LoraConfig(_AdapterConfig):
         for key, r in self.rank_pattern.items():
             _check_rank(f"rank_pattern[{key!r}]", r)
         for key, alpha in self.alpha_pattern.items():
-            if not _is_number(alpha):
-                raise ValueError(f"alpha_pattern[{key!r}] must be a number, got {alpha!r}")
+            _check_number(f"alpha_pattern[{key!r}]", alpha, lambda _: True, "a number")
         if self.loftq_config is None:
             self.loftq_config = {}
         if not isinstance(self.loftq_config, (dict, LoftQConfig)):  # (a 0 in a file was kept, and written back)
@@ -648,10 +668,8 @@ class VeraConfig(_AdapterConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not _is_number(self.vera_dropout) or not 0 <= self.vera_dropout <= 1:
-            raise ValueError(f"vera_dropout must be a probability in [0, 1], got {self.vera_dropout!r}")
-        if not _is_number(self.d_initial):
-            raise ValueError(f"d_initial must be a number, got {self.d_initial!r}")
+        _check_number("vera_dropout", self.vera_dropout, _is_probability, "a probability in [0, 1]")
+        _check_number("d_initial", self.d_initial, lambda _: True, "a number")
         if isinstance(self.projection_prng_key, bool) or not isinstance(self.projection_prng_key, numbers.Integral):
             raise TypeError(f"projection_prng_key must be an integer, got {self.projection_prng_key!r}")
         for name in ("save_projection", "init_weights", "fan_in_fan_out"):

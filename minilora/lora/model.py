@@ -35,7 +35,7 @@ from ..random import Generator, fork_rng
 from ..device import META as _META
 from ..tensor import Tensor
 from . import save as _io
-from .config import TaskType, config_from_dict
+from .config import PeftConfig, TaskType, config_from_dict
 from .conv import Conv1d as LoraConv1d
 from .conv import Conv2d as LoraConv2d
 from .alora import alora_offsets_for_forward, alora_offsets_for_generate
@@ -1387,6 +1387,8 @@ class PeftModel(_Wrapper):
         _refuse_load_options(ephemeral_gpu_offload, "PeftModel.from_pretrained")
         _check_strict_adapter_check(strict_adapter_check)
         _check_is_trainable(is_trainable)
+        if config is not None and not isinstance(config, PeftConfig):  # PEFT's check and words
+            raise ValueError(f"The input config must be a PeftConfig, got {config.__class__}")
         ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)  # PEFT's load_adapter keyword
         model_id = _io.adapter_folder(model_id, kwargs, "PeftModel.from_pretrained")
         with one_version_of(model_id):  # (the config and the weights of one save, whatever another process saves)
@@ -1806,6 +1808,15 @@ class AutoPeftModelForTokenClassification(_AutoPeftModel):
     _peft_class, _model_class_name = PeftModelForTokenClassification, "AutoModelForTokenClassification"
 
 
+def _refuse_a_peft_model(model):
+    """A PeftModel given to get_peft_model again (a notebook cell run twice): PEFT wraps the wrapper, minilora
+    failed in an AttributeError of its own code; the two ways a user means, named instead."""
+    if isinstance(model, PeftModel):
+        raise TypeError(f"get_peft_model: the model is already a {type(model).__name__}; add another adapter with "
+                        "model.add_adapter(name, config), or wrap its base model (model.get_base_model() after "
+                        "model.unload()) for a fresh start")
+
+
 def get_peft_model(model, peft_config, adapter_name="default", mixed=False, autocast_adapter_dtype=True,
                    revision=None, low_cpu_mem_usage=False):
     """Wrap ``model`` with a new adapter: matched Linears get LoRA (or VeRA) layers, the rest freezes.
@@ -1814,6 +1825,7 @@ def get_peft_model(model, peft_config, adapter_name="default", mixed=False, auto
     for "CAUSAL_LM", ``PeftModel`` for None). A model that already has adapter layers gets PEFT's
     warnings and, as there, shares the earlier PeftModel's configs; an adapter name it already has is
     replaced in both models (see ``LoraModel._configs_of_earlier_tuner``)."""
+    _refuse_a_peft_model(model)
     if any(isinstance(module, BaseTunerLayer) for module in model.modules()):  # PEFT's warning
         warnings.warn("You are trying to modify a model with PEFT for a second time. If you want to reload "
                       "the model with a different config, make sure to call `.unload()` before.")

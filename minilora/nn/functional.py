@@ -30,7 +30,7 @@ from ..ops.nn import nan_where_a_difference_is as _nan_where_a_difference_is
 from ..ops.nn import float32_inside as _float32_inside, Glu as _Glu, PRelu as _PRelu, KernelGradients as _KernelGradients
 from ..ops.conv import adaptive_max_pool1d, adaptive_max_pool2d, fold, unfold  # noqa: F401
 from ..ops.conv import max_unpool1d, max_unpool2d  # noqa: F401
-from ..ops.matmul import trilinear as _trilinear
+from ..ops.matmul import trilinear as _trilinear, cpp_type_name as _cpp_type_name
 from ..ops.conv import one_output_size as _one_output_size
 from ..ops.conv import conv3d, conv_transpose3d  # noqa: F401
 from ..ops.conv import adaptive_avg_pool3d, adaptive_max_pool3d, avg_pool3d, max_pool3d, max_unpool3d  # noqa: F401
@@ -482,6 +482,8 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
         if var < 0:
             raise ValueError("var has negative entry/entries")
         var = input.new_ones(tuple(input.shape)) * var
+    elif not isinstance(var, ops.Tensor):  # (torch: its any() of the bool ``var < 0``; an int var is no float)
+        raise TypeError(f"gaussian_nll_loss(): var must be a Tensor or a float, not {type(var).__name__}")
     elif bool((var < 0).any()):
         raise ValueError("var has negative entry/entries")
     if tuple(var.shape) != tuple(input.shape):
@@ -1067,8 +1069,17 @@ def triplet_margin_with_distance_loss(anchor, positive, negative, *, distance_fu
 
 
 @_amp.autocasts  # (not on the CPU's list: its _trilinear's bmm calls are, ops.matmul.trilinear)
+def _refuse_mixed_bilinear(input1, input2, weight, bias):
+    """torch's first check: one dtype for all (an int64 input1 was multiplied in the float weight's dtype)."""
+    named = {"input1": input1, "input2": input2, "weight": weight, **({} if bias is None else {"bias": bias})}
+    if len({tensor.dtype for tensor in named.values()}) > 1:
+        got = ", ".join(f"{name}: {_cpp_type_name(tensor.dtype)}" for name, tensor in named.items())
+        raise RuntimeError(f"All tensors must have the same dtype, got {got}")
+
+
 def bilinear(input1, input2, weight, bias=None):
     """``y[..., o] = sum over i, j of x1[..., i] weight[o, i, j] x2[..., j] + bias[o]``."""
+    _refuse_mixed_bilinear(input1, input2, weight, bias)
     if weight.ndim != 3:
         raise RuntimeError(f"bilinear(): weight must be three-dimensional, got {weight.ndim}D")
     if input1.ndim != input2.ndim or tuple(input1.shape[:-1]) != tuple(input2.shape[:-1]):

@@ -418,7 +418,18 @@ for _name, _fn in _MISSING_METHODS.items():
 from .matmul import inner, kron, tensordot, vdot  # noqa: E402
 from .reduce import nanquantile, quantile  # noqa: E402
 
-true_divide = div  # (torch's other name for div; divide is the third)
+def true_divide(input, other):  # noqa: A002
+    """torch's other name for div (divide is the third), without div's ``rounding_mode``: torch refuses it here
+    (a floor division asked of true_divide is a TypeError, not a floored quotient)."""
+    return div(input, other)
+
+
+def _true_divide_method(self, other):
+    return div(self, other)
+
+
+def _true_divide_in_place(self, other):
+    return self.div_(other)
 
 
 @_amp.autocasts  # (on torch's CUDA float32 list: the difference in float32 too)
@@ -470,7 +481,8 @@ for _name, _fn in {"quantile": quantile, "nanquantile": nanquantile, "inner": in
                    "vdot": vdot, "dist": dist, "cumsum_": _cumsum_, "cumprod_": _cumprod_,
                    "addmm_": _addmm_, "nan_to_num_": _nan_to_num_, "baddbmm_": _baddbmm_,
                    "logit": logit, "logit_": _logit_,
-                   "divide_": Tensor.div_, "true_divide_": Tensor.div_}.items():
+                   "divide_": Tensor.div_, "true_divide": _true_divide_method,
+                   "true_divide_": _true_divide_in_place}.items():
     setattr(Tensor, _name, _fn)
 
 

@@ -46,9 +46,13 @@ _CPP_NAMES = {"float32": "float", "float64": "double", "float16": "c10::Half", "
               "complex128": "c10::complex<double>"}  # (the C++ type names torch's mm check prints)
 
 
+def cpp_type_name(dtype):
+    """The C++ type name torch's dtype checks print (``long int`` for int64)."""
+    return _CPP_NAMES.get(str(dtype), str(dtype))
+
+
 def _mm_dtype_message(a, b):
-    return (f"expected m1 and m2 to have the same dtype, but got: {_CPP_NAMES.get(str(a.dtype), str(a.dtype))} != "
-            f"{_CPP_NAMES.get(str(b.dtype), str(b.dtype))}")
+    return f"expected m1 and m2 to have the same dtype, but got: {cpp_type_name(a.dtype)} != {cpp_type_name(b.dtype)}"
 
 
 def _refuse_mixed_product(a, b):

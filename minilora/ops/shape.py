@@ -1071,12 +1071,17 @@ def _embedded_diagonals(input, offset, dim1, dim2):
     return movedim(matrices, (-2, -1), (first, second)).contiguous()  # (torch fills zeros of the result's shape)
 
 
+def _int_dims(fn, name, dims):
+    """One dim or a sequence of them, as a tuple of ints: a float is torch's TypeError (permute's in other words)."""
+    dims = tuple(dims) if isinstance(dims, (tuple, list)) else (dims,)
+    return tuple(int_argument(fn, name, d) for d in dims)
+
+
 def movedim(input, source, destination):
     """``torch.movedim``: dimension(s) ``source`` moved to ``destination``, the others keeping their
     order (a permute)."""
-    source = _dims(tuple(source) if isinstance(source, (tuple, list)) else (source,), input.ndim)
-    destination = _dims(tuple(destination) if isinstance(destination, (tuple, list))
-                        else (destination,), input.ndim)
+    source, destination = (_dims(_int_dims("movedim", name, dims), input.ndim)
+                           for name, dims in (("source", source), ("destination", destination)))
     if len(source) != len(destination):
         raise RuntimeError(f"movedim: Invalid source or destination dims: source ({list(source)} "
                            f"dims) should contain the same number of dims as destination "

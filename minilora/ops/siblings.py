@@ -49,6 +49,8 @@ def slice_scatter(input, src, dim=0, start=None, end=None, step=1):
     """``torch.slice_scatter``: ``input`` with ``input[..., start:end:step, ...]`` (along ``dim``)
     replaced by ``src``."""
     no_complex_autograd("slice_scatter", input.dtype, input, src)
+    if step is not None and step <= 0:  # (torch's check and words; indexing's own is a ValueError)
+        raise RuntimeError("slice step must be positive")
     dim = dim + input.ndim if dim < 0 else dim
     index = (slice(None),) * dim + (slice(start, end, step),)
     return _scatter_into_view(input, src, lambda out: out[index], "SliceScatterBackward0")
