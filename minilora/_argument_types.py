@@ -573,7 +573,7 @@ def _size_list_checked(function, name, parameter):
     def call(*args, **kwargs):
         positional = len(args) > 1
         value = args[1] if positional else kwargs.get(parameter)
-        if isinstance(value, (numbers.Integral, float)):
+        if isinstance(value, (numbers.Integral, float)) and len(args) <= 2:  # (more: torch counts them first)
             where = " (position 2)" if positional else ""
             raise TypeError(f"{name}(): argument '{parameter}'{where} must be tuple of ints, not {_type_name(value)}")
         return function(*args, **kwargs)
