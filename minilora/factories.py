@@ -1717,6 +1717,8 @@ def randint_like(input, low=0, high=None, *, generator=None, dtype=None, layout=
         check_layout("randint_like", layout, pin_memory, device)
     if high is None:
         low, high = 0, low
+    if high is None:  # (randint_like(x, None): torch's parser refuses it; randint read it as 0)
+        raise TypeError("randint_like(): argument 'high' must be int, not NoneType")
     dtype, device = _like(input, dtype, device, "randint_like")
     return _laid_out_like(input, memory_format, lambda shape: randint(
         low, high, shape, generator=generator, dtype=dtype, device=device, requires_grad=requires_grad), draws=True)

@@ -1502,7 +1502,7 @@ def tensorsolve(A, B, dims=None, *, out=None):
     """``torch.linalg.tensorsolve``: X with ``tensordot(A, X, X.ndim) = B``; ``dims``: A's dimensions moved to
     the end first."""
     if dims is not None:
-        dims = [d % A.ndim for d in dims]
+        dims = _in_range(dims, A.ndim)  # (a modulo alone moved a dim out of range: torch's IndexError)
         A = ops.movedim(A, dims, list(range(A.ndim - len(dims), A.ndim)))
     rest = tuple(A.shape[B.ndim:])
     rows, cols = math.prod(A.shape[:B.ndim]), math.prod(rest)
@@ -1846,15 +1846,20 @@ def _norm_dtype(name, x, dtype, *, inside=False):
     return ops.elementwise.promotion_cast(x, dtype) if inside and x.dtype != dtype else x.to(dtype)
 
 
+def _in_range(dims, rank):
+    """``dims`` wrapped to [0, rank), or torch's IndexError for one outside [-rank, rank)."""
+    for d in dims:
+        if not -rank <= d < rank:
+            raise IndexError(f"Dimension out of range (expected to be in range of [{-rank}, {rank - 1}], but got {d})")
+    return [d % rank for d in dims]
+
+
 def _norm_dims(x, dims):
     """The reduced dimensions, wrapped (None: all); a 0-d tensor takes dim 0 / -1, as torch; repeats refused."""
     if dims is None or len(dims) == 0:
         return None  # (torch: dim=() reduces all)
     rank = max(x.ndim, 1)
-    for d in dims:
-        if not -rank <= d < rank:
-            raise IndexError(f"Dimension out of range (expected to be in range of [{-rank}, {rank - 1}], but got {d})")
-    wrapped = [d % rank for d in dims]
+    wrapped = _in_range(dims, rank)
     for d in wrapped:
         if wrapped.count(d) > 1:
             raise RuntimeError(f"dim {d} appears multiple times in the list of dims")
@@ -1905,9 +1910,9 @@ def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, out=No
     dim = tuple(dim)
     if len(dim) != 2:
         raise RuntimeError(f"linalg.matrix_norm: dim must be a 2-tuple. Got {' '.join(map(str, dim))}")
-    d0, d1 = (d % A.ndim for d in dim)
+    d0, d1 = _in_range(dim, A.ndim)  # (a modulo alone took dim=(0, 4) of a 3-d A as (0, 1))
     if d0 == d1:
-        raise RuntimeError(f"linalg.matrix_norm: dims must be different. Got ({dim[0]}, {dim[1]})")
+        raise RuntimeError(f"linalg.matrix_norm: dims must be different. Got ({d0}, {d1})")
     if isinstance(ord, str):
         if ord not in ("fro", "nuc"):
             raise RuntimeError(f"linalg.matrix_norm: Order {ord} not supported.")

@@ -16,7 +16,10 @@ edited on disk, against peft 0.22.0 on a tiny transformers Llama).
 * the top-level functions whose second parameter is an int[] (reshape, broadcast_to, permute, expand_copy,
   permute_copy, view_copy) took one int (the methods' varargs reading): torch's parser's TypeError
   (``_argument_types.SECOND_SIZE_LISTS``); slice_scatter(step=0), movedim of a float, F.softmin of a list,
-  F.gaussian_nll_loss of an int var: torch's classes where minilora raised others (or an AttributeError);
+  F.gaussian_nll_loss of an int var, gradient(edge_order=1.5), randint_like(x, None), nuclear_norm(dim=10): torch's
+  classes where minilora raised others (or an AttributeError);
+* ``linalg.matrix_norm`` (and ``linalg.norm`` of two dims, ``nuclear_norm``) and ``linalg.tensorsolve`` wrapped a
+  dim out of range by a modulo: ``matrix_norm(A, dim=(0, 4))`` of a 3-d A was its (0, 1) norm; torch's IndexError;
 * ``get_peft_model(peft_model, config)`` (a notebook cell run twice): an AttributeError of minilora's code ("property
   'peft_config' ... has no setter"); now a TypeError naming add_adapter (PEFT nests the wrapper).
 
@@ -101,6 +104,17 @@ SWEEP_ROWS = [  # (what, call, exception class, words): torch raises the same cl
     ("movedim(x, 0.5, 1)", lambda L: L.movedim(L.ones(2, 3), 0.5, 1), TypeError, "movedim"),
     ("x.moveaxis(1.5, 0)", lambda L: L.ones(2, 3).moveaxis(1.5, 0), TypeError, "moveaxis|movedim"),
     ("F.softmin([1.0])", lambda L: L.nn.functional.softmin([1.0], 0), TypeError, "list"),
+    ("gradient(edge_order=1.5)", lambda L: L.gradient(L.ones(5), edge_order=1.5), TypeError, "gradient"),
+    ("randint_like(x, None)", lambda L: L.randint_like(L.ones(3), None), TypeError, "randint_like"),
+    ("nuclear_norm(dim=10)", lambda L: L.nuclear_norm(L.ones(2, 3, 4), dim=10), IndexError,
+     r"Dimension out of range \(expected to be in range of \[-3, 2\], but got 10\)"),
+    ("linalg.matrix_norm(dim=(0, 4))", lambda L: L.linalg.matrix_norm(L.ones(2, 3, 4), dim=(0, 4)), IndexError,
+     "but got 4"),
+    ("linalg.norm(dim=(0, 4))", lambda L: L.linalg.norm(L.ones(2, 3, 4), dim=(0, 4)), IndexError, "but got 4"),
+    ("linalg.matrix_norm(dim=(0, -3))", lambda L: L.linalg.matrix_norm(L.ones(2, 3, 4), dim=(0, -3)), RuntimeError,
+     r"dims must be different. Got \(0, 0\)"),
+    ("linalg.tensorsolve(dims=(5,))", lambda L: L.linalg.tensorsolve(L.eye(6).reshape(2, 3, 6), L.ones(6), dims=(5,)),
+     IndexError, "but got 5"),
     ("F.gaussian_nll_loss(var=1)", lambda L: L.nn.functional.gaussian_nll_loss(L.ones(3), L.ones(3), 1), TypeError,
      ""),
 ]

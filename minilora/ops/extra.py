@@ -10,6 +10,7 @@ carries torch's name. Integer and bool inputs follow torch's dtype rules (``sinc
 import builtins
 import itertools
 import math
+import numbers
 
 import numpy as np
 
@@ -906,6 +907,8 @@ def nuclear_norm(input, dim=None, keepdim=False):
                "instead")
     if isinstance(dim, bool):  # (the overload nuclear_norm(input, keepdim))
         dim, keepdim = None, dim
+    if isinstance(dim, numbers.Integral):  # (torch's parser repeats one int to fill an int[2]: (d, d))
+        dim = (dim, dim)
     return linalg.matrix_norm(input, "nuc", dim=(-2, -1) if dim is None else tuple(dim), keepdim=keepdim)
 
 

@@ -184,7 +184,7 @@ def gradient(input, *, spacing=None, dim=None, edge_order=1):
     coordinates per dimension. Returns a tuple, one tensor per dimension."""
     dims = list(range(input.ndim)) if dim is None else [dim] if isinstance(dim, int) else list(dim)
     dims = list(S._distinct_dims(dims, input.ndim))
-    if edge_order not in (1, 2):
+    if dtypes.int_argument("gradient", "edge_order", edge_order) not in (1, 2):  # (a float or a string: TypeError)
         raise RuntimeError("torch.gradient only supports edge_order=1 and edge_order=2.")
     spacing = 1 if spacing is None else spacing
     spacings = list(spacing) if isinstance(spacing, (list, tuple)) else [spacing] * len(dims)
