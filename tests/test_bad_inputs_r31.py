@@ -18,7 +18,7 @@ edited on disk, against peft 0.22.0 on a tiny transformers Llama).
   (``_argument_types.SECOND_SIZE_LISTS``); slice_scatter(step=0), movedim of a float, F.softmin of a list,
   F.gaussian_nll_loss of an int var, gradient(edge_order=1.5), randint_like(x, None), nuclear_norm(dim=10): torch's
   classes where minilora raised others (or an AttributeError);
-* ``linalg.matrix_norm`` (and ``linalg.norm`` of two dims, ``nuclear_norm``) and ``linalg.tensorsolve`` wrapped a
+* ``linalg.matrix_norm`` (and ``linalg.norm`` of two dims, ``nuclear_norm``) and ``linalg.tensorsolve`` (and ``tensordot``: dims=([4], [0]) of a matrix contracted its dim 0) wrapped a
   dim out of range by a modulo: ``matrix_norm(A, dim=(0, 4))`` of a 3-d A was its (0, 1) norm; torch's IndexError;
 * ``get_peft_model(peft_model, config)`` (a notebook cell run twice): an AttributeError of minilora's code ("property
   'peft_config' ... has no setter"); now a TypeError naming add_adapter (PEFT nests the wrapper).
@@ -115,6 +115,9 @@ SWEEP_ROWS = [  # (what, call, exception class, words): torch raises the same cl
      r"dims must be different. Got \(0, 0\)"),
     ("linalg.tensorsolve(dims=(5,))", lambda L: L.linalg.tensorsolve(L.eye(6).reshape(2, 3, 6), L.ones(6), dims=(5,)),
      IndexError, "but got 5"),
+    ("tensordot(dims=([4], [0]))", lambda L: L.tensordot(L.ones(3, 3), L.ones(3, 2), dims=([4], [0])), IndexError,
+     r"Dimension out of range \(expected to be in range of \[-2, 1\], but got 4\)"),
+    ("F.glu(dim=3)", lambda L: L.nn.functional.glu(L.ones(2, 4), dim=3), IndexError, "Dimension out of range"),
     ("F.gaussian_nll_loss(var=1)", lambda L: L.nn.functional.gaussian_nll_loss(L.ones(3), L.ones(3), 1), TypeError,
      ""),
 ]

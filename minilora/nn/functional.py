@@ -327,9 +327,10 @@ def glu(input, dim=-1):
     _floating_only("glu", input)
     if input.ndim == 0:
         raise RuntimeError("glu does not support scalars because halving size must be even")
+    (dim,) = ops.shape._dims((dim,), input.ndim)  # (torch's IndexError words, not a tuple's)
     size = input.shape[dim]
     if size % 2:
-        raise RuntimeError(f"Halving dimension must be even, but dimension {dim % input.ndim} is size {size}")
+        raise RuntimeError(f"Halving dimension must be even, but dimension {dim} is size {size}")
     return _name_node(_Glu.apply(input, dim=dim % input.ndim), "GluBackward0", graph=(input,))  # (torch's one node)
 
 

@@ -23,7 +23,7 @@ from ..tensor import Function, ShapeError, Tensor, inputs_not_torchs, name_node,
 from ..tensor import torch_broadcast_message as _torch_broadcast_message, torch_expand_message as _torch_expand_message
 from ..tensor import with_note
 from .elementwise import unbroadcast
-from .shape import stack
+from .shape import _dims as wrapped_dims, stack
 
 __all__ = ["matmul", "linear", "einsum", "mm", "bmm", "dot", "outer", "addmm", "baddbmm", "cross", "mv",
            "inner", "vdot", "tensordot", "kron"]
@@ -1365,8 +1365,8 @@ def tensordot(a, b, dims=2):
     else:  # (a float or a string was iterated here)
         raise RuntimeError(f"tensordot expects dims to be int or tuple[list[int], list[int]] or list[list[int]] "
                            f"containing two lists, but got dims={dims}")
-    dims_a = [d % a.ndim for d in given_a]
-    dims_b = [d % b.ndim for d in given_b]
+    dims_a, dims_b = list(wrapped_dims(given_a, a.ndim)), list(wrapped_dims(given_b, b.ndim))  # (a modulo alone
+    # contracted dim 4 of a matrix as its dim 0)
     if len(dims_a) != len(dims_b):
         raise RuntimeError("both dimension lists should have same length")
     for da, db, named_a, named_b in zip(dims_a, dims_b, given_a, given_b):  # (a size-1 side broadcasts: ATen
