@@ -13,6 +13,10 @@ then the counts. Round 21 started at {'same': 1302, 'diff': 484, 'WORST': 115, '
 {'same': 1871, 'diff': 27, 'WORST': 3, 'torch-ok': 15}: the three are ``F.softmax(x, dim, dtype="float32")`` and its
 two siblings, a NumPy dtype name minilora took everywhere (refused in torch's words since round 24:
 tests/test_dtype_arguments_r24.py). tests/test_bad_inputs_r21.py keeps rows of what it found.
+Round 31: {'same': 1872, 'WORST': 2, 'diff': 27, 'torch-ok': 15} -> {'same': 1877, 'diff': 24, 'torch-ok': 15} (the two:
+F.bilinear of an int64 or bool input1; tests/test_bad_inputs_r31.py). Left: torch's NotImplementedError for a bool
+convolution or grid_sample (minilora's dtype RuntimeError), torch accepting label_smoothing=-0.1, a bool mse_loss
+input or fractional_max_pool's kernel_size=0.
 """
 import collections
 import inspect

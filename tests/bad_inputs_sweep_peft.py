@@ -13,7 +13,8 @@ tiny transformers Llama under PEFT and on minilora's Llama (the same config) and
 ``torch-ok`` (minilora refuses what PEFT takes) or ``WORST`` (minilora answers where PEFT raises). All but
 ``same`` are printed (with both messages), then the counts.
 Round 31 started at {'same': 93, 'diff': 30, 'torch-ok': 36, 'WORST': 1} and left {'same': 104, 'torch-ok': 36,
-'diff': 19, 'WORST': 1} (tests/test_bad_inputs_r31.py keeps rows). The WORST row is PEFT's own failure: after
+'diff': 19, 'WORST': 1} (tests/test_bad_inputs_r31.py keeps rows); with five more cases: {'same': 108, 'torch-ok': 37,
+'diff': 19, 'WORST': 1}. The WORST row is PEFT's own failure: after
 ``delete_adapter`` of the only adapter its forward raises KeyError('default') in ``has_active_enabled_adapter``,
 where minilora runs the base model. The torch-ok rows are minilora's deliberate refusals (a saved adapter with
 keys missing or extra, or weights of an integer dtype: PEFT warns or loads silently; bools given as "no" or 1;

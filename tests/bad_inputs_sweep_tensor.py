@@ -15,6 +15,8 @@ to {'same': 2233, 'words': 294, 'no-base': 112, 'diff': 23, 'accepts': 1} (x.rep
 Round 26: {'accepts': 5, 'same': 2229, 'words': 294, 'no-base': 113, 'diff': 23} -> {'accepts': 0, 'same': 2235,
 'words': 293, 'no-base': 112, 'diff': 22} (x.repeat_interleave() refused; 4 of the 5 were dim_order, whose torch
 side failed in sympy in that run).
+Round 31: {'accepts': 0, 'same': 2235, 'words': 293, 'no-base': 112, 'diff': 22} -> {..., 'same': 2238, 'diff': 17}
+(true_divide's rounding_mode, moveaxis of a float; left: x.matmul(3), resize/new_tensor of None, the old linalg names).
 """
 import sys
 import warnings

@@ -23,6 +23,9 @@ Round 26 ({'accepts': 11, 'same': 4259, 'words': 371, 'no-base': 130, 'diff': 30
 parameters, so the sweep reaches more of their calls): as_strided_copy's sizes one by one, broadcast_shapes of a
 tensor, histogramdd without bins refused (tests/test_silent_values_r26.py). Left: batch_norm_stats on the CPU,
 device(), histogramdd(x, tensor).
+Round 31: {'accepts': 4, 'same': 4286, 'words': 394, 'no-base': 130, 'diff': 27} -> {'accepts': 4, 'same': 4304,
+'words': 397, 'no-base': 129, 'diff': 17}: one int as a top-level function's second int[] (torch.reshape(x, 5)),
+slice_scatter's step, gradient's edge_order, nuclear_norm's dim, randint_like(x, None) (tests/test_bad_inputs_r31.py).
 """
 import inspect
 import sys
