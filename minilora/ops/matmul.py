@@ -146,7 +146,10 @@ def _as_rows(a):
 def _mkl_dot(a, b):
     """A vector times a vector (torch's dot), a matrix times a vector (torch's mv), a row times a column (an mm of
     one output: MKL's gemm then adds as its dot, measured) or a row times a C-contiguous matrix (``v @ A``: MKL's gemm
-    then runs as its plain gemv of ``A``'s columns, measured), in MKL's order where ``mkl_dot`` claims it; else None."""
+    then runs as its plain gemv of ``A``'s columns, measured), in MKL's order where ``mkl_dot`` claims it; else None.
+    NumPy arrays only (CuPy's products are cuBLAS's; and copies below must not move them to the host)."""
+    if type(a) is not np.ndarray or type(b) is not np.ndarray:
+        return None
     if a.ndim == b.ndim == 1:
         return mkl_dot.dot(a, b)
     if a.ndim == 1 and b.ndim == 2:  # (ATen's matmul: the vector as a row, one mm)
