@@ -1069,7 +1069,6 @@ def triplet_margin_with_distance_loss(anchor, positive, negative, *, distance_fu
     return loss.sum() if reduction == "sum" else loss.mean() if reduction == "mean" else loss
 
 
-@_amp.autocasts  # (not on the CPU's list: its _trilinear's bmm calls are, ops.matmul.trilinear)
 def _refuse_mixed_bilinear(input1, input2, weight, bias):
     """torch's first check: one dtype for all (an int64 input1 was multiplied in the float weight's dtype)."""
     named = {"input1": input1, "input2": input2, "weight": weight, **({} if bias is None else {"bias": bias})}
@@ -1078,6 +1077,7 @@ def _refuse_mixed_bilinear(input1, input2, weight, bias):
         raise RuntimeError(f"All tensors must have the same dtype, got {got}")
 
 
+@_amp.autocasts  # (not on the CPU's list: its _trilinear's bmm calls are, ops.matmul.trilinear)
 def bilinear(input1, input2, weight, bias=None):
     """``y[..., o] = sum over i, j of x1[..., i] weight[o, i, j] x2[..., j] + bias[o]``."""
     _refuse_mixed_bilinear(input1, input2, weight, bias)
