@@ -206,7 +206,8 @@ def _runtime_leaves_torch_alone():
                       "torch imported from now on will call: torch's products then run on one thread", RuntimeWarning,
                       stacklevel=4)
         return True
-    why_no_mkl = ("no C compiler (or MINILORA_NATIVE=0) links MKL privately (native/mkl_link.c), and torch is installed but not imported yet: "
+    why_no_mkl = ("no C compiler (or MINILORA_NATIVE=0) links MKL privately (native/mkl_link.c), and torch is "
+                  "installed but not imported yet: "
                   "MKL's single library (libmkl_rt) would put its functions where torch imported later finds them, and "
                   "torch's products would run on one thread")
     warnings.warn(f"minilora: products run on NumPy's OpenBLAS, not MKL (not torch's bits): {why_no_mkl}. To keep "
