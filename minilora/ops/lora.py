@@ -274,7 +274,8 @@ def _scale_rounds(s):
     """Whether multiplying by the scale rounds, so that the layer takes PEFT's roundings (``_pefts_order_needed``).
     PEFT rounds the rank-r product before scaling it, ``lora_B(lora_A(x)) * s``, and so scales dY before its
     products backward; minilora's one scaled product (``addmm_(Y, U, B.T, alpha=s)``, ``V = s (dY B)``) rounds
-    once: the same numbers only when scaling is exact (s = 2 = 16 / 8, 0.25, 1 ...). rsLoRA's alpha / sqrt(r), or alpha = 12 at r = 8, take this path."""
+    once: the same numbers only when scaling is exact (s = 2 = 16 / 8, 0.25, 1 ...). rsLoRA's alpha / sqrt(r), or
+    alpha = 12 at r = 8, take this path."""
     return np.isfinite(s) and s != 0 and np.frexp(s)[0] != 0.5
 
 
