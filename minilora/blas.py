@@ -256,7 +256,7 @@ def _mkl_linked(folder, openmp):
         global _openmp
         openmp = _private_openmp(openmp, native)
         try:  # loaded first: the link names its soname, and a loaded soname is matched before any search
-            with _passive_waiting():
+            with _short_spinning():
                 _openmp = None if openmp is None else ctypes.CDLL(openmp)
         except OSError:
             _openmp = None
@@ -277,8 +277,8 @@ def _private_openmp(source, native):
     Why a copy: GNU OpenMP's idle workers spin for a while before they sleep (torch's after every parallel region),
     and on a shared libgomp the workers of minilora's MKL products spun on while minilora's own threads ran the
     elementwise work between them: a full fine-tuning step of benchmarks/lora_step.py took 270-285 -> 425-485 ms of
-    CPU time. The copy's workers wait passively (``_passive_waiting``: 285-290 ms, the step's wall time no longer),
-    while torch's keep their policy; two OpenMP runtimes in one process, as scikit-learn's wheels ship their own."""
+    CPU time. The copy's workers spin only briefly before they sleep (``_short_spinning``), while torch's keep their
+    policy; two OpenMP runtimes in one process, as scikit-learn's wheels ship their own."""
     try:
         data = open(source, "rb").read()
         if data.count(_GOMP_SONAME) != 1:  # (not the library this expects: no copy)
@@ -294,18 +294,31 @@ def _private_openmp(source, native):
         return None
 
 
-class _passive_waiting:
-    """While the private libgomp loads (it reads its settings then): its idle workers sleep at once, unless the
-    process's environment chose a policy (``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT``)."""
+# How long the private libgomp's idle workers spin (GOMP_SPINCOUNT: rounds of a `pause` loop) before they sleep.
+# Round 28 let them sleep at once (OMP_WAIT_POLICY=PASSIVE): then every product woke a sleeping worker, and a LoRA
+# step's ~220 products each waited for it (a futex wake-up, tens of microseconds on a KVM guest), where torch's
+# spinning workers start at once. A short spin covers the gaps between one layer's back-to-back products and still
+# sleeps through the elementwise work between layers. Measured (round 32, benchmarks/lora_step.py --repeats 5, 2
+# vCPUs of an Intel Xeon, real-time priority so that the machine's other load stays out, two runs each, the median
+# of the in-a-run ratios minilora LoRA / PEFT LoRA): passive 1.06, 1.11, 1.03, 1.04; 5000 1.04, 1.02, 1.01, 0.99;
+# 10000 1.00, 1.01, 0.99, 0.99 (the LoRA step ~143 -> ~127 ms); 30000 1.05, 0.99, 1.00, 0.97. CPU time: the same
+# within its noise at real-time priority; at normal priority under a load average of ~9 (other processes
+# wanting the cores the workers spin on) 271 / 287 -> 313 / 298 ms; 100000 there: 264 / 291 -> 578 / 767 ms.
+SPINS_BEFORE_SLEEP = 10000
+
+
+class _short_spinning:
+    """While the private libgomp loads (it reads its settings then): its idle workers spin ``SPINS_BEFORE_SLEEP``
+    rounds, then sleep, unless the process's environment chose a policy (``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT``)."""
 
     def __enter__(self):
         self.set = not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ)
         if self.set:
-            os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+            os.environ["GOMP_SPINCOUNT"] = str(SPINS_BEFORE_SLEEP)
 
     def __exit__(self, *exc_info):
         if self.set:
-            os.environ.pop("OMP_WAIT_POLICY", None)
+            os.environ.pop("GOMP_SPINCOUNT", None)
         return False
 
 

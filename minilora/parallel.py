@@ -27,11 +27,12 @@ benchmarks/lora_step.py is measured with it): at worst ~10% slower on an idle ma
 Except with MKL (``minilora.blas``), which torch's products come from: there a Linear's products and a
 ``matmul`` of 2-D weights run whole on MKL's threads, as torch's do (MKL's 2 threads split the sum over
 K for many shapes -- few rows, long K -- and no split by rows gives those bits); the MKL workers, on a
-copy of GNU OpenMP of minilora's own, sleep as soon as they are idle (spinning, as torch's do, a full
-fine-tuning step took ~50% more CPU time). Inside a split region MKL runs on one thread
-(``blas.one_thread_each``): minilora's threads already take every core. Measured in one process,
-MKL's threads on / off (``blas.set_product_threads``, benchmarks/lora_step.py's model, 2 vCPUs of an
-Intel Xeon, load average ~6): the LoRA step's CPU time 243 / 249 ms, full fine-tuning's 275 / 260 ms.
+copy of GNU OpenMP of minilora's own, spin only briefly when idle, then sleep
+(``blas.SPINS_BEFORE_SLEEP``; spinning as long as torch's do, a full fine-tuning step took ~50% more CPU
+time). Inside a split region MKL runs on one thread (``blas.one_thread_each``): minilora's threads
+already take every core. Measured in one process, MKL's threads on / off (``blas.set_product_threads``,
+benchmarks/lora_step.py's model, 2 vCPUs of an Intel Xeon, load average ~6): the LoRA step's CPU time
+243 / 249 ms, full fine-tuning's 275 / 260 ms.
 
 Nothing of this touches the process at ``import minilora``. BLAS runs on one thread only *while
 minilora computes* -- ``with computing():`` around a module's forward, a backward pass and every
