@@ -386,8 +386,8 @@ def _taking_two_numbers(function):
 # ``x.addcmul(2, y)``
 # are refused as the functions are (``maximum(): argument 'other' (position 1) must be Tensor, not int``), where
 # minilora's methods, the ``ops`` functions, would answer (maximum, isclose, allclose, dist, inner, logaddexp) or
-# fail inside. The library's own calls go to ``ops`` and pay nothing; ``matmul`` (an AttributeError, not an
-# answer) is left out so attention code's ``q.matmul(k)`` pays nothing either.
+# fail inside. The library's own calls go to ``ops`` and pay nothing; ``matmul`` and ``@`` (attention code's
+# ``q.matmul(k)``, ``q @ k``) pay one isinstance (_matmul_checked).
 # Every group whose head is ``input`` followed by other Tensors (x.addmm(None, m), x.dot(3), x.expand_as([1]),
 # x.cholesky_solve("a") failed in an AttributeError). (x.addcdiv(y, 2): not y / 2 added: torch's refusal; the
 # deprecated x.addcmul_(value, t1, t2) is tried after it, ops/deprecated_signatures)
@@ -406,7 +406,31 @@ def _binary_method_checked(method, name):
     return call
 
 
+def _matmul_checked(method, operator=False):
+    """``x.matmul(other)`` refusing a non-Tensor ``other`` in torch's words (``x.matmul(3)`` failed in an
+    AttributeError, ``x.matmul(array)`` in a dtype error); the operators ``x @ y`` / ``y @ x`` answer NotImplemented,
+    so that Python raises its "unsupported operand type(s) for @", as for torch's tensors."""
+    @functools.wraps(method)
+    def call(self, other=_MISSING, *args, **kwargs):
+        if isinstance(other, Tensor):
+            return method(self, other, *args, **kwargs)
+        if operator:
+            return NotImplemented
+        if other is _MISSING and "other" in kwargs:
+            other = kwargs.pop("other")
+            if isinstance(other, Tensor):
+                return method(self, other, *args, **kwargs)
+            raise TypeError(f"matmul(): argument 'other' must be Tensor, not {_type_name(other)}")
+        if other is _MISSING or args or kwargs:  # (Python's own count of the arguments, torch's words)
+            return method(self, *(() if other is _MISSING else (other,)), *args, **kwargs)
+        raise TypeError(f"matmul(): argument 'other' (position 1) must be Tensor, not {_type_name(other)}")
+    return call
+
+
 def _check_method_arguments():
+    Tensor.matmul = _matmul_checked(Tensor.matmul)
+    Tensor.__matmul__ = _matmul_checked(Tensor.__matmul__, operator=True)
+    Tensor.__rmatmul__ = _matmul_checked(Tensor.__rmatmul__, operator=True)
     for name in (name for name, overloads in OVERLOADS.items() if overloads is _BINARY):
         for method_name in (name, name + "_"):  # (the in-place form too: x.eq_("a"))
             if callable(getattr(Tensor, method_name, None)):

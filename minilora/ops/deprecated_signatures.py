@@ -108,7 +108,16 @@ _OVERLOAD_TEXTS = {
     "xlogy": (_TENSOR_OR_NUMBER[0], _NUMBER_FIRST),
     "pow": (("(Tensor exponent)", "(Number exponent)"),
             tuple(text.replace("other", "exponent") for text in _NUMBER_FIRST)),
+    "sort": (("(*, bool stable, int dim = -1, bool descending = False)", "(int dim = -1, bool descending = False)"),
+             ("(Tensor input, *, bool stable, int dim = -1, bool descending = False, tuple of Tensors out = None)",
+              "(Tensor input, int dim = -1, bool descending = False, *, tuple of Tensors out = None)")),
+    "argsort": (("(*, bool stable, int dim = -1, bool descending = False)", "(int dim = -1, bool descending = False)"),
+                ("(Tensor input, *, bool stable, int dim = -1, bool descending = False, Tensor out = None)",
+                 "(Tensor input, int dim = -1, bool descending = False)")),
 }
+# torch's overloads that take this keyword take every other argument but the input as a keyword too:
+# ``torch.sort(x, 0, stable=True)`` fits neither of sort's signatures (``sort(x, dim=0, stable=True)`` does)
+_KEYWORD_ONLY_OVERLOAD = {"sort": "stable", "argsort": "stable"}
 # torch's parsers that have one signature in all raise its first problem directly (``mul() takes 1 positional
 # argument but 2 were given``); the others list their overloads unless one alone fits the argument count
 _SINGLE_SIGNATURE = {"mul"}
@@ -218,8 +227,13 @@ def _first_problem(shown, parameters, args, kwargs, numbers_as_tensors=False):
     parameter a missing or mistyped one; then a keyword left over (unknown, or given twice)."""
     positional = [p for p in parameters if not p[2]]
     if len(args) > len(positional):
-        plural = "" if len(positional) == 1 else "s"
-        return (f"{shown}() takes {len(positional)} positional argument{plural} but {len(args)} "
+        # (torch's fewest counts the required keywords too: div(x, y, z, rounding_mode=m) "takes from 3 to 2", and
+        # that form says "were" whatever the count)
+        fewest, most = sum(required for *_, required in parameters), len(positional)
+        if fewest != most:
+            return f"{shown}() takes from {fewest} to {most} positional arguments but {len(args)} were given"
+        plural = "" if most == 1 else "s"
+        return (f"{shown}() takes {most} positional argument{plural} but {len(args)} "
                 f"{'was' if len(args) == 1 else 'were'} given")
     for position, (kind, parameter, _, required) in enumerate(parameters):
         by_position = position < len(args)
@@ -307,10 +321,15 @@ def _described(args, kwargs):
 
 def refusing_as_torch(fn, name, *, method, inplace=False):
     """``fn`` (``name``'s function or method) whose calls that fail to bind are refused in torch's parser's words
-    (``_torch_refusal``) rather than Python's (which count ``self``). The common call costs one frame."""
+    (``_torch_refusal``) rather than Python's (which count ``self``), as are those that give a keyword-only
+    overload's keyword beside positional arguments (``_KEYWORD_ONLY_OVERLOAD``). The common call costs one frame."""
+    keyword = _KEYWORD_ONLY_OVERLOAD.get(name)
+
     @functools.wraps(fn)
     def call(*args, **kwargs):
         try:
+            if keyword in kwargs and len(args) > 1:  # (the input, or a method's self, is args[0])
+                raise TypeError(f"{name}() takes {keyword} only with the other arguments as keywords")
             return fn(*args, **kwargs)
         except TypeError as error:
             refusal = _torch_refusal(name, method, inplace, args[1:] if method else args, kwargs)
@@ -335,5 +354,6 @@ def install(namespace):
             namespace[name] = refusing_as_torch(namespace[name], name, method=False)
         if _OVERLOAD_TEXTS[name][0]:
             for method_name, inplace in ((name, False), (name + "_", True)):
-                setattr(Tensor, method_name, refusing_as_torch(getattr(Tensor, method_name), name, method=True,
-                                                               inplace=inplace))
+                if hasattr(Tensor, method_name):  # (sort has no in-place form)
+                    setattr(Tensor, method_name, refusing_as_torch(getattr(Tensor, method_name), name, method=True,
+                                                                   inplace=inplace))

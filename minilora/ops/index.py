@@ -219,7 +219,7 @@ def _flags(fn, **flags):
             dtypes.bool_argument(fn, name, value)
 
 
-def argsort(input, dim=-1, descending=False, stable=False):
+def argsort(input, dim=-1, descending=False, *, stable=False):
     """``torch.argsort``: the int64 indices that sort ``input`` along ``dim``, laid out as ``input`` (as
     torch's, whose sort writes into empty_like(input)). ``stable=False``: equal elements in the order
     torch's CPU sort leaves them (std::sort's), not their original order."""
