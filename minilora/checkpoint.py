@@ -27,6 +27,7 @@ import contextlib
 import ctypes
 import errno
 import fnmatch
+import hashlib
 import json
 import os
 import shutil
@@ -45,7 +46,7 @@ from .native import pid_alive as _pid_alive
 from . import torch_format
 
 __all__ = ["CheckpointError", "InvalidJSONError", "MissingShardError", "FolderInUseError", "atomic_write",
-           "atomic_folder", "one_version_of", "writing_alone", "remove_leftovers", "put_back_a_cut_swap", "save_json", "load_json", "naming_the_file", "other_format", "binary_file_kind",
+           "atomic_folder", "make_save_folder", "one_version_of", "writing_alone", "remove_leftovers", "put_back_a_cut_swap", "save_json", "load_json", "naming_the_file", "other_format", "binary_file_kind",
            "read_header", "save_file", "load_file", "load_checkpoint", "read_checkpoint_shapes",
            "checkpoint_files", "non_finite_names", "warn_non_finite", "SAFE_WEIGHTS_NAME",
            "SAFE_WEIGHTS_INDEX_NAME", "WEIGHTS_NAME", "WEIGHTS_INDEX_NAME", "load_weights", "read_weights_header"]
@@ -125,7 +126,7 @@ def atomic_write(path, mode="wb"):
                 os.replace(tmp, path)
             _fsync_dir(folder)  # the rename itself reaches the disk
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
+            with held_ctrl_c(), contextlib.suppress(FileNotFoundError):  # (a Ctrl-C here left the file behind)
                 os.remove(tmp)
             raise
 
@@ -192,7 +193,23 @@ _TEMP_MARK = ".minilora-"
 
 
 def _temp_prefix(path):
-    return f".{os.path.basename(os.path.abspath(path))}{_TEMP_MARK}{os.getpid()}-"
+    return f".{_temp_stem(os.path.basename(os.path.abspath(path)))}{_TEMP_MARK}{os.getpid()}-"
+
+
+# A temporary name (or a lock file's) is the target's with up to ~40 bytes around it, and the system refuses a name
+# past NAME_MAX (255 bytes on Linux's filesystems): a save to a long name that ``open`` takes (``torch.save(sd,
+# "x" * 250 + ".pt")`` writes it) was refused for its temporary file's name. Such a name is cut, and a digest of
+# the whole keeps two long names that share their beginning apart.
+_LONGEST_NAME_KEPT = 160
+
+
+def _temp_stem(name):
+    """``name`` as temporary and lock names spell it: itself, or where long its start and a digest of the whole."""
+    raw = os.fsencode(name)
+    if len(raw) <= _LONGEST_NAME_KEPT:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    return os.fsdecode(raw[:_LONGEST_NAME_KEPT - len(digest) - 1]) + "~" + digest
 
 
 # The temporary names (without ".tmp"/".old") of the saves this process is writing now. A leftover named
@@ -323,9 +340,9 @@ def remove_leftovers(path):
     parent, name = os.path.split(path)
     if not os.path.isdir(parent):
         return
-    prefix = f".{name}{_TEMP_MARK}"
+    prefix = f".{_temp_stem(name)}{_TEMP_MARK}"
     for entry in sorted(os.listdir(parent)):
-        if entry == f".{name}{_LOCK_MARK}":
+        if entry == f".{_temp_stem(name)}{_LOCK_MARK}":
             _remove_if_unheld(os.path.join(parent, entry))
         if not entry.startswith(prefix) or not entry.endswith((".tmp", ".old")):
             continue
@@ -352,7 +369,7 @@ def put_back_a_cut_swap(path):
         if os.path.exists(candidate):
             return
         parent, name = os.path.split(candidate)
-        prefix = f".{name}{_TEMP_MARK}"
+        prefix = f".{_temp_stem(name)}{_TEMP_MARK}"
         try:
             entries = sorted(os.listdir(parent))
         except OSError:
@@ -372,6 +389,14 @@ def _through_link(path):
     """The file a symbolic link points to, as ``open(path, "w")`` writes there: replacing the link by a
     regular file would leave the file the user keeps behind it unchanged (and the link gone)."""
     return os.path.realpath(path) if os.path.islink(path) else path
+
+
+def make_save_folder(directory):
+    """``os.makedirs(directory, exist_ok=True)`` as a ``save_pretrained`` starts, through a symbolic link: a link
+    whose folder is not there yet (a link to another disk's folder, made before the first save) gets that folder,
+    where ``makedirs`` said "File exists" of a path that did not exist (transformers' and PEFT's words); the link
+    stays, as ``atomic_folder`` keeps it."""
+    os.makedirs(_through_link(os.fspath(directory)), exist_ok=True)
 
 
 def _make_folder(folder, path):
@@ -461,7 +486,7 @@ def _swapped_in_whole(directory, parent, replaces, links_only=False):
                 _swap_in(tmp, directory)
     finally:
         if os.path.isdir(tmp):  # the new files after an error, or the old folder after the swap
-            shutil.rmtree(tmp, ignore_errors=True)
+            _remove_tree(tmp)
 
 
 def _is_staging(directory):
@@ -488,7 +513,7 @@ _LOCK_MARK = ".minilora-lock"
 def _lock_path(directory):
     parent, name = os.path.split(directory)
     if os.access(parent, os.W_OK | os.X_OK):
-        return os.path.join(parent, f".{name}{_LOCK_MARK}")
+        return os.path.join(parent, f".{_temp_stem(name)}{_LOCK_MARK}")
     return os.path.join(directory, f".{_IN_PLACE}{_LOCK_MARK}")
 
 
@@ -687,6 +712,14 @@ def _files_replaced_one_by_one(directory, replaces):
             with _publishing(directory):
                 _replace_each(tmp, directory, replaces)
     finally:
+        _remove_tree(tmp)
+
+
+def _remove_tree(tmp):
+    """Delete a save's temporary folder whole: a Ctrl-C in the middle (the user stopping the program just as a save
+    ends) left the rest of it, a hidden copy of the old model, until some later save of the same folder; it lands
+    once the folder is gone."""
+    with held_ctrl_c():
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -307,8 +307,8 @@ class _AdapterConfig:
 
     def save_pretrained(self, save_directory):
         """Write ``save_directory/adapter_config.json`` (PEFT's method; the folder is made if missing)."""
-        from ..checkpoint import save_json
-        os.makedirs(save_directory, exist_ok=True)
+        from ..checkpoint import make_save_folder, save_json
+        make_save_folder(save_directory)
         save_json(self.to_dict(), os.path.join(save_directory, CONFIG_NAME), CONFIG_KEYS_WITH_PRESERVED_ORDER)
 
     def to_json_string(self):

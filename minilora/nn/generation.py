@@ -448,7 +448,8 @@ class GenerationConfig:
             raise ValueError(str(exc) + "\n\nFix these issues to save the configuration.") from None
         if os.path.isfile(save_directory):
             raise ValueError(f"save_pretrained needs a directory, but {save_directory!r} is a file")
-        os.makedirs(save_directory, exist_ok=True)
+        from ..checkpoint import make_save_folder
+        make_save_folder(save_directory)
         name = GENERATION_CONFIG_NAME if config_file_name is None else os.fspath(config_file_name)
         self.to_json_file(os.path.join(os.fspath(save_directory), name), keys_to_pop=["compile_config"])
 

@@ -32,7 +32,8 @@ import numpy as np
 
 from .. import amp, blas, dtypes, float32_math, forward_ad, linalg, ops, parallel
 from ..checkpoint import (SAFE_WEIGHTS_NAME, CheckpointError, atomic_folder, atomic_write, checkpoint_files,
-                          load_checkpoint, load_json, one_version_of, put_back_a_cut_swap, read_checkpoint_shapes,
+                          load_checkpoint, load_json, make_save_folder, one_version_of, put_back_a_cut_swap,
+                          read_checkpoint_shapes,
                           read_weights_header, save_file, save_json)
 from ..checkpoint import WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 from ..checkpoint import _layout as _checkpoint_layout
@@ -2346,7 +2347,7 @@ def _save_model_folder(model, save_directory, is_main_process, state_dict, push_
     max_bytes = _file_size(max_shard_size)  # (a bad size is an error before anything is written)
     if os.path.isfile(save_directory):  # (transformers logs this and saves nothing: here it is an error)
         raise ValueError(f"save_pretrained needs a directory, but {save_directory!r} is a file")
-    os.makedirs(save_directory, exist_ok=True)
+    make_save_folder(save_directory)
     if not is_main_process:
         return
     state = dict(model.state_dict() if state_dict is None else state_dict)

@@ -1,0 +1,163 @@
+"""Faults, round 32: what ``tests/faults_sweep.py`` (every writer against every fault) found.
+
+- A name the system takes was refused by every save: a temporary file's name (and a lock file's) is the target's
+  with ~40 bytes around it, and past 255 bytes the system refuses it, so ``torch.save(sd, "x" * 250 + ".pt")``
+  worked and ``minilora.save`` said "File name too long". Long names are now cut (with a digest of the whole) in
+  the temporary and lock names only.
+- A Ctrl-C as a save deleted its temporary folder (after a failure, or the old version after the swap) or file
+  left the rest of it behind: a hidden copy of the old model beside the new one until some later save of the
+  same folder. The deletion now ends first; the Ctrl-C lands after it.
+- ``model.save_pretrained(link)`` through a symbolic link whose folder does not exist yet said "File exists" of a
+  path that did not exist (``os.makedirs``), while an adapter's save wrote into the folder the link names: every
+  ``save_pretrained`` now makes that folder, and the link stays.
+"""
+import errno
+import os
+import signal
+
+import numpy as np
+import pytest
+
+import minilora as ml
+from minilora import checkpoint
+from minilora.lora import LoraConfig
+from minilora.models import LlamaConfig, LlamaForCausalLM
+from minilora.nn.generation import GenerationConfig
+
+posix_only = pytest.mark.skipif(os.name != "posix", reason="needs POSIX signals and symbolic links")
+
+
+def tiny_model(seed=0):
+    ml.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=16, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                        num_attention_heads=2, max_position_embeddings=32, bos_token_id=0,
+                                        eos_token_id=1, pad_token_id=2))
+
+
+def same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(np.array_equal(sa[k].numpy(), sb[k].numpy()) for k in sa)
+
+
+def hidden_entries(folder):
+    return sorted(e for e in os.listdir(folder) if e.startswith("."))
+
+
+# ==================================================================================================
+# Names as long as the system takes
+# ==================================================================================================
+@pytest.mark.parametrize("extension", [".pt", ".safetensors", ".npz"])
+def test_a_file_name_of_255_bytes_saves_twice_as_open_writes_it(tmp_path, extension):
+    path = tmp_path / ("é" * 20 + "y" * (255 - 40 - len(extension)) + extension)  # (255 bytes in UTF-8)
+    assert len(os.fsencode(path.name)) == 255
+    for value in (1.0, 2.0):  # (the second replaces the first: its temporary file and lock go beside it)
+        if extension == ".npz":
+            from minilora.train import load_training_state, save_training_state
+            save_training_state(path, {"w": np.full(3, value)})
+            assert load_training_state(path)["w"].tolist() == [value] * 3
+        else:
+            ml.save({"a": ml.full((3,), value)}, path)
+            assert ml.load(path)["a"].tolist() == [value] * 3
+    assert hidden_entries(tmp_path) == []
+
+
+def test_a_folder_name_of_255_bytes_saves_twice_as_transformers_saves_it(tmp_path):
+    folder = tmp_path / ("m" * 255)
+    tiny_model(0).save_pretrained(folder)
+    tiny_model(1).save_pretrained(folder)  # (the swap: a temporary sibling, a lock file, the old version set aside)
+    assert same_weights(LlamaForCausalLM.from_pretrained(folder), tiny_model(1))
+    assert hidden_entries(tmp_path) == []
+
+
+def test_long_names_that_share_their_start_keep_their_saves_apart(tmp_path):
+    first, second = tmp_path / ("z" * 250 + "1.pt"), tmp_path / ("z" * 250 + "2.pt")
+    assert checkpoint._temp_prefix(first) != checkpoint._temp_prefix(second)
+    ml.save({"a": ml.ones(2)}, first)
+    ml.save({"a": ml.zeros(2)}, second)
+    assert ml.load(first)["a"].tolist() == [1, 1] and ml.load(second)["a"].tolist() == [0, 0]
+
+
+def test_a_killed_saves_leftover_beside_a_long_name_is_removed_by_the_next_save(tmp_path):
+    path = tmp_path / ("w" * 250 + ".pt")
+    ml.save({"a": ml.ones(2)}, path)
+    dead = os.path.join(tmp_path, checkpoint._temp_prefix(path).replace(f"-{os.getpid()}-", "-999999999-") + "x.tmp")
+    open(dead, "wb").write(b"half a save")
+    ml.save({"a": ml.zeros(2)}, path)
+    assert hidden_entries(tmp_path) == []
+
+
+# ==================================================================================================
+# A Ctrl-C as a save cleans up
+# ==================================================================================================
+def _sigint_first(real):
+    """``real`` called after a SIGINT is sent to this process (Python raises it at its next bytecode, unless held)."""
+    def call(*args, **kwargs):
+        signal.raise_signal(signal.SIGINT)
+        return real(*args, **kwargs)
+    return call
+
+
+@posix_only
+@pytest.mark.parametrize("swap", ["exchange", "two renames"])
+def test_a_ctrl_c_as_a_folder_save_removes_the_old_version_lands_after_it(tmp_path, monkeypatch, swap):
+    folder = tmp_path / "model"
+    tiny_model(0).save_pretrained(folder)
+    if swap == "two renames":
+        monkeypatch.setattr(checkpoint, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", _sigint_first(checkpoint.shutil.rmtree))
+    with pytest.raises(KeyboardInterrupt):
+        tiny_model(1).save_pretrained(folder)
+    monkeypatch.undo()
+    assert hidden_entries(tmp_path) == []  # (before: the old model, hidden beside the new one)
+    assert same_weights(LlamaForCausalLM.from_pretrained(folder), tiny_model(1))
+
+
+@posix_only
+def test_a_ctrl_c_as_a_failed_folder_save_removes_its_new_files_lands_after_it(tmp_path, monkeypatch):
+    folder = tmp_path / "model"
+    tiny_model(0).save_pretrained(folder)
+    monkeypatch.setattr(checkpoint, "_swap_in", lambda tmp, directory: (_ for _ in ()).throw(
+        OSError(errno.ENOSPC, "No space left on device")))
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", _sigint_first(checkpoint.shutil.rmtree))
+    with pytest.raises(KeyboardInterrupt):
+        tiny_model(1).save_pretrained(folder)
+    monkeypatch.undo()
+    assert hidden_entries(tmp_path) == []
+    assert same_weights(LlamaForCausalLM.from_pretrained(folder), tiny_model(0))
+
+
+@posix_only
+def test_a_ctrl_c_as_a_failed_file_save_removes_its_temporary_file_lands_after_it(tmp_path, monkeypatch):
+    path = tmp_path / "w.pt"
+    ml.save({"a": ml.ones(2)}, path)
+
+    def full_disk(a, b):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    monkeypatch.setattr(os, "remove", _sigint_first(os.remove))
+    with pytest.raises(KeyboardInterrupt):
+        ml.save({"a": ml.zeros(2)}, path)
+    monkeypatch.undo()
+    assert hidden_entries(tmp_path) == []
+    assert ml.load(path)["a"].tolist() == [1, 1]
+
+
+# ==================================================================================================
+# A symbolic link to a folder not made yet
+# ==================================================================================================
+@posix_only
+@pytest.mark.parametrize("writer", ["model", "bare model", "adapter config", "generation config"])
+def test_save_pretrained_through_a_link_to_a_folder_not_made_yet_makes_it_and_keeps_the_link(tmp_path, writer):
+    link, real = tmp_path / "out", tmp_path / "disk" / "run1"
+    os.symlink(real, link)
+    save, written = {
+        "model": (lambda: tiny_model(0).save_pretrained(link), "model.safetensors"),
+        "bare model": (lambda: tiny_model(0).model.save_pretrained(link), "model.safetensors"),
+        "adapter config": (lambda: LoraConfig(r=2).save_pretrained(link), "adapter_config.json"),
+        "generation config": (lambda: GenerationConfig(max_new_tokens=3).save_pretrained(link),
+                              "generation_config.json"),
+    }[writer]
+    save()  # (before: FileExistsError "File exists" for the model's, the configs' ones)
+    assert os.path.islink(link) and os.readlink(link) == str(real)
+    assert os.path.isfile(real / written)
