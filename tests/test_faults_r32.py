@@ -21,22 +21,11 @@ import pytest
 import minilora as ml
 from minilora import checkpoint
 from minilora.lora import LoraConfig
-from minilora.models import LlamaConfig, LlamaForCausalLM
+from minilora.models import LlamaForCausalLM
 from minilora.nn.generation import GenerationConfig
+from test_faults_r8 import same_weights, tiny_model
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="needs POSIX signals and symbolic links")
-
-
-def tiny_model(seed=0):
-    ml.manual_seed(seed)
-    return LlamaForCausalLM(LlamaConfig(vocab_size=16, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                        num_attention_heads=2, max_position_embeddings=32, bos_token_id=0,
-                                        eos_token_id=1, pad_token_id=2))
-
-
-def same_weights(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(np.array_equal(sa[k].numpy(), sb[k].numpy()) for k in sa)
 
 
 def hidden_entries(folder):
