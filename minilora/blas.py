@@ -286,9 +286,7 @@ def _private_openmp(source, native):
         target = native.cache_dir() / f"libgomp-{native.digest(data)}.so"
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            partial.write_bytes(data.replace(_GOMP_SONAME, _PRIVATE_SONAME))
-            os.replace(partial, target)  # (whole or not there: processes starting together)
+            native.write_atomically(target, data.replace(_GOMP_SONAME, _PRIVATE_SONAME))  # (processes start together)
         return str(target)
     except OSError:
         return None

@@ -93,7 +93,7 @@ from . import emulator_subscripts as _subscripts
 from . import emulator_runtime  # cupy.cuda.runtime's limits: the device heap's size, handed to each launch
 from .emulator_memory import GlobalSymbol, ndarray
 from .emulator_ptx import PtxError, split_top_level, translate_asm
-from .native import CompileFailed, compile_atomically, digest as _digest, remove_leftovers
+from .native import CompileFailed, compile_atomically, digest as _digest, remove_leftovers, write_atomically
 
 __all__ = [
     "RawKernel", "RawModule", "EmulatorError", "CompileError", "BarrierError", "RaceError",
@@ -1236,10 +1236,7 @@ def _write_atomic(path: Path, data: str) -> None:
     if path.is_file() and path.read_text() == data:
         return
     remove_leftovers(path)  # (a killed write's; its name carries the writer's pid for that)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.{os.getpid()}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    write_atomically(path, data)
 
 
 # CUDA libraries beyond the core headers (kernels/emu/include has stand-ins for those): not emulated.

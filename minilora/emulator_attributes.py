@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .native import digest
+from .native import digest, write_atomically
 
 REGISTERS_PER_BLOCK = 64 * 1024  # sm_50 .. sm_90
 REGISTER_ALLOCATION = 256  # registers are allocated a warp at a time, in units of 256
@@ -124,9 +124,7 @@ def resource_usage(code: str, options, name_expressions, arch: int, include_dir:
                              capture_output=True, text=True)
     usage = parse_resource_usage(res.stdout + res.stderr) if res.returncode == 0 else {}
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = stored.with_name(f"{stored.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(usage))
-    os.replace(tmp, stored)
+    write_atomically(stored, json.dumps(usage))
     return usage
 
 

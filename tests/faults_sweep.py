@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import os
-import resource
 import signal
 import struct
 import sys
@@ -29,6 +28,7 @@ from minilora.lora import LoraConfig, get_peft_model
 from minilora.models import LlamaConfig, LlamaForCausalLM
 from minilora.tokenizer import ByteTokenizer
 from minilora.train import save_training_state, load_training_state
+from test_faults_r32 import file_size_limit
 
 FINDINGS = []
 
@@ -111,19 +111,6 @@ def leftovers(folder):
         found += [os.path.join(root, e) for e in dirs + files
                   if (".minilora-" in e and not e.endswith(".minilora-lock")) or e.endswith(".tmp")]
     return found
-
-
-@contextlib.contextmanager
-def file_size_limit(limit):
-    """RLIMIT_FSIZE: a write past ``limit`` bytes fails with EFBIG (SIGXFSZ ignored), as a full disk would."""
-    old = resource.getrlimit(resource.RLIMIT_FSIZE)
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old[1]))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, old)
-        signal.signal(signal.SIGXFSZ, handler)
 
 
 def sweep_write_limits(name, kind, save, base):

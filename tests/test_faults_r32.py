@@ -7,12 +7,16 @@
 - A Ctrl-C as a save deleted its temporary folder (after a failure, or the old version after the swap) or file
   left the rest of it behind: a hidden copy of the old model beside the new one until some later save of the
   same folder. The deletion now ends first; the Ctrl-C lands after it.
+- The kernel cache's own files (the private copy of libgomp, the emulator's sources and records) kept a write's
+  temporary file for good when the disk was full: one place (``native.write_atomically``) removes it.
 - ``model.save_pretrained(link)`` through a symbolic link whose folder does not exist yet said "File exists" of a
   path that did not exist (``os.makedirs``), while an adapter's save wrote into the folder the link names: every
   ``save_pretrained`` now makes that folder, and the link stays.
 """
+import contextlib
 import errno
 import os
+import resource
 import signal
 
 import numpy as np
@@ -150,3 +154,32 @@ def test_save_pretrained_through_a_link_to_a_folder_not_made_yet_makes_it_and_ke
     save()  # (before: FileExistsError "File exists" for the model's, the configs' ones)
     assert os.path.islink(link) and os.readlink(link) == str(real)
     assert os.path.isfile(real / written)
+
+
+# ==================================================================================================
+# The kernel cache: a write that fails leaves nothing in it
+# ==================================================================================================
+@contextlib.contextmanager
+def file_size_limit(limit):
+    """RLIMIT_FSIZE: a write past ``limit`` bytes fails with EFBIG (SIGXFSZ ignored), as on a full disk."""
+    old = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old)
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+@posix_only
+def test_a_cache_file_that_hits_a_full_disk_leaves_no_partial_copy(tmp_path, monkeypatch):
+    from minilora import blas, emulator, native
+    monkeypatch.setenv("MINILORA_CACHE_DIR", str(tmp_path))
+    library = tmp_path / "libgomp.so.1"
+    library.write_bytes(b"x" * 5000 + blas._GOMP_SONAME + b"y" * 5000)
+    with file_size_limit(1000):
+        assert blas._private_openmp(str(library), native) is None  # (no private copy: the shared library is used)
+        with pytest.raises(OSError):
+            emulator._write_atomic(tmp_path / "kernels.cu", "z" * 5000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["libgomp.so.1"]  # (before: two .tmp files, for good)

@@ -20,8 +20,8 @@ import subprocess
 import threading
 from pathlib import Path
 
-__all__ = ["cache_dir", "digest", "compile_atomically", "remove_leftovers", "pid_alive", "CompileFailed", "load",
-           "why_unavailable", "FLOAT32_KERNELS", "GEMM_POOL", "MKL_LINK", "address"]
+__all__ = ["cache_dir", "digest", "compile_atomically", "write_atomically", "remove_leftovers", "pid_alive",
+           "CompileFailed", "load", "why_unavailable", "FLOAT32_KERNELS", "GEMM_POOL", "MKL_LINK", "address"]
 
 FLOAT32_KERNELS = Path(__file__).with_name("float32_kernels.c")
 MKL_LINK = Path(__file__).with_name("mkl_link.c")  # blas' MKL: its libraries in this library's scope alone
@@ -78,6 +78,20 @@ def compile_atomically(cmd, output, before_rename=None):
         os.replace(tmp, output)
         return res.stderr
     finally:  # (a failed compile, a before_rename that raised, Ctrl-C: subprocess.run killed the compiler)
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomically(path, data):
+    """A cache file whose text or bytes are ``data``, whole or not there: written under a temporary name beside it
+    (this process's and thread's: processes starting together write it at once), then renamed. A write that fails
+    (a full disk, a Ctrl-C) removes its temporary file: before, one left it in the cache for good (a library's
+    copy, a megabyte, at each start on a full disk), as ``remove_leftovers`` spares a live process's files."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_bytes(data) if isinstance(data, bytes) else tmp.write_text(data)
+        os.replace(tmp, path)
+    finally:
         tmp.unlink(missing_ok=True)
 
 
