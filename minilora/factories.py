@@ -109,7 +109,8 @@ def _made_drawn(array, dtype, device, requires_grad):
 
 def _make(array, dtype, device, requires_grad):
     # (np.asarray: a draw of size () is a NumPy scalar, which Tensor() would read as a size if an integer)
-    return Tensor(np.asarray(array), dtype=dtype, device=device, requires_grad=requires_grad)
+    made = Tensor(np.asarray(array), dtype=dtype, device=device, requires_grad=requires_grad)
+    return made if _tensor_module._batching is None else _tensor_module._batching.made(made)
 
 
 def _filled(shape, fill_value, dtype):
@@ -943,6 +944,8 @@ def _laid_out_like(input, memory_format, make, draws=False):
         order = layout_order(input._array, memory_format)
     with _drawn_like(input._array, order):
         result = make(tuple(input.shape[i] for i in order))
+    if _tensor_module._batching is not None:  # (inside vmap: batched as its input, as torch's)
+        _tensor_module._batching.made(result, like=input)
     if order != tuple(range(input.ndim)):
         result._array = known_layout(result._array.transpose(tuple(np.argsort(order))), order)  # (a fresh leaf)
     elif not draws and memory_format in (None, preserve_format) and layout_unknown_of(input):

@@ -8,16 +8,26 @@ minilora computes the same values on its one engine: ``grad`` differentiates ``f
 so ``grad(grad(f))`` and ``vmap(grad(f))`` compose); the forward-mode transforms compute the same values
 by reverse mode (``jacfwd`` is ``jacrev``'s Jacobian, ``jvp`` the double-vjp trick: float64 results agree
 with torch's to rounding, a zero's sign may differ; as torch's they hold its one forward-AD level, so
-``torch.autograd.forward_ad`` inside or around them refuses in torch's words), and ``vmap`` calls ``func`` once per index of the
-mapped dimension and stacks the results: what torch's batching rules compute, sample by sample (a
-float32 sum may round in another order than a batched kernel's). Under ``randomness='error'`` (torch's
+``torch.autograd.forward_ad`` inside or around them refuses in torch's words), and ``vmap`` calls ``func``
+once per index of the mapped dimension and stacks the results: what torch's batching rules compute, sample by
+sample (a sum or a product may round in another order than a batched kernel's, an elementwise function as
+torch's vectorized loop rounds a short tail). Under ``randomness='error'`` (torch's
 default) a random draw from the global generator in ``func`` raises as in torch; 'same' gives every
 sample the draws of the first, as torch's; 'different' gives sample i its part of one draw for the whole
-batch, laid out as torch's batched random ops draw it (``_BatchedDraws``).
+batch, laid out as torch's batched random ops draw it (``_BatchedDraws``). While ``func`` runs, ``_Batching``
+follows which tensors are batched (torch's BatchedTensor), for torch's refusals (``.item()``, ``if`` on a
+batched tensor, an in-place write of one into an unbatched tensor) and so that an unbatched input changed in
+place changes once, as torch's.
+
+One thing torch 2.13 computes otherwise, and minilora does not copy: ``hessian`` / ``jacrev(jacrev)`` of
+``layer_norm`` with a weight, taken with respect to the input and the weight -- torch's mixed block differs
+from its own ``autograd.functional.hessian`` and from finite differences; minilora's agrees with both.
 """
 import contextlib
 import functools
 import math
+import sys
+import weakref
 
 import numpy as np
 
@@ -25,6 +35,8 @@ from . import autograd, factories, forward_ad, random
 from .ops import stack
 from .size import torch_spelling
 from .tensor import Tensor, enable_grad, is_grad_enabled
+
+_tensor_module = sys.modules[Tensor.__module__]  # (the module: the package's ``tensor`` is the factory function)
 
 __all__ = ["functional_call", "stack_module_state", "grad", "grad_and_value", "vjp", "jacrev", "jacfwd", "hessian",
            "jvp", "linearize", "vmap"]
@@ -90,13 +102,11 @@ def functional_call(module, parameter_and_buffer_dicts, args=None, kwargs=None, 
     ``state_dict`` names; a dict, or a tuple of dicts), then put its own back."""
     dicts = parameter_and_buffer_dicts
     dicts = dicts if isinstance(dicts, (tuple, list)) else (dicts,)
-    given = {}
-    for values in dicts:
-        for key, value in values.items():
-            if key in given:
-                raise ValueError(f"{key} appeared in multiple dictionaries; behavior of functional call is "
-                                 "ambiguous")
-            given[key] = value
+    repeated = sorted({key for k, values in enumerate(dicts) for key in values
+                       if any(key in other for other in dicts[k + 1:])}, key=[k for d in dicts for k in d].index)
+    if repeated:
+        raise ValueError(f"{repeated} appeared in multiple dictionaries; behavior of functional call is ambiguous")
+    given = {key: value for values in dicts for key, value in values.items()}
     if tie_weights:
         tied = _tied_names(module)
         for key, value in list(given.items()):
@@ -147,14 +157,25 @@ def _differentiable(tree):
     """``tree``'s tensors as the variables to differentiate with respect to: fresh leaves, or, for a tensor
     an outer transform follows (it requires grad while grad mode is on), a view of it (torch's levels)."""
     follow = is_grad_enabled()
-    return _map(lambda t: t.view_as(t) if follow and t.requires_grad else t.detach().requires_grad_(), tree)
+    return _map(lambda t: _follows(t.view_as(t) if follow and t.requires_grad else t.detach().requires_grad_(), [t]),
+                tree)
 
 
 def _argnums(argnums, count):
+    """The argument numbers ``argnums`` names, after torch's checks in its words."""
+    if isinstance(argnums, tuple):
+        if len(set(argnums)) != len(argnums):
+            raise RuntimeError(f"argnums elements must be unique, got {argnums}")
+        if not argnums:
+            raise RuntimeError("argnums must be non-empty")
+    elif not isinstance(argnums, int):
+        raise RuntimeError(f"argnums must be int or Tuple[int, ...], got: {type(argnums)}")
     numbers = argnums if isinstance(argnums, tuple) else (argnums,)
     for n in numbers:
-        if not isinstance(n, int) or not -count <= n < count:
-            raise RuntimeError(f"Got argnums={argnums} but only {count} positional inputs")
+        if not isinstance(n, int):
+            raise RuntimeError(f"argnum must be int, got: {type(n)}")
+        if not -count <= n < count:
+            raise RuntimeError(f"Got argnum={n}, but only {count} positional inputs")
     return numbers
 
 
@@ -167,7 +188,8 @@ def grad_and_value(func, argnums=0, has_aux=False):
     """``func``'s gradient with respect to the argument(s) ``argnums`` (shaped as they are) and its value."""
     def wrapper(*args, **kwargs):
         numbers = _argnums(argnums, len(args))
-        outer = _outer_graph([args[n] for n in numbers]) and is_grad_enabled()
+        # (any argument an outer transform follows, chosen or not: the gradient may depend on it)
+        outer = _outer_graph([args, kwargs]) and is_grad_enabled()
         args = list(args)
         for n in numbers:
             args[n] = _differentiable(args[n])
@@ -191,8 +213,10 @@ def grad_and_value(func, argnums=0, has_aux=False):
         found = iter([t.new_zeros(t.shape) if g is None else g for g, t in zip(found, leaves)])
         grads = _map(lambda _: next(found), chosen)
         grads = tuple(grads) if isinstance(argnums, tuple) else grads[0]
-        value = output if outer else output.detach()
-        return (grads, (value, aux)) if has_aux else (grads, value)
+        _follows(grads, leaves)
+        if not outer:  # (torch unwraps the value and aux from grad's level: no graph to the inputs)
+            output, aux = output.detach(), _map(Tensor.detach, aux)
+        return (grads, (output, aux)) if has_aux else (grads, output)
     return wrapper
 
 
@@ -224,8 +248,10 @@ def vjp(func, *primals, has_aux=False):
         found = autograd.grad(outputs, flat_leaves, vectors, retain_graph=True, create_graph=outer,
                               allow_unused=True)
         found = iter([t.new_zeros(t.shape) if g is None else g for g, t in zip(found, flat_leaves)])
-        return tuple(_map(lambda _: next(found), p) for p in leaves)
-    value = output if outer else _map(Tensor.detach, output)
+        return _follows(tuple(_map(lambda _: next(found), p) for p in leaves), [outputs, vectors])
+    value = output
+    if not outer:  # (as grad's: the value and aux leave vjp's level without a graph)
+        value, aux = _map(Tensor.detach, output), _map(Tensor.detach, aux)
     return (value, vjp_fn, aux) if has_aux else (value, vjp_fn)
 
 
@@ -268,12 +294,10 @@ def _jacobian(func, argnums, has_aux, words, forward):
     reverse mode, one backward per output element: the output's structure with each tensor replaced by
     its Jacobian blocks (``output.shape + input.shape``) in the structure of the chosen argument(s)."""
     def wrapper(*args):
-        if isinstance(argnums, tuple) and not argnums:
-            raise RuntimeError("argnums must be non-empty")
         numbers = _argnums(argnums, len(args))
         if forward:
             _forward_checked([args[n] for n in numbers])
-        outer = _outer_graph([args[n] for n in numbers]) and is_grad_enabled()
+        outer = _outer_graph(args) and is_grad_enabled()  # (as grad's: any argument)
         args = list(args)
         for n in numbers:
             args[n] = _differentiable(args[n])
@@ -287,7 +311,7 @@ def _jacobian(func, argnums, has_aux, words, forward):
             row = iter(next(blocks))
             trees = [_map(lambda _: next(row), tree) for tree in chosen]
             return tuple(trees) if isinstance(argnums, tuple) else trees[0]
-        result = _map(per_output, output)
+        result = _follows(_map(per_output, output), inputs)
         if has_aux:
             return result, (aux if outer else _map(Tensor.detach, aux))
         return result
@@ -322,11 +346,16 @@ def hessian(func, argnums=0):
 
 
 # ---- jvp, linearize: forward-mode products by the double-vjp trick ---------------------------------------
-def _spec(tree):
-    """A pytree's structure as torch prints its TreeSpec (``TreeSpec(tuple, None, [*, *])``), on one line."""
-    if isinstance(tree, (tuple, list)):
-        return f"TreeSpec({type(tree).__name__}, None, [{', '.join(_spec(item) for item in tree)}])"
-    return "*"
+def _spec(tree, indent=0):
+    """A pytree's structure as torch prints its TreeSpec: ``TreeSpec(tuple, None, [*,\n  *])`` (each child after
+    the first on a line of its own, indented two more per level; a dict's context: its keys)."""
+    if not isinstance(tree, (tuple, list, dict)):
+        return "*"
+    children = list(tree.values()) if isinstance(tree, dict) else list(tree)
+    context = list(tree) if isinstance(tree, dict) else None
+    parts = [_spec(child, indent + 2) for child in children]
+    body = ",".join([parts[0]] + ["\n" + " " * (indent + 2) + part for part in parts[1:]]) if parts else ""
+    return f"TreeSpec({type(tree).__name__}, {context}, [{body}])"
 
 
 def _checked_tangents(primals, tangents, words):
@@ -365,7 +394,7 @@ def jvp(func, primals, tangents, *, strict=False, has_aux=False):
     # (torch.func.jvp takes ``strict`` and, unlike autograd.functional.jvp, checks nothing with it)
     products = iter(autograd._jvp_products(outputs, _leaves_of(leaves), flat_tangents, outer, False))
     value = output if outer else _map(Tensor.detach, output)
-    jvp_out = _map(lambda _: next(products), output)
+    jvp_out = _follows(_map(lambda _: next(products), output), [primals, tangents])
     if has_aux:
         return value, jvp_out, (aux if outer else _map(Tensor.detach, aux))
     return value, jvp_out
@@ -395,8 +424,9 @@ def linearize(func, *primals):
         products = autograd._filled(autograd._grads_of(transposed, dummies, flat_tangents, False), outputs,
                                     False, "jvp")
         products = iter(products)
-        return _map(lambda _: next(products), output)
-    return _map(Tensor.detach, output), jvp_fn
+        return _follows(_map(lambda _: next(products), output), [outputs, tangents])
+    outer = _outer_graph(primals) and is_grad_enabled()  # (torch's output keeps its graph to the primals)
+    return (output if outer else _map(Tensor.detach, output)), jvp_fn
 
 
 # ---- vmap -----------------------------------------------------------------------------------------------
@@ -419,7 +449,7 @@ def _checked_in_dims(func, in_dims, args):
     if not args:
         raise ValueError(f"vmap({_function_name(func)})(<inputs>): got no inputs. Maybe you forgot to add inputs, or "
                          f"you are trying to vmap over a function with no inputs. The latter is unsupported.")
-    dims = _in_dims_of(in_dims, args)
+    dims = _in_dims_of(in_dims, args, where)
     for leaf, dim in (pair for arg, d in zip(args, dims) for pair in _leaf_dims(arg, d)):
         if dim is not None and not isinstance(dim, int):
             raise ValueError(f"{where}: Got in_dim={dim} for an input but in_dim must be either an integer dimension "
@@ -447,14 +477,25 @@ def _leaf_dims(arg, dim):
     return [(arg, dim)]
 
 
-def _in_dims_of(in_dims, args):
+def _in_dims_of(in_dims, args, where):
+    """One in_dim (or tree of them) per argument: ``in_dims`` must be a prefix of the arguments' pytree (torch's
+    ``_broadcast_to_and_flatten``: a tuple where a tuple is, a dict with the same keys; an int or None covers
+    a whole subtree), else torch's error with both structures."""
     if isinstance(in_dims, (int, type(None))):
         return [in_dims] * len(args)
-    if not isinstance(in_dims, tuple) or len(in_dims) != len(args):
-        raise ValueError(f"vmap(f, in_dims={in_dims}, ...)(<inputs>): in_dims is not compatible with the structure "
-                         f"of `inputs`. in_dims has structure {type(in_dims).__name__} but inputs has "
-                         f"{len(args)} arguments.")
+    if not _is_prefix(in_dims, tuple(args)):
+        raise ValueError(f"{where}: in_dims is not compatible with the structure of `inputs`. in_dims has "
+                         f"structure {_spec(in_dims)} but inputs has structure {_spec(tuple(args))}.")
     return list(in_dims)
+
+
+def _is_prefix(dims, tree):
+    """Does the tree of dims ``dims`` have ``tree``'s structure down to its leaves (each a dim for a subtree)?"""
+    if isinstance(dims, (tuple, list)):
+        return type(tree) is type(dims) and len(tree) == len(dims) and all(map(_is_prefix, dims, tree))
+    if isinstance(dims, dict):
+        return isinstance(tree, dict) and set(tree) == set(dims) and all(_is_prefix(dims[k], tree[k]) for k in dims)
+    return True
 
 
 def _pick(arg, dim, i):
@@ -673,11 +714,163 @@ class _BatchedDraws:
         return draw
 
 
+# torch's names for an in-place op refused inside vmap (None: its batching rule broadcasts first, so torch's
+# words are the broadcast error's), by minilora's op function; others are "aten::<name>_"
+_INPLACE_WORDS = {"add": None, "atan2": None, "sub": "inplace arithmetic", "mul": "inplace arithmetic",
+                  "div": "inplace arithmetic", "_copy_from": "inplace arithmetic", "index_put": "inplace arithmetic",
+                  "_replace_values": "fill_", "fill": "fill_"}
+
+
+class _Level:
+    """One running vmap: its batch size, {id(tensor): (weak reference, batched?)}, the unmapped inputs, and
+    the values they had before func first changed one in place (restored before each later sample)."""
+
+    def __init__(self, size, unmapped):
+        self.size, self.states, self.unmapped, self.saved = size, {}, unmapped, {}
+
+    def state(self, t):
+        entry = self.states.get(id(t))
+        return entry[1] if entry is not None and entry[0]() is t else None
+
+    def save_before_write(self, t):
+        """``t`` (known unbatched) is about to change in place: keep the unmapped inputs it may write into."""
+        for given in self.unmapped:
+            if id(given) not in self.saved and np.may_share_memory(given._array, t._array):
+                self.saved[id(given)] = (given, given._array.copy())
+
+    def restore(self):
+        """torch runs func once for the batch, so an in-place change of an unbatched tensor happens once: each
+        sample starts from the values the first one saw."""
+        for given, values in self.saved.values():
+            given._array[...] = values
+
+
+class _Batching:
+    """Which tensors are batched, at each running vmap level (outermost first): what torch's BatchedTensor knows of
+    itself, for torch's refusals -- ``.item()`` or ``if`` on a batched tensor, an in-place op writing a batched
+    tensor into an unbatched one, a batched output where out_dims is None. minilora runs ``func`` sample by
+    sample, so tensor.py hands it each op call while a vmap runs (``Function.apply``): a result is batched at the
+    levels of its batched inputs, unbatched (known so) at the others. The samples are batched; the unmapped inputs
+    and factories' tensors are known unbatched; ``*_like`` tensors are as their input. A tensor made otherwise
+    (``detach``, ``new_zeros``) is of unknown batching and is never refused."""
+
+    def __init__(self):
+        self.levels = []
+        self.busy = False
+
+    @contextlib.contextmanager
+    def level(self, size, unmapped):
+        self.levels.append(_Level(size, [t for t in unmapped if isinstance(t, Tensor)]))
+        try:
+            yield self.levels[-1]
+        finally:
+            self.levels.pop()
+
+    def mark(self, tree, level, batched):
+        for t in _leaves_of(tree):
+            level.states[id(t)] = (weakref.ref(t), batched)
+
+    def batched_levels(self, tensors):
+        return [level for level in self.levels if any(level.state(t) for t in tensors)]
+
+    def apply(self, cls, inputs, options):
+        """tensor.py's hook: one op call, its result batched where an input is."""
+        self.busy = True
+        try:
+            result = cls.apply(*inputs, **options)
+        finally:
+            self.busy = False
+        return self.follow(result, inputs)
+
+    def follow(self, result, inputs):
+        """``result`` (a tensor or a tree of them) of ``inputs``: batched at the levels where one of them is,
+        unbatched where all are known to be, else unknown."""
+        inputs = _leaves_of(list(inputs))
+        for level in self.levels:
+            states = [level.state(t) for t in inputs]
+            if True in states or states and None not in states:
+                self.mark(result, level, True in states)
+        return result
+
+    def made(self, t, like=None):
+        """factories' hook: ``t`` is new, of no input (unbatched) or laid out ``like`` a tensor (batched as it)."""
+        for level in self.levels:
+            self.mark(t, level, like is not None and level.state(like))
+        return t
+
+    def physical_shape(self, tensors, shape):
+        """``shape`` with the batch sizes in front where one of ``tensors`` is batched (torch's batched tensor)."""
+        return [level.size for level in self.batched_levels(tensors)] + list(shape)
+
+    def check_scalar(self, t, what):
+        """torch's refusal of reading a batched tensor's value (``item``, ``float``, ``if``)."""
+        if not self.batched_levels([t]):
+            return
+        if what == "bool":
+            raise RuntimeError("vmap: It looks like you're attempting to use a Tensor in some data-dependent control "
+                               "flow. We don't support that yet, please file an issue at "
+                               "https://github.com/pytorch/pytorch/issues .")
+        raise RuntimeError("vmap: It looks like you're calling .item() on a Tensor. We don't support vmap over "
+                           "calling .item() on a Tensor, please try to rewrite what you're doing with other "
+                           "operations. If error is occurring somewhere inside PyTorch internals, please file a bug "
+                           "report.")
+
+    def check_inplace(self, t, op_name, others):
+        """Before an in-place op on ``t``: torch's refusal where ``t`` is known unbatched and an operand is batched
+        (the samples would all write one tensor); else, for a known unbatched ``t``, its old values kept."""
+        others = _leaves_of(list(others))
+        batched = self.batched_levels(others)
+        for number, level in enumerate(self.levels, 1):
+            if level.state(t) is not False:
+                continue
+            if level not in batched:
+                level.save_before_write(t)
+                continue
+            words = _INPLACE_WORDS.get(op_name, f"aten::{op_name}_")
+            if words is None:
+                raise RuntimeError(f"output with shape {self.physical_shape([t], t.shape)} doesn't match the "
+                                   f"broadcast shape {self.physical_shape([t] + others, _broadcast(t, others))}")
+            where = f"at level {number}" if words.startswith("aten::") else "in a vmap"
+            raise RuntimeError(f"vmap: {words}(self, *extra_args) is not possible because there exists a Tensor "
+                               "`other` in extra_args that has more elements than `self`. This happened due to "
+                               f"`other` being vmapped over but `self` not being vmapped over {where}. Please try to "
+                               f"use out-of-place operators instead of {words}. If said operator is being called "
+                               "inside the PyTorch framework, please file a bug report instead.")
+
+
+def _broadcast(t, others):
+    return np.broadcast_shapes(tuple(t.shape), *(tuple(x.shape) for x in others))
+
+
+@contextlib.contextmanager
+def _batching_level(size, unmapped):
+    """A vmap level for tensor.py's hooks (one _Batching for the outermost vmap and the ones inside it)."""
+    outermost = _tensor_module._batching is None
+    if outermost:
+        _tensor_module._batching = _Batching()
+    try:
+        with _tensor_module._batching.level(size, unmapped) as level:
+            yield _tensor_module._batching, level
+    finally:
+        if outermost:
+            _tensor_module._batching = None
+
+
+def _follows(result, inputs):
+    """Inside vmap: ``result`` (a transform's, computed by autograd rather than by ops) is batched as ``inputs``."""
+    if _tensor_module._batching is not None:
+        _tensor_module._batching.follow(result, inputs)
+    return result
+
+
 def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
     """``func`` over a batch: ``vmap(f)(x)[i] == f(x[i])`` along ``in_dims`` (one per argument, None for an
-    argument shared by every sample), the results stacked along ``out_dims``."""
+    argument shared by every sample), the results stacked along ``out_dims``. ``chunk_size`` only bounds torch's
+    memory: minilora runs one sample at a time whatever it is."""
     if randomness not in ("error", "same", "different"):
         raise RuntimeError(f"Only allowed values for randomness are 'error', 'different', or 'same'. Got {randomness}")
+    if chunk_size is not None and not (isinstance(chunk_size, int) and chunk_size > 0):
+        raise ValueError(f"vmap: chunk_size should be None or greater than 0. (got {chunk_size})")
 
     def wrapper(*args, **kwargs):
         dims = _checked_in_dims(func, in_dims, args)
@@ -690,27 +883,84 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
         first_state = random.get_rng_state()
         results = []
         batched_draws = randomness == "different" and _BatchedDraws(sizes[0], _batch_in_front(args, dims))
-        with batched_draws or contextlib.nullcontext() as batched, forward_ad.vmapped():
+        unmapped = [leaf for arg, dim in zip(args, dims) for leaf, d in _leaf_dims(arg, dim) if d is None]
+        with batched_draws or contextlib.nullcontext() as batched, forward_ad.vmapped(), \
+                _batching_level(sizes[0], unmapped) as (tracking, level):
+            tracking.mark(list(args), level, False)  # (the mapped ones too: func sees their samples)
             for i in range(sizes[0]):
                 if randomness == "same":
                     random.set_rng_state(first_state)
+                level.restore()
                 picked = [_pick(arg, dim, i) for arg, dim in zip(args, dims)]
+                for sample, dim in zip(picked, dims):
+                    tracking.mark([leaf for leaf, d in _leaf_dims(sample, dim) if d is not None], level, True)
                 if batched is not None:
                     batched.start(i, _sample_arrays(args, picked, dims))
                 with _randomness(randomness):
                     results.append(func(*picked, **kwargs))
-        return _stacked(results, out_dims)
+            return _stacked(func, results, out_dims, level.state)
     return wrapper
 
 
-def _stacked(results, out_dims):
-    first = results[0]
-    if isinstance(first, Tensor):
-        return stack(results, out_dims if isinstance(out_dims, int) else out_dims[0])
-    if isinstance(first, (tuple, list)):
-        dims = out_dims if isinstance(out_dims, (tuple, list)) else [out_dims] * len(first)
-        return type(first)(_stacked([r[k] for r in results], dims[k]) for k in range(len(first)))
-    if isinstance(first, dict):
-        return {key: _stacked([r[key] for r in results], out_dims) for key in first}
-    raise ValueError(f"vmap(f, ...): `f` must only return Tensors, got type {type(first)}. Did you mean to set "
-                     "out_dims= to None for output?")
+def _leaves_and_rebuild(tree):
+    """(``tree``'s leaves -- tensors and anything else not a tuple, list or dict --, a function that builds the
+    same tree from a list of new leaves)."""
+    if isinstance(tree, (tuple, list)):
+        parts = [_leaves_and_rebuild(item) for item in tree]
+        counts = [len(leaves) for leaves, _ in parts]
+
+        def rebuild(leaves):
+            items, at = [], 0
+            for (_, build), count in zip(parts, counts):
+                items.append(build(leaves[at:at + count]))
+                at += count
+            return type(tree)(*items) if hasattr(tree, "_fields") else type(tree)(items)
+        return [leaf for leaves, _ in parts for leaf in leaves], rebuild
+    if isinstance(tree, dict):
+        keys = list(tree)
+        leaves, build = _leaves_and_rebuild([tree[k] for k in keys])
+        return leaves, lambda new: type(tree)(zip(keys, build(new)))
+    return [tree], lambda new: new[0]
+
+
+def _flat_out_dims(out_dims, output):
+    """One out_dim per leaf of ``output`` (torch's ``_broadcast_to_and_flatten``), or None where the trees do not
+    fit (a lone tensor output also takes a 1-tuple)."""
+    if isinstance(output, Tensor) and isinstance(out_dims, tuple) and len(out_dims) == 1:
+        out_dims = out_dims[0]
+    if not _is_prefix(out_dims, output):
+        return None
+    if isinstance(out_dims, (tuple, list)):
+        return [d for dims, item in zip(out_dims, output) for d in _flat_out_dims(dims, item)]
+    if isinstance(out_dims, dict):
+        return [d for key in output for d in _flat_out_dims(out_dims[key], output[key])]
+    return [out_dims] * len(_leaves_and_rebuild(output)[0])
+
+
+def _stacked(func, results, out_dims, batched):
+    """The samples' results as torch's vmap returns them: each leaf stacked along its out_dim; where that is None,
+    the leaf as is (refused when batched: ``batched(t)`` says)."""
+    name = _function_name(func)
+    for dim in _leaves_and_rebuild(out_dims)[0]:
+        if dim is not None and not isinstance(dim, int):
+            raise ValueError(f"vmap({name}, ..., out_dims={out_dims}): `{name}` must be have one dimension per output "
+                             f"(an int or None), got {dim}.")
+    first, rebuild = _leaves_and_rebuild(results[0])
+    dims = _flat_out_dims(out_dims, results[0])
+    if dims is None:
+        raise ValueError(f"vmap({name}, ..., out_dims={out_dims})(<inputs>): out_dims is not compatible with the "
+                         f"structure of `outputs`. out_dims has structure {_spec(out_dims)} but outputs has structure "
+                         f"{_spec(results[0])}.")
+    samples = [_leaves_and_rebuild(r)[0] for r in results]
+    leaves = []
+    for k, (leaf, dim) in enumerate(zip(first, dims)):
+        if dim is None:
+            if isinstance(leaf, Tensor) and batched(leaf):
+                raise ValueError(f"vmap({name}, ...): `{name}` can not return a BatchedTensor when out_dim is None")
+            leaves.append(leaf)
+        elif not isinstance(leaf, Tensor):
+            raise ValueError(f"vmap({name}, ...): `{name}` must only return Tensors, got type {type(leaf)}. Did you "
+                             "mean to set out_dims= to None for output?")
+        else:
+            leaves.append(stack([sample[k] for sample in samples], dim))
+    return rebuild(leaves)

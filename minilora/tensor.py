@@ -1211,6 +1211,8 @@ class Function:
         This runs once per op call, so it is kept lean: one pass over the inputs, no graph work
         at all when nothing requires grad (inference, optimizer updates, ``no_grad()``).
         """
+        if _batching is not None and not _batching.busy:  # inside vmap: the result is batched where an input is
+            return _batching.apply(cls, inputs, options)
         if _forward_ad is not None:  # a forward-AD level is open: a dual input's tangent rides along
             result = _forward_ad.dual_apply(cls, inputs, options)
             if result is not None:
@@ -1428,6 +1430,7 @@ def _iterator_result(out, inputs, rule="elementwise", number_operands=(0, 1, 2))
 # intermediates (masks, normalised inputs) stay arrays. As in torch, a packed tensor is not version-checked.
 _saved_hooks_used = False  # has saved_tensors_hooks been entered in any thread? (the hot path's check)
 _forward_ad = None  # while a torch.autograd.forward_ad level is open: minilora/forward_ad.py's hooks
+_batching = None  # while torch.func.vmap runs a function: which tensors are batched (minilora/func.py's _Batching)
 
 
 class _Packed:
@@ -2503,6 +2506,8 @@ class Tensor:
         return self._array.__dlpack_device__()
 
     def item(self):
+        if _batching is not None:
+            _batching.check_scalar(self, "item")
         if self._array.size != 1:
             raise RuntimeError(f"a Tensor with {self._array.size} elements cannot be converted to "
                                f"Scalar: item() needs one element, got shape {tuple(self.shape)}")
@@ -2511,6 +2516,8 @@ class Tensor:
         return _host(self._array.reshape(())).item()
 
     def tolist(self):
+        if _batching is not None:
+            _batching.check_scalar(self, "tolist")
         if self._device is _META:
             raise NotImplementedError(_NO_DATA)
         return _host(self._array).tolist()  # (from any device, as torch's)
@@ -2698,6 +2705,8 @@ class Tensor:
             if value.ndim != 0:
                 raise RuntimeError(f"fill_ only supports 0-dimension value tensor but got tensor "
                                    f"with {value.ndim} dimensions.")
+            if _batching is not None:
+                _batching.check_inplace(self, "fill", (value,))
             if value._requires_grad and _mode.grad_enabled:
                 return self._inplace(_copy_from, value, cast=True)
             value = value.to(self._device)._array  # a 0-d tensor is copied (so it wraps around)
@@ -2801,6 +2810,8 @@ class Tensor:
             if self._base is None and self._ctx is not None:  # (through a view: _inplace_view's CopySlices)
                 self._name_setitem_node(index, given)
             return
+        if _batching is not None:
+            _batching.check_inplace(self, "index_put", (value,))
         self._check_inplace()  # outside the graph: write just the indexed elements (a KV cache...)
         if isinstance(value, Tensor):
             if value._device is not self._device:
@@ -2911,7 +2922,10 @@ class Tensor:
         except ValueError:
             return
         if shape != self._array.shape:
-            raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the broadcast shape {list(shape)}")
+            mine, shape = list(self.shape), list(shape)
+            if _batching is not None:  # (inside vmap: torch's batched tensors' shapes, the batch sizes in front)
+                mine, shape = _batching.physical_shape([self], mine), _batching.physical_shape([self, operand], shape)
+            raise RuntimeError(f"output with shape {mine} doesn't match the broadcast shape {shape}")
 
     def _inplace(self, op, *args, cast=False, **kwargs):
         """Run ``op(self, *args)`` and write the result into ``self``'s storage.
@@ -2922,6 +2936,8 @@ class Tensor:
         """
         if _forward_ad is not None and _forward_ad.writes_dual(self, args):
             return _forward_ad.dual_inplace(self, op, args, kwargs, cast)
+        if _batching is not None:
+            _batching.check_inplace(self, op.__name__, args)
         self._check_inplace(*args)
         graph = _mode.grad_enabled and (self._requires_grad or any(
             isinstance(a, Tensor) and a._requires_grad for a in args))
@@ -3315,7 +3331,8 @@ class Tensor:
                              or isinstance(other, Tensor) and other._base is not None):
             laid_out = _iterator_result(out, (self, other))  # (a TensorIterator's result, as add's)
             out = out if laid_out is None else laid_out
-        return Tensor._make(out, self._device, False, None)
+        result = Tensor._make(out, self._device, False, None)
+        return result if _batching is None else _batching.follow(result, (self, other))  # (not an op: vmap's note)
 
     def __lt__(self, other): return self._ordered(other, np.less, "lt")
     def __le__(self, other): return self._ordered(other, np.less_equal, "le")
@@ -3334,6 +3351,8 @@ class Tensor:
     __hash__ = object.__hash__
 
     def __bool__(self):
+        if _batching is not None:
+            _batching.check_scalar(self, "bool")
         if self._array.size != 1:
             raise RuntimeError(f"Boolean value of Tensor with more than one value is ambiguous")
         if self._device is _META:
