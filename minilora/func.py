@@ -403,6 +403,7 @@ def jvp(func, primals, tangents, *, strict=False, has_aux=False):
 def linearize(func, *primals):
     """``(func(*primals), jvp_fn)``: ``jvp_fn(*tangents)`` is ``J @ tangents`` at the primals, from one run of
     ``func`` (its graph kept, as torch's traced linearization: a random draw in ``func`` is not redrawn)."""
+    outer = _outer_graph(primals) and is_grad_enabled()  # (torch's output and products keep their graph)
     leaves = [_differentiable(p) for p in primals]
     with enable_grad(), forward_ad.functorch_forward():
         output = func(*leaves)
@@ -421,11 +422,10 @@ def linearize(func, *primals):
                 raise RuntimeError(f"tangent:{k} with shape {torch_spelling(t.shape)} in flattened pytree doesn't "
                                    f"match the shape {torch_spelling(p.shape)} of the corresponding primal.")
         flat_tangents = [t.to(p.dtype) for p, t in zip(flat_leaves, flat_tangents)]
-        products = autograd._filled(autograd._grads_of(transposed, dummies, flat_tangents, False), outputs,
+        products = autograd._filled(autograd._grads_of(transposed, dummies, flat_tangents, outer), outputs,
                                     False, "jvp")
         products = iter(products)
         return _follows(_map(lambda _: next(products), output), [outputs, tangents])
-    outer = _outer_graph(primals) and is_grad_enabled()  # (torch's output keeps its graph to the primals)
     return (output if outer else _map(Tensor.detach, output)), jvp_fn
 
 
