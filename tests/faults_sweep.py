@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import signal
 import struct
 import sys
@@ -78,6 +79,29 @@ WRITERS = {
     "merge_and_unload().save_pretrained": ("folder", _merged),
     "tokenizer.save_pretrained": ("folder", lambda seed, p: _tokenizer(seed).save_pretrained(p)),
 }
+
+
+TRAINER_OUTPUT = tempfile.mkdtemp()  # (one for every trainer: training_args.bin, saved with the model, names it)
+
+
+def _trainer(seed):
+    from minilora import trainer
+    arguments = trainer.TrainingArguments(output_dir=TRAINER_OUTPUT, report_to="none", disable_tqdm=True,
+                                          learning_rate=1e-3 * (seed + 1))
+    return trainer.Trainer(model=tiny_peft(seed), args=arguments)
+
+
+def _trainer_state(seed, path):
+    from minilora.trainer import TrainerState
+    state = TrainerState()
+    state.global_step = seed
+    state.save_to_json(path)
+
+
+WRITERS.update({
+    "Trainer.save_model": ("folder", lambda seed, p: _trainer(seed).save_model(p)),
+    "TrainerState.save_to_json": ("file", _trainer_state),
+})
 
 
 def _tokenizer(seed):
@@ -291,8 +315,7 @@ def sweep_writers(selected=None):
 # --------------------------------------------------------------------------------------------------
 # Loaders: a damaged file -> a clear error naming it
 # --------------------------------------------------------------------------------------------------
-CLEAR = (checkpoint.CheckpointError, ValueError, OSError, RuntimeError, ml.serialization.pickle.UnpicklingError
-         if hasattr(ml, "serialization") else ValueError)
+CLEAR = (checkpoint.CheckpointError, ValueError, TypeError, OSError, RuntimeError, pickle.UnpicklingError)
 
 
 def safetensors_bytes(header, data):
