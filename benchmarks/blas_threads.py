@@ -16,7 +16,8 @@ The difference is OpenBLAS's idle workers, which spin for ~0.1 s after each prod
 cores from the threads running the elementwise ops between products -- and from any other process.
 Run it on a quiet machine and on a busy one: on 2 vCPUs of a Zen 4 EPYC the ratio was 1.08-1.11 idle
 (OpenBLAS's threads faster) and 0.59-1.13 from run to run with other processes on the cores
-(minilora/parallel.py).
+(minilora/parallel.py). With MKL as minilora's BLAS (``blas.library() == "mkl"``) ``split`` runs the layers'
+products whole on MKL's threads instead; ``MINILORA_BLAS=openblas`` compares the two ways described here.
 
     python benchmarks/blas_threads.py
 """

@@ -1,16 +1,17 @@
-"""Benchmark: the matrix products of a Llama training step, NumPy's BLAS (as minilora runs it) vs torch's.
+"""Benchmark: the matrix products of a Llama training step, minilora's BLAS (as minilora runs it) vs torch's.
 
 Most of a training step on the CPU is matrix products (GEMMs). This times the products of one step of
 the benchmarks/train_step.py model (d=256, intermediate 688, vocab 512, 1024 rows), each as forward
 ``X W^T``, ``dX = dY W`` and ``dW = dY^T X``, over 16 different operand sets in turn so that they come
 from memory as in a real step, not from a warm cache:
 
-* ``minilora``: ``minilora.parallel.matmul`` -- NumPy's BLAS (OpenBLAS in NumPy's wheels) on blocks of
-  rows, one per thread, the way minilora's ops run them;
+* ``minilora``: ``minilora.parallel.matmul``, the way minilora's ops run them -- with MKL installed
+  (``blas.library() == "mkl"``) each product whole on MKL's threads, as torch's; else NumPy's OpenBLAS on
+  blocks of rows, one per thread;
 * ``torch``: ``torch.matmul`` with the same thread count (MKL in torch's x86 wheels).
 
 Both are timed in one process, interleaved, after a pause that lets the other's threads go idle.
-``ratio`` = minilora / torch: above 1.0, NumPy's BLAS is the slower. With ``--threads 1`` it compares
+``ratio`` = minilora / torch: above 1.0, minilora's way is the slower. With ``--threads 1`` it compares
 the two BLAS libraries' single-thread kernels alone.
 
 A second table times the rank-r products a LoRA step adds to each layer (``--rank``, default 8):

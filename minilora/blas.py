@@ -1,4 +1,5 @@
-"""NumPy's own BLAS, called directly for the one thing ``np.matmul`` cannot say: accumulate.
+"""The BLAS (Intel's MKL where installed, else NumPy's own OpenBLAS), called directly: for torch's bits, and for the
+one thing ``np.matmul`` cannot say: accumulate.
 
 BLAS's matrix product is ``C = alpha * A @ B + beta * C``. NumPy always calls it with beta = 0, so
 ``Y += U @ B.T`` costs a temporary the size of Y and a second pass over Y to add it. LoRA's forward
@@ -8,7 +9,7 @@ its backward (``dX = dY W0 + V A``). With beta = 1 the product lands in Y direct
 
     blas.gemm(U, B.T, out=Y, alpha=s, beta=1.0)     # Y = s U B^T + Y, no temporary
 
-The BLAS here is the OpenBLAS that NumPy's wheels ship (Linux, Windows), found in the process's
+Without MKL the BLAS here is the OpenBLAS that NumPy's wheels ship (Linux, Windows), found in the process's
 loaded libraries and called through ctypes; ctypes releases the GIL, so ``minilora.parallel``'s
 threads run their products side by side. Where it is missing (macOS's Accelerate, CuPy arrays,
 integer or mixed dtypes, strided views) ``gemm`` computes the same thing with NumPy/CuPy operators;
@@ -412,8 +413,10 @@ _choice = None  # "mkl" or "openblas" once chosen (select() or MINILORA_BLAS)
 
 
 def library():
-    """The BLAS that ``gemm``/``matmul`` call: "mkl" (the ``mkl`` wheel is installed and MINILORA_BLAS is not
-    "openblas") or "openblas" (NumPy's own; also the name where there is none, and products fall back to NumPy).
+    """The BLAS that ``gemm``/``matmul`` call: "mkl" (the ``mkl`` wheel is installed, MINILORA_BLAS is not
+    "openblas", and ``_mkl_library`` may load it: without a compiler only where torch is imported already or not
+    installed, ``why_no_mkl`` says why not) or "openblas" (NumPy's own; also the name where there is none, and
+    products fall back to NumPy).
 
     Measured (2 vCPUs of an Intel Xeon with AVX-512, real-time priority, one thread each): [512, 256] x [256, 688]
     1121 -> 981 us a call (MKL 2024.2; 2026.2 961); ``benchmarks/lora_step.py`` LoRA / PEFT in a run 0.93-0.94 ->

@@ -24,8 +24,8 @@ from 0.59 to 1.13 (median 0.9 of 6 runs) while other processes shared the two co
 7-10): spinning workers cost most when something else wants their core. So neither wins
 everywhere; the split stays, for full fine-tuning and LoRA alike (one scheme, and the LoRA step of
 benchmarks/lora_step.py is measured with it): at worst ~10% slower on an idle machine of that kind.
-Except with MKL (``minilora.blas``), which torch's products come from: there a Linear's products and a
-``matmul`` of 2-D weights run whole on MKL's threads, as torch's do (MKL's 2 threads split the sum over
+Except with MKL (``minilora.blas``), which torch's products come from: there a Linear's and a LoRA layer's
+products and a ``matmul`` of 2-D weights run whole on MKL's threads, as torch's do (MKL's 2 threads split the sum over
 K for many shapes -- few rows, long K -- and no split by rows gives those bits); the MKL workers, on a
 copy of GNU OpenMP of minilora's own, spin only briefly when idle, then sleep
 (``blas.SPINS_BEFORE_SLEEP``; spinning as long as torch's do, a full fine-tuning step took ~50% more CPU
@@ -50,7 +50,7 @@ through counters in C that the waiting thread spins on with the GIL given up (ro
 split regions): the caller saw a block done ~12 us after it was instead of ~35 (median), but a helper still
 started ~60-80 us after the hand-over, waiting for the GIL the caller holds while it starts its own block,
 and the step's time stayed within its noise, with more CPU time. ``benchmarks/lora_step.py`` reports a step
-after idle and steps in a run apart.) Products go further
+after idle and steps in a run apart.) Products not run whole on MKL's threads go further
 (``products_run``): ``minilora.gemm_pool`` runs a block's whole list of BLAS calls -- a LoRA layer's 3 forward
 and 5 backward, a Linear's one -- in C threads, which meet the caller once per op, not at the GIL after
 every call (same calls, same numbers). GPU arrays (CuPy) are never split: the GPU is already parallel. A block never splits

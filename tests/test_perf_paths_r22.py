@@ -6,7 +6,7 @@ torch's kernel, or torch itself).
 * float32_kernels.c's pow, log, atanh and atan2 loops vectorize now (frexpf and fmodf as bit operations and
   selects; pow in three loops over a block): x ** 1.7 on 1M float32 ~34 -> ~4.3 ms on one core of a Zen 4.
   A number exponent has its own kernel, ``ml_pow_scalar`` (no array of copies of it).
-* LoRA's dB is computed as (U^T dY)^T (exercise 4.3's line), handed on in C order.
+* LoRA's dB, computed as (U^T dY)^T in round 22 (dY^T U since round 31: torch's orientation), handed on in C order.
 """
 import importlib
 
@@ -100,7 +100,8 @@ def test_backward_makes_torchs_shown_nodes_only_when_asked(monkeypatch):
 
 
 def test_adapter_gradients_are_in_c_order_whatever_layout_the_rows_give(monkeypatch):
-    """dB is computed as (U^T dY)^T now (OpenBLAS: 10-20% faster than dY^T U, the same bits): LoraLinear.backward
+    """dB was computed as (U^T dY)^T in round 22 (OpenBLAS: 10-20% faster than dY^T U, the same bits; since round 31
+    dY^T U, as torch's: on MKL's 2 threads the transposed form splits its sum otherwise): LoraLinear.backward
     hands the engine C-ordered dA and dB whatever layout the rows' code (exercise 4.3: a learner's) gave them, so
     A.grad.stride() and B.grad.stride() answer torch's (they refused an F-ordered array)."""
     lora_ops = importlib.import_module("minilora.ops.lora")
@@ -123,4 +124,4 @@ def test_adapter_gradients_are_in_c_order_whatever_layout_the_rows_give(monkeypa
         assert _same_bits(got.numpy(), want.numpy())
     rng = np.random.default_rng(6)
     U, dY = rng.standard_normal((777, 8), np.float32), rng.standard_normal((777, 688), np.float32)
-    assert _same_bits((U.T @ dY).T, dY.T @ U)  # (the identity the exercise's line relies on, at a Llama's sizes)
+    assert _same_bits((U.T @ dY).T, dY.T @ U)  # (the identity round 22's exercise line relied on)

@@ -13,6 +13,11 @@ random inputs on the sweep's shapes and more (tests/test_nn_users3_r31.py), the 
   than 16 input channels and not a 1x1 kernel, which runs ``jit_1x1``): each thread adds its slice of the batch
   (``conv._onednn_weight_slices``) image after image, output row after row, column after column, from 0; then the
   slices' sums are added from the first.
+* weight gradient, ``jit_1x1`` (a 1x1 kernel, up to 16 channels each way, the batch split evenly by the threads):
+  each image's sum from 0 in the jit order above, the images' sums added in each thread's run, then the runs'
+  (``one_by_one_weight_gradient``).
+* ``jit_dw`` (depthwise, at most 16 channels): both gradients in the jit kernels' orders above, one channel a group,
+  the weight gradient's threads splitting the batch (``grouped_kernels``).
 * ``gemm:jit`` (groups that no special kernel takes; a dilated weight gradient; an input gradient with a dimension
   both strided and dilated): im2col and oneDNN's own sgemm, image by image and group by group. Its input gradient's
   columns are each a sum over the group's output channels, one fused multiply-add after another from 0, then added
