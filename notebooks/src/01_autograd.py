@@ -43,6 +43,9 @@ np.set_printoptions(precision=4, suppress=True)
 # (`requires_grad`), and -- if an op produced it -- a link to that op (`grad_fn`). The array itself is
 # a plain NumPy array (`np.asarray(x)` or `x.numpy()`; the engine keeps it in `x._array`); on the `cuda`
 # device it would be a CuPy array instead. As in PyTorch, `x.data` is itself a Tensor.
+#
+# **Predict:** `ml.tensor` of Python floats, as `torch.tensor`: which dtype does `x` get, and is it a
+# leaf of the graph?
 
 # %%
 x = ml.tensor([[1.0, -2.0, 3.0]], requires_grad=True)

@@ -69,17 +69,23 @@ assert 16 * n / (4 * n + 16 * memory.matrix_lora_params(d, d, 4)[1]) < 4   # the
 # For one matrix the saving is at most 4x (268 MB -> 68 MB): the frozen weight itself becomes the
 # floor. Shrinking *that* floor is what QLoRA does next (a 4-bit `W0`), but it is a different idea.
 #
-# **Two corrections to the lesson's arithmetic here.** It scales the 268 MB per 4096 x 4096 matrix up
-# to "approximately 268 GB per billion parameters" -- but 16 bytes per parameter is **16 GB per
-# billion**, and 175 billion parameters at 16 GB per billion is exactly the 2.8 TB it then quotes. And
-# GPT-3 does not have "about 1,000 such matrices": its model width is 12,288, so one of its attention
-# projections alone is 12,288^2 = 151 million numbers, nine times a 4096 x 4096 matrix.
+# The lesson scales the 268 MB per 4096 x 4096 matrix up to "approximately 268 GB per billion
+# parameters", and says GPT-3 has "about 1,000 such matrices".
+#
+# **Predict:** at 16 bytes a parameter, how many GB per billion parameters? And how many 4096 x 4096
+# matrices is one of GPT-3's attention projections (its model width is 12,288)?
 
 # %%
 print(f"16 bytes x 1e9 parameters = {format_bytes(16 * 1e9)} per billion parameters")
 print(f"GPT-3's W_q: 12288 x 12288 = {12288 ** 2:,d} numbers = {12288 ** 2 / n:.1f} matrices of 4096 x 4096")
 print(f"175e9 parameters = {175e9 / n:,.0f} matrices of 4096 x 4096")
 assert 16 * 175e9 == 2.8e12 and round(12288 ** 2 / n) == 9
+
+# %% [markdown]
+# **Two corrections to the lesson's arithmetic.** 16 bytes per parameter is **16 GB per billion**,
+# and 175 billion parameters at 16 GB per billion is exactly the 2.8 TB the lesson then quotes. And
+# GPT-3 does not have "about 1,000 such matrices": one of its attention projections alone is
+# 12,288^2 = 151 million numbers, nine times a 4096 x 4096 matrix.
 
 # %% [markdown]
 # ## GPT-3: the wall
@@ -157,11 +163,11 @@ assert exact == {"q, v": 4_194_304, "q, k, v, o": 16_777_216, "all seven": 39_97
 
 # %% [markdown]
 # The lesson's rank table for "a 7B model" ("r = 4: ~8M, r = 8: ~16M, ..., r = 128: ~256M") assumes
-# "about 2M" parameters per unit of rank, which matches no particular choice of target modules:
-# q, k, v, o gives 1.05M per rank and all seven give 2.5M (the cell below prints both). Its code example prints
-# `trainable params: 33,554,432 || all params: 6,771,970,048` for r = 16 on all seven modules, but that
-# line belongs to q, k, v, o at **r = 32**; the config in its code gives 39,976,960 (above). The
-# cell below checks these numbers before plotting them.
+# "about 2M" parameters per unit of rank, and its code example prints
+# `trainable params: 33,554,432 || all params: 6,771,970,048` for r = 16 on all seven modules.
+#
+# **Predict:** how many parameters per unit of rank do q, k, v, o and all seven give? Which
+# configuration does the lesson's printed line belong to?
 
 # %%
 qkvo_r32 = memory.estimate("llama-2-7b", LoraConfig(r=32, target_modules=targets["q, k, v, o"]))
@@ -185,6 +191,10 @@ ax.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
+# Neither matches "about 2M" a rank: q, k, v, o gives 1.05M per rank and all seven give 2.5M (both
+# printed above). The lesson's printed line belongs to q, k, v, o at **r = 32**; the config in its
+# code, all seven at r = 16, gives 39,976,960 (above).
+#
 # Where the memory goes, full fine-tuning against LoRA (r = 16, all seven modules), in float32 with
 # AdamW and before activations.
 #
@@ -441,7 +451,7 @@ for label, model in (("LoRA", lora_model), ("LoRA + checkpointing", ckpt_model))
 print(f"(CPU times measured in this run, on {ml.parallel.machine_description()})")
 plain, ckpt = kept["LoRA"], kept["LoRA + checkpointing"]
 print(f"kept: {plain.graph_bytes / ckpt.graph_bytes:.1f}x less, peak: {plain.peak_bytes / ckpt.peak_bytes:.1f}x lower")
-# the peak: 2.5x lower on 2 minilora threads since round 25's C threads (71.2 / 28.3 MB; 67.0 / 22.7 = 3.0x before)
+# the peak: 2.7x lower on 2 minilora threads in round 32 (61.1 / 23.1 MB; 2.5x in round 26, 3.0x before round 25)
 assert plain.graph_bytes > 8 * ckpt.graph_bytes and plain.peak_bytes > 2.2 * ckpt.peak_bytes
 
 ckpt_model.load_state_dict(lora_model.state_dict())   # the same adapter weights in both models
@@ -456,7 +466,7 @@ assert same
 
 # %% [markdown]
 # What is left after the forward is the layers' inputs and the output head's work; the peak is now
-# one layer's activations plus those: about 11x less kept, and a peak 2-3x lower (both printed above; the
+# one layer's activations plus those: about 10x less kept, and a peak 2-3x lower (both printed above; the
 # peak depends on how many threads hold a block's arrays at once). The price is one more
 # forward per layer in backward. How much arithmetic is that?
 #

@@ -156,7 +156,7 @@ assert not all(bitwise)
 
 # %% [markdown]
 # Only to rounding: the kernels add each output's `K` products in their own order (tile by tile,
-# thread by thread), NumPy's BLAS in another, and float32 addition depends on the order. The
+# thread by thread), the CPU's BLAS (MKL or OpenBLAS) in another, and float32 addition depends on the order. The
 # differences are a few float32 steps, far below anything training notices.
 #
 # ## Catching a race
