@@ -2200,17 +2200,27 @@ def with_out(factory):
     return call
 
 
-def refuse_overlapping_out(outs, inputs=()):
+def refuse_overlapping_out(outs, inputs=(), same_allowed=False):
     """torch's refusal of an out= tensor whose elements share memory with each other (an expanded tensor: ATen's
-    assert_no_internal_overlap) or with one of ``inputs`` (assert_no_overlap; the same tensor even when empty)."""
+    assert_no_internal_overlap) or with one of ``inputs`` (assert_no_overlap; the same tensor even when empty).
+    ``same_allowed``: an input that is exactly the out tensor's elements passes (an elementwise op's
+    assert_no_partial_overlap: ``torch.exp(x, out=x)`` computes each element before writing it)."""
     for out in outs:
-        if any(step == 0 and n > 1 for step, n in zip(out._array.strides, out.shape)):
+        if out._array.size and any(step == 0 and n > 1 for step, n in zip(out._array.strides, out.shape)):
             raise RuntimeError("unsupported operation: more than one element of the written-to tensor refers to a "
                                "single memory location. Please clone() the tensor before performing the operation.")
-        if any(t is out or out.device.xp.shares_memory(out._array, t._array) for t in inputs):
+        shared = [t for t in inputs if t is out or out.device.xp.shares_memory(out._array, t._array)]
+        if any(not (same_allowed and _same_elements(out, t)) for t in shared):
             raise RuntimeError("unsupported operation: some elements of the input tensor and the written-to tensor "
                                "refer to a single memory location. Please clone() the tensor before performing the "
                                "operation.")
+
+
+def _same_elements(a, b):
+    """Whether tensors ``a`` and ``b`` are views of exactly the same elements, in the same order."""
+    from .tensor import _data_address
+    return a._array.shape == b._array.shape and a._array.strides == b._array.strides and \
+        _data_address(a._array) == _data_address(b._array)
 
 
 def _random_with_out(draw, drawn_for_out):

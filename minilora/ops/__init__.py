@@ -492,10 +492,11 @@ for _name, _fn in {"quantile": quantile, "nanquantile": nanquantile, "inner": in
 # gives out= (not to the Tensor methods, which torch's do not take it, nor to a + b, which stays one
 # call). The functions are rebound here, after the methods above took the plain ones.
 import builtins as _builtins  # noqa: E402  (all/any in this module are minilora's ops)
+import contextlib as _contextlib  # noqa: E402
 import functools as _functools  # noqa: E402
 import warnings as _warnings  # noqa: E402
 
-from ..tensor import is_grad_enabled  # noqa: E402
+from ..tensor import is_grad_enabled, no_grad  # noqa: E402
 
 # Ops whose out tensor must have exactly the result's dtype (torch: "Expected out tensor to have dtype
 # float, but got double instead"); the others cast their result into out's dtype where torch.can_cast
@@ -505,7 +506,15 @@ _EXACT_OUT_DTYPE = set((
     "abs neg sign signbit ceil floor round trunc nan_to_num clamp clip clamp_min clamp_max where "
     "bitwise_not sgn logcumsumexp aminmax "
     "tril triu diag narrow_copy nonzero argsort bucketize searchsorted gather take take_along_dim "
-    "index_select index_add index_copy scatter scatter_add scatter_reduce masked_select").split())
+    "index_select index_add index_copy scatter scatter_add scatter_reduce masked_select "
+    # torch's kernels that refuse a wider out as well (sort's values, linalg's factors: "Expected out tensor to have
+    # dtype float, but got double instead"; float_power's float64)
+    "conj_physical frac lerp heaviside isin isneginf isposinf cummax cummin kthvalue mode median nanmedian sort "
+    "topk quantile nanquantile inner tensordot vdot frexp float_power hardshrink frobenius_norm nuclear_norm "
+    "alias_copy diagonal_copy permute_copy select_copy slice_copy squeeze_copy t_copy unsqueeze_copy slice_scatter "
+    "qr svd slogdet triangular_solve linalg_cholesky_ex linalg_cross _linalg_det _linalg_eigh linalg_inv_ex "
+    "linalg_ldl_factor linalg_ldl_factor_ex linalg_lu linalg_lu_factor_ex linalg_qr _linalg_slogdet _linalg_solve_ex "
+    "_linalg_svd linalg_vector_norm linalg_matrix_norm linalg_norm linalg_vecdot").split())
 # Ops that refuse an out dtype they cannot cast into with TypeError (torch.cat's "input types can't be
 # cast to the desired output type Long"), not RuntimeError.
 _TYPE_ERROR_OUT_DTYPE = {"cat", "stack", "hstack", "vstack", "dstack", "column_stack"}
@@ -519,9 +528,36 @@ _INPUT_TO_OUT_DTYPE = {"std", "var"}
 _NAN_KERNEL_OUT = {"nansum", "nanmean"}
 # torch's argsort(out=) is sort's out= underneath: it refuses an input that requires grad, as sort does.
 _REFUSES_GRAD_INPUT = {"argsort"}
-# Ops whose out= torch refuses where it shares memory with an input tensor (ATen's assert_no_overlap), or where
-# several of its elements are one memory location (an expanded out: assert_no_internal_overlap).
-_NO_OVERLAP_OUT = {"kthvalue", "gather", "masked_select", "take", "index_select", "cat"}
+# Ops torch composes of others (CompositeImplicitAutograd): their out= is a copy_ into out, so an input that requires
+# grad is no refusal, and an out leaf that requires grad is the in-place refusal ("a leaf Variable that requires grad
+# is being used in an in-place operation"), not out='s.
+_COMPOSITE_OUT = set((
+    "softmax log_softmax inner tensordot quantile nanquantile diag floor_divide heaviside conj_physical nuclear_norm "
+    "alias_copy diagonal_copy permute_copy select_copy slice_copy slice_scatter squeeze_copy t_copy unsqueeze_copy "
+    "ndtr ifft linalg_cond linalg_eigvals linalg_ldl_factor linalg_ldl_factor_ex linalg_matrix_norm linalg_norm "
+    "linalg_tensorsolve").split())
+# Ops torch cannot differentiate (no derivative formula): nothing to refuse, their out may require grad.
+_NO_DERIVATIVE_OUT = {"special_" + name for name in (
+    "airy_ai bessel_j0 bessel_j1 bessel_y0 bessel_y1 modified_bessel_i0 modified_bessel_i1 modified_bessel_k0 "
+    "modified_bessel_k1 scaled_modified_bessel_k0 scaled_modified_bessel_k1 spherical_bessel_j0 "
+    "chebyshev_polynomial_t chebyshev_polynomial_u chebyshev_polynomial_v chebyshev_polynomial_w "
+    "shifted_chebyshev_polynomial_t shifted_chebyshev_polynomial_u shifted_chebyshev_polynomial_v "
+    "shifted_chebyshev_polynomial_w hermite_polynomial_h hermite_polynomial_he laguerre_polynomial_l "
+    "legendre_polynomial_p").split()}
+# Ops whose out= torch does not check for memory it shares with an input (reductions, linalg, the *_copy ops): they
+# read all of it before writing, so minilora (which computes before writing, always) gives the same values.
+_OVERLAP_UNCHECKED = set((
+    "amax amin aminmax max min norm std var dot vdot inner tensordot quantile nanquantile mvlgamma "
+    "multigammaln logsumexp ndtr diag cholesky qr svd slogdet triangular_solve frobenius_norm nuclear_norm "
+    "alias_copy diagonal_copy permute_copy select_copy slice_copy slice_scatter squeeze_copy t_copy "
+    "unsqueeze_copy").split())
+# Every op's out= is refused where several of its elements are one memory location (an expanded out: ATen's
+# assert_no_internal_overlap) or where it shares only part of an input's memory (assert_no_partial_overlap: the op
+# would read elements it already wrote). An out that is exactly an input is allowed (torch.exp(x, out=x)), but by
+# these ops, which refuse any shared memory (assert_no_overlap). (torch's products do not check: mm(a, b, out=a)
+# writes a while reading it, a silent wrong product; minilora refuses with the words of the others.)
+_NO_OVERLAP_OUT = {"kthvalue", "gather", "masked_select", "take", "index_select", "cat", "cross", "mm", "bmm",
+                   "matmul"}
 
 
 def _with_out(fn, name):
@@ -549,27 +585,36 @@ def _write_out(fn, name, args, kwargs, out):
         kwargs = dict(kwargs, dtype=outs[0].dtype)
     elif name in _INPUT_TO_OUT_DTYPE and dtypes.is_floating(outs[0].dtype) and args:
         args = (args[0].to(outs[0].dtype),) + args[1:]
-    if name in _NO_OVERLAP_OUT:
-        _refuse_overlap(outs, args + tuple(kwargs.values()))
+    inputs = () if name in _OVERLAP_UNCHECKED else args + tuple(kwargs.values())
+    _refuse_overlap(outs, inputs, same_allowed=name not in _NO_OVERLAP_OUT)
     result = _amp.without_autocast(fn, *args, **kwargs)  # (torch's out= calls are not autocast)
     results = result if isinstance(result, tuple) else (result,)
     if len(results) != len(outs):
         raise TypeError(f"{name}(): expected {len(results)} out tensor(s), got {len(outs)}")
-    watched = results + outs + (args if name in _REFUSES_GRAD_INPUT else ())
-    if is_grad_enabled() and _builtins.any(isinstance(t, Tensor) and t.requires_grad for t in watched):
-        raise RuntimeError(f"{name}(): functions with out=... arguments don't support automatic "
-                           f"differentiation, but one of the arguments requires grad.")
-    for o, r in zip(outs, results):
-        _copy_into(o, r, name)
+    _refuse_grad(name, args, results, outs)
+    with no_grad() if name in _NO_DERIVATIVE_OUT else _contextlib.nullcontext():
+        for o, r in zip(outs, results):
+            _copy_into(o, r, name)
     return out if isinstance(out, Tensor) else type(result)(*outs) if hasattr(result, "_fields") \
         else tuple(outs)
 
 
-def _refuse_overlap(outs, arguments):
+def _refuse_grad(name, args, results, outs):
+    """torch's refusal of out= in grad mode where an input or an out tensor requires grad (a result that requires
+    grad stands for its inputs), but for the ops that check no such thing."""
+    if not is_grad_enabled() or name in _COMPOSITE_OUT or name in _NO_DERIVATIVE_OUT:
+        return
+    watched = results + outs + (args if name in _REFUSES_GRAD_INPUT else ())
+    if _builtins.any(isinstance(t, Tensor) and t.requires_grad for t in watched):
+        raise RuntimeError(f"{name}(): functions with out=... arguments don't support automatic "
+                           f"differentiation, but one of the arguments requires grad.")
+
+
+def _refuse_overlap(outs, arguments, same_allowed):
     """torch's errors for an out tensor with elements in one place, or in an input tensor's memory."""
     inputs = [a for a in arguments if isinstance(a, Tensor)]
     inputs += [t for a in arguments if isinstance(a, (list, tuple)) for t in a if isinstance(t, Tensor)]
-    _factories.refuse_overlapping_out(outs, inputs)
+    _factories.refuse_overlapping_out(outs, inputs, same_allowed)
 
 
 def _copy_into(out, result, name):
@@ -595,10 +640,24 @@ def _copy_into(out, result, name):
                            f"PyTorch release outputs will not be resized unless they have zero "
                            f"elements. You can explicitly reuse an out tensor t by resizing it, "
                            f"inplace, to zero elements with t.resize_(0).", UserWarning, stacklevel=4)
-        out._array = out.device.xp.empty(result._array.shape, out.dtype)  # (torch's resize_)
+        out._array = _resized(out, result)
     out._check_inplace()
     out._array[...] = dtypes.cast(result._array, out.dtype)
     out._bump_version()
+
+
+def _resized(out, result):
+    """A fresh buffer of the result's shape for ``out`` (torch's resize_), laid out as torch lays out the result
+    where minilora knows that layout (linalg's column-major factors, an elementwise op of a transposed input: torch
+    restrides a resized out to it); C order where ``stride()`` cannot tell."""
+    xp = out.device.xp
+    try:
+        strides = result.stride()
+    except NotImplementedError:
+        return xp.empty(result._array.shape, out.dtype)
+    order = sorted(range(result.ndim), key=lambda d: -strides[d])  # (outermost first; ties keep their order)
+    buffer = xp.empty(tuple(result.shape[d] for d in order), out.dtype)
+    return _factories.known_layout(buffer.transpose(tuple(order.index(d) for d in range(result.ndim))), order)
 
 
 def _c_name(dtype):
