@@ -10,6 +10,9 @@ from .device import xp_of as _xp_of  # noqa: E402
 from .factories import contiguous_format as _contiguous_format, known_layout as _known_layout  # noqa: E402
 from .factories import suggested_format as _suggested_format, unknown_layout as _unknown_layout  # noqa: E402
 from .complex_numbers import conj_physical, is_complex  # noqa: E402
+from .factories import with_out as _with_out  # noqa: E402
+
+fftfreq, rfftfreq = _with_out(fftfreq), _with_out(rfftfreq)  # (torch.fft.fftfreq(4, out=t): a factory's out=)
 
 # torch's Hermitian transforms, as torch defines them: hfft is the inverse real transform of the conjugate
 # with the forward transform's scaling (norm "backward" leaves hfft unscaled), ihfft the conjugate of rfft with
@@ -29,7 +32,10 @@ def _hermitian(name, real_transform, to_real, input, sizes, dim, norm, out):
             _unknown_layout(result._array)  # orders its dimensions otherwise, by no rule found: stride() refuses)
         else:
             _laid_out_as_torchs(result, _transformed_dims(input.ndim, sizes, dim))
-    return result if out is None else out.copy_(result)
+    if out is None:
+        return result
+    from . import ops
+    return ops._write_out(lambda: result, name, (), {}, out)
 
 
 def _transformed_dims(ndim, sizes, dim):

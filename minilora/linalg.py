@@ -332,7 +332,8 @@ def svd(A, full_matrices=True, *, driver=None, out=None):
         gVh = None if grads[2] is None else grads[2][..., :k, :]
         return _svd_backward(arrays[0], Ur, outputs[1], Vhr, gU, grads[1], gVh)
     laid_out = (0,) if A.is_meta else (0, 2)  # (torch's meta kernel makes Vh row-major, its LAPACK column-major)
-    return _with_out(SVD(*_outputs("LinalgSvdBackward0", (A,), (U, S, Vh), derivative, column_major=laid_out)), out)
+    result = SVD(*_outputs("LinalgSvdBackward0", (A,), (U, S, Vh), derivative, column_major=laid_out))
+    return _with_out(result, out, "_linalg_svd")
 
 
 def svdvals(A, *, driver=None, out=None):
@@ -342,7 +343,7 @@ def svdvals(A, *, driver=None, out=None):
 
     def derivative(arrays, outputs, grads):
         return _svd_backward(arrays[0], U, outputs[0], Vh, None, grads[0], None)
-    return _with_out(_outputs("LinalgSvdBackward0", (A,), (S,), derivative, first=1)[0], out)
+    return _with_out(_outputs("LinalgSvdBackward0", (A,), (S,), derivative, first=1)[0], out, "_linalg_svd")
 
 
 # ---- QR ------------------------------------------------------------------------------------------
@@ -399,7 +400,8 @@ def qr(A, mode="reduced", *, out=None):
         _check_qr_differentiable(mode == "r", mode == "complete" and m > n)
         return _qr_backward(arrays[0], outputs[0], outputs[1], grads[0], grads[1])
     derivative.mode = mode  # (create_graph=True's refusals read it)
-    return _with_out(QR(*_outputs("LinalgQrBackward0", (A,), (Q, R), derivative, (mode != "r", True), (0, 1))), out)
+    result = QR(*_outputs("LinalgQrBackward0", (A,), (Q, R), derivative, (mode != "r", True), (0, 1)))
+    return _with_out(result, out, "linalg_qr")
 
 
 def _qr_arrays(a, mode):
@@ -467,7 +469,7 @@ def eigh(A, UPLO="L", *, out=None):
     def derivative(arrays, outputs, grads):
         return _eigh_backward(outputs[0], outputs[1], grads[0], grads[1])
     return _with_out(Eigh(*_outputs("LinalgEighBackward0", (A,), (values, vectors), derivative,
-                                    column_major=(1,))), out)
+                                    column_major=(1,))), out, "_linalg_eigh")
 
 
 def eigvalsh(A, UPLO="L", *, out=None):
@@ -479,7 +481,7 @@ def eigvalsh(A, UPLO="L", *, out=None):
     def derivative(arrays, outputs, grads):
         return _eigh_backward(outputs[0], vectors, grads[0], None)
     derivative.uplo = UPLO  # (create_graph=True recomputes the vectors with it)
-    return _with_out(_outputs("LinalgEighBackward0", (A,), (values,), derivative)[0], out)
+    return _with_out(_outputs("LinalgEighBackward0", (A,), (values,), derivative)[0], out, "_linalg_eigh")
 
 
 # ---- general eigendecomposition (complex results) --------------------------------------------------
@@ -546,7 +548,7 @@ def eig(A, *, out=None):
         return _eig_backward(outputs[0], outputs[1], grads[0], grads[1])
     laid_out = () if A.is_meta else (1,)  # (torch's meta kernel makes the vectors row-major, its LAPACK column-major)
     return _with_out(Eig(*_outputs("LinalgEigBackward0", (A,), (values, vectors), derivative, column_major=laid_out)),
-                     out)
+                     out, "linalg_eig")
 
 
 def eigvals(A, *, out=None):
@@ -555,7 +557,7 @@ def eigvals(A, *, out=None):
 
     def derivative(arrays, outputs, grads):
         return _eig_backward(outputs[0], vectors, grads[0], None)
-    return _with_out(_outputs("LinalgEigBackward0", (A,), (values,), derivative)[0], out)
+    return _with_out(_outputs("LinalgEigBackward0", (A,), (values,), derivative)[0], out, "linalg_eigvals")
 
 
 # ---- inverse, determinant, solve -----------------------------------------------------------------
@@ -596,7 +598,8 @@ def inv(A, *, out=None):
     """``torch.linalg.inv``; a singular matrix raises LinAlgError (a RuntimeError), as torch."""
     _check("linalg.inv", A, square=True)
     inverse = _inv_array(A._array)
-    return _with_out(_outputs("LinalgInvExBackward0", (A,), (inverse,), _inv_derivative, column_major=(0,))[0], out)
+    result = _outputs("LinalgInvExBackward0", (A,), (inverse,), _inv_derivative, column_major=(0,))[0]
+    return _with_out(result, out, "linalg_inv_ex")
 
 
 def inv_ex(A, *, check_errors=False, out=None):
@@ -613,7 +616,7 @@ def inv_ex(A, *, check_errors=False, out=None):
         eye = xp.broadcast_to(xp.eye(A.shape[-1], dtype=A._array.dtype), A.shape)
         inverse, info = _lu_solve_arrays(A._array, eye)  # (inf/nan where singular, as torch's getri)
     inverse_t, = _outputs("LinalgInvExBackward0", (A,), (inverse,), _inv_derivative, column_major=(0,))
-    return _with_out(InvEx(inverse_t, _plain(info, A)), out)
+    return _with_out(InvEx(inverse_t, _plain(info, A)), out, "linalg_inv_ex")
 
 
 def _lu_solve_arrays(a, b):
@@ -645,7 +648,7 @@ def det(A, *, out=None):
     _check("linalg.det", A, square=True)
     a = A._array
     value = _unwritten(a.shape[:-2], dtype=a.dtype) if _meta(a) else _det_as_torch(a)
-    return _with_out(_outputs("LinalgDetBackward0", (A,), (value,), _det_derivative)[0], out)
+    return _with_out(_outputs("LinalgDetBackward0", (A,), (value,), _det_derivative)[0], out, "_linalg_det")
 
 
 def _logdet_derivative(arrays, outputs, grads):
@@ -744,7 +747,8 @@ def slogdet(A, *, out=None):
     graph too, as torch's, but passes no gradient)."""
     _check("linalg.slogdet", A, square=True)
     sign, logabsdet = _slogdet_arrays(A._array)
-    return _with_out(SlogDet(*_outputs("LinalgSlogdetBackward0", (A,), (sign, logabsdet), _logdet_derivative)), out)
+    result = SlogDet(*_outputs("LinalgSlogdetBackward0", (A,), (sign, logabsdet), _logdet_derivative))
+    return _with_out(result, out, "_linalg_slogdet")
 
 
 def logdet(input):
@@ -766,13 +770,13 @@ def _vector_rhs(A, B):
 def solve(A, B, *, left=True, out=None):
     """``torch.linalg.solve``: X with ``A X = B`` (``X A = B`` when ``left=False``); B may be a vector or
     a batch of vectors (torch's rule), batches broadcast."""
-    return _with_out(_solve("linalg.solve", A, B, left=left, check_errors=True)[0], out)
+    return _with_out(_solve("linalg.solve", A, B, left=left, check_errors=True)[0], out, "_linalg_solve_ex")
 
 
 def solve_ex(A, B, *, left=True, check_errors=False, out=None):
     """``torch.linalg.solve_ex``: ``(result, info)``."""
     X, info = _solve("linalg.solve_ex", A, B, left=left, check_errors=check_errors)
-    return _with_out(SolveEx(X, info), out)
+    return _with_out(SolveEx(X, info), out, "_linalg_solve_ex")
 
 
 def _solve(name, A, B, *, left, check_errors):
@@ -842,7 +846,8 @@ def solve_triangular(A, B, *, upper, left=True, unitriangular=False, out=None):
         gA = xp.triu(gA, 1 if unitriangular else 0) if upper else xp.tril(gA, -1 if unitriangular else 0)
         return unbroadcast(gA, A.shape), unbroadcast(gB, B.shape)
     derivative.options = dict(upper=upper, left=left, unitriangular=unitriangular)  # (for create_graph=True)
-    return _with_out(_outputs("LinalgSolveTriangularBackward0", (A, B), (x,), derivative, column_major=(0,))[0], out)
+    result = _outputs("LinalgSolveTriangularBackward0", (A, B), (x,), derivative, column_major=(0,))[0]
+    return _with_out(result, out, "linalg_solve_triangular")
 
 
 # ---- Cholesky ------------------------------------------------------------------------------------
@@ -899,7 +904,7 @@ def cholesky(A, *, upper=False, out=None):
     triangle; a matrix that is not positive-definite raises LinAlgError naming the failing minor, as torch."""
     L, info = _cholesky(A, upper)
     _raise_not_positive_definite("linalg.cholesky", info)
-    return _with_out(L, out)
+    return _with_out(L, out, "linalg_cholesky_ex")
 
 
 def cholesky_ex(A, *, upper=False, check_errors=False, out=None):
@@ -908,7 +913,7 @@ def cholesky_ex(A, *, upper=False, check_errors=False, out=None):
     L, info = _cholesky(A, upper)
     if check_errors:
         _raise_not_positive_definite("linalg.cholesky_ex", info)
-    return _with_out(CholeskyEx(L, info), out)
+    return _with_out(CholeskyEx(L, info), out, "linalg_cholesky_ex")
 
 
 def _raise_not_positive_definite(name, info):
@@ -1123,7 +1128,8 @@ def lu_factor_ex(A, *, pivot=True, check_errors=False, out=None):
     LU, pivots, info = _lu_checked("linalg.lu_factor_ex", A, pivot)
     if check_errors and bool((info > 0).any()):
         _raise_zero_pivot("linalg.lu_factor_ex", info)
-    return _with_out(LUFactorEx(_lu_factor_node(A, LU, pivots), _plain(pivots, A), _plain(info, A)), out)
+    result = LUFactorEx(_lu_factor_node(A, LU, pivots), _plain(pivots, A), _plain(info, A))
+    return _with_out(result, out, "linalg_lu_factor_ex")
 
 
 def lu_factor(A, *, pivot=True, out=None):
@@ -1131,7 +1137,7 @@ def lu_factor(A, *, pivot=True, out=None):
     LU, pivots, info = _lu_checked("linalg.lu_factor", A, pivot)
     if bool((info > 0).any()):
         _raise_zero_pivot("linalg.lu_factor", info)
-    return _with_out(LUFactor(_lu_factor_node(A, LU, pivots), _plain(pivots, A)), out)
+    return _with_out(LUFactor(_lu_factor_node(A, LU, pivots), _plain(pivots, A)), out, "linalg_lu_factor_ex")
 
 
 def lu(A, *, pivot=True, out=None):
@@ -1142,7 +1148,8 @@ def lu(A, *, pivot=True, out=None):
 
     def derivative(arrays, outputs, grads):
         return _lu_backward(outputs[0], outputs[1], outputs[2], grads[1], grads[2])
-    return _with_out(LUResult(*_outputs("LinalgLuBackward0", (A,), (P, L, U), derivative, (False, True, True))), out)
+    result = LUResult(*_outputs("LinalgLuBackward0", (A,), (P, L, U), derivative, (False, True, True)))
+    return _with_out(result, out, "linalg_lu")
 
 
 def lu_unpack(LU_data, LU_pivots, unpack_data=True, unpack_pivots=True, *, out=None):
@@ -1164,7 +1171,7 @@ def lu_unpack(LU_data, LU_pivots, unpack_data=True, unpack_pivots=True, *, out=N
         L, U = share_node((L, U))  # (torch's one node: L its output 0, U 1)
     if unpack_pivots:
         P = _plain(_permutation(LU_pivots._array, m, LU_data._array.dtype), LU_data)
-    return _with_out(LUUnpack(P, L, U), out)
+    return _with_out(LUUnpack(P, L, U), out, "lu_unpack")
 
 
 def lu_solve(LU, pivots, B, *, left=True, adjoint=False, out=None):
@@ -1183,7 +1190,7 @@ def lu_solve(LU, pivots, B, *, left=True, adjoint=False, out=None):
         raise RuntimeError(f"linalg.lu_solve: Incompatible shapes of A and B for the equation {equation} ({n}x{n} "
                            f"and {shape})")
     if not left:  # X A = B  <=>  A^T X^T = B^T
-        return _with_out(lu_solve(LU, pivots, B.mT, adjoint=not adjoint).mT, out)
+        return _with_out(lu_solve(LU, pivots, B.mT, adjoint=not adjoint).mT, out, "linalg_lu_solve")
     P, L, U = lu_unpack(LU, pivots)
     if adjoint:  # A^T = U^T L^T P^T:  X = P L^-T U^-T B
         Y = solve_triangular(U.mT, B, upper=False)
@@ -1191,7 +1198,7 @@ def lu_solve(LU, pivots, B, *, left=True, adjoint=False, out=None):
     else:  # X = U^-1 L^-1 P^T B
         Y = solve_triangular(L, ops.matmul(P.mT, B), upper=False, unitriangular=True)
         X = solve_triangular(U, Y, upper=True)
-    return _with_out(name_node(X, "LinalgLuSolveBackward0", LU, B), out)
+    return _with_out(name_node(X, "LinalgLuSolveBackward0", LU, B), out, "linalg_lu_solve")
 
 
 # ---- LDL^T (Bunch-Kaufman) ---------------------------------------------------------------------------------
@@ -1306,7 +1313,7 @@ def ldl_factor_ex(A, *, hermitian=False, check_errors=False, out=None):
     LD, pivots, info = _ldl("linalg.ldl_factor_ex", A)
     if check_errors and bool((info._array > 0).any()):
         _raise_singular_ldl("linalg.ldl_factor_ex", info)
-    return _with_out(LDLFactorEx(LD, pivots, info), out)
+    return _with_out(LDLFactorEx(LD, pivots, info), out, "linalg_ldl_factor_ex")
 
 
 def ldl_factor(A, *, hermitian=False, out=None):
@@ -1315,7 +1322,7 @@ def ldl_factor(A, *, hermitian=False, out=None):
     LD, pivots, info = _ldl("linalg.ldl_factor", A)
     if bool((info._array > 0).any()):
         _raise_singular_ldl("linalg.ldl_factor", info)
-    return _with_out(LDLFactor(LD, pivots), out)
+    return _with_out(LDLFactor(LD, pivots), out, "linalg_ldl_factor")
 
 
 def _raise_singular_ldl(name, info):
@@ -1362,8 +1369,9 @@ def ldl_solve(LD, pivots, B, *, hermitian=False, out=None):
     batch = tuple(np.broadcast_shapes(LD.shape[:-2], pivots.shape[:-1], B.shape[:-2]))
     if _meta(LD._array, B._array):
         x = _unwritten(batch + B.shape[-2:], dtype=B._array.dtype)
-        return _with_out(_outputs("torch::autograd::NotImplemented", (LD, B), (x,),
-                                  _not_differentiable("linalg_ldl_solve"), column_major=(0,))[0], out)
+        result = _outputs("torch::autograd::NotImplemented", (LD, B), (x,), _not_differentiable("linalg_ldl_solve"),
+                          column_major=(0,))[0]
+        return _with_out(result, out, "linalg_ldl_solve")
     count = math.prod(batch)
     ld = np.broadcast_to(_host(LD._array), batch + (n, n)).reshape((count, n, n))
     piv = np.broadcast_to(_host(pivots._array), batch + (n,)).reshape((count, n))
@@ -1372,7 +1380,7 @@ def ldl_solve(LD, pivots, B, *, hermitian=False, out=None):
     x = xp_of(B._array).asarray(x.reshape(batch + B.shape[-2:]))
     result, = _outputs("torch::autograd::NotImplemented", (LD, B), (x,), _not_differentiable("linalg_ldl_solve"),
                        column_major=(0,))
-    return _with_out(result, out)
+    return _with_out(result, out, "linalg_ldl_solve")
 
 
 # ---- Cholesky solves -------------------------------------------------------------------------------------
@@ -1406,7 +1414,8 @@ def cholesky_solve(B, L, upper=False, *, out=None):
         gL = -(l @ common) if upper else -(common @ l)
         return unbroadcast(gB, b.shape), unbroadcast(gL, l.shape)
     derivative.upper = upper  # (what create_graph=True's formula reads)
-    return _with_out(_outputs("CholeskySolveBackward0", (B, L), (x,), derivative, column_major=(0,))[0], out)
+    result = _outputs("CholeskySolveBackward0", (B, L), (x,), derivative, column_major=(0,))[0]
+    return _with_out(result, out, "cholesky_solve")
 
 
 def _refuse_zero_diagonal(L):
@@ -1435,7 +1444,8 @@ def cholesky_inverse(L, upper=False, *, out=None):
         common = inv_ @ ((grads[0] + _mT(grads[0])) @ inv_)
         return -(l @ common) if upper else -(common @ l)
     derivative.upper = upper
-    return _with_out(_outputs("CholeskyInverseBackward0", (L,), (inverse,), derivative, column_major=(0,))[0], out)
+    result = _outputs("CholeskyInverseBackward0", (L,), (inverse,), derivative, column_major=(0,))[0]
+    return _with_out(result, out, "cholesky_inverse")
 
 
 def triangular_solve(b, A, upper=True, transpose=False, unitriangular=False):
@@ -1469,21 +1479,21 @@ def cond(A, p=None, *, out=None):
     if p is None or (not isinstance(p, str) and p in (2, -2)):
         S = svdvals(A)
         if S.shape[-1] == 0:
-            return _with_out(ops.sum(S, -1), out)
+            return _with_out(ops.sum(S, -1), out, "linalg_cond")
         s_max, s_min = S[..., 0], S[..., -1]
-        return _with_out(ops.div(s_min, s_max) if p == -2 else ops.div(s_max, s_min), out)
+        return _with_out(ops.div(s_min, s_max) if p == -2 else ops.div(s_max, s_min), out, "linalg_cond")
     if p not in ("fro", "nuc", 1, -1, math.inf, -math.inf) or isinstance(p, bool):
         raise RuntimeError(f"linalg.cond got an invalid norm type: {p}")
     label = p if isinstance(p, str) else ("inf" if p == math.inf else "-inf" if p == -math.inf else int(p))
     if not isinstance(p, str) and A.numel() == 0:  # (torch: 0 for an empty input, square or not)
-        return _with_out(ops.sum(ops.sum(ops.abs(A), -1), -1), out)
+        return _with_out(ops.sum(ops.sum(ops.abs(A), -1), -1), out, "linalg_cond")
     _check(f"linalg.cond(ord={label})", A, square=True)
     if A.numel() == 0:
-        return _with_out(ops.sum(ops.sum(A, -1), -1), out)
+        return _with_out(ops.sum(ops.sum(A, -1), -1), out, "linalg_cond")
     inverse, info = inv_ex(A)
     inverse = ops.where((info > 0).unsqueeze(-1).unsqueeze(-1), math.inf, inverse)
     result = ops.mul(matrix_norm(A, p), matrix_norm(inverse, p))
-    return _with_out(ops.nan_to_num(result, math.inf, math.inf, -math.inf), out)
+    return _with_out(ops.nan_to_num(result, math.inf, math.inf, -math.inf), out, "linalg_cond")
 
 
 def tensorinv(A, ind=2, *, out=None):
@@ -1495,7 +1505,8 @@ def tensorinv(A, ind=2, *, out=None):
     if rows != cols:
         raise RuntimeError(f"Expected self to satisfy the requirement prod(self.shape[ind:]) == "
                            f"prod(self.shape[:ind]), but got {cols} != {rows}")
-    return _with_out(inv(A.reshape(rows, cols)).reshape(tuple(A.shape[ind:]) + tuple(A.shape[:ind])), out)
+    result = inv(A.reshape(rows, cols)).reshape(tuple(A.shape[ind:]) + tuple(A.shape[:ind]))
+    return _with_out(result, out, "linalg_tensorinv")
 
 
 def tensorsolve(A, B, dims=None, *, out=None):
@@ -1509,7 +1520,7 @@ def tensorsolve(A, B, dims=None, *, out=None):
     if rows != cols:
         raise RuntimeError(f"Expected self to satisfy the requirement prod(self.shape[other.ndim:]) == "
                            f"prod(self.shape[:other.ndim]), but got {cols} != {rows}")
-    return _with_out(solve(A.reshape(rows, cols), B.reshape(rows)).reshape(rest), out)
+    return _with_out(solve(A.reshape(rows, cols), B.reshape(rows)).reshape(rest), out, "linalg_tensorsolve")
 
 
 # ---- Householder reflectors: geqrf, householder_product (orgqr), ormqr ---------------------------------------
@@ -1532,7 +1543,8 @@ def geqrf(input, *, out=None):
 
     def derivative(arrays, outputs, grads):
         raise NotImplementedError("the derivative for 'geqrf' is not implemented.")
-    return _with_out(Geqrf(*_outputs("GeqrfBackward0", (input,), (h, tau), derivative, column_major=(0,))), out)
+    result = Geqrf(*_outputs("GeqrfBackward0", (input,), (h, tau), derivative, column_major=(0,)))
+    return _with_out(result, out, "geqrf")
 
 
 def _reflectors(A, k):
@@ -1592,7 +1604,8 @@ def householder_product(A, tau, *, out=None):
         Q = _reflect(Q, V[..., :, i:i + 1], tau[..., i, None, None], left=True)
     if k == 0 and (A.requires_grad or tau.requires_grad):
         Q = NoReflectors.apply(Q, A, tau)
-    return _with_out(name_node(_relaid(Q), "LinalgHouseholderProductBackward0", A, tau), out)
+    result = name_node(_relaid(Q), "LinalgHouseholderProductBackward0", A, tau)
+    return _with_out(result, out, "linalg_householder_product")
 
 
 def ormqr(input, tau, other, left=True, transpose=False, *, out=None):
@@ -1627,7 +1640,7 @@ def ormqr(input, tau, other, left=True, transpose=False, *, out=None):
     for i in order:
         C = _reflect(C, V[..., :, i:i + 1], tau[..., i, None, None], left)
     C = ops.clone(other) if C is other else C  # (k == 0: torch's result is a copy, not other)
-    return _with_out(name_node(_relaid(C), "OrmqrBackward0", input, tau, other), out)
+    return _with_out(name_node(_relaid(C), "OrmqrBackward0", input, tau, other), out, "ormqr")
 
 
 # ---- pseudo-inverse, rank, least squares ----------------------------------------------------------
@@ -1692,7 +1705,7 @@ def pinv(A, rcond=None, hermitian=False, *, atol=None, rtol=None, out=None):
         inv_S = xp.where(keep, 1 / xp.where(keep, S, 1), 0).astype(a.dtype)
         p = (_mT(Vh) * inv_S[..., None, :]) @ _mT(U)
     p = p if p.dtype == a.dtype else p.astype(a.dtype)
-    return _with_out(_outputs("LinalgPinvBackward0", (A,), (p,), _pinv_derivative)[0], out)
+    return _with_out(_outputs("LinalgPinvBackward0", (A,), (p,), _pinv_derivative)[0], out, "linalg_pinv")
 
 
 def _eigh_applies(A, hermitian):
@@ -1722,7 +1735,7 @@ def matrix_rank(A, tol=None, hermitian=False, *, atol=None, rtol=None, out=None)
     else:
         S = _svd_arrays(a, False)[1]
     tol_ = _tolerances(_largest(S), A.shape, a.dtype, atol, rtol, xp)
-    return _with_out(_plain((S > tol_).sum(-1).astype(np.int64), A), out)
+    return _with_out(_plain((S > tol_).sum(-1).astype(np.int64), A), out, "linalg_matrix_rank")
 
 
 def lstsq(A, B, rcond=None, *, driver=None):
@@ -1893,7 +1906,7 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None, out=None):
     if x.numel() == 0 and (ord < 0 or ord == math.inf):
         _refuse_empty_norm(x, ord, dims)
     result = VectorNorm.apply(x, ord=ord, dims=dims, keepdim=keepdim, number_along_dim=along)
-    return _with_out(name_node(result, "LinalgVectorNormBackward0", x), out)
+    return _with_out(name_node(result, "LinalgVectorNormBackward0", x), out, "linalg_vector_norm")
 
 
 @_amp.autocasts
@@ -1917,22 +1930,23 @@ def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, out=No
         if ord not in ("fro", "nuc"):
             raise RuntimeError(f"linalg.matrix_norm: Order {ord} not supported.")
         if ord == "fro":
-            return _with_out(vector_norm(A, 2, (d0, d1), keepdim), out)
+            return _with_out(vector_norm(A, 2, (d0, d1), keepdim), out, "linalg_matrix_norm")
         _check_dtype("linalg.matrix_norm", A)  # (the singular values: no 16-bit SVD, as torch)
-        return _with_out(_singular_norm(A, d0, d1, keepdim, ops.sum), out)
+        return _with_out(_singular_norm(A, d0, d1, keepdim, ops.sum), out, "linalg_matrix_norm")
     if ord not in (1, -1, 2, -2, math.inf, -math.inf):
         raise RuntimeError(f"linalg.matrix_norm: Order {ord} not supported.")
     if abs(ord) == 2:
         _check_dtype("linalg.matrix_norm", A)
-        return _with_out(_singular_norm(A, d0, d1, keepdim, ops.amax if ord > 0 else ops.amin), out)
+        result = _singular_norm(A, d0, d1, keepdim, ops.amax if ord > 0 else ops.amin)
+        return _with_out(result, out, "linalg_matrix_norm")
     # 1: the largest column sum of |A|; inf: the largest row sum (torch's amax(sum(abs(A), d0), d1))
     if A.numel() == 0 and ord > 0:  # (torch: 0 for an empty matrix, where amax over an empty dim would refuse)
-        return _with_out(vector_norm(A, 1, (d0, d1), keepdim), out)
+        return _with_out(vector_norm(A, 1, (d0, d1), keepdim), out, "linalg_matrix_norm")
     summed, over = (d0, d1) if abs(ord) == 1 else (d1, d0)
     if not keepdim and summed < over:  # (torch's order: the first reduction removed a dim before ``over``)
         over -= 1
     sums = vector_norm(A, 1, summed, keepdim=keepdim)
-    return _with_out((ops.amax if ord > 0 else ops.amin)(sums, over, keepdim=keepdim), out)
+    return _with_out((ops.amax if ord > 0 else ops.amin)(sums, over, keepdim=keepdim), out, "linalg_matrix_norm")
 
 
 def _singular_norm(A, d0, d1, keepdim, reduce):
@@ -1976,11 +1990,12 @@ def matrix_power(A, n, *, out=None):
         raise TypeError(f"linalg_matrix_power(): argument 'n' (position 2) must be int, not {type(n).__name__}")
     if n == 0:  # the identity, still a function of A: torch copies I into A's contiguous clone (a zero gradient)
         eye = Tensor(xp_of(A._array).eye(A.shape[-1], dtype=A._array.dtype), dtype=A.dtype, device=A.device)
-        return _with_out(ops.clone(A, memory_format=contiguous_format).copy_(eye.expand(A.shape)), out)
+        result = ops.clone(A, memory_format=contiguous_format).copy_(eye.expand(A.shape))
+        return _with_out(result, out, "linalg_matrix_power")
     if n < 0:
         A, n = inv(A), -n
     if n == 1:
-        return _with_out(A.clone(), out)
+        return _with_out(A.clone(), out, "linalg_matrix_power")
     result, power = None, A
     while n:  # torch's binary decomposition: z = z @ a^(2^i) for the set bits
         if n & 1:
@@ -1988,7 +2003,7 @@ def matrix_power(A, n, *, out=None):
         n >>= 1
         if n:
             power = ops.matmul(power, power)
-    return _with_out(result, out)
+    return _with_out(result, out, "linalg_matrix_power")
 
 
 def _check_square_any_dtype(name, A):
@@ -2057,7 +2072,8 @@ def cross(input, other, *, dim=-1, out=None):
         if t.ndim == 0 or t.shape[dim] != 3:
             raise RuntimeError(f"linalg.cross: inputs dimension {dim} must have length 3. Got "
                                f"{input.shape[dim] if input.ndim else 0} and {other.shape[dim] if other.ndim else 0}")
-    return _with_out(ops.cross(input, other, dim), out)  # (which broadcasts them: torch's node is of the inputs)
+    result = ops.cross(input, other, dim)
+    return _with_out(result, out, "linalg_cross")  # (which broadcasts them: torch's node is of the inputs)
 
 
 @_amp.autocasts
@@ -2088,7 +2104,7 @@ def multi_dot(tensors, *, out=None):
         result = result.squeeze(0)
     if last.ndim == 1:
         result = result.squeeze(-1)
-    return _with_out(result, out)
+    return _with_out(result, out, "linalg_multi_dot")
 
 
 def _chain_order(mats):
@@ -2132,7 +2148,7 @@ def vecdot(x, y, *, dim=-1, out=None):
                            f"{dtypes.torch_name(x.dtype)} and y of type {dtypes.torch_name(y.dtype)} instead")
     if x.dtype.kind == "c":
         x = x.conj()
-    return _with_out(ops.sum(ops.mul(x, y), dim), out)
+    return _with_out(ops.sum(ops.mul(x, y), dim), out, "linalg_vecdot")
 
 
 def vander(x, *, N=None):
@@ -2152,12 +2168,13 @@ def vander(x, *, N=None):
 matmul = ops.matmul  # (torch.linalg.matmul: torch.matmul's other name)
 
 
-def _with_out(result, out):
-    """torch's ``out=``: the result (a tensor or a named tuple) written into ``out``."""
+def _with_out(result, out, name):
+    """torch's ``out=``: the result (a tensor or a named tuple) written into ``out``, under the rules (and in the
+    words) of ``name``, the kernel torch runs (_linalg_svd for svd and svdvals, linalg_inv_ex for inv, ...)."""
     if out is None:
         return result
     from .ops import _write_out
-    return _write_out(lambda: result, "linalg", (), {}, out)
+    return _write_out(lambda: result, name, (), {}, out)
 
 
 def _warn_deprecated(old, new):
@@ -2261,7 +2278,7 @@ def old_lu(A, pivot=True, get_infos=False, out=None):
                   "removed in a future PyTorch release.", UserWarning, stacklevel=2)
     LU, pivots, info = lu_factor_ex(A, pivot=pivot)
     result = (LU, pivots, info) if get_infos else (LU, pivots)
-    return result if out is None else _with_out(result, out)
+    return result if out is None else _with_out(result, out, "lu")
 
 
 def old_lu_solve(b, LU_data, LU_pivots, *, out=None):

@@ -53,7 +53,8 @@ globals().update({name: _overloaded(globals()[name], f"special_{name}", _NUMBER_
                   for name in ("xlogy", "xlog1py", "zeta")})
 # the classical orthogonal polynomials (minilora/special_polynomials.py)
 from . import special_polynomials as _polynomials  # noqa: E402
-globals().update({name: getattr(_polynomials, name) for name in _polynomials.__all__})
+globals().update({name: ops._with_out(getattr(_polynomials, name), f"special_{name}")
+                  for name in _polynomials.__all__})
 __all__ += _polynomials.__all__
 
 

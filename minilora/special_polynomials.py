@@ -33,11 +33,10 @@ def _operands(name, x, n):
     return x_array, degree, like
 
 
-def _result(values, x, like, out):
-    """The values in x's (the result's) dtype, on the input's device; written into ``out`` if given."""
+def _result(values, x, like):
+    """The values in x's (the result's) dtype, on the input's device (special.py gives them torch's out=)."""
     values = values.astype(x.dtype)
-    result = Tensor(like.device.xp.asarray(values), dtype=values.dtype, device=like.device)
-    return result if out is None else out.copy_(result)
+    return Tensor(like.device.xp.asarray(values), dtype=values.dtype, device=like.device)
 
 
 def _recurrence(x, degree, first, step, start=2, stop=None):
@@ -117,12 +116,12 @@ def _chebyshev_of_kind(kind, shifted):
     compute, trig_from, shifted_trig_from = _CHEBYSHEV[kind]
     name = f"{'shifted_' if shifted else ''}chebyshev_polynomial_{kind}"
 
-    def polynomial(input, n, *, out=None):
+    def polynomial(input, n):
         x, degree, like = _operands(name, input, n)
         if not shifted:
-            return _result(compute(x, degree, trig_from), x, like, out)
+            return _result(compute(x, degree, trig_from), x, like)
         extra = {"shifted": True} if kind == "w" else {}
-        return _result(compute(x + x - 1, degree, shifted_trig_from, **extra), x, like, out)
+        return _result(compute(x + x - 1, degree, shifted_trig_from, **extra), x, like)
     polynomial.__name__ = name
     polynomial.__doc__ = (f"``torch.special.{name}``: Chebyshev's polynomial of the {kind.upper()} kind"
                           + (" at 2x - 1 (on [0, 1])." if shifted else "."))
@@ -140,24 +139,24 @@ def _hermite_limit(x):
     return 128 if x.dtype == np.float32 else 512
 
 
-def hermite_polynomial_h(input, n, *, out=None):
+def hermite_polynomial_h(input, n):
     """``torch.special.hermite_polynomial_h``: the physicists' H_n (H_{k+1} = 2x H_k - 2k H_{k-1})."""
     x, degree, like = _operands("hermite_polynomial_h", input, n)
     two_x = x + x
     values = _recurrence(x, degree, two_x, lambda k, p, q: two_x * q - x.dtype.type(2 * (k - 1)) * p)
     values = np.where(degree > _hermite_limit(x), np.nan, values)
-    return _result(_low_degrees(x, degree, two_x, values), x, like, out)
+    return _result(_low_degrees(x, degree, two_x, values), x, like)
 
 
-def hermite_polynomial_he(input, n, *, out=None):
+def hermite_polynomial_he(input, n):
     """``torch.special.hermite_polynomial_he``: the probabilists' He_n (He_{k+1} = x He_k - k He_{k-1})."""
     x, degree, like = _operands("hermite_polynomial_he", input, n)
     values = _recurrence(x, degree, x, lambda k, p, q: x * q - x.dtype.type(k - 1) * p)
     values = np.where(degree > _hermite_limit(x), np.nan, values)
-    return _result(_low_degrees(x, degree, x, values), x, like, out)
+    return _result(_low_degrees(x, degree, x, values), x, like)
 
 
-def laguerre_polynomial_l(input, n, *, out=None):
+def laguerre_polynomial_l(input, n):
     """``torch.special.laguerre_polynomial_l``: L_n(x), 1 at x = 0."""
     x, degree, like = _operands("laguerre_polynomial_l", input, n)
     one_minus_x = 1 - x
@@ -165,14 +164,14 @@ def laguerre_polynomial_l(input, n, *, out=None):
     values = _recurrence(x, degree, one_minus_x,
                          lambda k, p, q: ((t(2 * (k - 1)) + one_minus_x) * q - t(k - 1) * p) / t(k))
     values = _low_degrees(x, degree, one_minus_x, values)
-    return _result(np.where((x == 0) & (degree >= 0), 1, values), x, like, out)
+    return _result(np.where((x == 0) & (degree >= 0), 1, values), x, like)
 
 
-def legendre_polynomial_p(input, n, *, out=None):
+def legendre_polynomial_p(input, n):
     """``torch.special.legendre_polynomial_p``: P_n(x), +-1 at x = +-1."""
     x, degree, like = _operands("legendre_polynomial_p", input, n)
     t = x.dtype.type
     values = _recurrence(x, degree, x, lambda k, p, q: (t(2 * k - 1) * x * q - t(k - 1) * p) / t(k))
     values = _low_degrees(x, degree, x, values)
     edge = np.where((x > 0) | (degree % 2 == 0), 1, -1)
-    return _result(np.where((np.abs(x) == 1) & (degree >= 0), edge, values), x, like, out)
+    return _result(np.where((np.abs(x) == 1) & (degree >= 0), edge, values), x, like)
