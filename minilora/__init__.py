@@ -307,6 +307,7 @@ igamma, igammac = (ops._with_out(getattr(ops.incomplete_gamma, _fn), _fn) for _f
 from .ops.siblings import (diagonal_scatter, empty_strided, gradient, range_ as range, row_stack,  # noqa: E402,F401,A004
                            select_scatter, slice_scatter)
 from .ops.siblings import empty_permuted  # noqa: E402,F401
+range = _with_out(range)  # noqa: A001  (torch.range(0, 3, out=t): a factory's out=)
 from .ops.index import index_reduce, nonzero_static  # noqa: E402,F401
 from .ops.shape import resize_as_  # noqa: E402,F401
 # torch's *_copy twins of the view ops, and unsafe_split / unsafe_chunk (minilora/ops/view_copies.py)
@@ -317,6 +318,18 @@ from .ops.view_copies import (alias_copy, as_strided_copy, diagonal_copy, expand
 renorm, frexp, nextafter = (ops._with_out(getattr(ops.siblings, _fn), _fn) for _fn in ("renorm", "frexp", "nextafter"))
 for _fn in "deg2rad rad2deg frac sinc float_power ldexp logaddexp2 heaviside gcd lcm isin isposinf isneginf".split():
     globals()[_fn] = ops._with_out(globals()[_fn], _fn)  # (ops/extra.py's, with torch's out=)
+# torch's second names, *_copy twins and old linalg names take out= as well, under the rules (and in the words) of
+# the kernel torch runs for them: torch.absolute(x, out=o) is abs's out=, torch.msort's is sort's
+_OUT_UNDER_KERNEL_NAME = {
+    "absolute": "abs", "arccos": "acos", "arccosh": "acosh", "arcsin": "asin", "arcsinh": "asinh",
+    "arctan": "atan", "arctanh": "atanh", "fix": "trunc", "multiply": "mul", "subtract": "sub", "divide": "div",
+    "negative": "neg", "greater": "gt", "greater_equal": "ge", "less": "lt", "less_equal": "le", "not_equal": "ne",
+    "msort": "sort", "ger": "outer", "row_stack": "vstack", **{_fn: _fn for _fn in (
+        "alias_copy diagonal_copy permute_copy select_copy slice_copy squeeze_copy t_copy unsqueeze_copy "
+        "slice_scatter hardshrink threshold frobenius_norm nuclear_norm cholesky qr slogdet svd "
+        "triangular_solve").split()}}
+for _fn, _kernel in _OUT_UNDER_KERNEL_NAME.items():
+    globals()[_fn] = ops._with_out(globals()[_fn], _kernel)
 # torch's storages (minilora/storage.py): x.untyped_storage(), x.storage(), set_, share_memory_, the legacy classes
 # (imported before the check below, which then covers x.is_set_to(3))
 from .storage import LEGACY_CLASSES as _LEGACY_STORAGES, TypedStorage, UntypedStorage, is_storage  # noqa: E402,F401
