@@ -599,6 +599,19 @@ def _write_out(fn, name, args, kwargs, out):
         else tuple(outs)
 
 
+# The kernel torch's refusals of an out= name, where an op runs another's (torch.clip's is clamp's, hstack's
+# cat's, special.expit's sigmoid's); the rules above keep the op's own name.
+_REPORTED_NAMES = {
+    "arctan2": "atan2", "clip": "clamp", "column_stack": "cat", "dstack": "cat", "hstack": "cat", "vstack": "cat",
+    "diff": "sub", "float_power": "pow", "square": "pow", "kron": "mul", "outer": "mul", "nanmean": "nansum",
+    "norm": "linalg_vector_norm", "frobenius_norm": "norm", "take_along_dim": "gather", "true_divide": "div",
+    "cross": "linalg_cross", "qr": "linalg_qr", "svd": "_linalg_svd", "slogdet": "_linalg_slogdet",
+    "special_gammainc": "igamma", "special_gammaincc": "igammac", "linalg_vecdot": "sum",
+    **{name: alias for alias, name in (("sigmoid", "expit"), ("lgamma", "gammaln"), ("digamma", "psi"),
+                                       ("mvlgamma", "multigammaln"))},
+    **{name: "special_" + name for name in "entr erfcx i0e i1 i1e log_ndtr ndtri xlog1py zeta".split()}}
+
+
 def _refuse_grad(name, args, results, outs):
     """torch's refusal of out= in grad mode where an input or an out tensor requires grad (a result that requires
     grad stands for its inputs), but for the ops that check no such thing."""
@@ -606,8 +619,8 @@ def _refuse_grad(name, args, results, outs):
         return
     watched = results + outs + (args if name in _REFUSES_GRAD_INPUT else ())
     if _builtins.any(isinstance(t, Tensor) and t.requires_grad for t in watched):
-        raise RuntimeError(f"{name}(): functions with out=... arguments don't support automatic "
-                           f"differentiation, but one of the arguments requires grad.")
+        raise RuntimeError(f"{_REPORTED_NAMES.get(name, name)}(): functions with out=... arguments don't support "
+                           f"automatic differentiation, but one of the arguments requires grad.")
 
 
 def _refuse_overlap(outs, arguments, same_allowed):
@@ -625,8 +638,8 @@ def _copy_into(out, result, name):
                            f"{_c_name(out.dtype)} instead")
     if not dtypes.can_cast(result.dtype, out.dtype):
         if name in _TYPE_ERROR_OUT_DTYPE:
-            raise TypeError(f"torch.{name}(): input types can't be cast to the desired output type "
-                            f"{dtypes.torch_name(out.dtype)}")
+            raise TypeError(f"torch.{_REPORTED_NAMES.get(name, name)}(): input types can't be cast to the desired "
+                            f"output type {dtypes.torch_name(out.dtype)}")
         raise RuntimeError(f"result type {dtypes.torch_name(result.dtype)} can't be cast to the "
                            f"desired output type {dtypes.torch_name(out.dtype)}")
     if out.device != result.device:
