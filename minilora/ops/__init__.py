@@ -509,7 +509,7 @@ _EXACT_OUT_DTYPE = set((
     "index_select index_add index_copy scatter scatter_add scatter_reduce masked_select "
     # torch's kernels that refuse a wider out as well (sort's values, linalg's factors: "Expected out tensor to have
     # dtype float, but got double instead"; float_power's float64)
-    "conj_physical frac lerp heaviside isin isneginf isposinf cummax cummin kthvalue mode median nanmedian sort "
+    "conj_physical frac heaviside isin isneginf isposinf cummax cummin kthvalue mode median nanmedian sort "
     "topk quantile nanquantile inner tensordot vdot frexp float_power hardshrink frobenius_norm nuclear_norm "
     "alias_copy diagonal_copy permute_copy select_copy slice_copy squeeze_copy t_copy unsqueeze_copy slice_scatter "
     "qr svd slogdet triangular_solve linalg_cholesky_ex linalg_cross _linalg_det _linalg_eigh linalg_inv_ex "
@@ -528,14 +528,6 @@ _INPUT_TO_OUT_DTYPE = {"std", "var"}
 _NAN_KERNEL_OUT = {"nansum", "nanmean"}
 # torch's argsort(out=) is sort's out= underneath: it refuses an input that requires grad, as sort does.
 _REFUSES_GRAD_INPUT = {"argsort"}
-# Ops torch composes of others (CompositeImplicitAutograd): their out= is a copy_ into out, so an input that requires
-# grad is no refusal, and an out leaf that requires grad is the in-place refusal ("a leaf Variable that requires grad
-# is being used in an in-place operation"), not out='s.
-_COMPOSITE_OUT = set((
-    "softmax log_softmax inner tensordot quantile nanquantile diag floor_divide heaviside conj_physical nuclear_norm "
-    "alias_copy diagonal_copy permute_copy select_copy slice_copy slice_scatter squeeze_copy t_copy unsqueeze_copy "
-    "ndtr ifft linalg_cond linalg_eigvals linalg_ldl_factor linalg_ldl_factor_ex linalg_matrix_norm linalg_norm "
-    "linalg_tensorsolve").split())
 # Ops torch cannot differentiate (no derivative formula): nothing to refuse, their out may require grad.
 _NO_DERIVATIVE_OUT = {"special_" + name for name in (
     "airy_ai bessel_j0 bessel_j1 bessel_y0 bessel_y1 modified_bessel_i0 modified_bessel_i1 modified_bessel_k0 "
@@ -615,7 +607,7 @@ _REPORTED_NAMES = {
 def _refuse_grad(name, args, results, outs):
     """torch's refusal of out= in grad mode where an input or an out tensor requires grad (a result that requires
     grad stands for its inputs), but for the ops that check no such thing."""
-    if not is_grad_enabled() or name in _COMPOSITE_OUT or name in _NO_DERIVATIVE_OUT:
+    if not is_grad_enabled() or name in _NO_DERIVATIVE_OUT:
         return
     watched = results + outs + (args if name in _REFUSES_GRAD_INPUT else ())
     if _builtins.any(isinstance(t, Tensor) and t.requires_grad for t in watched):
@@ -653,20 +645,27 @@ def _copy_into(out, result, name):
                            f"PyTorch release outputs will not be resized unless they have zero "
                            f"elements. You can explicitly reuse an out tensor t by resizing it, "
                            f"inplace, to zero elements with t.resize_(0).", UserWarning, stacklevel=4)
-        out._array = _resized(out, result)
+        out._array = _resized(out, result, name)
     out._check_inplace()
     out._array[...] = dtypes.cast(result._array, out.dtype)
     out._bump_version()
 
 
-def _resized(out, result):
+# Ops whose out= torch resizes C-contiguous whatever the result's layout (they copy a result made apart into it).
+_RESIZED_IN_C_ORDER = {"cholesky", "cholesky_solve", "cholesky_inverse", "geqrf", "linalg_householder_product",
+                       "ihfft2", "ihfftn"}
+
+
+def _resized(out, result, name):
     """A fresh buffer of the result's shape for ``out`` (torch's resize_), laid out as torch lays out the result
     where minilora knows that layout (linalg's column-major factors, an elementwise op of a transposed input: torch
-    restrides a resized out to it); C order where ``stride()`` cannot tell."""
+    restrides a resized out to it); C order where ``stride()`` cannot tell, and for _RESIZED_IN_C_ORDER."""
     xp = out.device.xp
     try:
-        strides = result.stride()
+        strides = None if name in _RESIZED_IN_C_ORDER else result.stride()
     except NotImplementedError:
+        strides = None
+    if strides is None:
         return xp.empty(result._array.shape, out.dtype)
     order = sorted(range(result.ndim), key=lambda d: -strides[d])  # (outermost first; ties keep their order)
     buffer = xp.empty(tuple(result.shape[d] for d in order), out.dtype)

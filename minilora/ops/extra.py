@@ -894,7 +894,10 @@ def chain_matmul(*matrices, out=None):
         result = mm(*matrices)
     else:
         result = linalg.multi_dot(list(matrices))
-    return result if out is None else out.resize_(result.shape).copy_(result)
+    if out is None:
+        return result
+    from . import _write_out  # (torch's out= rules: resized with its warning, through a view, no overlap)
+    return _write_out(lambda *_: result, "chain_matmul", matrices, {}, out)
 
 
 @_amp.autocasts
