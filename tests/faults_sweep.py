@@ -12,7 +12,6 @@ Running as root, permission faults do not apply (root may write anything) and ar
 import contextlib
 import errno
 import hashlib
-import io
 import json
 import os
 import pickle

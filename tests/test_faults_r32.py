@@ -8,7 +8,9 @@
   left the rest of it behind: a hidden copy of the old model beside the new one until some later save of the
   same folder. The deletion now ends first; the Ctrl-C lands after it.
 - The kernel cache's own files (the private copy of libgomp, the emulator's sources and records) kept a write's
-  temporary file for good when the disk was full: one place (``native.write_atomically``) removes it.
+  temporary file for good when the disk was full: one place (``native.write_atomically``) removes it. Nor were
+  they (or a compiled library) flushed before their rename, and a cached library that does not load (cut short by
+  a power loss) was used as it was at every start, native code off for good: it is built again once.
 - ``model.save_pretrained(link)`` through a symbolic link whose folder does not exist yet said "File exists" of a
   path that did not exist (``os.makedirs``), while an adapter's save wrote into the folder the link names: every
   ``save_pretrained`` now makes that folder, and the link stays.
@@ -18,6 +20,7 @@ import errno
 import os
 import resource
 import signal
+import sys
 
 import numpy as np
 import pytest
@@ -183,3 +186,34 @@ def test_a_cache_file_that_hits_a_full_disk_leaves_no_partial_copy(tmp_path, mon
         with pytest.raises(OSError):
             emulator._write_atomic(tmp_path / "kernels.cu", "z" * 5000)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["libgomp.so.1"]  # (before: two .tmp files, for good)
+
+
+def test_a_cached_library_that_does_not_load_is_built_again(tmp_path, monkeypatch):
+    from minilora import native
+    monkeypatch.setenv("MINILORA_CACHE_DIR", str(tmp_path / "cache"))
+    source = tmp_path / "tiny.c"
+    source.write_text("int answer(void) { return 42; }\n")
+    try:
+        library = native._library(source)  # (built, never loaded in this process: dlopen would reuse the mapping)
+    except native.CompileFailed:
+        pytest.skip("no C compiler")
+    library.write_bytes(library.read_bytes()[:200])  # what a power loss leaves of a file renamed before its bytes
+    loaded = native.load(source)
+    assert loaded is not None, native.why_unavailable  # (before: None, native code off at every start)
+    assert loaded.answer() == 42
+
+
+@posix_only
+def test_cache_files_reach_the_disk_before_their_rename(tmp_path, monkeypatch):
+    from minilora import native
+    events, fsync, replace = [], os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+                        or fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append(("replace", str(a))) or replace(a, b))
+    native.write_atomically(tmp_path / "record.json", "{}")
+    native.compile_atomically([sys.executable, "-c", "import sys; open(sys.argv[2], 'w').write('x')"],
+                              tmp_path / "x.so")
+    renamed = [name for kind, name in events if kind == "replace"]
+    assert len(renamed) == 2
+    for name in renamed:  # (a power loss could leave the new name on an empty file)
+        assert events.index(("fsync", name)) < events.index(("replace", name))

@@ -75,6 +75,7 @@ def compile_atomically(cmd, output, before_rename=None):
             raise CompileFailed(res.stderr.strip())
         if before_rename is not None:
             before_rename(tmp)
+        _synced(tmp)
         os.replace(tmp, output)
         return res.stderr
     finally:  # (a failed compile, a before_rename that raised, Ctrl-C: subprocess.run killed the compiler)
@@ -90,9 +91,21 @@ def write_atomically(path, data):
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         tmp.write_bytes(data) if isinstance(data, bytes) else tmp.write_text(data)
+        _synced(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _synced(path):
+    """Flush the file at ``path`` to the disk before it is renamed into place: after a power loss a file renamed
+    first could be there under its final name, empty or cut short (the rename reached the disk, its bytes not), and
+    a cache file that is there is used as it is."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def remove_leftovers(output):
@@ -182,6 +195,19 @@ def _hold(lock_file):
     fcntl.flock(lock_file, fcntl.LOCK_EX)  # released when the file closes
 
 
+def _opened(source, link, mode):
+    """``ctypes.CDLL`` of the cached library of ``source``; one that does not load ("file too short", "invalid ELF
+    header": damaged on the disk, or cut short by a power loss) is built again once, as the CUDA emulator rebuilds
+    its modules. Before, it was used as it was at every start: native code off for good (the MKL link among it,
+    so products went through OpenBLAS, other bits than torch's), its reason only in ``why_unavailable``."""
+    library = _library(source, link)
+    try:
+        return ctypes.CDLL(str(library), mode=mode)
+    except OSError:
+        library.unlink(missing_ok=True)
+        return ctypes.CDLL(str(_library(source, link)), mode=mode)
+
+
 def load(source=FLOAT32_KERNELS, link=(), mode=ctypes.DEFAULT_MODE):
     """The ctypes library of a C ``source`` (compiled on first use, then cached), or None when native code
     is off (``MINILORA_NATIVE=0``) or cannot be built or loaded: the reason is in ``why_unavailable``.
@@ -193,7 +219,7 @@ def load(source=FLOAT32_KERNELS, link=(), mode=ctypes.DEFAULT_MODE):
             why_unavailable[name] = "MINILORA_NATIVE=0"
             return None
         try:
-            return ctypes.CDLL(str(_library(Path(source), tuple(link))), mode=mode)
+            return _opened(Path(source), tuple(link), mode)
         except (CompileFailed, OSError) as exc:
             why_unavailable[name] = str(exc)
             return None
