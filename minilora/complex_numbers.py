@@ -226,7 +226,7 @@ def angle(input, *, out=None):
     if not dtypes.is_floating(input.dtype) and not is_complex(input):
         input = input.to(dtypes.get_default_dtype())  # (torch: integers give the default float dtype)
     result = name_node((ComplexAngle if is_complex(input) else Angle).apply(input), "AngleBackward0", input)
-    return result if out is None else ops._write_out(lambda: result, "angle", (), {}, out)
+    return result if out is None else ops._write_out(lambda *_: result, "angle", (input,), {}, out)
 
 
 def view_as_real(input):
@@ -339,7 +339,7 @@ def conj_physical(input, *, out=None):
     """``torch.conj_physical``: the conjugate, computed (minilora's ``conj`` computes it too: torch's lazy
     conjugate bit is not modelled, so ``conj()`` and ``conj_physical()`` give the same values)."""
     result = name_node(Conj.apply(input), "ConjPhysicalBackward0", input) if is_complex(input) else input
-    return result if out is None else ops._write_out(lambda: result, "conj_physical", (), {}, out)
+    return result if out is None else ops._write_out(lambda *_: result, "conj_physical", (input,), {}, out)
 
 
 def conj_physical_(input):
@@ -547,7 +547,12 @@ def rfftfreq(n, d=1.0, *, dtype=None, device=None, requires_grad=False):
 
 
 def _float_dtype_argument(fn, dtype):
-    return dtypes.get_default_dtype() if dtype is None else dtypes.dtype_argument(fn, dtype)
+    """fftfreq's ``dtype=`` (its out='s dtype): floating or complex, as torch refuses the others (an integer
+    frequency would be rounded to 0)."""
+    dtype = dtypes.get_default_dtype() if dtype is None else dtypes.dtype_argument(fn, dtype)
+    if not (dtypes.is_floating(dtype) or dtype.kind == "c"):
+        raise RuntimeError(f"{fn.removeprefix('fft_')} requires a floating point or complex dtype")
+    return dtype
 
 
 def _frequencies(steps, n, d, dtype, device, requires_grad):

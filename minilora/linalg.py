@@ -2072,8 +2072,8 @@ def cross(input, other, *, dim=-1, out=None):
         if t.ndim == 0 or t.shape[dim] != 3:
             raise RuntimeError(f"linalg.cross: inputs dimension {dim} must have length 3. Got "
                                f"{input.shape[dim] if input.ndim else 0} and {other.shape[dim] if other.ndim else 0}")
-    result = ops.cross(input, other, dim)
-    return _with_out(result, out, "linalg_cross")  # (which broadcasts them: torch's node is of the inputs)
+    return ops.cross(input, other, dim, out=out)  # (which broadcasts them: torch's node is of the inputs; its out=
+    # refuses an out sharing the inputs' memory)
 
 
 @_amp.autocasts

@@ -200,3 +200,28 @@ def test_chain_matmul_writes_through_a_transposed_out():
         bases.append(base)
     np.testing.assert_allclose(bases[1].numpy(), bases[0].numpy(), rtol=1e-6)
     assert bases[1].abs().sum().item() > 0
+
+
+@pytest.mark.parametrize("call", [
+    lambda lib, x, out: lib.angle(x, out=out),
+    lambda lib, x, out: lib.conj_physical(x, out=out),
+    lambda lib, x, out: lib.linalg.cross(x.view(4, 3), x.view(4, 3), out=out.view(4, 3)),
+], ids=["angle", "conj_physical", "linalg.cross"])
+def test_ops_writing_a_result_made_apart_refuse_an_overlapping_out_too(call):
+    """angle, conj_physical and linalg.cross computed their result, then wrote it into out unchecked. (Dense
+    views: torch's check gives up on others, where minilora's, exact, refuses all overlap.)"""
+    for lib in (torch, ml):
+        x, out = _shifted_views(lib)
+        with pytest.raises(RuntimeError, match=OVERLAP):
+            call(lib, x, out)
+
+
+@pytest.mark.parametrize("call", [
+    lambda lib: lib.fft.fftfreq(4, out=lib.zeros(4, dtype=lib.int64)),
+    lambda lib: lib.fft.rfftfreq(4, dtype=lib.bool),
+], ids=["fftfreq-out", "rfftfreq-dtype"])
+def test_frequencies_refuse_an_integer_dtype(call):
+    """torch.fft.fftfreq(4, out=long_tensor) is refused; minilora wrote zeros (every frequency rounded)."""
+    for lib in (torch, ml):
+        with pytest.raises(RuntimeError, match="fftfreq requires a floating point or complex dtype"):
+            call(lib)
