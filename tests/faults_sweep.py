@@ -446,7 +446,8 @@ def sweep_config_loaders():
         original = json.load(open(config_path))
         for label, text in model_dir_cases.items():
             if text is None:
-                text = json.dumps({**original, **changes[label]})
+                edited = {key: value for key, value in original.items() if key != "dtype"}  # ("dtype" wins over
+                text = json.dumps({**edited, **changes[label]})  # torch_dtype where both are, as in transformers)
             open(config_path, "w").write(text)
             try_load(f"LlamaForCausalLM.from_pretrained {label}", lambda: LlamaForCausalLM.from_pretrained(
                 os.path.join(d, "m")), "config.json")
