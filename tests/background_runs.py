@@ -18,10 +18,11 @@ script), in the environment the session started with: the tests running meanwhil
 (MINILORA_CACHE_DIR, MINILORA_DEVICE=cuda, CC, ...) and functions of ``os`` (fsync, rename, open, to
 simulate full disks), which must not reach a run, nor a run's calls reach their patches.
 
-``runs.submit(..., last=True)`` queues a run behind every regular run of the session, whenever submitted:
-the subprocess-heavy parts of tests late in the session (emulator launches under the sanitizer, scripts run
-as subprocesses), which would otherwise keep the main process waiting while the helper's core sits idle
-once the notebooks are done; the notebooks never wait for them.
+The helper takes the queued runs in the order their test files come up (``needed_by``: the file's position in the
+session; the kernel builds before every file, a run a test submits itself first of all), so that each is done
+before the main process gets there. Queued by kind instead (the sanitizer launches and scripts behind the notebooks,
+which come up later), CI's main process waited ~90 s for runs its next tests needed while the helper ran notebooks
+needed minutes later.
 
 A test file may also list, in ``EMULATOR_BUILDS``, the emulator modules its fixtures build ([(RawModule's keywords,
 changes to the environment)]): the helper compiles them into the session's kernel cache, in file order, before the
@@ -58,7 +59,8 @@ class BackgroundRuns:
         self.environ = dict(os.environ)  # the session's, before any test changes it
         self._started = time.monotonic()
         self._log = self.environ.get("MINILORA_BACKGROUND_LOG")
-        self._queue = []  # heap of (last, order of submission, key): regular runs first, each kind in order
+        self._queue = []  # heap of (position of the file that needs it, order of submission, key)
+        self._needed_by = -1  # (needed_by; -1: before every file)
         self._order = itertools.count()
         self._wakeup = threading.Condition()
         self._closing = False
@@ -70,29 +72,33 @@ class BackgroundRuns:
         self._command_folders = {}  # key -> the working directory of submit_commands' run
         self._answers = itertools.count()
 
-    def submit(self, key, module_name, function_name, *args, last=False):
+    def needed_by(self, position):
+        """The runs submitted from now on are needed when the session's ``position``-th test file comes up (-1:
+        before every file)."""
+        self._needed_by = position
+
+    def submit(self, key, module_name, function_name, *args):
         """Queue ``function_name(*args)`` of the test file ``module_name`` under ``key`` (a second submit of
-        a key keeps the first); ``last``: behind every regular run, even those submitted after it."""
+        a key keeps the first), behind the runs of the files that come up before the one it is needed by."""
         if key in self._runs:
             return
         self._runs[key] = (Future(), (module_name, function_name, args))
         with self._wakeup:
-            heapq.heappush(self._queue, (bool(last), next(self._order), key))
+            heapq.heappush(self._queue, (self._needed_by, next(self._order), key))
             self._wakeup.notify()
 
-    def submit_commands(self, key, commands_in, timeout, last=False):
+    def submit_commands(self, key, commands_in, timeout):
         """Queue ``run_commands(commands_in(folder), folder, timeout)`` under ``key``, ``folder`` a new folder of its
         own (a second call is a no-op): that folder, the commands' working directory, where they leave their files
         for the test to read once ``result(key)`` has their [(exit code, stdout, stderr)]."""
         if key not in self._command_folders:
             self._command_folders[key] = folder = self.folder("commands")
-            self.submit(key, "background_runs", "run_commands", tuple(commands_in(folder)), str(folder), timeout,
-                        last=last)
+            self.submit(key, "background_runs", "run_commands", tuple(commands_in(folder)), str(folder), timeout)
         return self._command_folders[key]
 
     def start(self):
         """Start the helper thread on the queued runs: once every file has submitted its runs (``start_all``),
-        so that a regular run submitted after a ``last`` one still goes first."""
+        so that a run a later file submitted does not start before an earlier file's."""
         if self._helper is None:
             self._helper = threading.Thread(target=self._help, name="background-run", daemon=True)
             self._helper.start()
@@ -100,8 +106,8 @@ class BackgroundRuns:
     @contextlib.contextmanager
     def held(self):
         """The helper takes no new run meanwhile (the one it runs goes on): ``start_all`` queues the session's runs
-        with the helper already busy (``start_warming``), and a ``last`` run must not start before a regular one
-        queued after it."""
+        with the helper already busy (``start_warming``), and a later file's run must not start before an earlier
+        file's, queued after it."""
         with self._wakeup:
             self._held = True
         try:
@@ -240,12 +246,14 @@ def _submit_all(session, runs):
         module = getattr(item, "module", None)
         if module is not None and module not in modules:
             modules.append(module)
-    for module in modules:
+    for position, module in enumerate(modules):
+        runs.needed_by(position)
         if hasattr(module, "EMULATOR_BUILDS"):
             runs.submit(("emulator builds", module.__name__), "background_runs", "build_emulator_modules",
                         module.EMULATOR_BUILDS)
         if hasattr(module, "start_background_runs"):
             module.start_background_runs(session.items, runs)
+    runs.needed_by(-1)  # (a run a test submits itself is needed now)
 
 
 def start_warming(config, runs):

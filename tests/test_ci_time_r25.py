@@ -59,6 +59,9 @@ class _Recorder:
     def submit(self, key, *call, **options):
         self.keys.append(key)
 
+    def needed_by(self, position):
+        pass
+
     def start(self):
         pass
 
@@ -110,8 +113,10 @@ def test_the_kernel_builds_start_before_collection_when_every_test_runs(monkeypa
                        (("tests",), ("collectonly",)): []}
 
 
-def test_a_last_run_waits_for_the_regular_runs_queued_while_the_helper_is_held(monkeypatch):
-    """``start_all`` queues the session's runs with the helper already busy: none starts before all are queued."""
+def test_runs_go_in_the_order_their_files_come_up_whenever_submitted(monkeypatch):
+    """``start_all`` queues the session's runs with the helper already busy, file by file (``needed_by``): none starts
+    before all are queued, then the earliest file's first, whatever the order they were submitted in; a run a test
+    submits itself, after start_all, before every queued one."""
     monkeypatch.delenv("MINILORA_BACKGROUND_LOG", raising=False)  # (these runs are no session's)
     runs = background_runs.BackgroundRuns()
     ran = []
@@ -119,12 +124,17 @@ def test_a_last_run_waits_for_the_regular_runs_queued_while_the_helper_is_held(m
     try:
         with runs.held():
             runs.start()
-            runs.submit("late", "m", "late", last=True)
+            runs.needed_by(5)
+            runs.submit("late", "m", "late")
             time.sleep(0.2)  # (the helper, not held, took it here)
+            runs.needed_by(2)
             runs.submit("early", "m", "early")
+            runs.submit("early too", "m", "early too")
+            runs.needed_by(-1)
+            runs.submit("now", "m", "now")
         deadline = time.monotonic() + 60
-        while len(ran) < 2 and time.monotonic() < deadline:  # (the helper's order: no test takes a run over)
+        while len(ran) < 4 and time.monotonic() < deadline:  # (the helper's order: no test takes a run over)
             time.sleep(0.01)
-        assert ran == ["early", "late"]
+        assert ran == ["now", "early", "early too", "late"]
     finally:
         runs.close()

@@ -330,13 +330,13 @@ KILLS = "test_faults: minilora train killed at random points"
 def start_background_runs(items, runs):
     if os.name == "posix" and background_runs.selected(
             items, __name__, "test_train_killed_at_random_points_resumes_to_the_same_adapter"):
-        runs.submit(KILLS, __name__, "killed_and_resumed", str(runs.folder("kills")), last=True)
+        runs.submit(KILLS, __name__, "killed_and_resumed", str(runs.folder("kills")))
 
 
 @posix_only
 def test_train_killed_at_random_points_resumes_to_the_same_adapter(background):
     if KILLS not in background:  # (queued by start_background_runs, unless the session selected it otherwise)
-        background.submit(KILLS, __name__, "killed_and_resumed", str(background.folder("kills")), last=True)
+        background.submit(KILLS, __name__, "killed_and_resumed", str(background.folder("kills")))
     results = background.result(KILLS)
     returncode, stderr, reference_adapter, reference_losses = results["reference"]
     assert returncode == 0, stderr

@@ -43,7 +43,7 @@ def _submit_all(runs):
     save_file({"w": torch_bf16(VALUES)}, str(folder / "bf16.safetensors"))
     for key, body in _bodies(str(folder / "bf16.safetensors")).items():
         runs.submit((__name__, key), "background_runs", "run_commands",
-                    (([sys.executable, "-c", PRELUDE + body], CHILD_ENV),), ROOT, 120, last=True)
+                    (([sys.executable, "-c", PRELUDE + body], CHILD_ENV),), ROOT, 120)
     _SUBMITTED.append(folder)
 
 

@@ -575,7 +575,7 @@ SCRIPTS = {"test_gpu_train_step_dry_run_on_cpu": (
 def _script_run(runs, test_name):
     """Queue (a no-op when queued already) the script of ``test_name``: its key."""
     argv, timeout = SCRIPTS[test_name]
-    runs.submit(test_name, "background_runs", "run_commands", ((argv, {}),), str(BENCH.parent), timeout, last=True)
+    runs.submit(test_name, "background_runs", "run_commands", ((argv, {}),), str(BENCH.parent), timeout)
     return test_name
 
 

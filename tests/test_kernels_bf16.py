@@ -136,7 +136,7 @@ def test_lora_forward_bf16_against_fp32_references(device, M, N, K, r, version):
 
 
 # The race check and sanitizer tests: their launches (several schedules each; AddressSanitizer in a child process)
-# run on the session's helper thread behind its other runs (tests/background_runs.py, ``last=True``), on the core
+# run on the session's helper thread in this file's turn (tests/background_runs.py, ``needed_by``), on the core
 # the main process leaves idle; the tests assert on the arrays they return. The inputs are made here (torch
 # rounds them to bf16) and handed to the run: its process needs no torch.
 RACE_FORWARD_SHAPES = [(130, 131, 72, 17), (130, 136, 72, 17)]  # plain loads; cp.async
@@ -176,10 +176,10 @@ def race_check_run(runs, test_name, M, N, K, r, version):
     key = (test_name, M, N, K, r, version)
     if test_name.startswith("test_lora_forward"):
         _, _, A, B, Xb, Wb = forward_race_case(M, N, K, r)
-        runs.submit(key, __name__, "forward_under_checks", Xb, Wb, A, B, version, last=True)
+        runs.submit(key, __name__, "forward_under_checks", Xb, Wb, A, B, version)
     else:
         (_, _, A, B, _, U), (Xb, Wb, dYb) = lora_bf16_backward_case(7, M, N, K, r)
-        runs.submit(key, __name__, "backward_under_checks", dYb, Xb, Wb, A, B, U, version, last=True)
+        runs.submit(key, __name__, "backward_under_checks", dYb, Xb, Wb, A, B, U, version)
     return key
 
 

@@ -239,7 +239,7 @@ def imports_with_thread_count(value):
 
 @pytest.mark.parametrize("value", ["0", "two", "-1"])
 def test_a_bad_thread_count_in_the_environment_is_named(value, background):
-    background.submit(("thread count", value), __name__, "imports_with_thread_count", value, last=True)
+    background.submit(("thread count", value), __name__, "imports_with_thread_count", value)
     returncode, stderr, good = background.result(("thread count", value))
     assert returncode != 0
     assert "MINILORA_NUM_THREADS must be a whole number >= 1" in stderr
@@ -344,7 +344,7 @@ def _probe_import(runs, *flags):
     from minilora import blas
     if not blas._openblas_libraries() or not sys.platform.startswith("linux"):
         pytest.skip("needs Linux with NumPy's OpenBLAS")
-    runs.submit(("import probe", flags), __name__, "import_probe", *flags, last=True)
+    runs.submit(("import probe", flags), __name__, "import_probe", *flags)
     returncode, stdout, stderr = runs.result(("import probe", flags))
     assert returncode == 0, stderr
     return json.loads(stdout)
@@ -357,10 +357,10 @@ PROBE_FLAGS = {"test_import_minilora_leaves_blas_threads_malloc_and_threads_as_t
 def start_background_runs(items, runs):
     for item in background_runs.selected(items, __name__, "test_a_bad_thread_count_in_the_environment_is_named"):
         value = item.callspec.params["value"]
-        runs.submit(("thread count", value), __name__, "imports_with_thread_count", value, last=True)
+        runs.submit(("thread count", value), __name__, "imports_with_thread_count", value)
     for test_name, flags in PROBE_FLAGS.items():
         if background_runs.selected(items, __name__, test_name):
-            runs.submit(("import probe", flags), __name__, "import_probe", *flags, last=True)
+            runs.submit(("import probe", flags), __name__, "import_probe", *flags)
 
 
 def test_import_minilora_leaves_blas_threads_malloc_and_threads_as_they_were(background):

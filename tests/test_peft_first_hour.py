@@ -496,12 +496,12 @@ def _cli_runs(items):
 
 def start_background_runs(items, runs):
     for key, commands in _cli_runs(items).items():
-        runs.submit(key, __name__, "minilora_commands", *commands, last=True)
+        runs.submit(key, __name__, "minilora_commands", *commands)
 
 
 def cli_result(runs, key, *commands):
     """The background run's results (a no-op submit after start_background_runs)."""
-    runs.submit(key, __name__, "minilora_commands", *commands, last=True)
+    runs.submit(key, __name__, "minilora_commands", *commands)
     return runs.result(key)
 
 

@@ -315,13 +315,13 @@ KILLED = "test_resume_r5: an AdaLoRA minilora train killed and resumed"
 def start_background_runs(items, runs):
     if os.name == "posix" and background_runs.selected(
             items, __name__, "test_cli_adalora_killed_with_sigkill_resumes_to_the_same_adapter"):
-        runs.submit(KILLED, __name__, "adalora_killed_and_resumed", str(runs.folder("adalora")), last=True)
+        runs.submit(KILLED, __name__, "adalora_killed_and_resumed", str(runs.folder("adalora")))
 
 
 @posix_only
 def test_cli_adalora_killed_with_sigkill_resumes_to_the_same_adapter(background):
     if KILLED not in background:  # (queued by start_background_runs, unless the session selected it otherwise)
-        background.submit(KILLED, __name__, "adalora_killed_and_resumed", str(background.folder("adalora")), last=True)
+        background.submit(KILLED, __name__, "adalora_killed_and_resumed", str(background.folder("adalora")))
     got = background.result(KILLED)
     returncode, stderr = got["reference"]
     assert returncode == 0, stderr
