@@ -62,6 +62,10 @@ How it works (details in kernels/README.md):
    cooperative_groups::memcpy_async) land when a wait covers them -- the latest a GPU may -- so a read before the
    wait sees the old bytes; ``racecheck=True`` names it, and ``check_races=True``, whose other schedules land
    each copy as it is issued, sees the results differ.
+   Thread block clusters (sm_90: ``__cluster_dims__``, ``cg::this_cluster()``, distributed shared memory through
+   ``map_shared_rank``, PTX's barrier.cluster / mapa / ld.shared::cluster) run cluster after cluster, each
+   cluster's blocks resident together (runtime.cpp, "thread block clusters"); only the compile-time shape, as CuPy's
+   RawKernel has no launch-time cluster.
    Refused by name: dynamic parallelism, host code (launches and the runtime API), the inline PTX instructions
    minilora/emulator_ptx.py does not translate (the common idioms it does: %laneid, ld.global.nc, cvt, lop3,
    prmt, cp.async, ...), textures and surfaces, CUDA libraries (cuRAND, CUB beyond its block/warp collectives,
@@ -118,7 +122,8 @@ _HEADER = EMU_DIR / "cuda_emu.h"
 _RUNTIME = EMU_DIR / "runtime.cpp"
 _INCLUDE = EMU_DIR / "include"  # stand-ins for <cuda_runtime.h>, <cuda_fp16.h>, ...
 _CXX = os.environ.get("CXX", "g++")
-_VERSION = "12"  # bump to invalidate every cached build (12: `__device__ T name{init};` globals; 11: libraries linked -Bsymbolic-functions; 5: emu_release_stacks; 6: shuffle offsets mod 32, 16-bit conversions; 7: asynchronous copies in the runtime, shared windows; 8: tensor cores (warp_gather), mbarriers; 9: precompiled cuda_emu.h, address-space predicates; 10: a kernel called as a function is refused)
+_MAX_PORTABLE_CLUSTER = 8  # blocks per cluster that every sm_90 GPU runs (CUDA's portable cluster size)
+_VERSION = "13"  # bump to invalidate every cached build (13: thread block clusters, cluster_dims in kernels.json; 12: `__device__ T name{init};` globals; 11: libraries linked -Bsymbolic-functions; 5: emu_release_stacks; 6: shuffle offsets mod 32, 16-bit conversions; 7: asynchronous copies in the runtime, shared windows; 8: tensor cores (warp_gather), mbarriers; 9: precompiled cuda_emu.h, address-space predicates; 10: a kernel called as a function is refused)
 
 
 class EmulatorError(RuntimeError):
@@ -274,12 +279,26 @@ def _param_name(param: str, i: int) -> str:
     return f"arg{i}"
 
 
+# What may stand between `__global__` (or its return type) and a kernel's name: attributes with parentheses.
+_KERNEL_ATTRIBUTES = ("__launch_bounds__", "__attribute__", "alignas", "__align__", "__maxnreg__", "__cluster_dims__")
+
+
+def _cluster_dims(kernel_head: str, arguments: str) -> tuple[int, int, int]:
+    """The (x, y, z) of `__cluster_dims__(arguments)`; missing dimensions are 1, as in CUDA."""
+    dims = [_int_expression(a) for a in _split_top(arguments)] if arguments.strip() else []
+    if not 1 <= len(dims) <= 3 or None in dims:
+        raise CompileError(f"__cluster_dims__({arguments.strip()}) on '{kernel_head.strip()}': minilora's CUDA emulator "
+                           "reads a kernel's cluster shape from one to three integer constants (as nvcc needs "
+                           "constants there too)")
+    return tuple(dims + [1] * (3 - len(dims)))
+
+
 def _find_kernels(masked: str, templates: bool = False, bounds: dict | None = None,
-                  namespaces: dict | None = None) -> dict[str, list[str]]:
+                  namespaces: dict | None = None, clusters: dict | None = None) -> dict[str, list[str]]:
     """Names and parameter names of the non-template __global__ functions (or, with templates=True, of
     the template ones, which are launched through RawModule's name_expressions), in source order.
     `bounds` receives each kernel's __launch_bounds__ thread limit where it is a plain number; `namespaces`
-    the namespace of each kernel declared in one ("a::b")."""
+    the namespace of each kernel declared in one ("a::b"); `clusters` the (x, y, z) of each __cluster_dims__."""
     kernels: dict[str, list[str]] = {}
     where: dict[str, int] = {}
     for m in _words(r"__global__\b", masked):
@@ -289,13 +308,15 @@ def _find_kernels(masked: str, templates: bool = False, bounds: dict | None = No
         prev = max(masked.rfind(c, 0, m.start()) for c in ";{}")
         if (re.search(r"\btemplate\b", masked[prev + 1:m.start()]) is not None) != templates:
             continue  # a template kernel has no single address; CuPy needs name_expressions for it
-        j, max_threads = m.end(), None
+        j, max_threads, cluster = m.end(), None, None
         while True:
             mm = re.compile(r"([A-Za-z_]\w*)\s*\(").search(masked, j)
             if mm is None:
                 break
-            if mm.group(1) in ("__launch_bounds__", "__attribute__", "alignas", "__align__"):
+            if mm.group(1) in _KERNEL_ATTRIBUTES:
                 j = _close_paren(masked, mm.end() - 1) + 1
+                if mm.group(1) == "__cluster_dims__":
+                    cluster = _cluster_dims(masked[m.start():mm.start()], masked[mm.end():j - 1])
                 if mm.group(1) == "__launch_bounds__":
                     max_threads = _split_top(masked[mm.end():j - 1])[0].strip()
                     if not templates:
@@ -311,6 +332,8 @@ def _find_kernels(masked: str, templates: bool = False, bounds: dict | None = No
             where.setdefault(name, m.start())
             if bounds is not None and max_threads is not None:
                 bounds[name] = max_threads
+            if clusters is not None and cluster is not None:
+                clusters[name] = cluster
             break
     if namespaces is not None and where:
         names = list(where)
@@ -415,7 +438,7 @@ def _cpp_linkage_kernels(masked: str) -> list[str]:
         if any(lo <= m.start() < hi for lo, hi in c_blocks):
             continue
         name = re.compile(r"([A-Za-z_]\w*)\s*\(").search(masked, m.end())
-        while name and name.group(1) in ("__launch_bounds__", "__attribute__", "alignas", "__align__"):
+        while name and name.group(1) in _KERNEL_ATTRIBUTES:
             name = re.compile(r"([A-Za-z_]\w*)\s*\(").search(masked, _close_paren(masked, name.end() - 1) + 1)
         if name:
             found.append(name.group(1))
@@ -1103,7 +1126,7 @@ def _translate_options(options) -> list[str]:
 
 
 _DIVISION = re.compile(r"(?<![/*])/(=?)(?![/*])")
-_LAUNCH_BOUNDS = re.compile(r"\b__launch_bounds__\s*\(")
+_LAUNCH_BOUNDS = re.compile(r"\b(?:__launch_bounds__|__cluster_dims__)\s*\(")
 
 
 def _macros_in_conditions(masked: str) -> set[str]:
@@ -1125,7 +1148,8 @@ def _fast_division(src: str) -> str:
     `x /= __emu::fast_div() = y` (same precedence, same lines), which cuda_emu.h computes as __fdividef when the
     quotient is a float and as the plain `/` otherwise -- nvcc compiles a float `x/y` as `__fdividef(x,y)` under the
     flag, and only the compiler knows the operands' types.  Left alone: comments and strings, `operator/`,
-    preprocessor conditions and includes (a #define's body is rewritten where it is used), __launch_bounds__."""
+    preprocessor conditions and includes (a #define's body is rewritten where it is used), __launch_bounds__ and
+    __cluster_dims__."""
     masked = _mask(src)
     skipped = [(m.start(), _close_paren(masked, m.end() - 1)) for m in _LAUNCH_BOUNDS.finditer(masked)]
     in_conditions = _macros_in_conditions(masked)
@@ -1346,7 +1370,7 @@ def _enclosing_function(masked: str, pos: int) -> tuple[str, bool]:
             header = masked[max(masked.rfind(c, 0, i) for c in ";{}") + 1:i].strip()
             if re.match(r"(?:if|for|while|switch|do|else|try|catch)\b", header) or re.search(r"\]\s*(?:\([^()]*\))?[^()]*$", header):
                 continue  # a statement's block or a lambda: look further out
-            call = re.search(r"([A-Za-z_~][\w:]*)\s*\(", re.sub(r"__launch_bounds__\s*\([^()]*\)", "", header))
+            call = re.search(r"([A-Za-z_~][\w:]*)\s*\(", re.sub(r"(?:__launch_bounds__|__cluster_dims__|__maxnreg__)\s*\([^()]*\)", "", header))
             if call is None or re.match(r"(?:namespace|struct|class|union|enum)\b", header) or \
                     re.fullmatch(r'extern\s*"\s*"', header):
                 return "", False
@@ -1401,8 +1425,7 @@ def _rename_kernels(text: str, names: set[str]) -> str:
         j = m.end()
         while True:
             mm = re.compile(r"([A-Za-z_]\w*)\s*[(<]").search(masked, j)
-            if mm is None or mm.group(1) not in ("__launch_bounds__", "__attribute__", "alignas", "__align__",
-                                                 "__maxnreg__", "__cluster_dims__"):
+            if mm is None or mm.group(1) not in _KERNEL_ATTRIBUTES:
                 break
             j = _close_paren(masked, mm.end() - 1) + 1
         if mm is not None and mm.group(1) in names:
@@ -1456,11 +1479,6 @@ def _refuse_unsupported(preprocessed: str, masked: str, ptx_refusals=()) -> None
                                "minilora's CUDA emulator (it has no texture units to filter, clamp or cache): pass the "
                                "array as a plain pointer and index it (tex1Dfetch<float>(t, i) -> p[i]), with __ldg for a "
                                "read-only load")
-        cluster = re.search(r"\b(this_cluster|cluster_group|cudaLaunchKernelEx)\b", text)
-        if cluster:
-            raise CompileError(f"{where}: {cluster.group(1)}: thread block clusters (sm_90: cg::this_cluster(), "
-                               "cluster.sync(), distributed shared memory through map_shared_rank) are not modelled by "
-                               "minilora's CUDA emulator")
         refused = re.search(r"\b__emu_ptx_refused\s*<\s*(\d+)\s*>", text)
         if refused:
             raise CompileError(f"{where}: {ptx_refusals[int(refused.group(1))]}")
@@ -1503,13 +1521,13 @@ def _refuse_non_void_kernels(preprocessed: str, masked: str) -> None:
             prev = max(masked.rfind(c, 0, start) for c in ";{}")
             j = offset + m.end()
             while (mm := re.compile(r"([A-Za-z_]\w*)\s*\(").search(masked, j)) is not None and \
-                    mm.group(1) in ("__launch_bounds__", "__attribute__", "alignas", "__align__"):
+                    mm.group(1) in _KERNEL_ATTRIBUTES:
                 j = _close_paren(masked, mm.end() - 1) + 1
             if mm is None or text.lstrip().startswith("#"):
                 continue
             lines = masked[prev + 1:mm.start()].split("\n")
             declaration = "\n".join(ln for ln in lines if not ln.lstrip().startswith("#"))  # not the line markers
-            declaration = re.sub(r'__launch_bounds__\s*\([^()]*\)|template\s*<.*>|extern\s*"\s*"|\b__global__\b', " ",
+            declaration = re.sub(r'(?:__launch_bounds__|__cluster_dims__)\s*\([^()]*\)|template\s*<.*>|extern\s*"\s*"|\b__global__\b', " ",
                                  declaration, flags=re.S)
             if not re.search(r"\bvoid\b", declaration):
                 returned = " ".join(declaration.split())
@@ -1859,6 +1877,8 @@ class _Module:
             bound = _instance_bound(self._template_bounds[base], expression) if base in self._template_bounds else None
             if bound is not None:
                 self._bounds[expression] = bound
+            if base in self._template_clusters:
+                self._clusters[expression] = self._template_clusters[base]
         if not rewritten.kernels and templates:
             raise CompileError(f"the source has only template __global__ functions ({', '.join(templates)}): a template "
                                "kernel runs as an instance named in RawModule(..., name_expressions=['"
@@ -1867,6 +1887,7 @@ class _Module:
             raise CompileError("no __global__ function found in the source")
         rewritten.constants, rewritten.constant_memory = self._constants, self._constant_memory
         _write_atomic(self._kernels_file, json.dumps({"params": rewritten.kernels, "launch_bounds": self._bounds,
+                                                      "cluster_dims": self._clusters,
                                                       "constants": self._constants,
                                                       "cpp_linkage": self.cpp_linkage, "namespaces": self._namespaces}))
         wrapper = self.product.parent / "wrapper.cpp"
@@ -1931,6 +1952,7 @@ class _Module:
             raise CompileError(f"preprocessing '{self.source_path.name}' failed:\n{res.stderr.strip()}"
                                f"{_missing_header_hint(res.stderr)}")
         masked, self._bounds, self._template_bounds = _mask(res.stdout), {}, {}
+        self._clusters, self._template_clusters = {}, {}
         _refuse_unsupported(res.stdout, masked, self._ptx_refusals)
         _refuse_non_void_kernels(res.stdout, masked)
         constants = _find_constants(masked)
@@ -1938,8 +1960,9 @@ class _Module:
         self._constant_memory = tuple(constants)
         self.cpp_linkage = _cpp_linkage_kernels(masked)
         self._namespaces = {}
-        kernels = _find_kernels(masked, bounds=self._bounds, namespaces=self._namespaces)
-        templates = _find_kernels(masked, templates=True, bounds=self._template_bounds)
+        kernels = _find_kernels(masked, bounds=self._bounds, namespaces=self._namespaces, clusters=self._clusters)
+        templates = _find_kernels(masked, templates=True, bounds=self._template_bounds,
+                                  clusters=self._template_clusters)
         _refuse_unconfigured_calls(res.stdout, masked, kernels)
         self._renamed = _names_taken_by_headers(res.stdout, masked, {*kernels, *templates})
         return kernels, templates
@@ -1950,6 +1973,7 @@ class _Module:
             self.stack_usage = int(self._stack_file.read_text())
             found = json.loads(self._kernels_file.read_text())
             self.kernel_params, self.launch_bounds = found["params"], found["launch_bounds"]
+            self.cluster_dims = {name: tuple(dims) for name, dims in found["cluster_dims"].items()}
             self.constant_initialized = found["constants"]
             self.cpp_linkage = found.get("cpp_linkage", [])
             self.namespaces = found.get("namespaces", {})
@@ -2551,8 +2575,29 @@ class RawKernel:
         timeout_us = 0 if timeout is None else max(1, round(timeout * 1e6))
         workers = default_workers() if workers is None else _check_workers(workers, "workers")
         opt_in = self._max_dynamic_shared if self._opted_in else 0  # runtime.cpp checks static + dynamic with it
-        return np.array([*g, *b, int(shared_mem), 0, 0, int(stack_size), timeout_us, workers << 8 | opt_in << 16],
-                        dtype=np.uint64)
+        cluster = self._cluster_shape(g)
+        return np.array([*g, *b, int(shared_mem), 0, 0, int(stack_size), timeout_us, workers << 8 | opt_in << 16,
+                         *cluster], dtype=np.uint64)
+
+    def _cluster_shape(self, grid: tuple) -> tuple[int, int, int]:
+        """The kernel's __cluster_dims__ (1, 1, 1 without), checked against the grid as CUDA's launch checks it.
+        Only the compile-time shape: CuPy's RawKernel has no launch-time cluster (cudaLaunchKernelEx's attribute)."""
+        cluster = tuple(self._mod.cluster_dims.get(self.name, (1, 1, 1)))
+        blocks = cluster[0] * cluster[1] * cluster[2]
+        if blocks > _MAX_PORTABLE_CLUSTER:
+            raise CUDADriverError(f"CUDA_ERROR_INVALID_CLUSTER_SIZE: kernel '{self.name}' is declared __cluster_dims__"
+                                  f"{cluster}: {blocks} blocks per cluster, above the portable {_MAX_PORTABLE_CLUSTER} "
+                                  "(a larger cluster needs cudaFuncAttributeNonPortableClusterSizeAllowed, which "
+                                  "CuPy's RawKernel cannot set)")
+        if self.enable_cooperative_groups and blocks > 1:
+            raise ValueError(f"kernel '{self.name}': a cooperative launch (enable_cooperative_groups=True) of a "
+                             "kernel with __cluster_dims__ is not modelled by minilora's CUDA emulator: use "
+                             "cluster.sync() within the clusters, or grid.sync() without them")
+        if any(n % c for n, c in zip(grid, cluster)):
+            raise CUDADriverError(f"CUDA_ERROR_INVALID_CLUSTER_SIZE: grid {grid} of kernel '{self.name}' is not a "
+                                  f"whole number of its __cluster_dims__{cluster} clusters: each grid dimension must be "
+                                  "a multiple of the cluster's")
+        return cluster
 
     def _pack(self, args) -> _Packed:
         if not isinstance(args, (tuple, list)):

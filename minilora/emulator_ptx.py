@@ -50,11 +50,17 @@ _SPECIAL = {
     "%lanemask_ge": "__emu::ptx::lanemask(4)", "%clock": "(uint64_t)(uint32_t)clock64()",
     "%clock64": "(uint64_t)clock64()", "%globaltimer": "(uint64_t)clock64()",
     "%dynamic_smem_size": "0ull", "%total_smem_size": "0ull",
+    # thread block clusters (sm_90): the block's rank in its cluster and the cluster's block count
+    "%cluster_ctarank": "(uint64_t)__emu::cluster::block_rank()", "%cluster_nctarank": "(uint64_t)__emu::cluster::blocks()",
 }
 for _axis in "xyz":
     _SPECIAL.update({f"%tid.{_axis}": f"(uint64_t)threadIdx.{_axis}", f"%ntid.{_axis}": f"(uint64_t)blockDim.{_axis}",
                      f"%ctaid.{_axis}": f"(uint64_t)blockIdx.{_axis}",
-                     f"%nctaid.{_axis}": f"(uint64_t)gridDim.{_axis}"})
+                     f"%nctaid.{_axis}": f"(uint64_t)gridDim.{_axis}",
+                     f"%clusterid.{_axis}": f"(uint64_t)__emu::cluster::cluster_index().{_axis}",
+                     f"%nclusterid.{_axis}": f"(uint64_t)(gridDim.{_axis} / __emu::cluster::dims().{_axis})",
+                     f"%cluster_ctaid.{_axis}": f"(uint64_t)__emu::cluster::block_index().{_axis}",
+                     f"%cluster_nctaid.{_axis}": f"(uint64_t)__emu::cluster::dims().{_axis}"})
 
 # What the translation covers, for the refusal message.
 SUPPORTED = ("mov (special registers %laneid %warpid %smid %tid ..., {a, b} packing and unpacking), "
@@ -69,7 +75,9 @@ SUPPORTED = ("mov (special registers %laneid %warpid %smid %tid ..., {a, b} pack
              "prefetch, nanosleep, trap, exit, mma.sync (f16 bf16 tf32 s8 u8 e4m3 e5m2 f64), ldmatrix/stmatrix (.x1 .x2 .x4, "
              ".trans), movmatrix, cvt.rna.tf32.f32, mbarrier (init inval arrive arrive.expect_tx arrive_drop expect_tx "
              "complete_tx test_wait try_wait, .parity), cp.async.mbarrier.arrive, cp.async.bulk (global -> shared, "
-             "mbarrier::complete_tx), fence.proxy.async, fence.mbarrier_init, labels and bra")
+             "mbarrier::complete_tx), fence.proxy.async, fence.mbarrier_init, labels and bra; clusters: "
+             "%cluster_ctarank %cluster_nctarank %clusterid %nclusterid %cluster_ctaid %cluster_nctaid, "
+             "barrier.cluster.arrive/wait (.relaxed .aligned), mapa, getctarank, ld/st/atom/red.shared::cluster")
 
 
 def translate_asm(statement: str) -> str:
@@ -287,6 +295,46 @@ def _shared_address(token: str, registers: set[str], nbytes: str) -> str:
     faults, named, when `nbytes` bytes there are outside every __shared__ array of the block."""
     window = _address(token, registers).replace("((char*)(uintptr_t)(", "((uint64_t)(", 1)
     return f"((char*)__emu::shared_window_ptr({window}, {nbytes}, __FILE__, __LINE__))"
+
+
+def _cluster_address(token: str, registers: set[str], nbytes: str) -> str:
+    """A .shared::cluster operand (a window address with the block's rank above it, from mapa) as the pointer into
+    that block's shared memory; the runtime faults, named, outside its arrays or for a block that has exited."""
+    window = _address(token, registers).replace("((char*)(uintptr_t)(", "((uint64_t)(", 1)
+    return f"((char*)__emu::cluster_window_ptr({window}, {nbytes}, __FILE__, __LINE__))"
+
+
+def _space_address(mods: list[str], token: str, registers: set[str], nbytes: str) -> str:
+    """The pointer an ld/st/atom operand names in its state space: .shared(::cta) and .shared::cluster addresses are
+    windows (runtime.cpp), generic and .global ones plain pointers."""
+    if "shared::cluster" in mods:
+        return _cluster_address(token, registers, nbytes)
+    if "shared" in mods or "shared::cta" in mods:
+        return _shared_address(token, registers, nbytes)
+    return _address(token, registers)
+
+
+def _cluster(op: str, mods: list[str], args: list[str], regs: set[str], head: str) -> str:
+    """The cluster instructions: barrier.cluster.arrive/wait, mapa (a block's address -> block `rank`'s), and
+    getctarank (which block an address belongs to)."""
+    if op == "barrier":
+        if "arrive" in mods:  # .relaxed: no memory ordering (racecheck orders nothing by it)
+            return f"__emu::cluster_arrive({'true' if 'relaxed' in mods else 'false'}, __FILE__, __LINE__);"
+        if "wait" in mods:
+            return "__emu::cluster_wait(__FILE__, __LINE__);"
+        raise PtxError(f"the inline PTX instruction '{head}' needs .arrive or .wait (barrier.cluster.arrive / .wait)")
+    windowed = "shared::cluster" in mods  # else generic addresses
+    if op == "mapa":
+        address, rank = _value(args[1], regs), _value(args[2], regs)
+        if windowed:
+            return f"{_dest(args[0], regs)} = __emu::cluster::window_of_rank((uint64_t)({address}), (unsigned)({rank}));"
+        return (f"{_dest(args[0], regs)} = (uint64_t)(uintptr_t)__emu::map_shared_rank((const void*)(uintptr_t)"
+                f"({address}), (unsigned)({rank}), __FILE__, __LINE__);")
+    address = _value(args[1], regs)  # getctarank
+    if windowed:
+        return f"{_dest(args[0], regs)} = __emu::cluster::rank_of_window((uint64_t)({address}));"
+    return (f"{_dest(args[0], regs)} = __emu::shared_rank_of((const void*)(uintptr_t)({address}), __FILE__, "
+            "__LINE__);")
 
 
 def _cp_async(mods: list[str], args: list[str], regs: set[str], head: str) -> str:
@@ -639,6 +687,8 @@ def _elect(args: list[str], regs: set[str]) -> str:
 def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) -> str:
     if op == "bra":  # a jump to a label of the same asm statement
         return f"goto {_label(args[0])};"
+    if (op == "barrier" and "cluster" in mods) or op in ("mapa", "getctarank"):
+        return _cluster(op, mods, args, regs, head)
     if op == "mbarrier":
         return _mbarrier(mods, args, regs, head)
     if op == "mma":
@@ -671,8 +721,8 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
     if op == "cp" and mods[:1] == ["async"]:
         return _cp_async(mods[1:], args, regs, head)
     if op in ("ld", "st"):
-        if any(s in mods for s in ("local", "param", "tex")) or any(s.startswith("shared:") for s in mods):
-            raise PtxError(f"the inline PTX instruction '{head}': {op} from .local/.param/.shared::cluster addresses is "
+        if any(s in mods for s in ("local", "param", "tex")):
+            raise PtxError(f"the inline PTX instruction '{head}': {op} from .local/.param addresses is "
                            "not modelled by minilora's CUDA emulator; use the pointer in C++ instead")
         width = 4 if "v4" in mods else 8 if "v8" in mods else 2 if "v2" in mods else 1
         # .volatile / .relaxed / .acquire / .release, and the cache operators that read past L1 (.cv "fetch again",
@@ -680,14 +730,13 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
         # copy could be hoisted out of the loop by the compiler) and gives the setter a turn
         ordered = "true" if any(m in mods for m in ("volatile", "relaxed", "acquire", "release", "cv", "cg")) \
             else "false"
-        shared = "shared" in mods
         if op == "ld":
             dests = _vector(args[0]) or [args[0]]
-            addr = _shared_address(args[1], regs, f"{width} * sizeof({t})") if shared else _address(args[1], regs)
+            addr = _space_address(mods, args[1], regs, f"{width} * sizeof({t})")
             return " ".join(_set(_dest(d, regs), t, f"__emu::ptx::load<{t}>({addr}, {i}, {ordered})")
                             for i, d in enumerate(dests[:width]) if d != "_")
         srcs = _vector(args[1]) or [args[1]]
-        addr = _shared_address(args[0], regs, f"{width} * sizeof({t})") if shared else _address(args[0], regs)
+        addr = _space_address(mods, args[0], regs, f"{width} * sizeof({t})")
         return " ".join(f"__emu::ptx::store<{t}>({addr}, {i}, {_get(t, _value(s, regs))}, {ordered});"
                         for i, s in enumerate(srcs[:width]))
     if op == "cvt":
@@ -889,7 +938,7 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
         return "__emu::exit_thread();"
     if op in ("atom", "red"):
         kind = next((m for m in mods if m in _ATOMIC), None)
-        if kind is None or any(m in mods for m in ("shared", "cluster")):
+        if kind is None:  # (.cluster, .gpu, .sys: scopes; every atomic here is real, so the widest)
             raise refuse
         ptr_type = {"float": "float", "double": "double", "int32_t": "int", "uint32_t": "unsigned",
                     "uint64_t": "unsigned long long", "__half": "__half", "__half2": "__half2",
@@ -897,7 +946,7 @@ def _emit(op: str, mods: list[str], args: list[str], regs: set[str], head: str) 
         if ptr_type is None:
             raise refuse
         first = 1 if op == "atom" else 0
-        addr = _address(args[first], regs)
+        addr = _space_address(mods, args[first], regs, f"sizeof({ptr_type})")
         values = [_get(ptr_type if t != "int64_t" else t, _value(x, regs)) for x in args[first + 1:]]
         call = f"{_ATOMIC[kind]}(({ptr_type}*){addr}, {', '.join(values)})"
         return _set(_dest(args[0], regs), ptr_type, call) if op == "atom" else f"{call};"

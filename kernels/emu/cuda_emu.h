@@ -68,9 +68,12 @@
 #endif
 #define __align__(n) __attribute__((aligned(n)))
 #define __grid_constant__
-// Launch attributes that only constrain scheduling or registers: blocks here run independently either way.
-// (A kernel that uses clusters -- cg::this_cluster(), distributed shared memory -- is refused by name.)
+// __cluster_dims__(x, y, z): emulator.py reads the kernel's cluster shape and hands it to each launch, whose blocks
+// then run cluster by cluster, resident together (runtime.cpp, "thread block clusters").
+#ifndef __EMU_FIND_KERNELS
 #define __cluster_dims__(...)
+#endif
+// A launch attribute that only constrains registers.
 #define __maxnreg__(n)
 // __restrict__ is already a g++ keyword.
 
@@ -146,6 +149,7 @@ __attribute__((const, noinline)) inline FiberTop* fiber_top() {
 }  // namespace __emu
 extern dim3 __emu_block_dim;
 extern dim3 __emu_grid_dim;
+extern dim3 __emu_cluster_dim;  // the kernel's __cluster_dims__ (1x1x1 without: each block is a cluster of one)
 
 // Read-only views, so `threadIdx.x = 3;` fails to compile exactly as under nvcc.
 #define threadIdx (static_cast<const uint3&>(__emu::fiber_top()->thread_idx))
@@ -194,6 +198,39 @@ void* shared_get(int* slot, size_t size, size_t align, const char* name, const c
 void* dynamic_shared();
 void grid_sync(const char* file, int line);  // cooperative_groups::grid_group::sync()
 bool cooperative_launch();  // whether this launch is cooperative (grid_group::is_valid())
+// Thread block clusters (runtime.cpp): the cluster barrier (barrier.cluster.arrive/wait, cluster.sync()) and
+// distributed shared memory (cluster.map_shared_rank, query_shared_rank, mapa + ld/st.shared::cluster).
+void cluster_arrive(bool relaxed, const char* file, int line);
+void cluster_wait(const char* file, int line);
+void cluster_sync(const char* file, int line);
+void* map_shared_rank(const void* p, unsigned rank, const char* file, int line);
+unsigned shared_rank_of(const void* p, const char* file, int line);
+void* cluster_window_ptr(unsigned long long addr, size_t bytes, const char* file, int line);
+namespace cluster {  // the block's place in its cluster, from blockIdx and __cluster_dims__ (PTX's %cluster_* registers)
+inline dim3 dims() { return __emu_cluster_dim; }
+inline unsigned blocks() { return __emu_cluster_dim.x * __emu_cluster_dim.y * __emu_cluster_dim.z; }
+inline dim3 block_index() {
+    return dim3(blockIdx.x % __emu_cluster_dim.x, blockIdx.y % __emu_cluster_dim.y,
+                blockIdx.z % __emu_cluster_dim.z);
+}
+inline unsigned block_rank() {
+    const dim3 b = block_index();
+    return (b.z * __emu_cluster_dim.y + b.y) * __emu_cluster_dim.x + b.x;
+}
+inline dim3 cluster_index() {  // %clusterid: which cluster of the grid
+    return dim3(blockIdx.x / __emu_cluster_dim.x, blockIdx.y / __emu_cluster_dim.y,
+                blockIdx.z / __emu_cluster_dim.z);
+}
+// A .shared::cluster address: the rank + 1 of the block above a .shared window address (runtime.cpp's windows).
+constexpr int kRankShift = 27;
+inline unsigned long long window_of_rank(unsigned long long window, unsigned rank) {
+    return (window & ((1ull << kRankShift) - 1)) | ((rank + 1ull) << kRankShift);
+}
+inline unsigned rank_of_window(unsigned long long window) {
+    const unsigned high = unsigned(window >> kRankShift);
+    return high ? high - 1 : block_rank();
+}
+}  // namespace cluster
 [[noreturn]] void assert_fail(const char* expr, const char* file, int line);
 [[noreturn]] void device_fault(const char* what, const char* file, int line);  // a misuse, named
 // cooperative_groups::tiled_partition(group, n) with n not a power of two in 1..32: CUDA's header traps.

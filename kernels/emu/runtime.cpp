@@ -73,6 +73,7 @@
 // The built-in variables the header's blockDim/gridDim macros read (the same for every block).
 dim3 __emu_block_dim;
 dim3 __emu_grid_dim;
+dim3 __emu_cluster_dim{1, 1, 1};
 unsigned __emu::stack_slot_shift = 20;
 
 // Defined in the wrapper that emulator.py generates for each source file.
@@ -90,8 +91,10 @@ using namespace __emu;
 enum ErrorCode { E_OK = 0, E_BARRIER = 1, E_FAULT = 2, E_INTERNAL = 3, E_INTERRUPTED = 4, E_TIMEOUT = 5, E_RACE = 6,
                  E_COMPILE = 7 };
 // AT_GRID: in grid.sync() (cooperative launch); AT_TILE: in the sync of a thread_block_tile of more than 32 threads
-// AT_NAMED: in a named barrier (PTX bar.sync id, count for part of the block)
-enum State { RUNNABLE, AT_BARRIER, AT_WARP, EXITED, AT_GRID, AT_TILE, AT_NAMED };
+// AT_NAMED: in a named barrier (PTX bar.sync id, count for part of the block); AT_CLUSTER: in cluster.sync()'s
+// wait (barrier.cluster.wait), until every non-exited thread of the cluster has arrived
+enum State { RUNNABLE, AT_BARRIER, AT_WARP, EXITED, AT_GRID, AT_TILE, AT_NAMED, AT_CLUSTER };
+constexpr uint64_t kNotArrived = UINT64_MAX;  // Fiber::cluster_arrived of a thread not between arrive and wait
 enum Order { ORDER_FORWARD = 0, ORDER_REVERSE = 1, ORDER_RANDOM = 2 };
 
 // Each fiber's stack is the size the launch asks for (emulator.py sizes it from the compiler's
@@ -163,6 +166,8 @@ struct alignas(64) Fiber {
     // Between a split barrier's arrive and its wait (cuda::barrier, cg's barrier_arrive): racecheck orders what this
     // thread accesses there neither before nor after the barrier's phase (see "racecheck").
     bool split_arrived = false;
+    // The cluster barrier's phase this thread arrived at (barrier.cluster.arrive), until its wait passes.
+    uint64_t cluster_arrived = kNotArrived;
     char* stack = nullptr;
     Worker* worker = nullptr;  // the OS thread running this fiber's block
 #ifdef EMU_ASAN
@@ -200,6 +205,8 @@ struct alignas(64) Worker {  // (aligned: no cache line holds two workers' state
     size_t dyn_shared = 0;
     int thread_order = ORDER_FORWARD;
     bool cooperative = false;     // all blocks resident at once, so grid.sync() can work
+    dim3 cluster{1, 1, 1};        // the kernel's __cluster_dims__ (1x1x1: every block is a cluster of its own)
+    uint64_t cluster_phase = 0;   // phases of the running cluster's barrier completed so far
     uint64_t rng = 1;
     int nthreads = 0;
     std::vector<Fiber> fibers;
@@ -337,6 +344,7 @@ void set_error(int code, const std::string& msg) {
 }
 // racecheck's clocks (see "racecheck" below; empty unless built with -DEMU_RACECHECK).
 void racecheck_block_barrier();
+void racecheck_cluster_barrier();
 void racecheck_mbarrier(const void* bar, int event);
 void racecheck_warp_sync(int warp);
 
@@ -1028,6 +1036,7 @@ StackGuardHit in_stack_guard(uintptr_t addr) {
 }
 
 std::string shared_name(const SharedRegion& r, const Worker& w);
+std::string exited_block_shared_hit(const Worker& w, uintptr_t addr);
 
 // For a fault in the guard of one of the block's shared arrays: what the access did to which array.
 std::string shared_guard_hit(const Worker& w, uintptr_t addr) {
@@ -1061,7 +1070,8 @@ std::string describe_fault() {
     bool wild = false;  // an invalid global address: what a GPU reports as CUDA_ERROR_ILLEGAL_ADDRESS
     const int sig = w.sig, code = w.si_code;
     const uintptr_t addr = w.addr;
-    const std::string shared = sig == SIGSEGV ? shared_guard_hit(w, addr) : "";
+    std::string shared = sig == SIGSEGV ? exited_block_shared_hit(w, addr) : "";
+    if (shared.empty() && sig == SIGSEGV) shared = shared_guard_hit(w, addr);
     if (!shared.empty()) {
         what = shared;
     } else if ((sig == SIGSEGV || sig == SIGBUS) && in_stack_guard(addr) == PAST_STACK_TOP) {
@@ -1156,7 +1166,7 @@ bool release_coalesced_groups() {
 }
 
 // Run one block to completion.  Returns false on error.
-enum BlockResult { BLOCK_ERROR = 0, BLOCK_DONE = 1, BLOCK_AT_GRID = 2 };
+enum BlockResult { BLOCK_ERROR = 0, BLOCK_DONE = 1, BLOCK_AT_GRID = 2, BLOCK_AT_CLUSTER = 3 };
 
 // -ftz=true (or --use_fast_math): a GPU flushes float subnormals to zero, read or made.  The FPU's control register
 // does it for the OS thread running the block's fibers (SSE's MXCSR: FTZ bit 15, DAZ bit 6; ARM's FPCR: FZ, bit 24);
@@ -1208,6 +1218,8 @@ struct FlushDenormals {
 };
 
 static BlockResult run_block_fibers(Worker& w);
+bool clustered(const Worker& w);
+bool release_block_cluster(Worker& w);
 
 BlockResult run_block(Worker& w) {
     FlushDenormals flushing(g_flush_denormals);
@@ -1236,12 +1248,18 @@ static BlockResult run_block_fibers(Worker& w) {
             continue;
         }
         if (ran) continue;
-        int exited = 0, at_grid = 0;
+        int exited = 0, at_grid = 0, at_cluster = 0;
         for (const Fiber& f : w.fibers) {
             exited += f.state == EXITED;
             at_grid += f.state == AT_GRID;
+            at_cluster += f.state == AT_CLUSTER;
         }
         if (exited == w.nthreads) return BLOCK_DONE;
+        if (at_cluster > 0) {  // no thread can run on before the cluster barrier's phase completes
+            if (clustered(w)) return BLOCK_AT_CLUSTER;  // parked: the cluster's other blocks run (run_resident)
+            if (release_block_cluster(w)) continue;     // a cluster of one block: this block is the whole of it
+            return BLOCK_ERROR;
+        }
         if (at_grid > 0 && at_grid + exited == w.nthreads) {
             // grid.sync() is a block barrier (which since Volta waits for the non-exited threads only), then
             // thread (0,0,0) arrives at the grid's counter for the block and spins, then a block barrier again
@@ -1269,6 +1287,13 @@ constexpr size_t kMaxCooperativeThreads = 132 * 2048;  // an H200's resident thr
 // The emulator's own limit: every thread keeps a stack (and a guard region, one memory mapping each).
 constexpr size_t kMaxEmulatedCooperativeThreads = 16384;
 
+// racecheck's clocks of one block (see "racecheck"): the running block's are in racecheck's globals, a parked block's
+// here (a block of a cluster keeps its own barrier count: blocks of a cluster pass __syncthreads() independently).
+struct BlockClocks {
+    uint32_t barriers = 0;
+    std::vector<uint32_t> warp_syncs, released;
+    std::vector<std::vector<uint32_t>> acquired;
+};
 struct BlockState {
     uint3 idx{0, 0, 0};
     std::vector<Fiber> fibers;
@@ -1278,12 +1303,21 @@ struct BlockState {
     SharedRegion dyn_region;
     size_t static_bytes = 0;
     bool done = false;
+    BlockClocks clocks;
+    // The last access to this block's shared memory by another block of the cluster (map_shared_rank, mapa): its
+    // cluster barrier phase and where it was; the block must not exit in that phase (see run_resident).
+    uint64_t mapped_phase = kNotArrived;
+    uint3 mapped_by{0, 0, 0};
+    const char* mapped_file = nullptr;
+    int mapped_line = 0;
 };
+void racecheck_swap_clocks(BlockClocks& clocks);
 std::vector<BlockState> g_blocks;
 BlockState* g_loaded = nullptr;  // the block whose state is in the worker right now
 
 void swap_block_state(BlockState& b) {  // the same call loads a block into the worker and stores it back
     Worker& w = me();
+    racecheck_swap_clocks(b.clocks);
     w.fibers.swap(b.fibers);
     w.slot_ptr.swap(b.slot_ptr);
     std::swap(w.dyn, b.dyn);
@@ -1303,8 +1337,12 @@ void store_block() {
 }
 void end_block_shared();
 void unmap_region(SharedRegion& r);
+// The shared arrays of the cluster's blocks that have exited, made inaccessible (see retire_cluster_block).
+struct ExitedShared { uintptr_t lo, hi; uint3 block; unsigned rank; std::string name; };
+std::vector<ExitedShared> g_exited_shared;
 void free_cooperative_blocks() {  // after the launch, or after an escape out of it
     Worker& w = me();
+    g_exited_shared.clear();
     if (g_loaded) store_block();
     for (BlockState& b : g_blocks) {
         load_block(b);
@@ -1331,6 +1369,8 @@ void free_cooperative_blocks() {  // after the launch, or after an escape out of
 #ifdef EMU_RACECHECK
 struct Access {
     int thread = -1;  // linear thread index in the block, -1: none
+    unsigned rank = 0;  // the block's rank in its cluster (0 without clusters)
+    uint32_t cluster_barrier = 0;  // cluster barriers released before the access (they order every block's threads)
     uint32_t barrier = 0, warp_sync = 0;
     uint32_t released = 0;  // the thread's mbarrier arrivals before this access (see "mbarriers" below)
     uintptr_t pc = 0;
@@ -1345,6 +1385,7 @@ std::unordered_map<uintptr_t, ShadowByte> g_shadow;
 std::vector<TrackedArray> g_tracked;         // this block's shared arrays
 std::vector<TrackedArray> g_tracked_global;  // the launch's array arguments (emu_racecheck_track_global)
 uint32_t g_barrier_count = 0;
+uint32_t g_cluster_barrier_count = 0;  // of the running cluster
 std::vector<uint32_t> g_warp_syncs;   // per warp of the block
 // initcheck=True (the same build): instead of hazards, report a read of a __shared__ byte that no thread
 // of the block has written yet.  Each block's shared memory starts out indeterminate on a GPU (here:
@@ -1370,13 +1411,21 @@ void racecheck_new_block() {
     g_shadow.clear();
     g_async_pending.clear();
     g_tracked.clear();
-    g_barrier_count = 0;
+    g_barrier_count = g_cluster_barrier_count = 0;
     g_warp_syncs.assign(size_t(w.nthreads + 31) / 32, 0);
+    for (BlockState& b : g_blocks) b.clocks = BlockClocks{0, g_warp_syncs, {}, {}};  // a cluster's parked blocks
     g_released.clear();
     g_acquired.clear();
     g_mbarrier_phases.clear();
 }
 void racecheck_block_barrier() { ++g_barrier_count; }
+void racecheck_cluster_barrier() { ++g_cluster_barrier_count; }
+void racecheck_swap_clocks(BlockClocks& c) {
+    std::swap(g_barrier_count, c.barriers);
+    g_warp_syncs.swap(c.warp_syncs);
+    g_released.swap(c.released);
+    g_acquired.swap(c.acquired);
+}
 void racecheck_warp_sync(int warp) { ++g_warp_syncs[size_t(warp)]; }
 
 // mbarriers (inline PTX mbarrier.*, minilora_mbarrier.h) order memory between the threads that arrive on a phase
@@ -1419,18 +1468,27 @@ std::string pc_mark(uintptr_t pc) {  // emulator.py turns the mark into file:lin
     return fmt("\x01PC:%lx\x01", (unsigned long)(pc - uintptr_t(self.dli_fbase)));
 }
 
+unsigned cluster_rank_of(const Worker& w, uint3 b);
 [[noreturn]] void report_hazard(const char* kind, const Access& earlier, bool earlier_writes, bool now_writes,
                                 uintptr_t pc, const TrackedArray& array, uintptr_t byte) {
     Worker& w = me();
-    const Fiber& other = w.fibers[size_t(earlier.thread)];
+    const Fiber& other = w.fibers[size_t(earlier.thread)];  // (same linear index, same threadIdx in any block)
+    const bool across = earlier.rank != cluster_rank_of(w, w.block_idx);
+    std::string earlier_who = tid_str(other);
+    if (across)
+        earlier_who += fmt(" of block (%u,%u,%u) (rank %u of the cluster)", g_blocks[earlier.rank].idx.x,
+                           g_blocks[earlier.rank].idx.y, g_blocks[earlier.rank].idx.z, earlier.rank);
     fail_in_fiber(E_RACE, fmt("racecheck: %s hazard on %s (byte %lu) in %s: %s %s it at %s, then %s %s "
-                              "it at %s, with no __syncthreads() (or __syncwarp() within a warp) in between. On a GPU "
+                              "it at %s, with no %s in between. On a GPU "
                               "the result depends on timing; here fibers run each thread alone up to its next "
                               "barrier, so the kernel silently computes something else. volatile does not order "
                               "accesses: add the barrier.",
                               kind, array.name.c_str(), (unsigned long)(byte - array.lo), block_str().c_str(),
-                              tid_str(other).c_str(), earlier_writes ? "writes" : "reads", pc_mark(earlier.pc).c_str(),
-                              tid_str(*w.cur).c_str(), now_writes ? "writes" : "reads", pc_mark(pc).c_str()));
+                              earlier_who.c_str(), earlier_writes ? "writes" : "reads", pc_mark(earlier.pc).c_str(),
+                              tid_str(*w.cur).c_str(), now_writes ? "writes" : "reads", pc_mark(pc).c_str(),
+                              across ? "cluster.sync() (barrier.cluster.arrive + wait: threads of different blocks "
+                                       "of a cluster are ordered by the cluster barrier only)"
+                                     : "__syncthreads() (or __syncwarp() within a warp)"));
 }
 
 [[noreturn]] void report_uninitialized(const TrackedArray& array, uintptr_t byte, size_t n, uintptr_t pc) {
@@ -1497,10 +1555,14 @@ void racecheck_record(const void* p, size_t n, bool write, uintptr_t pc) {
     if (!g_async_pending.empty()) check_async_pending(*array, a, n, write, pc);
     if (g_initcheck) return initcheck_access(*array, a, n, write, pc);
     const int t = w.cur->linear, warp = t / 32;
-    const Access now{t, g_barrier_count, g_warp_syncs[size_t(warp)], g_released.empty() ? 0u : g_released[size_t(t)], pc,
+    const Access now{t, cluster_rank_of(w, w.block_idx), g_cluster_barrier_count, g_barrier_count,
+                     g_warp_syncs[size_t(warp)], g_released.empty() ? 0u : g_released[size_t(t)], pc,
                      w.cur->split_arrived};
+    const unsigned settled = 1;  // barriers after an access that order it (two for one made inside a split barrier)
     auto ordered = [&](const Access& e) {
-        return e.thread < 0 || e.thread == t || now.barrier - e.barrier >= (e.floating ? 2u : 1u) ||
+        if (e.thread < 0 || now.cluster_barrier - e.cluster_barrier >= (e.floating ? 2u : settled)) return true;
+        if (e.rank != now.rank) return false;  // another block of the cluster: only the cluster barrier orders it
+        return e.thread == t || now.barrier - e.barrier >= (e.floating ? 2u : settled) ||
                (e.thread / 32 == warp && e.warp_sync != now.warp_sync) ||
                (!g_acquired.empty() && e.released < g_acquired[size_t(t)][size_t(e.thread)]);
     };
@@ -1512,7 +1574,8 @@ void racecheck_record(const void* p, size_t n, bool write, uintptr_t pc) {
                 if (!ordered(r)) report_hazard("write-after-read", r, false, true, pc, *array, a + i);
             b.write = now;
             b.read[0] = b.read[1] = Access{};
-        } else if (b.read[0].thread < 0 || b.read[0].thread == t || ordered(b.read[0])) {
+        } else if (b.read[0].thread < 0 || (b.read[0].thread == t && b.read[0].rank == now.rank) ||
+                   ordered(b.read[0])) {
             b.read[0] = now;  // the slot's reader is stale or this thread: take it over
         } else {
             b.read[1] = now;  // a second reader of the same interval: keep both
@@ -1552,6 +1615,8 @@ inline void track_shared(const char*, size_t, const std::string&) {}
 inline void racecheck_async_issue(const void*, size_t, const char*, int, uintptr_t) {}
 inline void racecheck_async_land(const void*, size_t, uintptr_t) {}
 inline void racecheck_new_block() {}
+void racecheck_swap_clocks(BlockClocks&) {}
+void racecheck_cluster_barrier() {}
 void racecheck_mbarrier(const void*, int) {}
 void racecheck_block_barrier() {}
 void racecheck_warp_sync(int) {}
@@ -1707,10 +1772,11 @@ std::string canary_damage(SharedRegion& r, const std::string& name) {
 
 // Odd blocks (by linear index, so the same for any number of workers) place their shared arrays at the
 // start of their pages, even ones at the end (see place_shared).
-bool block_places_at_start(const Worker& w) {
-    const uint64_t linear = w.block_idx.x + uint64_t(w.grid.x) * (w.block_idx.y + uint64_t(w.grid.y) * w.block_idx.z);
+bool block_places_at_start(const Worker& w, uint3 block) {
+    const uint64_t linear = block.x + uint64_t(w.grid.x) * (block.y + uint64_t(w.grid.y) * block.z);
     return linear & 1u;
 }
+bool block_places_at_start(const Worker& w) { return block_places_at_start(w, w.block_idx); }
 
 // "__shared__ 'tile' (128 bytes, declared at k.cu:7)" or "extern __shared__ memory (shared_mem=...)".
 std::string shared_name(const SharedRegion& r, const Worker& w) {
@@ -1755,6 +1821,7 @@ void init_block_fibers(Worker& w, std::vector<Fiber>& fibers, int first_stack) {
         f.file = "";
         f.pred = 0;
         f.in_runtime = 0;
+        f.cluster_arrived = kNotArrived;
         init_fiber(w, f, first_stack + i);
     }
 }
@@ -1771,6 +1838,7 @@ void reuse_block_fibers(Worker& w) {
     for (Fiber& f : w.fibers) {
         f.state = RUNNABLE;
         f.split_arrived = false;
+        f.cluster_arrived = kNotArrived;
         f.line = 0;
         f.file = "";
         set_block_of(w, f);
@@ -1804,32 +1872,53 @@ bool release_grid() {
     return true;
 }
 
-int run_cooperative(const std::vector<size_t>& block_order) {
+// Makes the blocks `blocks` (linear block numbers) resident at once: g_blocks[i] is blocks[i], its fibers built.
+void make_resident(const std::vector<size_t>& blocks) {
     Worker& w = me();
-    const size_t nblocks = block_order.size();
-    g_blocks.assign(nblocks, BlockState());
-    for (size_t b = 0; b < nblocks; ++b) {
-        g_blocks[b].idx = block_index(b);
+    g_blocks.assign(blocks.size(), BlockState());
+    for (size_t b = 0; b < blocks.size(); ++b) {
+        g_blocks[b].idx = block_index(blocks[b]);
         g_blocks[b].fibers.assign(w.nthreads, Fiber());
         w.block_idx = g_blocks[b].idx;
         init_block_fibers(w, g_blocks[b].fibers, int(b) * w.nthreads);
     }
     w.fibers.clear();
     w.slot_ptr.clear();
+}
+
+bool release_cluster();
+void retire_cluster_block();
+bool exit_is_ordered(const BlockState& b);
+
+// Runs the resident blocks (g_blocks, taken in `order`) until all have finished: each runs until it finishes or
+// parks at the grid barrier (a cooperative launch) or the cluster barrier (`cluster`); then the barrier releases.
+// A block of a cluster may finish while the others still wait (the cluster barrier waits for non-exited threads
+// only); at the grid barrier every block must arrive.
+int run_resident(const std::vector<size_t>& order, bool cluster) {
+    Worker& w = me();
     for (;;) {
         size_t done = 0;
         const BlockState* finished = nullptr;
-        for (size_t b : block_order) {
+        for (size_t b : order) {
             BlockState& blk = g_blocks[b];
             if (blk.done) { ++done; finished = &blk; continue; }
             load_block(blk);
             order_threads(w, true);
             const BlockResult r = run_block(w);
+            if (r == BLOCK_DONE && cluster && !exit_is_ordered(blk)) {
+                store_block();
+                return w.error;
+            }
+            if (r == BLOCK_DONE && cluster) retire_cluster_block();
             store_block();
-            if (r == BLOCK_ERROR) return w.error;
+            if (r == BLOCK_ERROR || w.error) return w.error;
             if (r == BLOCK_DONE) { blk.done = true; ++done; finished = &blk; }
         }
-        if (done == nblocks) return w.error;
+        if (done == order.size()) return w.error;
+        if (cluster) {
+            if (!release_cluster()) return w.error;
+            continue;
+        }
         if (done > 0) {
             w.block_idx = finished->idx;
             set_error(E_BARRIER, fmt("%s exited without reaching the grid.sync() that other blocks wait at: every "
@@ -1838,6 +1927,153 @@ int run_cooperative(const std::vector<size_t>& block_order) {
         }
         if (!release_grid()) return w.error;
     }
+}
+
+int run_cooperative(const std::vector<size_t>& block_order) {
+    std::vector<size_t> all(block_order.size());
+    for (size_t b = 0; b < all.size(); ++b) all[b] = b;
+    make_resident(all);
+    return run_resident(block_order, false);
+}
+
+// ---- thread block clusters (sm_90) ------------------------------------------------------------------
+// A kernel declared __cluster_dims__(x, y, z) runs its grid as clusters of x*y*z blocks, resident together:
+// cluster.sync() (barrier.cluster.arrive + wait) is a barrier for every non-exited thread of the cluster, and a
+// block reads and writes the others' shared memory (distributed shared memory: map_shared_rank, mapa and
+// ld/st.shared::cluster).  Here one worker runs the launch cluster after cluster, each as a cooperative launch
+// runs its grid: the blocks resident (g_blocks[rank]), each run until it parks at the cluster barrier.
+unsigned cluster_blocks(const Worker& w) { return w.cluster.x * w.cluster.y * w.cluster.z; }
+bool clustered(const Worker& w) { return cluster_blocks(w) > 1; }
+unsigned cluster_rank_of(const Worker& w, uint3 b) {
+    return ((b.z % w.cluster.z) * w.cluster.y + b.y % w.cluster.y) * w.cluster.x + b.x % w.cluster.x;
+}
+
+// Where a live thread that has not arrived at the cluster barrier's phase is held up, for the deadlock message.
+std::string held_up_at(const Fiber& f) {
+    const std::string at = where(f.file, f.line);
+    switch (f.state) {
+        case AT_BARRIER: return "waits at __syncthreads() at " + at;
+        case AT_CLUSTER: return "waits at the cluster barrier at " + at;
+        case AT_WARP: return "waits in a warp collective at " + at;
+        case AT_TILE: case AT_NAMED: return "waits at a barrier of part of its block at " + at;
+        default: return "cannot run on";
+    }
+}
+
+// Completes the cluster barrier's phase when every non-exited thread of the cluster's blocks (pairs of fibers and
+// block index) has arrived, releasing the threads waiting in it; else reports the deadlock (a GPU hangs).
+bool release_cluster_of(const std::vector<std::pair<std::vector<Fiber>*, uint3>>& blocks) {
+    Worker& w = me();
+    size_t live = 0, arrived = 0;
+    const Fiber* missing = nullptr;
+    const Fiber* waiting = nullptr;
+    uint3 missing_block{}, waiting_block{};
+    for (const auto& [fibers, idx] : blocks)
+        for (const Fiber& f : *fibers) {
+            if (f.state == EXITED) continue;
+            ++live;
+            if (f.cluster_arrived == w.cluster_phase) ++arrived;
+            else if (!missing) missing = &f, missing_block = idx;
+            if (f.state == AT_CLUSTER && !waiting) waiting = &f, waiting_block = idx;
+        }
+    if (arrived == live) {
+        ++w.cluster_phase;
+        for (const auto& [fibers, idx] : blocks)
+            for (Fiber& f : *fibers)
+                if (f.state == AT_CLUSTER) f.state = RUNNABLE;
+        racecheck_cluster_barrier();  // orders every access of the cluster's threads (see racecheck)
+        return true;
+    }
+    w.block_idx = missing_block;
+    const std::string late = tid_str(*missing) + " of " + block_str();
+    w.block_idx = waiting_block;
+    set_error(E_BARRIER, fmt("deadlock at the cluster barrier: %s of %s waits at %s (cluster.sync(), or "
+                             "barrier.cluster.wait) for every non-exited thread of the cluster's %u blocks to arrive, "
+                             "but %s never arrives: it %s (on a GPU the cluster hangs). Every thread of every block of "
+                             "the cluster must reach the same cluster.sync(), or exit.", tid_str(*waiting).c_str(),
+                             block_str().c_str(), where(waiting->file, waiting->line).c_str(), cluster_blocks(w),
+                             late.c_str(), held_up_at(*missing).c_str()));
+    return false;
+}
+bool release_cluster() {
+    std::vector<std::pair<std::vector<Fiber>*, uint3>> blocks;
+    for (BlockState& b : g_blocks) blocks.emplace_back(&b.fibers, b.idx);
+    return release_cluster_of(blocks);
+}
+// A launch without clusters: each block is a cluster of one (as on sm_90, where every launch has clusters).
+bool release_block_cluster(Worker& w) { return release_cluster_of({{&w.fibers, w.block_idx}}); }
+
+// The block just finished while others of its cluster run on: its shared memory ends with it, so any later access
+// by another block (through a pointer from map_shared_rank) faults, and describe_fault names it.
+void retire_cluster_block() {
+    Worker& w = me();
+    std::vector<ExitedShared> gone;
+    auto note = [&](const SharedRegion& r, const char* data) {
+        if (data) gone.push_back(ExitedShared{uintptr_t(r.lo), uintptr_t(r.hi), w.block_idx,
+                                              cluster_rank_of(w, w.block_idx), shared_name(r, w)});
+    };
+    for (size_t s = 0; s < w.slot_ptr.size(); ++s) note(w.slot_region[s], w.slot_ptr[s]);
+    note(w.dyn_region, w.dyn);
+    end_block_shared();  // (its canaries checked)
+#ifndef EMU_ASAN  // (the sanitizer build freed them: ASan reports a use after free)
+    for (const ExitedShared& e : gone)
+        if (e.hi > e.lo) mprotect(reinterpret_cast<void*>(e.lo), e.hi - e.lo, PROT_NONE);
+#endif
+    g_exited_shared.insert(g_exited_shared.end(), gone.begin(), gone.end());
+}
+
+// A block of the cluster exits (loaded in the worker): no other block may have reached its shared memory since the last
+// cluster barrier -- that access and this exit are unordered, which CUDA leaves undefined (on a GPU the reader may
+// find the memory gone), whatever order the emulator happened to run them in.
+bool exit_is_ordered(const BlockState& b) {
+    Worker& w = me();
+    if (b.mapped_phase != w.cluster_phase) return true;
+    set_error(E_FAULT, fmt("%s (rank %u of the cluster) exits while block (%u,%u,%u) of its cluster may still access its "
+                           "shared memory: that block reached it at %s (map_shared_rank, or mapa) with no cluster "
+                           "barrier between that access and this exit. A block's shared memory ends with it, so CUDA "
+                           "leaves the access undefined: end the kernel with cluster.sync() so that every block "
+                           "outlives the others' accesses", block_str().c_str(), cluster_rank_of(w, b.idx),
+                           b.mapped_by.x, b.mapped_by.y, b.mapped_by.z, where(b.mapped_file, b.mapped_line).c_str()));
+    return false;
+}
+
+std::string exited_block_shared_hit(const Worker& w, uintptr_t addr) {
+    for (const ExitedShared& e : g_exited_shared) {
+        if (addr < e.lo || addr >= e.hi) continue;
+        const char* what = w.fault_write == 1 ? "a write to" : w.fault_write == 0 ? "a read of" : "an access to";
+        return fmt("distributed shared memory of an exited block: %s %s of block (%u,%u,%u) (rank %u of the "
+                   "cluster), which has already exited -- its shared memory ended with it, and CUDA leaves such an "
+                   "access undefined (on a GPU it reads garbage or faults). A block must not exit while others of its "
+                   "cluster may still access its shared memory: end the kernel with cluster.sync()", what,
+                   e.name.c_str(), e.block.x, e.block.y, e.block.z, e.rank);
+    }
+    return "";
+}
+
+// Runs the grid cluster after cluster (in the launch's block order: check_races' other orders reverse or shuffle the
+// clusters and the blocks within each).
+int run_clusters(const std::vector<size_t>&) {
+    Worker& w = me();
+    const dim3 c = w.cluster;
+    const size_t n = cluster_blocks(w);
+    const size_t across = w.grid.x / c.x, down = w.grid.y / c.y, deep = w.grid.z / c.z;
+    std::vector<int> clusters, ranks;
+    make_order(clusters, across * down * deep, w.thread_order);
+    for (int k : clusters) {
+        const size_t cx = size_t(k) % across, cy = size_t(k) / across % down, cz = size_t(k) / (across * down);
+        std::vector<size_t> blocks(n);
+        for (size_t r = 0; r < n; ++r) {
+            const size_t x = cx * c.x + r % c.x, y = cy * c.y + r / c.x % c.y, z = cz * c.z + r / (size_t(c.x) * c.y);
+            blocks[r] = (z * w.grid.y + y) * w.grid.x + x;
+        }
+        make_resident(blocks);
+        racecheck_new_block();  // the cluster's blocks share one shadow: their accesses to each other's memory race
+        make_order(ranks, n, w.thread_order);
+        run_resident(std::vector<size_t>(ranks.begin(), ranks.end()), true);
+        free_cooperative_blocks();
+        if (w.error) return w.error;
+    }
+    return w.error;
 }
 
 // ---- running the blocks on several OS threads ------------------------------------------------------
@@ -1882,6 +2118,7 @@ Worker& configure_worker(int k, const Worker& w) {
     o.dyn_shared = w.dyn_shared;
     o.thread_order = w.thread_order;
     o.cooperative = false;
+    o.cluster = w.cluster;
     o.rng = g_workers[0].rng + uint64_t(k);
     o.nthreads = w.nthreads;
     o.error = E_OK;
@@ -1919,7 +2156,7 @@ void ask_for_help(const Worker& w) {
 #if defined(EMU_ASAN) || defined(EMU_RACECHECK)
     (void)w;
 #else
-    if (w.cooperative || w.thread_order != ORDER_FORWARD) return;
+    if (w.cooperative || clustered(w) || w.thread_order != ORDER_FORWARD) return;
     std::lock_guard<std::mutex> hold(g_threads_lock);
     if (g_shared.next.load() >= g_shared.block_order.size()) return;  // every block has started already
     if (g_one_worker && g_nworkers > 1) return start_other_workers_locked();  // the launch's own, not yet started
@@ -2031,9 +2268,10 @@ int workers_for(int requested, size_t nblocks, const Worker& w) {
     return n;
 }
 
-int run_cooperative_launch(Worker& w, const std::vector<size_t>& block_order) {
-    const size_t nblocks = block_order.size();
-    if (!ensure_stacks(w, nblocks * w.nthreads)) {
+// A launch whose blocks are resident together: a cooperative one (all of them), or one of clusters (each cluster's).
+int run_resident_launch(Worker& w, const std::vector<size_t>& block_order, size_t resident_blocks,
+                        int (*run)(const std::vector<size_t>&)) {
+    if (!ensure_stacks(w, resident_blocks * w.nthreads)) {
         set_error(E_INTERNAL, "could not allocate fiber stacks");
         return w.error;
     }
@@ -2049,7 +2287,7 @@ int run_cooperative_launch(Worker& w, const std::vector<size_t>& block_order) {
     }
     w.armed = 1;
 #endif
-    run_cooperative(block_order);
+    run(block_order);
     free_cooperative_blocks();
 #ifndef EMU_ASAN
     w.armed = 0;
@@ -2088,8 +2326,15 @@ int run_launch(int requested_workers, bool start_workers_at_once) {
                                   "grid with a grid-stride loop", nblocks, w.nthreads, kMaxEmulatedCooperativeThreads));
         return w.error;
     }
+    if (w.cooperative && clustered(w)) {
+        set_error(E_INTERNAL, "a cooperative launch (enable_cooperative_groups=True) of a kernel with __cluster_dims__ "
+                              "is not modelled by minilora's CUDA emulator: use cluster.sync() within clusters, or "
+                              "grid.sync() without them");
+        return w.error;
+    }
     __emu_block_dim = w.block;
     __emu_grid_dim = w.grid;
+    __emu_cluster_dim = w.cluster;
     g_slot_size = slot_size_for(g_stack_size);
     std::vector<size_t>& block_order = g_shared.block_order;
     {
@@ -2101,12 +2346,13 @@ int run_launch(int requested_workers, bool start_workers_at_once) {
     g_shared.stop_at = SIZE_MAX;
     g_shared.output.clear();
     g_shared.output_bytes = 0;
-    if (w.cooperative) {
+    if (w.cooperative || clustered(w)) {
         g_nworkers = 1;
         g_one_worker = true;
         w.fibers.clear();
         w.block_pos = 0;
-        run_cooperative_launch(w, block_order);
+        if (w.cooperative) run_resident_launch(w, block_order, nblocks, run_cooperative);
+        else run_resident_launch(w, block_order, cluster_blocks(w), run_clusters);
         keep_output(w);
     } else {
         g_nworkers = workers_for(requested_workers, nblocks, w);
@@ -2660,18 +2906,31 @@ int async_pending() {
 // block may have): dynamic shared memory at 1 << 18, static declaration s at (s + 2) << 18.  Arithmetic within
 // one array works as on a GPU; an address outside every array of the block is a fault, named.
 constexpr int kWindowShift = 18;
+constexpr int kClusterRankShift = 27;  // a .shared::cluster address: the block's rank + 1 from bit 27 (cuda_emu.h)
+
+// The window of the running block's array that holds address a (1: the dynamic shared memory, s + 2: static
+// declaration s; 0: none) and a's offset in it; `end_counts`: the address one past an array's end is in it too.
+size_t window_of(const Worker& w, uintptr_t a, size_t& offset, bool end_counts) {
+    const size_t past = end_counts ? 1 : 0;
+    if (w.dyn && a >= uintptr_t(w.dyn) && a < uintptr_t(w.dyn) + w.dyn_shared + past) {
+        offset = a - uintptr_t(w.dyn);
+        return 1;
+    }
+    for (size_t s = 0; s < w.slot_ptr.size(); ++s) {
+        const char* base = w.slot_ptr[s];
+        if (base && a >= uintptr_t(base) && a < uintptr_t(base) + w.slot_region[s].size + past) {
+            offset = a - uintptr_t(base);
+            return s + 2;
+        }
+    }
+    return 0;
+}
 
 unsigned long long shared_window_of(const void* p, const char* file, int line) {
     Fiber* f = current_fiber();
     const Worker& w = *f->worker;
-    const uintptr_t a = uintptr_t(p);
-    if (w.dyn && a >= uintptr_t(w.dyn) && a <= uintptr_t(w.dyn) + w.dyn_shared)
-        return (1ull << kWindowShift) + (a - uintptr_t(w.dyn));
-    for (size_t s = 0; s < w.slot_ptr.size(); ++s) {
-        const char* base = w.slot_ptr[s];
-        if (base && a >= uintptr_t(base) && a <= uintptr_t(base) + w.slot_region[s].size)
-            return ((s + 2ull) << kWindowShift) + (a - uintptr_t(base));
-    }
+    size_t offset = 0;
+    if (const size_t k = window_of(w, uintptr_t(p), offset, true)) return (k << kWindowShift) + offset;
     fail_in_fiber(E_FAULT, fmt("%s of %s: __cvta_generic_to_shared (cvta.to.shared, or the shared destination of "
                                "__pipeline_memcpy_async) at %s got %p, which is not in the block's shared memory (only "
                                "a pointer into a __shared__ array has a shared-window address)", tid_str(*f).c_str(),
@@ -2679,13 +2938,8 @@ unsigned long long shared_window_of(const void* p, const char* file, int line) {
 }
 
 bool is_shared_address(const void* p) {
-    const Worker& w = *current_fiber()->worker;
-    const uintptr_t a = uintptr_t(p);
-    if (w.dyn && a >= uintptr_t(w.dyn) && a < uintptr_t(w.dyn) + w.dyn_shared) return true;
-    for (size_t s = 0; s < w.slot_ptr.size(); ++s)
-        if (w.slot_ptr[s] && a >= uintptr_t(w.slot_ptr[s]) && a < uintptr_t(w.slot_ptr[s]) + w.slot_region[s].size)
-            return true;
-    return false;
+    size_t offset = 0;
+    return window_of(*current_fiber()->worker, uintptr_t(p), offset, false) != 0;
 }
 
 // A __grid_constant__ parameter is a reference to the launch's copy of its argument (emulator.py makes it
@@ -2736,6 +2990,158 @@ void grid_sync(const char* file, int line) {
 }
 
 bool cooperative_launch() { return current_fiber()->worker->cooperative; }
+
+// ---- clusters: the cluster barrier and distributed shared memory (see "thread block clusters") -------------
+// barrier.cluster.arrive: this thread has arrived at the cluster barrier's current phase; its wait passes once every
+// non-exited thread of the cluster has arrived.  `relaxed` (barrier.cluster.arrive.relaxed) orders no memory: racecheck
+// treats what the thread accesses before it like the accesses between an arrive and a wait (see split_barrier).
+void cluster_arrive(bool relaxed, const char* file, int line) {
+    Fiber* f = current_fiber();
+    Worker& w = *f->worker;
+    RuntimeSection busy(f);
+    if (f->cluster_arrived != kNotArrived)
+        fail_in_fiber(E_BARRIER, fmt("%s of %s arrives at the cluster barrier at %s twice without waiting in between "
+                                     "(barrier.cluster.arrive must be followed by barrier.cluster.wait before the "
+                                     "thread arrives again, PTX ISA)", tid_str(*f).c_str(), block_str().c_str(),
+                                     where(file, line).c_str()));
+    (void)relaxed;  // (racecheck orders by the arrive in both forms: .relaxed only saves a GPU its fence)
+    f->cluster_arrived = w.cluster_phase;
+    f->split_arrived = true;  // what the thread accesses until its wait is ordered by the next barrier only
+}
+void cluster_wait(const char* file, int line) {
+    Fiber* f = current_fiber();
+    Worker& w = *f->worker;
+    RuntimeSection busy(f);
+    if (f->cluster_arrived == kNotArrived)
+        fail_in_fiber(E_BARRIER, fmt("%s of %s waits at the cluster barrier at %s without having arrived "
+                                     "(barrier.cluster.wait, or cluster.barrier_wait(), needs the thread's "
+                                     "barrier.cluster.arrive / barrier_arrive() first)", tid_str(*f).c_str(),
+                                     block_str().c_str(), where(file, line).c_str()));
+    if (f->cluster_arrived == w.cluster_phase) {  // the phase is still open: wait until release_cluster_of
+        f->state = AT_CLUSTER;
+        f->file = file;
+        f->line = line;
+        yield_to_scheduler(f, w);
+    }
+    f->cluster_arrived = kNotArrived;
+    f->split_arrived = false;
+}
+void cluster_sync(const char* file, int line) {
+    cluster_arrive(false, file, line);
+    cluster_wait(file, line);
+}
+
+// Block `rank` of the running cluster's copy of shared window k (see "shared-memory windows"): its base and size.
+// A block that has not touched the array yet gets its copy now (on a GPU every array of a block exists from its
+// start); one that has exited has none: CUDA leaves that access undefined, so it is a fault here, named.
+static char* cluster_copy(Fiber* f, unsigned rank, size_t k, size_t& size, const char* what, const char* file,
+                          int line) {
+    Worker& w = *f->worker;
+    if (rank >= cluster_blocks(w))
+        fail_in_fiber(E_FAULT, fmt("%s at %s by %s of %s: rank %u is not a block of the cluster, which has %u blocks "
+                                   "(ranks 0..%u; cluster.num_blocks())", what, where(file, line).c_str(),
+                                   tid_str(*f).c_str(), block_str().c_str(), rank, cluster_blocks(w),
+                                   cluster_blocks(w) - 1));
+    if (rank == cluster_rank_of(w, w.block_idx)) {  // the block's own memory
+        if (k == 1) return size = w.dyn_shared, w.dyn;
+        const bool own = k >= 2 && k - 2 < w.slot_ptr.size();
+        return size = own ? w.slot_region[k - 2].size : 0, own ? w.slot_ptr[k - 2] : nullptr;
+    }
+    BlockState& b = g_blocks[rank];
+    b.mapped_phase = w.cluster_phase;
+    b.mapped_by = w.block_idx;
+    b.mapped_file = file;
+    b.mapped_line = line;
+    if (b.done)
+        fail_in_fiber(E_FAULT, fmt("%s at %s by %s of %s: block (%u,%u,%u) (rank %u of the cluster) has already "
+                                   "exited, and its shared memory with it: CUDA leaves an access to the distributed "
+                                   "shared memory of an exited block undefined. Keep every block alive while others "
+                                   "may use its shared memory: end the kernel with cluster.sync()", what,
+                                   where(file, line).c_str(), tid_str(*f).c_str(), block_str().c_str(), b.idx.x,
+                                   b.idx.y, b.idx.z, rank));
+    if (k == 1) {
+        if (!b.dyn) {
+            b.dyn = place_shared(b.dyn_region, w.dyn_shared, 16, block_places_at_start(w, b.idx));
+            b.dyn_region.name = nullptr;
+            track_shared(b.dyn, w.dyn_shared, "extern __shared__");
+        }
+        return size = w.dyn_shared, b.dyn;
+    }
+    std::lock_guard<std::mutex> hold(g_slots_lock);
+    if (k < 2 || k - 2 >= g_slots.size()) return size = 0, nullptr;
+    const size_t s = k - 2;
+    const SlotInfo& info = g_slots[s];
+    if (b.slot_ptr.size() <= s) {
+        b.slot_ptr.resize(s + 1, nullptr);
+        b.slot_region.resize(s + 1);
+    }
+    if (!b.slot_ptr[s]) {
+        SharedRegion& r = b.slot_region[s];
+        b.slot_ptr[s] = place_shared(r, info.size, info.align, block_places_at_start(w, b.idx));
+        b.static_bytes += info.size;
+        r.name = info.name.c_str();
+        r.file = info.file;
+        r.line = info.line;
+        track_shared(b.slot_ptr[s], info.size, info.name);
+    }
+    return size = info.size, b.slot_ptr[s];
+}
+
+// cluster.map_shared_rank(p, rank): the same place as p (in one of the block's shared arrays) in block `rank`'s copy.
+void* map_shared_rank(const void* p, unsigned rank, const char* file, int line) {
+    Fiber* f = current_fiber();
+    RuntimeSection busy(f);
+    size_t offset = 0, size = 0;
+    const size_t k = window_of(*f->worker, uintptr_t(p), offset, true);
+    if (!k)
+        fail_in_fiber(E_FAULT, fmt("%s of %s: cluster.map_shared_rank(%p, %u) (or mapa) at %s: the address is not in "
+                                   "the block's shared memory (it maps a pointer into one of the block's __shared__ "
+                                   "arrays to the same place in another block of the cluster)", tid_str(*f).c_str(),
+                                   block_str().c_str(), p, rank, where(file, line).c_str()));
+    char* base = cluster_copy(f, rank, k, size, "cluster.map_shared_rank", file, line);
+    if (!base) return nullptr;
+    return base + offset;
+}
+
+// cluster.query_shared_rank(p): which block of the cluster owns the shared address p.
+unsigned shared_rank_of(const void* p, const char* file, int line) {
+    Fiber* f = current_fiber();
+    Worker& w = *f->worker;
+    const uintptr_t a = uintptr_t(p);
+    size_t offset = 0;
+    if (window_of(w, a, offset, true)) return cluster_rank_of(w, w.block_idx);
+    if (clustered(w))
+        for (size_t r = 0; r < g_blocks.size(); ++r) {
+            const BlockState& b = g_blocks[r];
+            if (b.dyn && a >= uintptr_t(b.dyn) && a <= uintptr_t(b.dyn) + w.dyn_shared) return unsigned(r);
+            for (size_t s = 0; s < b.slot_ptr.size(); ++s)
+                if (b.slot_ptr[s] && a >= uintptr_t(b.slot_ptr[s]) && a <= uintptr_t(b.slot_ptr[s]) + b.slot_region[s].size)
+                    return unsigned(r);
+        }
+    RuntimeSection busy(f);
+    fail_in_fiber(E_FAULT, fmt("%s of %s: cluster.query_shared_rank(%p) (or getctarank) at %s: the address is in no "
+                               "block's shared memory", tid_str(*f).c_str(), block_str().c_str(), p,
+                               where(file, line).c_str()));
+}
+
+// A .shared::cluster address (mapa's result): the block's rank + 1 above the window address (0: the block itself).
+void* cluster_window_ptr(unsigned long long addr, size_t bytes, const char* file, int line) {
+    Fiber* f = current_fiber();
+    const Worker& w = *f->worker;
+    const unsigned high = unsigned(addr >> kClusterRankShift);
+    const unsigned rank = high ? high - 1 : cluster_rank_of(w, w.block_idx);
+    const size_t k = size_t((addr >> kWindowShift) & ((1ull << (kClusterRankShift - kWindowShift)) - 1));
+    const size_t off = size_t(addr & ((1ull << kWindowShift) - 1));
+    RuntimeSection busy(f);
+    size_t size = 0;
+    char* base = cluster_copy(f, rank, k, size, "a .shared::cluster access", file, line);
+    if (!base || off + bytes > size)
+        fail_in_fiber(E_FAULT, fmt("%s of %s: the shared::cluster address 0x%llx used at %s (%zu bytes) is outside every "
+                                   "__shared__ array of block rank %u: out-of-bounds distributed shared memory access",
+                                   tid_str(*f).c_str(), block_str().c_str(), addr, where(file, line).c_str(), bytes,
+                                   rank));
+    return base + off;
+}
 
 void exit_thread() { thread_exit(); }
 
@@ -3634,6 +4040,7 @@ EMU_EXPORT int emu_launch(int kernel_index, void** args, const uint64_t* cfg, ch
     w.dyn_shared = size_t(cfg[6]);
     w.thread_order = int(cfg[7]);
     w.cooperative = (cfg[11] & 2) != 0;
+    w.cluster = dim3(unsigned(cfg[12]), unsigned(cfg[13]), unsigned(cfg[14]));
     g_flush_denormals = (cfg[11] & 32) != 0;
     g_max_dynamic_attr = size_t(cfg[11] >> 16);
 #ifdef EMU_RACECHECK
@@ -3751,7 +4158,7 @@ int main(int argc, char** argv) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     const char* parent = getenv("MINILORA_EMU_PARENT");  // the parent died before prctl took effect?
     if (parent && getppid() != pid_t(atol(parent))) return 69;
-    uint64_t head[14];  // magic, kernel index, 12 config words
+    uint64_t head[17];  // magic, kernel index, 15 config words
     if (!read_all(in, head, sizeof head) || head[0] != 0x31554D45u) { fprintf(stderr, "bad launch file\n"); return 65; }
     uint64_t nargs;
     read_all(in, &nargs, 8);

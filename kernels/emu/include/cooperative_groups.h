@@ -12,7 +12,8 @@
 // match_any, match_all), labeled_partition / binary_partition (coalesced groups by label), invoke_one,
 // coalesced_threads() (the lanes of the warp that call it at the same line before any
 // lane of the warp can run on: the others have exited or wait elsewhere -- CUDA's converged lanes),
-// this_grid() (ranks, sizes and sync() in a cooperative launch), and cg::reduce in
+// this_grid() (ranks, sizes and sync() in a cooperative launch), this_cluster() (sync, barrier_arrive/wait, ranks,
+// map_shared_rank: thread block clusters of a __cluster_dims__ kernel), and cg::reduce in
 // <cooperative_groups/reduce.h>.  Ranks and sizes have CUDA's types: unsigned int within a block,
 // unsigned long long for the grid (rank 0's `thread_rank() - 1` wraps to the same number as on a GPU).
 #pragma once
@@ -448,6 +449,50 @@ public:
     }
 };
 inline grid_group this_grid() { return grid_group(); }
+
+// The thread block cluster (sm_90): the blocks of a kernel declared __cluster_dims__(x, y, z), resident together.
+// sync() is a barrier for every non-exited thread of the cluster, and map_shared_rank(p, rank) is the same place as p
+// (in one of the block's __shared__ arrays) in block `rank`'s shared memory: distributed shared memory, read and
+// written as ordinary memory.  A kernel without __cluster_dims__ runs each block as a cluster of one, as on sm_90.
+class cluster_group {
+public:
+    void sync(const char* file = __builtin_FILE(), int line = __builtin_LINE()) const { __emu::cluster_sync(file, line); }
+    struct arrival_token {};
+    arrival_token barrier_arrive(const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        __emu::cluster_arrive(false, file, line);
+        return arrival_token{};
+    }
+    void barrier_wait(const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        __emu::cluster_wait(file, line);
+    }
+    void barrier_wait(arrival_token&&, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        __emu::cluster_wait(file, line);
+    }
+    unsigned int block_rank() const { return __emu::cluster::block_rank(); }
+    unsigned int num_blocks() const { return __emu::cluster::blocks(); }
+    dim3 dim_blocks() const { return __emu::cluster::dims(); }
+    dim3 block_index() const { return __emu::cluster::block_index(); }
+    unsigned int thread_rank() const { return block_rank() * __detail::block_threads() + __detail::block_rank(); }
+    unsigned int num_threads() const { return num_blocks() * __detail::block_threads(); }
+    unsigned int size() const { return num_threads(); }
+    dim3 dim_threads() const {
+        const dim3 c = dim_blocks();
+        return dim3(c.x * blockDim.x, c.y * blockDim.y, c.z * blockDim.z);
+    }
+    bool is_valid() const { return true; }
+    template <class T>
+    T* map_shared_rank(T* addr, unsigned int rank, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        return static_cast<T*>(__emu::map_shared_rank(addr, rank, file, line));
+    }
+    template <class T>
+    T& map_shared_rank(T& addr, unsigned int rank, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        return *static_cast<T*>(__emu::map_shared_rank(&addr, rank, file, line));
+    }
+    unsigned int query_shared_rank(const void* addr, const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        return __emu::shared_rank_of(addr, file, line);
+    }
+};
+inline cluster_group this_cluster() { return cluster_group(); }
 
 template <class Group>
 inline void sync(const Group& g, const char* file = __builtin_FILE(), int line = __builtin_LINE()) { g.sync(file, line); }
