@@ -388,9 +388,17 @@ def _find_constants(masked: str) -> dict[str, bool]:
     return found
 
 
+# `TYPE NAME(init)`: a direct-initialised variable when the parentheses hold a literal (`x(0)`, `a(1.5f)`, `m(-1)`,
+# `f(true)`); `TYPE NAME(Other)` is a function declaration to C++ too (its most vexing parse), so a name is not enough.
+_DIRECT_INITIALIZER = re.compile(r"([A-Za-z_]\w*)\s*\(\s*[-+~!(\s]*(?:\d|\.\d|'|true\b|false\b|nullptr\b)[^;]*\)\s*$")
+
+
 def _declared_variable(declaration: str) -> tuple[str | None, bool]:
-    """The name a file-scope `TYPE NAME[N]... = init` or `TYPE NAME{init}` declares (the text after its
-    __constant__ / __device__), and whether it has an initializer."""
+    """The name a file-scope `TYPE NAME[N]... = init`, `TYPE NAME{init}` or `TYPE NAME(init)` declares (the text after
+    its __constant__ / __device__), and whether it has an initializer."""
+    direct = _DIRECT_INITIALIZER.search(declaration.strip())
+    if direct and "=" not in declaration[:direct.start()] and "{" not in declaration[:direct.start()]:
+        return direct.group(1), True
     start = re.search(r"[={]", declaration)
     head = declaration[:start.start()] if start else declaration
     name = re.search(r"([A-Za-z_]\w*)\s*(?:\[[^\]]*\]\s*)*$", head.strip())
@@ -457,8 +465,14 @@ def _find_device_globals(masked: str) -> dict[str, bool]:
         if depth:
             continue
         stop = re.compile(r"[;({=]").search(masked, m.end())
-        if stop is None or stop.group() == "(":
-            continue  # a function declared __device__
+        if stop is not None and stop.group() == "(":  # a function declared __device__, or `T name(literal);`
+            end = _close_paren(masked, stop.start())
+            if not _DIRECT_INITIALIZER.search(masked[m.end():end + 1]) or \
+                    not re.match(r"\s*[;,]", masked[end + 1:]):
+                continue
+            stop = re.compile(r"[;,]").search(masked, end + 1)
+        if stop is None:
+            continue
         statement = masked[max(masked.rfind(";", 0, m.start()), masked.rfind("}", 0, m.start())) + 1:stop.start()]
         if re.search(r"\b(extern|typedef|using|struct|class|union|enum)\b", statement):
             continue  # declared here, defined elsewhere; or a type (`T name{0};` is a variable, braces its value)
@@ -1512,6 +1526,34 @@ def _refuse_unconfigured_calls(preprocessed: str, masked: str, kernels: dict) ->
                                    f"the shared code a __device__ function that both kernels call")
 
 
+_GLOBAL_OF_A_CLASS = re.compile(r"\b__(device|constant|managed)__\s+(?:(?:const|static|volatile)\s+)*([A-Za-z_]\w*)\s+"
+                                r"([A-Za-z_]\w*)\s*[({;=]")
+
+
+def _refuse_dynamic_initialization(preprocessed: str, masked: str) -> None:
+    """Refuse, in nvcc's words, a file-scope __device__ / __constant__ variable of a class none of whose constructors
+    is constexpr: nothing runs a constructor for a GPU's globals before a kernel, so nvcc rejects it ("dynamic
+    initialization is not supported"), while g++ would run it as the library loads -- a kernel that works here only."""
+    for file, first_line, start, end in _file_spans(preprocessed):
+        if not _is_user_file(file):
+            continue
+        for m in _GLOBAL_OF_A_CLASS.finditer(masked, start, end):
+            space, type_name, var = m.groups()
+            found = None if type_name in _NOT_A_NAME else _class_body(masked, type_name)
+            if found is None:
+                continue
+            constructors = re.findall(r"((?:\b(?:constexpr|__device__|__host__|explicit|inline)\s+)*)\b" +
+                                      re.escape(type_name) + r"\s*\([^()]*\)\s*(=\s*(?:default|delete))?", found[0])
+            if any(not defaulted for _, defaulted in constructors) and \
+                    not any("constexpr" in c for c, _ in constructors):
+                line = first_line + masked.count("\n", start, m.start())
+                raise CompileError(f"{os.path.basename(file)}:{line}: error: dynamic initialization is not supported "
+                                   f"for a __{space}__ variable: '{var}' is a {type_name}, whose constructors are not "
+                                   "constexpr (nothing runs a constructor for a GPU's global variables): make the "
+                                   "constructor constexpr, or give the struct no constructor and write "
+                                   f"{type_name} {var} = {{...}}")
+
+
 def _refuse_non_void_kernels(preprocessed: str, masked: str) -> None:
     """Refuse a __global__ function that returns a value, in nvcc's words ("a __global__ function must have a void
     return type"): g++ failed on the emulator's wrapper instead, in a message about params_of."""
@@ -1955,6 +1997,7 @@ class _Module:
         self._clusters, self._template_clusters = {}, {}
         _refuse_unsupported(res.stdout, masked, self._ptx_refusals)
         _refuse_non_void_kernels(res.stdout, masked)
+        _refuse_dynamic_initialization(res.stdout, masked)
         constants = _find_constants(masked)
         self._constants = {**_find_device_globals(masked), **constants}
         self._constant_memory = tuple(constants)

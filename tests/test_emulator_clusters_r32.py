@@ -2,7 +2,8 @@
 clusters"): __cluster_dims__, cooperative_groups' this_cluster() (sync, barrier_arrive/wait, ranks, map_shared_rank:
 distributed shared memory), the PTX forms users inline (%cluster_ctarank, barrier.cluster, mapa, ld/st.shared::cluster),
 and the errors CUDA defines: a grid that is not a whole number of clusters, a cluster barrier that deadlocks, an access
-to the shared memory of a block that has exited, races between blocks of a cluster.
+to the shared memory of a block that has exited, races between blocks of a cluster.  Also direct-initialised __device__
+globals (`__device__ float a(1.5f);`).
 
 The kernels are written as users write them for sm_90 (each also compiles with nvcc -cubin -arch=sm_90) and checked
 against NumPy on ragged shapes.  Two sources hold them all, so the file compiles twice (plus racecheck's build).
@@ -173,6 +174,16 @@ extern "C" __global__ void lone_cluster(int* out) {
     cluster.sync();
     if (threadIdx.x == 0) out[blockIdx.x] = *cluster.map_shared_rank(&v, 0) * 100 + cluster.num_blocks();
 }
+
+// Direct-initialised globals (round 31's leftover).
+__device__ float scale_by(1.5f);
+__device__ int launches(0);
+__constant__ int offset_by(-2);
+extern "C" __global__ void direct_globals(const float* x, float* out, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = x[i] * scale_by + offset_by;
+    if (i == 0) atomicAdd(&launches, 1);
+}
 """
 
 MISUSES = r"""
@@ -338,6 +349,25 @@ def test_inline_ptx_cluster_forms(kernels):
         rank, cluster = b % 3, b // 3
         sender = cluster * 3 + (rank - 1) % 3  # the previous block of the ring wrote this block's inbox
         assert list(out[b]) == [sender * 10 + t for t in range(4)] + [rank, 3, cluster, rank]
+
+
+def test_direct_initialised_globals(kernels):
+    x = np.arange(5, dtype=np.float32)
+    out = np.zeros(5, np.float32)
+    kernels.get_function("direct_globals")((1,), (32,), (x, out, np.int32(5)))
+    np.testing.assert_array_equal(out, x * 1.5 - 2)
+    assert kernels.get_global("launches")[0] == 1 and kernels.get_global("scale_by")[0] == 1.5
+
+
+def test_dynamic_initialization_is_refused_as_nvcc_does():
+    source = "struct S { int v; __device__ S(int x) : v(x) {} };\n__device__ S s(1);\n" \
+             "extern \"C\" __global__ void k(int* o) { o[0] = s.v; }"
+    with pytest.raises(CompileError, match="dynamic initialization is not supported for a __device__ variable"):
+        RawModule(code=source).get_function("k")
+    constexpr = RawModule(code=source.replace("__device__ S(int", "constexpr __device__ S(int"))
+    out = np.zeros(1, np.int32)
+    constexpr.get_function("k")((1,), (1,), (out,))
+    assert out[0] == 1
 
 
 def test_launch_shapes_are_checked_as_cuda_does(kernels, misuses):
