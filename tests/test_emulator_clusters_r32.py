@@ -244,6 +244,18 @@ extern "C" __global__ void __cluster_dims__(2, 1, 1) stale_pointer(int* out) {
     out[threadIdx.x] = theirs[threadIdx.x];
 }
 
+// Rank 0 maps rank 1's shared memory before the cluster barrier and reads it after, while rank 1 exits: unordered
+// with the exit.  The emulator happens to run the read first; racecheck names it all the same.
+extern "C" __global__ void __cluster_dims__(2, 1, 1) mapped_early(int* out) {
+    __shared__ int v;
+    cg::cluster_group cluster = cg::this_cluster();
+    if (threadIdx.x == 0) v = 5;
+    int* theirs = cluster.map_shared_rank(&v, 1);
+    cluster.sync();
+    if (cluster.block_rank() == 1) return;
+    out[threadIdx.x] = *theirs;
+}
+
 // Rank 1 returns at once; rank 0 maps its shared memory after it has gone.
 extern "C" __global__ void __cluster_dims__(2, 1, 1) map_after_exit(int* out) {
     __shared__ int v;
@@ -404,5 +416,8 @@ def test_racecheck_sees_races_between_blocks_of_a_cluster(misuses):
     out = np.zeros(64, np.int32)
     with pytest.raises(RaceError, match=r"hazard on __shared__ 'box'.*rank \d of the cluster.*cluster.sync\(\)"):
         misuses.get_function("unsynced_neighbours")((2,), (32,), (out,), racecheck=True)
+    with pytest.raises(RaceError, match=r"\(rank 1 of the cluster\) exits while block \(0,0,0\) \(rank 0\) reads its "
+                                        r"__shared__ 'v' .* at \w+\.cu:\d+ with no cluster barrier"):
+        misuses.get_function("mapped_early")((2,), (32,), (out,), racecheck=True)
     misuses.get_function("synced_neighbours")((2,), (32,), (out,), racecheck=True)
     np.testing.assert_array_equal(out, np.tile(np.arange(1, 33), 2))

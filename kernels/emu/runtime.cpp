@@ -1420,6 +1420,29 @@ void racecheck_new_block() {
 }
 void racecheck_block_barrier() { ++g_barrier_count; }
 void racecheck_cluster_barrier() { ++g_cluster_barrier_count; }
+std::string pc_mark(uintptr_t pc);
+unsigned cluster_rank_of(const Worker& w, uint3 b);
+// A block of the cluster exits (loaded in the worker): an access by another block to its shared memory since the last
+// cluster barrier is unordered with the exit -- undefined in CUDA, even where the emulator ran the access first.
+void racecheck_block_exit(const std::vector<ExitedShared>& gone) {
+    Worker& w = me();
+    const unsigned rank = cluster_rank_of(w, w.block_idx);
+    for (const auto& [byte, shadow] : g_shadow)
+        for (const ExitedShared& e : gone) {
+            if (byte < e.lo || byte >= e.hi) continue;
+            for (const Access* a : {&shadow.write, &shadow.read[0], &shadow.read[1]})
+                if (a->thread >= 0 && a->rank != rank && a->cluster_barrier == g_cluster_barrier_count) {
+                    const BlockState& other = g_blocks[a->rank];
+                    set_error(E_RACE, fmt("racecheck: %s (rank %u of the cluster) exits while block (%u,%u,%u) (rank %u) "
+                                          "%s its %s at %s with no cluster barrier in between: a block's shared memory "
+                                          "ends with it, so on a GPU that access may find it gone (CUDA leaves it "
+                                          "undefined). End the kernel with cluster.sync()", block_str().c_str(), rank,
+                                          other.idx.x, other.idx.y, other.idx.z, a->rank,
+                                          a == &shadow.write ? "writes" : "reads", e.name.c_str(), pc_mark(a->pc).c_str()));
+                    return;
+                }
+        }
+}
 void racecheck_swap_clocks(BlockClocks& c) {
     std::swap(g_barrier_count, c.barriers);
     g_warp_syncs.swap(c.warp_syncs);
@@ -1468,7 +1491,6 @@ std::string pc_mark(uintptr_t pc) {  // emulator.py turns the mark into file:lin
     return fmt("\x01PC:%lx\x01", (unsigned long)(pc - uintptr_t(self.dli_fbase)));
 }
 
-unsigned cluster_rank_of(const Worker& w, uint3 b);
 [[noreturn]] void report_hazard(const char* kind, const Access& earlier, bool earlier_writes, bool now_writes,
                                 uintptr_t pc, const TrackedArray& array, uintptr_t byte) {
     Worker& w = me();
@@ -1558,11 +1580,10 @@ void racecheck_record(const void* p, size_t n, bool write, uintptr_t pc) {
     const Access now{t, cluster_rank_of(w, w.block_idx), g_cluster_barrier_count, g_barrier_count,
                      g_warp_syncs[size_t(warp)], g_released.empty() ? 0u : g_released[size_t(t)], pc,
                      w.cur->split_arrived};
-    const unsigned settled = 1;  // barriers after an access that order it (two for one made inside a split barrier)
-    auto ordered = [&](const Access& e) {
-        if (e.thread < 0 || now.cluster_barrier - e.cluster_barrier >= (e.floating ? 2u : settled)) return true;
+    auto ordered = [&](const Access& e) {  // (an access made inside a split barrier: ordered by the barrier after)
+        if (e.thread < 0 || now.cluster_barrier - e.cluster_barrier >= (e.floating ? 2u : 1u)) return true;
         if (e.rank != now.rank) return false;  // another block of the cluster: only the cluster barrier orders it
-        return e.thread == t || now.barrier - e.barrier >= (e.floating ? 2u : settled) ||
+        return e.thread == t || now.barrier - e.barrier >= (e.floating ? 2u : 1u) ||
                (e.thread / 32 == warp && e.warp_sync != now.warp_sync) ||
                (!g_acquired.empty() && e.released < g_acquired[size_t(t)][size_t(e.thread)]);
     };
@@ -1616,6 +1637,7 @@ inline void racecheck_async_issue(const void*, size_t, const char*, int, uintptr
 inline void racecheck_async_land(const void*, size_t, uintptr_t) {}
 inline void racecheck_new_block() {}
 void racecheck_swap_clocks(BlockClocks&) {}
+void racecheck_block_exit(const std::vector<ExitedShared>&) {}
 void racecheck_cluster_barrier() {}
 void racecheck_mbarrier(const void*, int) {}
 void racecheck_block_barrier() {}
@@ -2014,6 +2036,7 @@ void retire_cluster_block() {
     };
     for (size_t s = 0; s < w.slot_ptr.size(); ++s) note(w.slot_region[s], w.slot_ptr[s]);
     note(w.dyn_region, w.dyn);
+    racecheck_block_exit(gone);
     end_block_shared();  // (its canaries checked)
 #ifndef EMU_ASAN  // (the sanitizer build freed them: ASan reports a use after free)
     for (const ExitedShared& e : gone)
