@@ -393,6 +393,14 @@ def _find_constants(masked: str) -> dict[str, bool]:
 _DIRECT_INITIALIZER = re.compile(r"([A-Za-z_]\w*)\s*\(\s*[-+~!(\s]*(?:\d|\.\d|'|true\b|false\b|nullptr\b)[^;]*\)\s*$")
 
 
+def _is_direct_initialization(masked: str, opening: int) -> bool:
+    """Whether the parenthesis at `opening`, after a declared name, holds a direct initializer (`x(0);`) rather than
+    a function's parameters."""
+    end = _close_paren(masked, opening)
+    start = masked.rfind("\n", 0, opening) + 1
+    return bool(_DIRECT_INITIALIZER.search(masked[start:end + 1])) and re.match(r"\s*[;,]", masked[end + 1:]) is not None
+
+
 def _declared_variable(declaration: str) -> tuple[str | None, bool]:
     """The name a file-scope `TYPE NAME[N]... = init`, `TYPE NAME{init}` or `TYPE NAME(init)` declares (the text after
     its __constant__ / __device__), and whether it has an initializer."""
@@ -466,11 +474,9 @@ def _find_device_globals(masked: str) -> dict[str, bool]:
             continue
         stop = re.compile(r"[;({=]").search(masked, m.end())
         if stop is not None and stop.group() == "(":  # a function declared __device__, or `T name(literal);`
-            end = _close_paren(masked, stop.start())
-            if not _DIRECT_INITIALIZER.search(masked[m.end():end + 1]) or \
-                    not re.match(r"\s*[;,]", masked[end + 1:]):
+            if not _is_direct_initialization(masked, stop.start()):
                 continue
-            stop = re.compile(r"[;,]").search(masked, end + 1)
+            stop = re.compile(r"[;,]").search(masked, _close_paren(masked, stop.start()) + 1)
         if stop is None:
             continue
         statement = masked[max(masked.rfind(";", 0, m.start()), masked.rfind("}", 0, m.start())) + 1:stop.start()]
@@ -1534,11 +1540,16 @@ def _refuse_dynamic_initialization(preprocessed: str, masked: str) -> None:
     """Refuse, in nvcc's words, a file-scope __device__ / __constant__ variable of a class none of whose constructors
     is constexpr: nothing runs a constructor for a GPU's globals before a kernel, so nvcc rejects it ("dynamic
     initialization is not supported"), while g++ would run it as the library loads -- a kernel that works here only."""
+    depth, pos = 0, 0  # the braces open at pos (counted on from the previous match, as _find_device_globals)
     for file, first_line, start, end in _file_spans(preprocessed):
         if not _is_user_file(file):
             continue
         for m in _GLOBAL_OF_A_CLASS.finditer(masked, start, end):
+            depth += masked.count("{", pos, m.start()) - masked.count("}", pos, m.start())
+            pos = m.start()
             space, type_name, var = m.groups()
+            if depth or (m.group().endswith("(") and not _is_direct_initialization(masked, m.end() - 1)):
+                continue  # a member, a local, or a function (`__device__ static T make(...)`)
             found = None if type_name in _NOT_A_NAME else _class_body(masked, type_name)
             if found is None:
                 continue
