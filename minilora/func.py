@@ -5,8 +5,9 @@ and Hessians): ``functional_call``, ``stack_module_state``, ``grad``, ``grad_and
 torch.func transforms functions by running them on batched and dual "levels" of its dispatcher.
 minilora computes the same values on its one engine: ``grad`` differentiates ``func`` with
 ``autograd.grad`` (its inputs taken as fresh leaves, or as views where an outer transform follows them,
-so ``grad(grad(f))`` and ``vmap(grad(f))`` compose); the forward-mode transforms compute the same values
-by reverse mode (``jacfwd`` is ``jacrev``'s Jacobian, ``jvp`` the double-vjp trick: float64 results agree
+so ``grad(grad(f))`` and ``vmap(grad(f))`` compose; a result keeps its graph where it reaches a tensor that
+requires grad beyond those leaves, a closed-over parameter, as torch's: ``_kept``); the forward-mode
+transforms compute the same values by reverse mode (``jacfwd`` is ``jacrev``'s Jacobian, ``jvp`` the double-vjp trick: float64 results agree
 with torch's to rounding, a zero's sign may differ; as torch's they hold its one forward-AD level, so
 ``torch.autograd.forward_ad`` inside or around them refuses in torch's words), and ``vmap`` calls ``func``
 once per index of the mapped dimension and stacks the results: what torch's batching rules compute, sample by
@@ -179,17 +180,67 @@ def _argnums(argnums, count):
     return numbers
 
 
-def _outer_graph(tree):
-    """Whether a result must stay differentiable: an outer transform (or the caller) follows an input."""
-    return any(t.requires_grad for t in _leaves_of(tree))
+def _outer_graph(inputs, outputs, leaves):
+    """Whether a result must stay differentiable (grad mode on, as the transform was called): an outer transform
+    (or the caller) follows an input, or ``func``'s outputs depend on another tensor that requires grad than
+    the transform's own ``leaves`` -- a closed-over parameter, to which torch's result keeps its graph (a
+    gradient penalty trains the model through it)."""
+    if not is_grad_enabled():
+        return False
+    return any(t.requires_grad for t in _leaves_of(inputs)) or _reaches_other_leaves(_leaves_of(outputs), leaves)
+
+
+def _kept(tree, leaves, outer):
+    """A transform's results: with their graph only where an outer graph is kept and it reaches past the transform's
+    own ``leaves`` (as torch's: the gradient of ``sin(x).sum() + w.sum()`` does not require grad, ``w``'s does not
+    enter it)."""
+    if not outer:
+        return _map(Tensor.detach, tree)
+    return _map(lambda t: t if _reaches_other_leaves([t], leaves) else t.detach(), tree)
+
+
+_finished_leaves = {}  # id -> weak reference: the leaves of transforms that have returned (see _finished)
+
+
+def _finished(leaves):
+    """A transform returns: its own leaves are no tensors an outer graph follows (they are torch's levels that
+    ended), so a later transform's graph that reaches them keeps nothing for them."""
+    if len(_finished_leaves) > 10000:  # (forget the leaves gone)
+        for key in [key for key, ref in _finished_leaves.items() if ref() is None]:
+            del _finished_leaves[key]
+    for t in _leaves_of(leaves):
+        if t._ctx is None:  # (a fresh leaf; a view of a followed input leads on to that input)
+            _finished_leaves[id(t)] = weakref.ref(t)
+
+
+def _is_finished(t):
+    ref = _finished_leaves.get(id(t))
+    return ref is not None and ref() is t
+
+
+def _reaches_other_leaves(outputs, leaves):
+    """Does the graph of ``outputs`` reach a tensor that requires grad, other than ``leaves`` and the leaves of
+    transforms that have returned?"""
+    ours = {id(t) for t in _leaves_of(leaves)}
+    stack, seen = [t._ctx for t in outputs if t._ctx is not None], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        for x, parent in zip(getattr(node, "inputs", ()), getattr(node, "parents", ())):
+            if parent is not None:
+                stack.append(parent)
+            elif isinstance(x, Tensor) and x._requires_grad and id(x) not in ours and not _is_finished(x):
+                return True
+    return False
 
 
 def grad_and_value(func, argnums=0, has_aux=False):
     """``func``'s gradient with respect to the argument(s) ``argnums`` (shaped as they are) and its value."""
     def wrapper(*args, **kwargs):
         numbers = _argnums(argnums, len(args))
-        # (any argument an outer transform follows, chosen or not: the gradient may depend on it)
-        outer = _outer_graph([args, kwargs]) and is_grad_enabled()
+        given = [args, kwargs]  # (any argument an outer transform follows, chosen or not: the gradient depends on it)
         args = list(args)
         for n in numbers:
             args[n] = _differentiable(args[n])
@@ -208,14 +259,16 @@ def grad_and_value(func, argnums=0, has_aux=False):
                                f"with {output.ndim} dims. Maybe you wanted to use the vjp or jacrev APIs instead?")
         chosen = [args[n] for n in numbers]
         leaves = _leaves_of(chosen)
+        outer = _outer_graph(given, [output, aux], leaves)
         found = autograd.grad(output, leaves, create_graph=outer, allow_unused=True) if output.requires_grad \
             else (None,) * len(leaves)
         found = iter([t.new_zeros(t.shape) if g is None else g for g, t in zip(found, leaves)])
         grads = _map(lambda _: next(found), chosen)
-        grads = tuple(grads) if isinstance(argnums, tuple) else grads[0]
+        grads = _kept(tuple(grads) if isinstance(argnums, tuple) else grads[0], leaves, outer)
         _follows(grads, leaves)
         if not outer:  # (torch unwraps the value and aux from grad's level: no graph to the inputs)
             output, aux = output.detach(), _map(Tensor.detach, aux)
+        _finished(leaves)
         return (grads, (output, aux)) if has_aux else (grads, output)
     return wrapper
 
@@ -234,7 +287,6 @@ def grad(func, argnums=0, has_aux=False):
 def vjp(func, *primals, has_aux=False):
     """``(func(*primals), vjp_fn)``: ``vjp_fn(cotangents)`` is the tuple of the vector-Jacobian products with
     respect to each primal."""
-    outer = _outer_graph(primals) and is_grad_enabled()
     leaves = [_differentiable(p) for p in primals]
     with enable_grad():
         output = func(*leaves)
@@ -242,16 +294,19 @@ def vjp(func, *primals, has_aux=False):
     if has_aux:
         output, aux = output
     flat_leaves = _leaves_of(leaves)
+    outer = _outer_graph(primals, [output, aux], flat_leaves)
 
     def vjp_fn(cotangents):
         outputs, vectors = _leaves_of(output), _leaves_of(cotangents)
         found = autograd.grad(outputs, flat_leaves, vectors, retain_graph=True, create_graph=outer,
                               allow_unused=True)
         found = iter([t.new_zeros(t.shape) if g is None else g for g, t in zip(found, flat_leaves)])
-        return _follows(tuple(_map(lambda _: next(found), p) for p in leaves), [outputs, vectors])
+        return _follows(_kept(tuple(_map(lambda _: next(found), p) for p in leaves), flat_leaves, outer),
+                        [outputs, vectors])
     value = output
     if not outer:  # (as grad's: the value and aux leave vjp's level without a graph)
         value, aux = _map(Tensor.detach, output), _map(Tensor.detach, aux)
+    _finished(flat_leaves)
     return (value, vjp_fn, aux) if has_aux else (value, vjp_fn)
 
 
@@ -297,7 +352,7 @@ def _jacobian(func, argnums, has_aux, words, forward):
         numbers = _argnums(argnums, len(args))
         if forward:
             _forward_checked([args[n] for n in numbers])
-        outer = _outer_graph(args) and is_grad_enabled()  # (as grad's: any argument)
+        given = args  # (as grad's: any argument)
         args = list(args)
         for n in numbers:
             args[n] = _differentiable(args[n])
@@ -305,13 +360,15 @@ def _jacobian(func, argnums, has_aux, words, forward):
         with enable_grad():
             output, aux = _split_aux(func(*args), has_aux, words)
         outputs, inputs = _output_tensors(output, words), _leaves_of(chosen)
+        outer = _outer_graph(given, [outputs, aux], inputs)
         blocks = iter(autograd._jacobians(outputs, inputs, strict=False, create_graph=outer))
 
         def per_output(_):
             row = iter(next(blocks))
             trees = [_map(lambda _: next(row), tree) for tree in chosen]
             return tuple(trees) if isinstance(argnums, tuple) else trees[0]
-        result = _follows(_map(per_output, output), inputs)
+        result = _follows(_kept(_map(per_output, output), inputs, outer), inputs)
+        _finished(inputs)
         if has_aux:
             return result, (aux if outer else _map(Tensor.detach, aux))
         return result
@@ -386,15 +443,16 @@ def jvp(func, primals, tangents, *, strict=False, has_aux=False):
     tangents is ``J t``). With ``has_aux``: ``(output, jvp_out, aux)``."""
     words = "jvp(f, primals, tangents)"
     _, flat_tangents = _checked_tangents(primals, tangents, words)
-    outer = _outer_graph(primals) and is_grad_enabled()
     leaves = [_differentiable(p) for p in primals]
     with enable_grad(), forward_ad.functorch_forward():
         output, aux = _split_aux(func(*leaves), has_aux, words)
     outputs = _output_tensors(output, words)
+    outer = _outer_graph(primals, [outputs, aux], leaves)
     # (torch.func.jvp takes ``strict`` and, unlike autograd.functional.jvp, checks nothing with it)
     products = iter(autograd._jvp_products(outputs, _leaves_of(leaves), flat_tangents, outer, False))
     value = output if outer else _map(Tensor.detach, output)
-    jvp_out = _follows(_map(lambda _: next(products), output), [primals, tangents])
+    jvp_out = _follows(_kept(_map(lambda _: next(products), output), leaves, outer), [primals, tangents])
+    _finished(leaves)
     if has_aux:
         return value, jvp_out, (aux if outer else _map(Tensor.detach, aux))
     return value, jvp_out
@@ -403,11 +461,11 @@ def jvp(func, primals, tangents, *, strict=False, has_aux=False):
 def linearize(func, *primals):
     """``(func(*primals), jvp_fn)``: ``jvp_fn(*tangents)`` is ``J @ tangents`` at the primals, from one run of
     ``func`` (its graph kept, as torch's traced linearization: a random draw in ``func`` is not redrawn)."""
-    outer = _outer_graph(primals) and is_grad_enabled()  # (torch's output and products keep their graph)
     leaves = [_differentiable(p) for p in primals]
     with enable_grad(), forward_ad.functorch_forward():
         output = func(*leaves)
     outputs, flat_leaves = _output_tensors(output, "linearize"), _leaves_of(leaves)
+    outer = _outer_graph(primals, outputs, flat_leaves)  # (torch's output and products keep their graph)
     dummies = tuple(autograd._zeros_like(o).requires_grad_() for o in outputs)
     transposed = autograd._filled(autograd._grads_of(outputs, flat_leaves, dummies, create_graph=True),
                                   flat_leaves, False, "output")
@@ -425,7 +483,8 @@ def linearize(func, *primals):
         products = autograd._filled(autograd._grads_of(transposed, dummies, flat_tangents, outer), outputs,
                                     False, "jvp")
         products = iter(products)
-        return _follows(_map(lambda _: next(products), output), [outputs, tangents])
+        return _follows(_kept(_map(lambda _: next(products), output), flat_leaves, outer), [outputs, tangents])
+    _finished(flat_leaves)
     return (output if outer else _map(Tensor.detach, output)), jvp_fn
 
 

@@ -2,6 +2,9 @@
 and the refusals and module forms of torch's tutorials). What differed, and is fixed (the class):
 * grad / jacrev of a function of several arguments kept no graph to the arguments it was not taken with respect to,
   so ``grad(lambda a, b: grad(f, argnums=0)(a, b).sum(), argnums=1)`` -- a mixed second derivative -- was zeros.
+* A closed-over parameter that requires grad (``grad(lambda x: D(x).sum())(x)``, a gradient penalty) was cut
+  off: the gradient required no grad, so training through it gave the model no gradient, silently. Now a
+  transform keeps a result's graph where it reaches a tensor that requires grad other than its own leaves.
 * The value and aux of grad / grad_and_value / vjp kept their graph to grad's fresh leaves (requires_grad True where
   torch's are unwrapped from grad's level); linearize's value dropped its graph to primals that require grad.
 * vmap ran what torch refuses: ``.item()`` / ``float()`` / ``if`` on a batched tensor, an in-place op writing a
@@ -164,3 +167,20 @@ def test_argnums_structure_and_functional_call_words():
     tx, mx = _pair((3,), 15)
     for theirs, ours in zip(_refused_calls(torch, tx), _refused_calls(ml, mx)):
         _same_error(theirs, ours)
+
+
+def test_a_closed_over_parameter_keeps_the_graph():
+    """A gradient penalty through torch.func.grad trains the model's weight (it was detached: no gradient)."""
+    (tx, mx), (tw, mw) = _pair((3,), 16), _pair((3,), 17)
+    got = {}
+    for L, x, w in ((torch, tx, tw), (ml, mx, mw)):
+        w = w.clone().requires_grad_()
+        penalty = (L.func.grad(lambda a: (a * w).tanh().sum())(x).norm() - 1) ** 2
+        independent = L.func.grad(lambda a: a.sin().sum() + w.sum())(x)
+        value = L.func.grad_and_value(lambda a: (a.sin() * w).sum())(x)[1]
+        jacobian = L.func.jacrev(lambda a: a.sin() * w)(x)
+        penalty.backward()
+        got[L] = (w.grad, [penalty.requires_grad, independent.requires_grad, value.requires_grad,
+                           jacobian.requires_grad])
+    np.testing.assert_allclose(got[ml][0].numpy(), got[torch][0].numpy(), rtol=1e-14)
+    assert got[ml][1] == got[torch][1] == [True, False, True, True]
