@@ -7,13 +7,12 @@ minilora computes the same values on its one engine: ``grad`` differentiates ``f
 ``autograd.grad`` (its inputs taken as fresh leaves, or as views where an outer transform follows them,
 so ``grad(grad(f))`` and ``vmap(grad(f))`` compose; a result keeps its graph where it reaches a tensor that
 requires grad beyond those leaves, a closed-over parameter, as torch's: ``_kept``); the forward-mode
-transforms compute the same values by reverse mode (``jacfwd`` is ``jacrev``'s Jacobian, ``jvp`` the double-vjp trick: float64 results agree
-with torch's to rounding, a zero's sign may differ; as torch's they hold its one forward-AD level, so
-``torch.autograd.forward_ad`` inside or around them refuses in torch's words), and ``vmap`` calls ``func``
-once per index of the mapped dimension and stacks the results: what torch's batching rules compute, sample by
-sample (a sum or a product may round in another order than a batched kernel's, an elementwise function as
-torch's vectorized loop rounds a short tail). Under ``randomness='error'`` (torch's
-default) a random draw from the global generator in ``func`` raises as in torch; 'same' gives every
+transforms compute the same values by reverse mode (``jacfwd`` is ``jacrev``'s Jacobian, ``jvp`` the
+double-vjp trick: float64 results agree with torch's to rounding, a zero's sign may differ; as torch's they hold
+its one forward-AD level, so ``torch.autograd.forward_ad`` inside or around them refuses in torch's words), and
+``vmap`` calls ``func`` once per index of the mapped dimension and stacks the results: what torch's batching rules
+compute, sample by sample (a sum or a product may round in another order than a batched kernel's, an elementwise
+function as torch's vectorized loop rounds a short tail). Under ``randomness='error'`` (torch's default) a random draw from the global generator in ``func`` raises as in torch; 'same' gives every
 sample the draws of the first, as torch's; 'different' gives sample i its part of one draw for the whole
 batch, laid out as torch's batched random ops draw it (``_BatchedDraws``). While ``func`` runs, ``_Batching``
 follows which tensors are batched (torch's BatchedTensor), for torch's refusals (``.item()``, ``if`` on a
