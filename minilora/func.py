@@ -12,8 +12,9 @@ double-vjp trick: float64 results agree with torch's to rounding, a zero's sign 
 its one forward-AD level, so ``torch.autograd.forward_ad`` inside or around them refuses in torch's words), and
 ``vmap`` calls ``func`` once per index of the mapped dimension and stacks the results: what torch's batching rules
 compute, sample by sample (a sum or a product may round in another order than a batched kernel's, an elementwise
-function as torch's vectorized loop rounds a short tail). Under ``randomness='error'`` (torch's default) a random draw from the global generator in ``func`` raises as in torch; 'same' gives every
-sample the draws of the first, as torch's; 'different' gives sample i its part of one draw for the whole
+function as torch's vectorized loop rounds a short tail). Under ``randomness='error'`` (torch's default) a random
+draw from the global generator in ``func`` raises as in torch; 'same' gives every sample the draws of the first, as
+torch's; 'different' gives sample i its part of one draw for the whole
 batch, laid out as torch's batched random ops draw it (``_BatchedDraws``). While ``func`` runs, ``_Batching``
 follows which tensors are batched (torch's BatchedTensor), for torch's refusals (``.item()``, ``if`` on a
 batched tensor, an in-place write of one into an unbatched tensor) and so that an unbatched input changed in
