@@ -225,3 +225,20 @@ def test_frequencies_refuse_an_integer_dtype(call):
     for lib in (torch, ml):
         with pytest.raises(RuntimeError, match="fftfreq requires a floating point or complex dtype"):
             call(lib)
+
+
+@pytest.mark.parametrize("call", [
+    lambda lib, x, dtype: lib.abs(x, out=lib.zeros(3, 4, dtype=dtype)),
+    lambda lib, x, dtype: lib.dot(x[0], x[1], out=lib.zeros((), dtype=dtype)),
+    lambda lib, x, dtype: lib.all(x, out=lib.zeros((), dtype=dtype)),
+    lambda lib, x, dtype: lib.cummax(x, 1, out=(lib.zeros(3, 4, dtype=dtype), lib.zeros(3, 4, dtype=lib.int64))),
+    lambda lib, x, dtype: lib.take(x, lib.tensor([0, 5]), out=lib.zeros(2, dtype=dtype)),
+    lambda lib, x, dtype: lib.where(x > 0.5, x, x * 0, out=lib.zeros(3, 4, dtype=dtype)),
+], ids=["abs", "dot", "all", "cummax", "take", "where"])
+def test_a_refused_out_dtype_in_the_kernels_own_words(call):
+    errors = []
+    for lib, x in zip((torch, ml), _both()):
+        with pytest.raises(RuntimeError) as caught:
+            call(lib, x, lib.float64)
+        errors.append(str(caught.value))
+    assert errors[1] == errors[0]

@@ -626,8 +626,9 @@ def _copy_into(out, result, name):
     """One result written into its out tensor: dtype checked, resized if its shape differs (with
     torch's warning when it held elements), then the values cast in place."""
     if name in _EXACT_OUT_DTYPE and result.dtype != out.dtype:
-        raise RuntimeError(f"Expected out tensor to have dtype {_c_name(result.dtype)}, but got "
-                           f"{_c_name(out.dtype)} instead")
+        raise RuntimeError(_OUT_DTYPE_WORDS.get(name, _EXPECTED_OUT_DTYPE).format(
+            name=name, out=dtypes.torch_name(out.dtype), result=dtypes.torch_name(result.dtype),
+            out_c=_c_name(out.dtype), result_c=_c_name(result.dtype)))
     if not dtypes.can_cast(result.dtype, out.dtype):
         if name in _TYPE_ERROR_OUT_DTYPE:
             raise TypeError(f"torch.{_REPORTED_NAMES.get(name, name)}(): input types can't be cast to the desired "
@@ -670,6 +671,40 @@ def _resized(out, result, name):
     order = sorted(range(result.ndim), key=lambda d: -strides[d])  # (outermost first; ties keep their order)
     buffer = xp.empty(tuple(result.shape[d] for d in order), out.dtype)
     return _factories.known_layout(buffer.transpose(tuple(order.index(d) for d in range(result.ndim))), order)
+
+
+# The words of torch's refusal of an out whose dtype is not the result's, where the kernel has its own ({out} and
+# {result}: torch's dtype names, Double and Float; {out_c} and {result_c}: the C names, double and float). (An op's
+# second out, kthvalue's indices, is refused in its first's words, where torch's may differ.)
+_EXPECTED_OUT_DTYPE = "Expected out tensor to have dtype {result_c}, but got {out_c} instead"
+_OUT_DTYPE_WORDS = {
+    **{name: "Found dtype {out} but expected {result}" for name in (  # (TensorIterator's unary kernels)
+        "abs bitwise_not ceil conj_physical floor frac hardshrink neg round sgn sign trunc").split()},
+    **{name: "expected scalar_type {result} but found {out}" for name in ("cummax", "cummin", "logcumsumexp")},
+    **{name: "Expected the dtype for input and out to match, but got {result} for input's dtype and {out} for "
+             "out's dtype." for name in ("amax", "amin")},
+    **{name: "result dtype {out} does not match input dtype {result}" for name in ("dot", "vdot")},
+    **{name: "tensordot: Expected the output tensor to have dtype {result}, but got an output tensor with dtype "
+             "{out}" for name in ("inner", "tensordot")},
+    **{name: "quantile() out tensor must be same dtype as the input tensor" for name in ("quantile", "nanquantile")},
+    **{name: "linalg.matrix_norm expected out tensor dtype {result} but got: {out}"
+       for name in ("linalg_matrix_norm", "nuclear_norm")},
+    **{name: "{name} only supports bool tensor for result, got: {out}" for name in ("all", "any")},
+    **{name: "{name}(): self and result must have the same scalar type" for name in ("index_select", "masked_select")},
+    **{name: "{name} does not support non-boolean outputs." for name in ("isneginf", "isposinf", "signbit")},
+    "linalg_norm": "linalg.norm expected out tensor dtype {result} but got: {out}",
+    "linalg_vecdot": "linalg.vecdot: Expected out of dtype{result} but found {out}",
+    "float_power": "the output given to float_power has dtype {out} but the operation's result requires dtype {result}",
+    "frexp": "torch.frexp() expects mantissa to have dtype {result_c} but got {out_c}",
+    "heaviside": "heaviside is not yet implemented for tensors with different dtypes.",
+    "kthvalue": "output values must be of same type as input",
+    "mode": "expected scalar type '{result}' but got '{out}' for values output",
+    "mv": "addmv input tensors must have the same dtype, but got {out}, {result}, and {result}",
+    "nan_to_num": "nan_to_num: dtype of out: {out} should be same as input: {result}",
+    "nonzero": "nonzero: Expected out tensor to have scalar type {result} but got scalar type{out}",
+    "take": "take(): self and out expected to have the same dtype, but got self.dtype = {result} and out.dtype = {out}",
+    "where": "Expected out type to be {result} but got {out}",
+}
 
 
 def _c_name(dtype):
