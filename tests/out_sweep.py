@@ -27,12 +27,14 @@ six ops, 46 functions (torch.absolute, arccos, multiply, msort, t_copy, cholesky
 kernels that refuse a wider out writing the cast values (sort, topk, quantile, inner, linalg's factors), linalg's
 refusals speaking of "linalg()", the special polynomials and ihfft* not resizing their out (a ShapeError) and
 casting into any dtype, a resized out laid out C-contiguous where torch's follows the result (linalg's column-major
-factors). After: 503 (68 more NOT_SAME, each with why). Left: 411 forms where both refuse in other words (the
-kernels' own dtype messages: "Found dtype Double but expected Float", "fft expects a complex output tensor, but
-got Double", ...), histc/histogram/linalg.lstsq without out=, fftfreq into an integer out, angle/conj_physical/
-linalg.cross not checking overlap (their out= is written from a result made apart), logsumexp/std/var into a
-float64 out computing in other precisions than torch's, the in-place logical_*_ refusing a leaf that requires
-grad, conj_physical_ of a real tensor not counting a version.
+factors), refusals naming the op called (clip()) not the kernel torch runs (clamp()), a refused out dtype not in
+the kernel's own words. After: 353 (68 more NOT_SAME, each with why). Left: 268 forms where both refuse in other
+words (fft's "fft expects a complex output tensor, but got Double", median's, searchsorted's, a wrong tuple's
+arity, a composite op's out that requires grad, refused as out= where torch refuses the in-place write into a
+leaf, ...), histc/histogram/linalg.lstsq without out=, logsumexp/std/var into a float64 out computing in other
+precisions than torch's, clamp's wider float out refused (torch takes it, but refuses a float out of integers),
+the in-place logical_*_ refusing a leaf that requires grad (torch cannot differentiate them: it writes), and
+conj_physical_ of a real tensor not counting a version.
 """
 import argparse
 import contextlib
