@@ -76,6 +76,17 @@ def test_every_paragraph_on_layers_products_in_c_threads_names_mkls_case():
         parallel.set_num_threads(before)
 
 
+def test_architecture_names_the_lora_twin_that_gives_pefts_bits():
+    """ARCHITECTURE.md's rule "a torch-bits path is the region's own solution, never a twin beside it" names its
+    exception: on MKL the LoRA layer takes PEFT's order beside exercises 4.2 and 4.3 where one fused product would
+    round otherwise, and only while they are the shipped solution."""
+    source = inspect.getsource(lora_ops._forward_another_way)
+    assert source.index("_forward_is_the_solution()") < source.index("_pefts_order_needed(")
+    rule = _flat(_read("ARCHITECTURE.md"))
+    rule = rule[rule.index("a torch-bits path is the region's own solution"):][:400]
+    assert "`_pefts_order_needed`" in rule and "4.2 and 4.3" in rule, rule
+
+
 def test_docs_say_mkls_openmp_workers_spin_before_they_sleep():
     """ARCHITECTURE.md and README.md name the spin count blas loads its private libgomp with."""
     assert blas.SPINS_BEFORE_SLEEP > 0
