@@ -230,6 +230,7 @@ for w in mix:
     composed.add_weighted_adapter(["qa", "reverse"], [float(w), float(1 - w)], name, combination_type="cat")
     composed.set_adapter(name)
     curve.append([accuracy(composed, task) for task in (qa, rev)])
+    composed.set_adapter("cat")   # (deleting the active adapter would warn, as PEFT's, and activate "cat" anyway)
     composed.delete_adapter(name)
 curve = np.array(curve)
 for w, (a, b) in zip(mix, curve):
