@@ -35,7 +35,7 @@ from .elementwise import (clamp_max, clamp_min, expm1, leaky_relu, lerp, log1p, 
 from .matmul import addmm, baddbmm
 from .elementwise import addcdiv, addcmul, fmod, log10, log2, logical_xor
 from .shape import broadcast_to, diff, hstack, meshgrid, select, trace, unflatten, vstack
-from .reduce import std_mean, var_mean
+from .reduce import logsumexp_summed_in, std_mean, var_mean
 from .elementwise import (celu, elu, hardsigmoid, hardswish, hardtanh, logsigmoid, mish, selu,
                           softsign)
 from .elementwise import (acos, acosh, arctan2, asin, asinh, atan, atan2, atanh, cosh, exp2,
@@ -523,6 +523,8 @@ _TYPE_ERROR_OUT_DTYPE = {"cat", "stack", "hstack", "vstack", "dstack", "column_s
 _DTYPE_FROM_OUT = {"sum", "mean", "prod", "cumsum", "cumprod", "nansum", "nanmean"}
 # Ops with no dtype= that torch computes in out's (floating) dtype all the same: their input is cast.
 _INPUT_TO_OUT_DTYPE = {"std", "var"}
+# Ops whose kernel, given a wider out, computes part of its steps in out's dtype: run as that (dtype=out's).
+_STEPS_IN_OUT_DTYPE = {"logsumexp": logsumexp_summed_in}
 # torch's nansum/nanmean(out=) run its floating kernel in out's dtype: a floating input into an integer
 # or bool out is refused ("nansum_cpu" not implemented for 'Long'), though nansum(dtype=torch.long) runs.
 _NAN_KERNEL_OUT = {"nansum", "nanmean"}
@@ -577,6 +579,8 @@ def _write_out(fn, name, args, kwargs, out):
         kwargs = dict(kwargs, dtype=outs[0].dtype)
     elif name in _INPUT_TO_OUT_DTYPE and dtypes.is_floating(outs[0].dtype) and args:
         args = (args[0].to(outs[0].dtype),) + args[1:]
+    elif name in _STEPS_IN_OUT_DTYPE and dtypes.is_floating(outs[0].dtype) and args:
+        fn, kwargs = _STEPS_IN_OUT_DTYPE[name], dict(kwargs, dtype=outs[0].dtype)
     inputs = () if name in _OVERLAP_UNCHECKED else args + tuple(kwargs.values())
     _refuse_overlap(outs, inputs, same_allowed=name not in _NO_OVERLAP_OUT)
     result = _amp.without_autocast(fn, *args, **kwargs)  # (torch's out= calls are not autocast)

@@ -1253,6 +1253,20 @@ def logsumexp(input, dim, keepdim=False):
     return name_node(LogSumExp.apply(input, axis=dim, keepdims=keepdim), "LogsumexpBackward0", input)
 
 
+def logsumexp_summed_in(input, dim, keepdim=False, *, dtype):
+    """``torch.logsumexp(input, dim, out=out)`` into a wider floating ``out`` (``dtype``), in torch's steps
+    (ATen's logsumexp_out_impl): the shifted exponentials in the input's dtype, their sum, log and shift in the
+    out's -- neither the input's logsumexp widened nor the widened input's logsumexp."""
+    if not is_floating(input.dtype):
+        input = input.to(get_default_dtype())
+    if input.numel() == 0 or np.dtype(dtype).itemsize <= np.dtype(input.dtype).itemsize:
+        return logsumexp(input, dim, keepdim)
+    shift = input.amax(dim, keepdim=True)
+    shift = shift.masked_fill(shift.abs() == float("inf"), 0)  # (all -inf, or an inf: no shift, in both steps)
+    return sum((input - shift).exp(), dim, keepdim=keepdim, dtype=dtype).log() + (
+        shift if keepdim else shift.squeeze(dim))
+
+
 def _complex_logsumexp(z, dim, keepdim):
     """A complex logsumexp (torch's result is complex): ``m + log(sum(exp(z - m)))``, ``m`` the largest real
     part (only the real parts can overflow exp); its gradient flows through exp, sum and log."""
