@@ -4,6 +4,8 @@ Lower-case wrappers (``minilora.ops.matmul(a, b)``) are the public names. They a
 operators (``a @ b`` calls ``matmul(a, b)``) and, where PyTorch has them, its methods (``x.sum()``):
 both are attached to ``Tensor`` below, so an operator costs no extra call on the way to its op.
 """
+import math as _math
+
 from .. import amp as _amp, dtypes, factories as _factories
 from ..tensor import Tensor, name_node, tensor
 from .elementwise import (abs, add, astype, clone, div, erf, exp, floor_divide, gelu, log,
@@ -521,7 +523,8 @@ _TYPE_ERROR_OUT_DTYPE = {"cat", "stack", "hstack", "vstack", "dstack", "column_s
 # Ops whose dtype= argument out's dtype stands for: they compute in it (a float32 tensor summed into a
 # float64 out accumulates in float64, as torch.sum(x, dtype=torch.float64)).
 _DTYPE_FROM_OUT = {"sum", "mean", "prod", "cumsum", "cumprod", "nansum", "nanmean"}
-# Ops with no dtype= that torch computes in out's (floating) dtype all the same: their input is cast.
+# Ops with no dtype= that torch computes in out's (floating) dtype all the same: their input is cast (but for one
+# output, _one_output).
 _INPUT_TO_OUT_DTYPE = {"std", "var"}
 # Ops whose kernel, given a wider out, computes part of its steps in out's dtype: run as that (dtype=out's).
 _STEPS_IN_OUT_DTYPE = {"logsumexp": logsumexp_summed_in}
@@ -577,7 +580,8 @@ def _write_out(fn, name, args, kwargs, out):
         raise NotImplementedError(f'"nansum_cpu" not implemented for \'{out_name}\'')
     if name in _DTYPE_FROM_OUT and kwargs.get("dtype") is None:
         kwargs = dict(kwargs, dtype=outs[0].dtype)
-    elif name in _INPUT_TO_OUT_DTYPE and dtypes.is_floating(outs[0].dtype) and args:
+    elif name in _INPUT_TO_OUT_DTYPE and dtypes.is_floating(outs[0].dtype) and args and \
+            not _one_output(args, kwargs):
         args = (args[0].to(outs[0].dtype),) + args[1:]
     elif name in _STEPS_IN_OUT_DTYPE and dtypes.is_floating(outs[0].dtype) and args:
         fn, kwargs = _STEPS_IN_OUT_DTYPE[name], dict(kwargs, dtype=outs[0].dtype)
@@ -593,6 +597,16 @@ def _write_out(fn, name, args, kwargs, out):
             _copy_into(o, r, name)
     return out if isinstance(out, Tensor) else type(result)(*outs) if hasattr(result, "_fields") \
         else tuple(outs)
+
+
+def _one_output(args, kwargs):
+    """Whether std/var(*args, **kwargs) reduce their input to at most one element: ATen's std_var_out then takes its
+    CPU path for a whole tensor (std_var_all_cpu) in the input's dtype and fills out with that rounded result."""
+    x, dim = args[0], kwargs.get("dim", args[1] if len(args) > 1 else None)
+    if dim is None or isinstance(dim, bool) or x.ndim == 0:  # (a bool: the unbiased overload, everything reduced)
+        return True
+    kept = set(range(x.ndim)) - {d % x.ndim for d in ((dim,) if isinstance(dim, int) else dim)}
+    return dim == () or dim == [] or _math.prod(x.shape[d] for d in kept) <= 1
 
 
 # The kernel torch's refusals of an out= name, where an op runs another's (torch.clip's is clamp's, hstack's

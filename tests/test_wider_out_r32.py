@@ -1,6 +1,9 @@
-"""``torch.logsumexp(x, dim, out=out)`` into a wider out (a float32 input, a float64 out): torch's kernel computes
-the shifted exponentials in the input's dtype and their sum, log and shift in the out's -- neither float32's answer
-widened nor float64's. minilora wrote float32's answer widened: a silent difference of ~1e-7 (round 32)."""
+"""A float32 input reduced into a wider out (round 32: silent differences of ~1e-7, left by the out= sweep).
+
+- ``torch.logsumexp(x, dim, out=out)``: torch's kernel computes the shifted exponentials in the input's dtype and
+  their sum, log and shift in the out's -- neither float32's answer widened (minilora's) nor float64's.
+- ``torch.std(x, out=out)`` / ``var``: in the out's dtype, but where the result is one element, in the input's
+  (ATen's CPU path for a whole tensor) and widened -- minilora cast the input in both cases."""
 import numpy as np
 import pytest
 
@@ -36,4 +39,18 @@ def test_logsumexp_into_an_out_of_its_own_dtype_is_unchanged():
     torch.logsumexp(torch.tensor(a), 1, out=theirs)
     ours = ml.empty(0)
     ml.logsumexp(ml.tensor(a), 1, out=ours)
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+STD_CASES = [((5, 7), None), ((5, 7), 1), ((5, 7), (0, 1)), ((1, 7), 1), ((3, 1, 4), (0, 2)), ((100,), 0), ((), None)]
+
+
+@pytest.mark.parametrize("shape,dim", STD_CASES)
+@pytest.mark.parametrize("name", ["std", "var"])
+def test_std_var_into_a_float64_out_are_torchs(shape, dim, name):
+    a = (np.random.default_rng(len(shape)).standard_normal(shape) * 3 + 1).astype(np.float32)
+    dims = () if dim is None else (dim,)
+    theirs, ours = torch.empty(0, dtype=torch.float64), ml.empty(0, dtype=ml.float64)
+    getattr(torch, name)(torch.tensor(a), *dims, out=theirs)
+    getattr(ml, name)(ml.tensor(a), *dims, out=ours)
     np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
