@@ -32,9 +32,9 @@ the kernel's own words. After: 353 (68 more NOT_SAME, each with why). Left: 268 
 words (fft's "fft expects a complex output tensor, but got Double", median's, searchsorted's, a wrong tuple's
 arity, a composite op's out that requires grad, refused as out= where torch refuses the in-place write into a
 leaf, ...), histc/histogram/linalg.lstsq without out= (logsumexp/std/var into a float64 out: torch's steps since
-round 32's tests/test_wider_out_r32.py), clamp's wider float out refused (torch takes it, but refuses a float out of integers),
-the in-place logical_*_ refusing a leaf that requires grad (torch cannot differentiate them: it writes), and
-conj_physical_ of a real tensor not counting a version.
+round 32's tests/test_wider_out_r32.py), clamp's wider float out refused (torch takes it, but refuses a float out
+of integers), the in-place logical_*_ refusing a leaf that requires grad (torch cannot differentiate them: it
+writes), and conj_physical_ of a real tensor not counting a version.
 """
 import argparse
 import contextlib
