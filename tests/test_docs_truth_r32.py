@@ -17,6 +17,7 @@ What went stale, and what each test checks:
 """
 import inspect
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,12 +69,17 @@ def test_every_paragraph_on_layers_products_in_c_threads_names_mkls_case():
     assert not stale, stale
     if blas.library() != "mkl":
         return
-    before = parallel.num_threads()
+    torch = sys.modules.get("torch")  # (its count caps minilora's products': conftest sets it to one)
+    before = parallel.num_threads(), torch.get_num_threads() if torch else None
     parallel.set_num_threads(2)
+    if torch:
+        torch.set_num_threads(2)
     try:
         assert blas.threads_products() and lora_ops._products_whole()
     finally:
-        parallel.set_num_threads(before)
+        parallel.set_num_threads(before[0])
+        if torch:
+            torch.set_num_threads(before[1])
 
 
 def test_architecture_names_the_lora_twin_that_gives_pefts_bits():
