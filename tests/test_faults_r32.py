@@ -95,7 +95,7 @@ def _sigint_first(real):
 
 @posix_only
 @pytest.mark.parametrize("swap", ["exchange", "two renames"])
-def test_a_ctrl_c_as_a_folder_save_removes_the_old_version_lands_after_it(tmp_path, monkeypatch, swap):
+def test_a_ctrl_c_as_a_folder_save_removes_the_old_version_lands_after_it(tmp_path, monkeypatch, python_sigint, swap):
     folder = tmp_path / "model"
     tiny_model(0).save_pretrained(folder)
     if swap == "two renames":
@@ -109,7 +109,7 @@ def test_a_ctrl_c_as_a_folder_save_removes_the_old_version_lands_after_it(tmp_pa
 
 
 @posix_only
-def test_a_ctrl_c_as_a_failed_folder_save_removes_its_new_files_lands_after_it(tmp_path, monkeypatch):
+def test_a_ctrl_c_as_a_failed_folder_save_removes_its_new_files_lands_after_it(tmp_path, monkeypatch, python_sigint):
     folder = tmp_path / "model"
     tiny_model(0).save_pretrained(folder)
     monkeypatch.setattr(checkpoint, "_swap_in", lambda tmp, directory: (_ for _ in ()).throw(
@@ -123,7 +123,7 @@ def test_a_ctrl_c_as_a_failed_folder_save_removes_its_new_files_lands_after_it(t
 
 
 @posix_only
-def test_a_ctrl_c_as_a_failed_file_save_removes_its_temporary_file_lands_after_it(tmp_path, monkeypatch):
+def test_a_ctrl_c_as_a_failed_file_save_removes_its_temporary_file_lands_after_it(tmp_path, monkeypatch, python_sigint):
     path = tmp_path / "w.pt"
     ml.save({"a": ml.ones(2)}, path)
 
