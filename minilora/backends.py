@@ -17,6 +17,8 @@ import sys
 import types
 import warnings
 
+from . import blas as _blas, float32_math as _float32_math
+
 __all__ = ["cuda", "cudnn", "mps", "mkldnn", "mkl", "openmp", "cpu", "opt_einsum",
            "set_float32_matmul_precision", "get_float32_matmul_precision", "use_deterministic_algorithms",
            "are_deterministic_algorithms_enabled", "is_deterministic_algorithms_warn_only_enabled",
@@ -203,11 +205,14 @@ cuda = _CudaModule()
 cudnn = _CudnnModule("minilora.backends.cudnn", "torch.backends.cudnn: flags stored, no cuDNN behind them.")
 mkldnn = _MkldnnModule("minilora.backends.mkldnn", "torch.backends.mkldnn: flags stored.")
 mps = _availability("mps", False, "torch.backends.mps: Apple's GPUs, never here.", is_built=lambda: False)
-mkl = _availability("mkl", False, "torch.backends.mkl: NumPy's BLAS here is OpenBLAS.")
+mkl = _availability("mkl", False, "torch.backends.mkl: whether minilora's products go through MKL (minilora/blas.py: "
+                    "Intel's mkl wheel installed), as torch's do where it was built with MKL.")
+mkl.is_available = lambda: _blas.library() == "mkl"
 openmp = _availability("openmp", False, "torch.backends.openmp: minilora's threads are its own.")
 opt_einsum = _availability("opt_einsum", False, "torch.backends.opt_einsum.", enabled=False, strategy=None)
 cpu = types.ModuleType("minilora.backends.cpu", "torch.backends.cpu.")
-cpu.get_cpu_capability = lambda: "DEFAULT"  # (NumPy picks its own SIMD kernels at run time)
+# (the instruction set torch's CPU kernels run, which minilora's float32 kernels model: ATEN_CPU_CAPABILITY or the CPU's)
+cpu.get_cpu_capability = lambda: _float32_math.CPU_CAPABILITY.upper()
 for _module in (cuda, cudnn, mkldnn, mps, mkl, openmp, opt_einsum, cpu):
     sys.modules[_module.__name__] = _module  # (``import minilora.backends.cudnn`` as torch's)
 
