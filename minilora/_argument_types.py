@@ -411,19 +411,14 @@ def _matmul_checked(method, operator=False):
     AttributeError, ``x.matmul(array)`` in a dtype error); the operators ``x @ y`` / ``y @ x`` answer NotImplemented,
     so that Python raises its "unsupported operand type(s) for @", as for torch's tensors."""
     @functools.wraps(method)
-    def call(self, other=_MISSING, *args, **kwargs):
-        if isinstance(other, Tensor):
-            return method(self, other, *args, **kwargs)
+    def call(self, *args, **kwargs):
+        other = args[0] if args else kwargs.get("other", _MISSING)
+        if isinstance(other, Tensor) or other is _MISSING or len(args) + len(kwargs) > 1:
+            return method(self, *args, **kwargs)  # (a wrong count: Python's own words)
         if operator:
             return NotImplemented
-        if other is _MISSING and "other" in kwargs:
-            other = kwargs.pop("other")
-            if isinstance(other, Tensor):
-                return method(self, other, *args, **kwargs)
-            raise TypeError(f"matmul(): argument 'other' must be Tensor, not {_type_name(other)}")
-        if other is _MISSING or args or kwargs:  # (Python's own count of the arguments, torch's words)
-            return method(self, *(() if other is _MISSING else (other,)), *args, **kwargs)
-        raise TypeError(f"matmul(): argument 'other' (position 1) must be Tensor, not {_type_name(other)}")
+        where = " (position 1)" if args else ""
+        raise TypeError(f"matmul(): argument 'other'{where} must be Tensor, not {_type_name(other)}")
     return call
 
 

@@ -54,3 +54,11 @@ def test_std_var_into_a_float64_out_are_torchs(shape, dim, name):
     getattr(torch, name)(torch.tensor(a), *dims, out=theirs)
     getattr(ml, name)(ml.tensor(a), *dims, out=ours)
     np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+def test_a_complex_logsumexp_into_a_real_out_is_refused_not_taken_from_its_real_parts():
+    """(torch writes a number there that is neither the result's real part nor its modulus; the first version of
+    the wider-out path cast the complex input to float32, dropping the imaginary parts, silently)"""
+    z = ml.tensor((np.arange(6).reshape(2, 3) + 1j).astype(np.complex64))
+    with pytest.raises(RuntimeError, match="ComplexFloat can't be cast to the desired output type Double"):
+        ml.logsumexp(z, 1, out=ml.empty(0, dtype=ml.float64))

@@ -1257,6 +1257,8 @@ def logsumexp_summed_in(input, dim, keepdim=False, *, dtype):
     """``torch.logsumexp(input, dim, out=out)`` into a wider floating ``out`` (``dtype``), in torch's steps
     (ATen's logsumexp_out_impl): the shifted exponentials in the input's dtype, their sum, log and shift in the
     out's -- neither the input's logsumexp widened nor the widened input's logsumexp."""
+    if input.dtype.kind == "c":  # (a complex logsumexp: out= casts its complex result, or refuses to)
+        return logsumexp(input, dim, keepdim)
     if not is_floating(input.dtype):
         input = input.to(get_default_dtype())
     if input.numel() == 0 or np.dtype(dtype).itemsize <= np.dtype(input.dtype).itemsize:
