@@ -330,6 +330,7 @@ _OUT_UNDER_KERNEL_NAME = {
         "triangular_solve").split()}}
 for _fn, _kernel in _OUT_UNDER_KERNEL_NAME.items():
     globals()[_fn] = ops._with_out(globals()[_fn], _kernel)
+histc, histogram = ops._with_out(histc, "histc"), ops._with_out(histogram, "histogram")  # (factories' ops: out= here)
 # torch's storages (minilora/storage.py): x.untyped_storage(), x.storage(), set_, share_memory_, the legacy classes
 # (imported before the check below, which then covers x.is_set_to(3))
 from .storage import LEGACY_CLASSES as _LEGACY_STORAGES, TypedStorage, UntypedStorage, is_storage  # noqa: E402,F401

@@ -54,14 +54,6 @@ from . import dtypes, float32_math, native, parallel
 __all__ = ["applies", "matmul", "k_blocks", "tile_k", "ORDER"]
 
 
-def _cpu_features():
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__ as features
-    except ImportError:  # (NumPy 1.x)
-        from numpy.core._multiarray_umath import __cpu_features__ as features
-    return features
-
-
 def cpu_has_amx_bf16():
     """Whether the CPU has AMX's bfloat16 tiles, which oneDNN prefers (Linux's cpuinfo flags: NumPy does not list
     AMX)."""
@@ -76,7 +68,7 @@ def cpu_has_amx_bf16():
 def _onednn_order():
     """``"tiles"`` where oneDNN multiplies AMX tiles, ``"pairs"`` where vdpbf16ps (AVX512-BF16 without the Sapphire
     Rapids feature set), None where neither order is modelled (an AVX512_SPR CPU without AMX, AVX512-BF16 missing)."""
-    features = _cpu_features()
+    features = float32_math.cpu_features()
     if not features.get("AVX512BF16"):
         return None
     if cpu_has_amx_bf16():

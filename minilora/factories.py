@@ -1728,7 +1728,7 @@ def randint_like(input, low=0, high=None, *, generator=None, dtype=None, layout=
 
 
 # ---- histc -------------------------------------------------------------------------------------
-def histc(input, bins=100, min=0, max=0, *, out=None):
+def histc(input, bins=100, min=0, max=0):
     """``torch.histc``: counts of ``input``'s elements in ``bins`` equal-width bins over
     ``[min, max]`` (values outside are left out; ``max`` itself falls in the last bin). ``min == max``
     (the default 0, 0) takes the data's range; a range of one value widens to ``[v - 1, v + 1]``. The
@@ -1737,9 +1737,8 @@ def histc(input, bins=100, min=0, max=0, *, out=None):
 
     The counts are exact. torch counts in the input's dtype, once per CPU thread: a 16-bit count
     stops growing at 256 (bfloat16) or 2048 (float16) per thread, so its result depends on the
-    machine (``histc(ones(1000, dtype=bfloat16), 3)[1]`` is 512 on 2 threads, 256 on 1)."""
-    if out is not None:
-        raise TypeError("histc(): minilora has no out= (use the returned tensor)")
+    machine (``histc(ones(1000, dtype=bfloat16), 3)[1]`` is 512 on 2 threads, 256 on 1). (torch's ``out=``:
+    minilora/__init__.py wraps it, as histogram.)"""
     _check_int(bins, "histc", "bins", 2)
     if input.dtype.kind == "c" and min == max:  # (torch takes the range from aminmax first)
         _refuse_integer(input, "aminmax_cpu")
@@ -1795,7 +1794,7 @@ def _histc_bins(values, edges, bins):
 _Histogram = return_types.make("histogram", ["hist", "bin_edges"])  # torch.return_types.histogram
 
 
-def histogram(input, bins=100, *, range=None, weight=None, density=False, out=None):  # noqa: A002
+def histogram(input, bins=100, *, range=None, weight=None, density=False):  # noqa: A002
     """``torch.histogram``: ``(hist, bin_edges)``. ``bins`` an int (equal-width bins over ``range``,
     the data's min..max by default, a single value widened by 0.5 each way) or a tensor of edges.
     Each bin holds ``[edge_i, edge_i+1)``, the last one its right edge too; values outside (and NaN)
@@ -1804,8 +1803,6 @@ def histogram(input, bins=100, *, range=None, weight=None, density=False, out=No
     divides by the total and by each bin's width, as torch (``hist / hist.sum()``, then
     ``/ bin_edges.diff()``). float32/float64 only, as torch's kernel. Both results require a gradient
     when ``input`` does, through a node whose backward is torch's error (aten::histogram has none)."""
-    if out is not None:
-        raise TypeError("histogram(): minilora has no out= (use the returned tensors)")
     if input.dtype not in (dtypes.float32, dtypes.float64):
         raise NotImplementedError(f"\"histogramdd\" not implemented for '{dtypes.torch_name(input.dtype)}'")
     no_forward_formula("aten::histogram", input, weight)
@@ -2204,8 +2201,13 @@ def refuse_overlapping_out(outs, inputs=(), same_allowed=False):
     """torch's refusal of an out= tensor whose elements share memory with each other (an expanded tensor: ATen's
     assert_no_internal_overlap) or with one of ``inputs`` (assert_no_overlap; the same tensor even when empty).
     ``same_allowed``: an input that is exactly the out tensor's elements passes (an elementwise op's
-    assert_no_partial_overlap: ``torch.exp(x, out=x)`` computes each element before writing it)."""
-    for out in outs:
+    assert_no_partial_overlap: ``torch.exp(x, out=x)`` computes each element before writing it). Two out tensors
+    sharing memory are refused too: torch does not check it, and writes one result over the other (``aminmax(x,
+    out=(z, z))``: both are the max) -- a refusal beats a silent wrong value."""
+    for position, out in enumerate(outs):
+        if any(o is out or out.device.xp.shares_memory(out._array, o._array) for o in outs[:position]):
+            raise RuntimeError("unsupported operation: two of the out tensors refer to a single memory location: "
+                               "each result needs a tensor of its own.")
         if out._array.size and any(step == 0 and n > 1 for step, n in zip(out._array.strides, out.shape)):
             raise RuntimeError("unsupported operation: more than one element of the written-to tensor refers to a "
                                "single memory location. Please clone() the tensor before performing the operation.")

@@ -105,7 +105,16 @@ def _on_flat_doubles(function):
 
 
 # ---- which CPU torch thinks it runs on, and what that changes ------------------------------------
-def torch_cpu_capability(environ=None, cpu_features=None):
+def cpu_features():
+    """NumPy's table of this CPU's features (``{"AVX512F": True, ...}``)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # (NumPy 1.x)
+        from numpy.core._multiarray_umath import __cpu_features__ as features
+    return features
+
+
+def torch_cpu_capability(environ=None, features=None):
     """The instruction set torch's CPU kernels run (``torch.backends.cpu.get_cpu_capability()``, lower
     case), chosen as ATen's ``compute_cpu_capability`` does: ``ATEN_CPU_CAPABILITY`` if it is exactly
     ``"avx512"``, ``"avx2"`` or ``"default"`` (another value is ignored, with torch's warning), else the
@@ -118,14 +127,10 @@ def torch_cpu_capability(environ=None, cpu_features=None):
         return chosen
     if chosen is not None:
         warnings.warn(f"ignoring invalid value for ATEN_CPU_CAPABILITY: {chosen}")
-    if cpu_features is None:
-        try:
-            from numpy._core._multiarray_umath import __cpu_features__ as cpu_features
-        except ImportError:  # (NumPy 1.x)
-            from numpy.core._multiarray_umath import __cpu_features__ as cpu_features
-    if all(cpu_features.get(f) for f in ("AVX512VL", "AVX512BW", "AVX512DQ", "FMA3")):
+    features = cpu_features() if features is None else features
+    if all(features.get(f) for f in ("AVX512VL", "AVX512BW", "AVX512DQ", "FMA3")):
         return "avx512"
-    if cpu_features.get("AVX2") and cpu_features.get("FMA3"):
+    if features.get("AVX2") and features.get("FMA3"):
         return "avx2"
     return "default"
 
@@ -137,15 +142,6 @@ def torch_cpu_capability(environ=None, cpu_features=None):
 CPU_CAPABILITY = torch_cpu_capability()
 FLOAT_LANES = 16 if CPU_CAPABILITY == "avx512" else 8  # Vectorized<float>::size(): a 64- or 32-byte vector
 FUSED_MULTIPLY_ADD = CPU_CAPABILITY != "default"  # GCC fuses a * b + c only where the build targets FMA
-
-
-def cpu_features():
-    """NumPy's table of this CPU's features (``{"AVX512F": True, ...}``)."""
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__ as features
-    except ImportError:  # (NumPy 1.x)
-        from numpy.core._multiarray_umath import __cpu_features__ as features
-    return features
 
 
 def cpu_vendor():

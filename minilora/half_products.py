@@ -49,11 +49,7 @@ _PRODUCTS_AT_ONCE = 1 << 22
 
 def _cpu_has_fp16_arithmetic():
     """AVX512-FP16 (NumPy's AVX512_SPR feature group), where torch's float16 GEMM is oneDNN's instead."""
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__ as features
-    except ImportError:  # (NumPy 1.x)
-        from numpy.core._multiarray_umath import __cpu_features__ as features
-    return bool(features.get("AVX512_SPR"))
+    return bool(float32_math.cpu_features().get("AVX512_SPR"))
 
 
 _ONEDNN = _cpu_has_fp16_arithmetic()

@@ -1738,7 +1738,7 @@ def matrix_rank(A, tol=None, hermitian=False, *, atol=None, rtol=None, out=None)
     return _with_out(_plain((S > tol_).sum(-1).astype(np.int64), A), out, "linalg_matrix_rank")
 
 
-def lstsq(A, B, rcond=None, *, driver=None):
+def lstsq(A, B, rcond=None, *, driver=None, out=None):
     """``torch.linalg.lstsq``: ``(solution, residuals, rank, singular_values)`` minimizing ``|A X - B|``.
     On the CPU torch's default driver is ``'gelsy'``: rank computed, singular_values empty; residuals
     (squared, per column) only where m > n, every matrix full rank and the driver is not ``'gelsy'``.
@@ -1782,7 +1782,7 @@ def lstsq(A, B, rcond=None, *, driver=None):
                                     for t in (X, residuals)))  # torch's one node, its outputs 0 and 1
     rank_t = _plain(rank, A) if driver != "gels" else _plain(empty(np.int64), A)
     svals = _plain(S, A) if driver in ("gelsd", "gelss") else _plain(empty(a.dtype), A)
-    return Lstsq(X, residuals, rank_t, svals)
+    return _with_out(Lstsq(X, residuals, rank_t, svals), out, "linalg_lstsq")
 
 
 # ---- norms ---------------------------------------------------------------------------------------

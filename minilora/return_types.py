@@ -12,7 +12,7 @@ Every class is an attribute of this module, so pickle finds it (torch's pickle t
 """
 import collections
 
-__all__ = ["make"]
+__all__ = ["make", "out_type"]
 
 
 def make(name, fields, module=None, qualname=None):
@@ -28,6 +28,12 @@ def make(name, fields, module=None, qualname=None):
     if module is None:
         globals()[name] = cls
     return cls
+
+
+def out_type(result_type):
+    """The return type of an op called with ``out=``: torch names it apart (``torch.max(x, 1, out=(v, i))`` is a
+    ``torch.return_types.max_out``), with the same fields; kept here, where pickle finds it."""
+    return make(result_type.__name__ + "_out", result_type._fields)
 
 
 def _repr(self):

@@ -6,7 +6,7 @@ both are attached to ``Tensor`` below, so an operator costs no extra call on the
 """
 import math as _math
 
-from .. import amp as _amp, dtypes, factories as _factories
+from .. import amp as _amp, dtypes, factories as _factories, return_types as _return_types
 from ..tensor import Tensor, name_node, tensor
 from .elementwise import (abs, add, astype, clone, div, erf, exp, floor_divide, gelu, log,
                           masked_fill, mul, neg, pow, relu, rsqrt, sigmoid, silu, sqrt, sub, tanh,
@@ -516,7 +516,7 @@ _EXACT_OUT_DTYPE = set((
     "alias_copy diagonal_copy permute_copy select_copy slice_copy squeeze_copy t_copy unsqueeze_copy slice_scatter "
     "qr svd slogdet triangular_solve linalg_cholesky_ex linalg_cross _linalg_det _linalg_eigh linalg_inv_ex "
     "linalg_ldl_factor linalg_ldl_factor_ex linalg_lu linalg_lu_factor_ex linalg_qr _linalg_slogdet _linalg_solve_ex "
-    "_linalg_svd linalg_vector_norm linalg_matrix_norm linalg_norm linalg_vecdot").split())
+    "_linalg_svd linalg_vector_norm linalg_matrix_norm linalg_norm linalg_vecdot histc histogram").split())
 # Ops that refuse an out dtype they cannot cast into with TypeError (torch.cat's "input types can't be
 # cast to the desired output type Long"), not RuntimeError.
 _TYPE_ERROR_OUT_DTYPE = {"cat", "stack", "hstack", "vstack", "dstack", "column_stack"}
@@ -540,7 +540,10 @@ _NO_DERIVATIVE_OUT = {"special_" + name for name in (
     "chebyshev_polynomial_t chebyshev_polynomial_u chebyshev_polynomial_v chebyshev_polynomial_w "
     "shifted_chebyshev_polynomial_t shifted_chebyshev_polynomial_u shifted_chebyshev_polynomial_v "
     "shifted_chebyshev_polynomial_w hermite_polynomial_h hermite_polynomial_he laguerre_polynomial_l "
-    "legendre_polynomial_p").split()}
+    "legendre_polynomial_p").split()} | {"histc"}
+# Ops whose derivative torch leaves unimplemented (a NotImplemented node): an input that requires grad is taken (its
+# out's grad_fn is that node in torch; minilora's out gets none), an out that requires grad is refused.
+_NOT_IMPLEMENTED_DERIVATIVE_OUT = {"histogram"}
 # Ops whose out= torch does not check for memory it shares with an input (reductions, linalg, the *_copy ops): they
 # read all of it before writing, so minilora (which computes before writing, always) gives the same values.
 _OVERLAP_UNCHECKED = set((
@@ -593,10 +596,10 @@ def _write_out(fn, name, args, kwargs, out):
         raise TypeError(f"{name}(): expected {len(results)} out tensor(s), got {len(outs)}")
     _refuse_grad(name, args, results, outs)
     with no_grad() if name in _NO_DERIVATIVE_OUT else _contextlib.nullcontext():
-        for o, r in zip(outs, results):
-            _copy_into(o, r, name)
-    return out if isinstance(out, Tensor) else type(result)(*outs) if hasattr(result, "_fields") \
-        else tuple(outs)
+        for position, (o, r) in enumerate(zip(outs, results)):
+            _copy_into(o, r, name, position)
+    return out if isinstance(out, Tensor) else _return_types.out_type(type(result))(*outs) \
+        if hasattr(result, "_fields") else tuple(outs)
 
 
 def _one_output(args, kwargs):
@@ -615,7 +618,7 @@ _REPORTED_NAMES = {
     "arctan2": "atan2", "clip": "clamp", "column_stack": "cat", "dstack": "cat", "hstack": "cat", "vstack": "cat",
     "diff": "sub", "float_power": "pow", "square": "pow", "kron": "mul", "outer": "mul", "nanmean": "nansum",
     "norm": "linalg_vector_norm", "frobenius_norm": "norm", "take_along_dim": "gather", "true_divide": "div",
-    "cross": "linalg_cross", "qr": "linalg_qr", "svd": "_linalg_svd", "slogdet": "_linalg_slogdet",
+    "cross": "linalg_cross", "qr": "linalg_qr", "histogram": "aten::histogram", "svd": "_linalg_svd", "slogdet": "_linalg_slogdet",
     "special_gammainc": "igamma", "special_gammaincc": "igammac", "linalg_vecdot": "sum",
     **{name: alias for alias, name in (("sigmoid", "expit"), ("lgamma", "gammaln"), ("digamma", "psi"),
                                        ("mvlgamma", "multigammaln"))},
@@ -627,7 +630,8 @@ def _refuse_grad(name, args, results, outs):
     grad stands for its inputs), but for the ops that check no such thing."""
     if not is_grad_enabled() or name in _NO_DERIVATIVE_OUT:
         return
-    watched = results + outs + (args if name in _REFUSES_GRAD_INPUT else ())
+    watched = outs if name in _NOT_IMPLEMENTED_DERIVATIVE_OUT else \
+        results + outs + (args if name in _REFUSES_GRAD_INPUT else ())
     if _builtins.any(isinstance(t, Tensor) and t.requires_grad for t in watched):
         raise RuntimeError(f"{_REPORTED_NAMES.get(name, name)}(): functions with out=... arguments don't support "
                            f"automatic differentiation, but one of the arguments requires grad.")
@@ -640,11 +644,13 @@ def _refuse_overlap(outs, arguments, same_allowed):
     _factories.refuse_overlapping_out(outs, inputs, same_allowed)
 
 
-def _copy_into(out, result, name):
-    """One result written into its out tensor: dtype checked, resized if its shape differs (with
-    torch's warning when it held elements), then the values cast in place."""
+def _copy_into(out, result, name, position=0):
+    """One result (the op's ``position``-th) written into its out tensor: dtype checked, resized if its shape differs
+    (with torch's warning when it held elements), then the values cast in place."""
     if name in _EXACT_OUT_DTYPE and result.dtype != out.dtype:
-        raise RuntimeError(_OUT_DTYPE_WORDS.get(name, _EXPECTED_OUT_DTYPE).format(
+        words = _OUT_DTYPE_WORDS.get(name, _EXPECTED_OUT_DTYPE)
+        words = words[_builtins.min(position, len(words) - 1)] if isinstance(words, tuple) else words
+        raise RuntimeError(words.format(
             name=name, out=dtypes.torch_name(out.dtype), result=dtypes.torch_name(result.dtype),
             out_c=_c_name(out.dtype), result_c=_c_name(result.dtype)))
     if not dtypes.can_cast(result.dtype, out.dtype):
@@ -692,8 +698,9 @@ def _resized(out, result, name):
 
 
 # The words of torch's refusal of an out whose dtype is not the result's, where the kernel has its own ({out} and
-# {result}: torch's dtype names, Double and Float; {out_c} and {result_c}: the C names, double and float). (An op's
-# second out, kthvalue's indices, is refused in its first's words, where torch's may differ.)
+# {result}: torch's dtype names, Double and Float; {out_c} and {result_c}: the C names, double and float). A tuple
+# holds each out's own words (histogram's hist, then bin_edges); otherwise an op's second out, kthvalue's indices,
+# is refused in its first's words, where torch's may differ.
 _EXPECTED_OUT_DTYPE = "Expected out tensor to have dtype {result_c}, but got {out_c} instead"
 _OUT_DTYPE_WORDS = {
     **{name: "Found dtype {out} but expected {result}" for name in (  # (TensorIterator's unary kernels)
@@ -711,6 +718,11 @@ _OUT_DTYPE_WORDS = {
     **{name: "{name}(): self and result must have the same scalar type" for name in ("index_select", "masked_select")},
     **{name: "{name} does not support non-boolean outputs." for name in ("isneginf", "isposinf", "signbit")},
     "linalg_norm": "linalg.norm expected out tensor dtype {result} but got: {out}",
+    "histc": "torch.histogram: input tensor and hist tensor should have the same dtype, but got input {result_c} and "
+             "hist {out_c}",
+    "histogram": ("torch.histogram: input tensor and hist tensor should have the same dtype, but got input {result_c} "
+                  "and hist {out_c}", "torch.histogram: input tensor and bin_edges tensor should have the same dtype, "
+                  "but got input {result_c} and bin_edges {out_c} for dimension 0"),
     "linalg_vecdot": "linalg.vecdot: Expected out of dtype{result} but found {out}",
     "float_power": "the output given to float_power has dtype {out} but the operation's result requires dtype {result}",
     "frexp": "torch.frexp() expects mantissa to have dtype {result_c} but got {out_c}",

@@ -317,7 +317,7 @@ def _check_convolution_call(name, dims, input, weight, bias, geometry, bias_word
         raise RuntimeError(f"Expected {weight.ndim}-dimensional input for {weight.ndim}-dimensional weight"
                            f"{'' if by_mode else ' '}{list(weight.shape)}, but got {len(batched)}-dimensional input of size {batched} instead")
     if input.dtype != weight.dtype:
-        if _is_16bit_float(input):
+        if _is_16bit_float(input) and _onednn_takes(input.dtype):
             raise RuntimeError(f"Input type ({_legacy_type_name(input.dtype)}) and weight type "
                                f"({_legacy_type_name(weight.dtype)}) should be the same or input should be a MKLDNN "
                                f"tensor and weight is a dense tensor")
@@ -330,6 +330,17 @@ def _check_convolution_call(name, dims, input, weight, bias, geometry, bias_word
         from . import _c_name
         raise RuntimeError(f"Input type ({_c_name(input.dtype)}) and bias type ({_c_name(bias.dtype)}) should be "
                            f"the same")
+
+
+def _onednn_takes(dtype):
+    """Whether torch's convolution sends a 16-bit input to oneDNN on this CPU (ATen's use_mkldnn): bfloat16 where
+    oneDNN has bf16 support (AVX-512 core), float16 where it has fp16 arithmetic (AVX512-FP16: Sapphire Rapids,
+    not AMD's Zen 4). Its refusal of a weight of another dtype then names MKLDNN tensors; the other path's kernel
+    says "expected scalar type"."""
+    features = float32_math.cpu_features()
+    if dtype == dtypes.float16:
+        return bool(features.get("AVX512FP16"))
+    return all(features.get(f) for f in ("AVX512F", "AVX512BW", "AVX512VL", "AVX512DQ"))
 
 
 @_amp.autocasts
