@@ -38,11 +38,11 @@ import numpy as np
 
 from .dtypes import is_floating, upcast
 
-__all__ = ["gemm", "gemm_batch", "matmul", "addmm_", "has_direct_gemm", "gemm_address", "operand_form", "library", "select",
+__all__ = ["gemm", "gemm_batch", "matmul", "dot", "gemv", "addmm_", "has_direct_gemm", "gemm_address", "operand_form", "library", "select",
            "get_num_threads", "set_num_threads", "set_product_threads", "one_thread_each",
            "threads_products"]
 
-_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+_ROW_MAJOR, _COL_MAJOR, _NO_TRANS, _TRANS = 101, 102, 111, 112
 
 
 def _openblas_libraries():
@@ -492,6 +492,38 @@ def _cblas_gemm_batch(dtype):
     return fn
 
 
+# ---- BLAS level 1 and 2: torch's dot and gemv, called as ATen calls them -----------------------------------------
+@functools.lru_cache(maxsize=None)
+def _mkl_vector_routine(name, dtype):
+    """MKL's ILP64 ``cblas_?dot``/``cblas_?gemv`` for float32 ('s') or float64 ('d'), with its argument types."""
+    letter = "s" if dtype == np.float32 else "d"
+    scalar, i64, ptr = (ctypes.c_float if letter == "s" else ctypes.c_double), ctypes.c_int64, ctypes.c_void_p
+    fn = getattr(_mkl_library(), f"cblas_{letter}{name}_64")
+    if name == "dot":
+        fn.argtypes, fn.restype = [i64, ptr, i64, ptr, i64], scalar
+    else:  # gemv: layout, trans, m, n, alpha, a, lda, x, incx, beta, y, incy
+        fn.argtypes = [ctypes.c_int, ctypes.c_int, i64, i64, scalar, ptr, i64, ptr, i64, scalar, ptr, i64]
+        fn.restype = None
+    return fn
+
+
+def dot(x, y):
+    """MKL's ``?dot`` of two C-contiguous float32/float64 vectors of one dtype (a NumPy scalar), on torch's threads:
+    torch's ``dot``. Only where MKL is the library."""
+    fn = _mkl_vector_routine("dot", x.dtype.type)
+    return x.dtype.type(_with_mkl_threads(fn, x.size, x.ctypes.data, 1, y.ctypes.data, 1))
+
+
+def gemv(trans, m, n, alpha, a, lda, x, incx, beta, y):
+    """MKL's column-major ``?gemv`` into ``y`` (C-contiguous; read where ``beta != 0``), with the arguments ATen's
+    ``gemv`` passes (``trans`` "n" or "t"; ``a``, ``x``: arrays whose first element is where the data starts, ``lda`` and
+    ``incx`` in elements), on torch's threads: torch's ``mv``/``addmv``. Only where MKL is the library."""
+    fn = _mkl_vector_routine("gemv", a.dtype.type)
+    _with_mkl_threads(fn, _COL_MAJOR, _NO_TRANS if trans == "n" else _TRANS, m, n, alpha, a.ctypes.data, lda,
+                      x.ctypes.data, incx, beta, y.ctypes.data, 1)
+    return y
+
+
 def gemm_address(dtype):
     """The address of the CBLAS ``?gemm`` for float32/float64 (for C code that calls it: native/gemm_pool.c),
     or None."""
@@ -507,12 +539,50 @@ def has_direct_gemm(dtype=np.float32):
 def operand_form(a):
     """``(transpose flag, leading dimension)`` of a 2-D operand as CBLAS row-major sees it, or None
     when its memory is neither rows nor columns of a dense matrix (a strided view)."""
-    rows_stride, cols_stride = (s // a.itemsize for s in a.strides)
+    rows_stride, cols_stride = _torch_strides(a)
     if cols_stride == 1 and rows_stride >= max(1, a.shape[1]):
         return _NO_TRANS, rows_stride
     if rows_stride == 1 and cols_stride >= max(1, a.shape[0]):  # a transposed view, e.g. W.T
         return _TRANS, cols_stride
     return None
+
+
+def _torch_strides(a):
+    """A 2-D array's strides in elements, as torch's tensor of that memory has them: NumPy's ``v[None]`` steps 0
+    along its new dimension of size 1, torch's ``unsqueeze`` as if contiguous there (the next dimension's extent, or
+    1 for the last) -- and ATen picks the BLAS call's form from them."""
+    rows_stride, cols_stride = (s // a.itemsize for s in a.strides)
+    if a.shape[1] == 1 and cols_stride == 0:
+        cols_stride = 1
+    if a.shape[0] == 1 and rows_stride == 0:
+        rows_stride = a.shape[1] * cols_stride
+    return rows_stride, cols_stride
+
+
+def _one_column_call(a, b, M, K):
+    """ATen's column-major ``gemm`` arguments for a product of one output column (``out`` [M, 1], which ATen takes
+    as a column-major matrix: no operand swap, unlike every wider product, which CBLAS's row-major form is): each
+    operand as it lies where it can (else a C-contiguous copy, transposed), then CPUBlas's ``normalize_last_dims``.
+    Returns ``(trans_a, a, lda, trans_b, b, ldb)``."""
+    (a_rows, a_cols), (b_rows, b_cols) = _torch_strides(a), _torch_strides(b)
+    if a_rows == 1 and a_cols >= max(1, M):
+        trans_a, lda = _NO_TRANS, a_cols
+    elif a_cols == 1 and a_rows >= max(1, K):
+        trans_a, lda = _TRANS, a_rows
+    else:
+        a, trans_a, lda = np.ascontiguousarray(a), _TRANS, K
+    if b_rows == 1 and b_cols >= max(1, K):
+        trans_b, ldb = _NO_TRANS, b_cols
+    elif b_cols == 1 and b_rows >= 1:
+        trans_b, ldb = _TRANS, b_rows
+    else:
+        b, trans_b, ldb = np.ascontiguousarray(b), _TRANS, 1
+    if trans_a == _TRANS and M == 1:
+        lda = K
+    elif trans_a == _NO_TRANS and K == 1:
+        lda = M
+    ldb = 1 if trans_b == _TRANS and K == 1 else K if trans_b == _NO_TRANS else ldb
+    return trans_a, a, lda, trans_b, b, ldb
 
 
 def gemm(a, b, out, alpha=1.0, beta=0.0):
@@ -532,6 +602,11 @@ def gemm(a, b, out, alpha=1.0, beta=0.0):
     if M == 1 and out.ctypes.data % _TORCH_ALIGNMENT and _threads_for_product() > 1:
         return _one_row_aligned(a, b, out, alpha, beta)
     fn = _cblas_gemm(out.dtype)
+    if N == 1 and library() == "mkl":  # (torch's call: MKL picks its kernel by the form, and the bits with it)
+        trans_a, a, lda, trans_b, b, ldb = _one_column_call(a, b, M, K)
+        _with_mkl_threads(fn, _COL_MAJOR, trans_a, trans_b, M, 1, K, alpha, a.ctypes.data, lda, b.ctypes.data, ldb,
+                          beta, out.ctypes.data, M)
+        return out
     (trans_a, lda), (trans_b, ldb) = ops
     _with_mkl_threads(fn, _ROW_MAJOR, trans_a, trans_b, M, N, K, alpha, a.ctypes.data, lda, b.ctypes.data, ldb, beta,
                       out.ctypes.data, N)

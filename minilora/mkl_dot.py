@@ -47,7 +47,7 @@ differs from this loop from 100 columns on), and one row (MKL sums it otherwise)
 """
 import numpy as np
 
-from . import float32_math, native, parallel
+from . import blas, float32_math, native, parallel
 
 # Where it was measured: an Intel CPU with AVX-512 (the CPU float32_math's MKL sqrt was matched on)
 APPLIES = float32_math.MKL_SQRT_CPU
@@ -58,12 +58,25 @@ _FOLDS = {16: (8, 4, 1, 2), 8: (4, 2, 1)}
 _SGEMV_THREADED_FROM = 16384  # products: below the sizes seen unsplit (see rows_claimed)
 
 
+def direct():
+    """Whether MKL's own ``?dot``/``?gemv`` are called instead (``blas.dot``, ``blas.gemv``, with the arguments ATen
+    passes): MKL is minilora's BLAS -- the library torch calls -- on a CPU the orders here were not measured on. MKL
+    picks its kernels by maker and features, so they do not carry over (an AMD Zen 4: 2-801 of an ``mv(A.t(), v)``'s
+    outputs an ulp off torch's); the call itself does. (On the measured CPU the orders stay: they are the lesson, and
+    they hold where MKL is not installed.)"""
+    return not APPLIES and blas.library() == "mkl"
+
+
+def _numpy_float_arrays(*arrays):
+    return all(type(a) is np.ndarray and a.dtype == arrays[0].dtype for a in arrays) and arrays[0].dtype in _LANES
+
+
 def claims(x, y):
     """Whether MKL's order here is this module's: two C-contiguous NumPy vectors of float32 or float64 (one dtype),
-    on the measured CPU, short enough for one thread or on one."""
-    return (APPLIES and type(x) is np.ndarray and type(y) is np.ndarray and x.ndim == y.ndim == 1
-            and x.dtype == y.dtype and x.dtype in _LANES and x.flags.c_contiguous and y.flags.c_contiguous
-            and (x.nbytes < _THREADED_FROM_BYTES or parallel.num_threads() == 1))
+    on the measured CPU, short enough for one thread or on one; any length where ``direct``."""
+    return ((APPLIES or direct()) and _numpy_float_arrays(x, y) and x.ndim == y.ndim == 1
+            and x.flags.c_contiguous and y.flags.c_contiguous
+            and (direct() or x.nbytes < _THREADED_FROM_BYTES or parallel.num_threads() == 1))
 
 
 def dot(x, y):
@@ -71,6 +84,8 @@ def dot(x, y):
     C compiler is found (``native/float32_kernels.c``'s ``ml_mkl_sdot``/``ml_mkl_ddot``: the same order)."""
     if not claims(x, y):
         return None
+    if direct():
+        return blas.dot(x, y)
     library = float32_math._native_library()
     if library is None:
         return dot_in_mkl_order(x, y)
@@ -106,11 +121,11 @@ def rows_claimed(mat, vec):
     measured CPU; float32 with at least one column, and on one thread or fewer than ``_SGEMV_THREADED_FROM``
     products (beyond, MKL splits the rows between threads, which regroups them by 4: split at ceil(rows / 2) from
     30000 products, at 9-50 rows none up to 27000 -- where it starts is not pinned down)."""
-    if not (APPLIES and type(mat) is np.ndarray and type(vec) is np.ndarray and mat.ndim == 2 and vec.ndim == 1
-            and mat.dtype == vec.dtype and mat.dtype in _LANES and mat.flags.c_contiguous and vec.flags.c_contiguous):
+    if not ((APPLIES or direct()) and _numpy_float_arrays(mat, vec) and mat.ndim == 2 and vec.ndim == 1
+            and mat.flags.c_contiguous and vec.flags.c_contiguous):
         return False
-    return mat.dtype == np.float64 or (mat.shape[1] > 0 and (mat.size < _SGEMV_THREADED_FROM
-                                                              or parallel.num_threads() == 1))
+    return direct() or mat.dtype == np.float64 or (mat.shape[1] > 0 and (mat.size < _SGEMV_THREADED_FROM
+                                                                          or parallel.num_threads() == 1))
 
 
 def rows_times_vector(mat, vec):
@@ -119,6 +134,8 @@ def rows_times_vector(mat, vec):
     the same orders)."""
     if not rows_claimed(mat, vec):
         return None
+    if direct():
+        return addmv(None, mat, vec, 0, 1)
     library = float32_math._native_library()
     if library is None:
         return (rows_times_vector_in_mkl_order if mat.dtype == np.float64 else sgemv_in_mkl_order)(mat, vec)
@@ -136,9 +153,10 @@ def columns_claimed(mat, vec):
     """Whether ``columns_times_vector`` models MKL here: a float64 matrix of 2 or more rows that torch hands MKL's
     plain gemv (its elements a column apart, ``lda`` at least the rows: ATen's ``gemv('n', ...)`` condition), a
     C-contiguous vector, the measured CPU, one thread or at most ``_COLUMNS_THREADED_BEYOND`` columns."""
-    return (APPLIES and type(mat) is np.ndarray and type(vec) is np.ndarray and mat.ndim == 2 and vec.ndim == 1
-            and mat.dtype == vec.dtype == np.float64 and mat.shape[0] >= 2 and by_columns(mat)
-            and vec.flags.c_contiguous
+    if direct():
+        return _numpy_float_arrays(mat, vec) and mat.ndim == 2 and vec.ndim == 1 and by_columns(mat)
+    return (APPLIES and _numpy_float_arrays(mat, vec) and mat.ndim == 2 and vec.ndim == 1
+            and mat.dtype == np.float64 and mat.shape[0] >= 2 and by_columns(mat) and vec.flags.c_contiguous
             and (mat.shape[1] <= _COLUMNS_THREADED_BEYOND or parallel.num_threads() == 1))
 
 
@@ -153,6 +171,8 @@ def columns_times_vector(mat, vec, alpha=1.0, start=None):
     ``columns_claimed`` is False."""
     if not columns_claimed(mat, vec):
         return None
+    if direct():
+        return addmv(start, mat, vec, 0 if start is None else 1, alpha)
     rows = mat.shape[0]
     total = np.zeros(rows) if start is None else np.array(np.broadcast_to(start, rows), np.float64)
     for column, x in zip(mat.T, vec * np.float64(alpha) if alpha != 1 else vec):
@@ -231,3 +251,24 @@ def rows_times_vector_in_mkl_order(mat, vec):
     for step in (2, 1, 4):
         summed = summed + summed[:, np.arange(lanes) ^ step]
     return summed[:, 0].copy()
+
+
+def addmv(y, mat, vec, beta, alpha):
+    """``beta * y + alpha * (mat @ vec)`` by MKL's ``?gemv`` called as ATen's ``addmv`` calls it (``direct``): the
+    matrix as it lies where it is laid out by columns (``gemv('n', ...)``) or by rows (``gemv('t', ...)``), else a
+    C-contiguous copy by rows; the vector with its stride; ``y`` ignored for ``beta`` 0 (a new array). None where ATen
+    would not call BLAS (a vector's stride not positive) or there is nothing to sum."""
+    rows, cols = mat.shape
+    size = mat.itemsize
+    if not rows or not cols or vec.strides[0] <= 0 or vec.strides[0] % size:
+        return None
+    out = np.zeros(rows, mat.dtype) if beta == 0 else np.array(np.broadcast_to(y, (rows,)), mat.dtype)
+    column_step, row_step = mat.strides[1] // size, mat.strides[0] // size
+    if mat.strides[0] == size and (cols == 1 or column_step >= rows):
+        return blas.gemv("n", rows, cols, alpha, mat, rows if cols == 1 else column_step, vec, vec.strides[0] // size,
+                         beta, out)
+    if not (mat.strides[1] == size and (rows == 1 or row_step >= max(1, cols)) and mat.strides[0] > 0):
+        mat = np.ascontiguousarray(mat)
+        row_step = cols
+    return blas.gemv("t", cols, rows, alpha, mat, cols if rows == 1 else row_step, vec, vec.strides[0] // size, beta,
+                     out)

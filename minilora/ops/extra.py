@@ -664,9 +664,14 @@ def addmv(input, mat, vec, *, beta=1, alpha=1):
 def _gemv_of_columns(input, mat, vec, beta, alpha):
     """MKL's plain gemv of a float64 matrix laid out by columns (``addmv(y, A.t(), x)``), where ``mkl_dot`` claims
     it: the columns fused one by one into ``beta * y`` (0 for beta 0), ``alpha * x[j]`` rounded first (NumPy
-    values); else None."""
+    values); where ``mkl_dot.direct()``, MKL's gemv itself for any layout, called as ATen's addmv; else None."""
     if not (isinstance(alpha, (int, float)) and isinstance(beta, (int, float)) and type(input._array) is np.ndarray
-            and input.dtype == mat.dtype and mat.shape[0] > 1 and mkl_dot.by_columns(mat._array)):
+            and input.dtype == mat.dtype):
+        return None
+    if mkl_dot.direct() and type(mat._array) is type(vec._array) is np.ndarray and mat.dtype == vec.dtype and \
+            mat.dtype in (np.float32, np.float64):
+        return mkl_dot.addmv(input._array, mat._array, vec._array, beta, alpha)
+    if not (mat.shape[0] > 1 and mkl_dot.by_columns(mat._array)):
         return None
     start = None if beta == 0 else np.broadcast_to(input._array * np.float64(beta) if beta != 1 else input._array,
                                                     mat.shape[:1])

@@ -147,11 +147,18 @@ def _mkl_dot(a, b):
     """A vector times a vector (torch's dot), a matrix times a vector (torch's mv), a row times a column (an mm of
     one output: MKL's gemm then adds as its dot, measured) or a row times a C-contiguous matrix (``v @ A``: MKL's gemm
     then runs as its plain gemv of ``A``'s columns, measured), in MKL's order where ``mkl_dot`` claims it; else None.
+    Where ``mkl_dot.direct()`` (MKL's own routines called), the products of matrices are left to its gemm.
     NumPy arrays only (CuPy's products are cuBLAS's; and copies below must not move them to the host)."""
     if type(a) is not np.ndarray or type(b) is not np.ndarray:
         return None
     if a.ndim == b.ndim == 1:
         return mkl_dot.dot(a, b)
+    if mkl_dot.direct():  # MKL's own routines: torch's dot, its gemv, and its gemm for every product of matrices
+        if a.ndim == b.ndim == 1:
+            return mkl_dot.dot(a, b)
+        if a.ndim == 2 and b.ndim == 1:
+            return mkl_dot.addmv(None, a, b, 0, 1)
+        return parallel.matmul(a[None], b)[0] if a.ndim == 1 and b.ndim == 2 else None
     if a.ndim == 1 and b.ndim == 2:  # (ATen's matmul: the vector as a row, one mm)
         row = _mkl_dot(a[None], b)
         return None if row is None else row[0]
@@ -183,7 +190,7 @@ def one_row_times_weight(x, w):
     MKL's gemm, which sums it as its gemv -- ``torch.mv(w, x[0])``'s bits (measured: ``F.linear`` of one row equals
     ``mv``), ``mkl_dot.rows_times_vector`` where it models this CPU (``w`` C-contiguous); else None. A decoded
     token's linear layers run this: one row each (batch 1)."""
-    if x.ndim != 2 or len(x) != 1:
+    if x.ndim != 2 or len(x) != 1 or mkl_dot.direct():  # (direct: MKL's gemm itself, as torch's mm)
         return None
     row = mkl_dot.rows_times_vector(w, x[0])
     return None if row is None else row[None]
