@@ -904,13 +904,14 @@ class _Server:
         if chat:
             def entry(token, logprob):
                 raw = _token_bytes(tok, token, vocab)
-                return {"token": text(token), "logprob": logprob, "bytes": None if raw is None else list(raw)}
+                return {"token": text(token), "logprob": _shown(logprob), "bytes": None if raw is None else list(raw)}
             return {"content": [{**entry(token, logprob), "top_logprobs": [
                 entry(t, lp) for t, lp in _chosen_first(token, logprob, top)[:len(top)]]}
                 for token, logprob, top in entries]}
         ids = [token for token, _, _ in entries]
-        return {"tokens": [text(token) for token in ids], "token_logprobs": [logprob for _, logprob, _ in entries],
-                "top_logprobs": [None if top is None else {text(t): lp for t, lp in _chosen_first(token, logprob, top)}
+        return {"tokens": [text(token) for token in ids], "token_logprobs": [_shown(lp) for _, lp, _ in entries],
+                "top_logprobs": [None if top is None else {text(t): _shown(lp) for t, lp in
+                                                           _chosen_first(token, logprob, top)}
                                  for token, logprob, top in entries],
                 "text_offset": [start + at for at in (offsets or self._offset_reader()).add(ids, final)]}
 
@@ -1189,6 +1190,13 @@ def _beam_logprobs(beam, generated, k, chat):
         return None
     keep = k if chat else k + 1
     return [(token, step[token], list(step.items())[:keep]) for token, step in zip(generated, beam.logprobs)]
+
+
+def _shown(logprob):
+    """A logprob as vLLM's answers show it: at least -9999.0, "the JSON-serializable float that OpenAI uses" for
+    -inf (a token a structured output's grammar rules out has logprob -inf: its logit is masked before the sampler
+    reads it); a prompt's first token has none (None)."""
+    return None if logprob is None else max(logprob, -9999.0)
 
 
 def _chosen_first(token, logprob, top):

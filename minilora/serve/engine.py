@@ -125,12 +125,23 @@ class Request:
         stop tokens cannot come before ``min_tokens`` (vLLM's all_stop_token_ids: the EOS too with
         ignore_eos); only ids below ``text_vocab`` (None: all) are picked. Log-probabilities are the
         model's own: a log_softmax over its whole vocabulary, before penalties and temperature, as vLLM
-        reports them by default."""
+        reports them by default (a structured output's grammar mask applied: _logits_sampled_from)."""
         x = processed_logits(logits, self, self.stop_token_ids | set(eos), text_vocab)
         token = sample_token(x, self.temperature, self.generator, self.top_k, self.top_p, self.min_p)
         if self.logprobs is not None:
-            self._record_logprobs(logits, token)
+            self._record_logprobs(self._logits_sampled_from(logits), token)
         return token
+
+    def _logits_sampled_from(self, logits):
+        """The logits vLLM's sampler is handed, whose log_softmax its logprobs report ("raw_logprobs"): the
+        model's, with a structured output's grammar bitmask already applied (its model runner masks the logits in
+        place before the sampler), so a token the grammar rules out has logprob -inf and the allowed ones share
+        the whole probability."""
+        if self.grammar is None:
+            return logits
+        masked = np.array(logits, copy=True)
+        self.grammar.mask(masked)
+        return masked
 
     def _record_logprobs(self, logits, token):
         self.token_logprobs.append(logprob_entry(logits, token, self.logprobs))
