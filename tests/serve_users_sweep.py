@@ -370,6 +370,75 @@ def completion_forms(s):
         toks, text, _, _, rows = ref.run(prompt, temperature=0, max_tokens=6, grammar_mask=mask)
         want = [row[t] for row, t in zip(rows, toks)]
         return None if close(got, want, 1e-5) else f"logprobs {got} want {want} (grammar-masked)"
+    def forced_top(chat):
+        # a grammar that leaves one token: the others' logprobs are -inf, shown as vLLM's -9999.0
+        fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {
+            "k": {"type": "integer"}}, "required": ["k"], "additionalProperties": False}}}
+        if chat:
+            r = c.chat.completions.create(model="tiny", messages=MESSAGES, response_format=fmt, temperature=0,
+                                          max_tokens=3, logprobs=True, top_logprobs=3)
+            first_step = [t.logprob for t in r.choices[0].logprobs.content[0].top_logprobs]
+        else:
+            r = c.completions.create(model="tiny", prompt=P, extra_body={"response_format": fmt}, temperature=0,
+                                     max_tokens=3, logprobs=3)
+            first_step = sorted(r.choices[0].logprobs.top_logprobs[0].values(), reverse=True)
+        return differ(first_step, [0.0, -9999.0, -9999.0], "first step's top logprobs")
+    s.form("structured", "completion json_schema forced token top logprobs", lambda: forced_top(False))
+    s.form("structured", "chat json_schema forced token top logprobs", lambda: forced_top(True))
+
+    def stream_logprobs():
+        chunks = list(c.completions.create(model="tiny", prompt=P, temperature=0, max_tokens=5, logprobs=2,
+                                           stream=True))
+        got = [v for ch in chunks for v in (ch.choices[0].logprobs.token_logprobs if ch.choices[0].logprobs else [])]
+        toks, _, _, _, rows = ref.run(pid, temperature=0, max_tokens=5)
+        want = [row[t] for row, t in zip(rows, toks)]
+        return None if close(got, want) else f"stream logprobs {got} want {want}"
+    s.form("logprobs", "stream logprobs=2", stream_logprobs)
+
+    def continuous_usage():
+        chunks = list(c.completions.create(model="tiny", prompt=P, seed=2, max_tokens=4, stream=True,
+                                           extra_body={"ignore_eos": True},
+                                           stream_options={"include_usage": True, "continuous_usage_stats": True}))
+        counts = [ch.usage.completion_tokens for ch in chunks[:-1]]
+        return first(differ(counts, list(range(1, len(counts) + 1)), "completion_tokens so far"),
+                     differ({ch.usage.prompt_tokens for ch in chunks}, {len(pid)}, "prompt_tokens"))
+    s.form("stream", "continuous_usage_stats", continuous_usage)
+
+    def concurrent():
+        import concurrent.futures
+        jobs = [("tiny", None, "The cat", 31), ("a", "a", "Dan lives", 32), ("b", "b", "x", 33), ("a", "a", "qq", 34)]
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda j: c.completions.create(model=j[0], prompt=j[2], seed=j[3], max_tokens=8,
+                                                               presence_penalty=0.5).choices[0].text, jobs))
+        return first(*[differ(g, ref.run(s.ids(j[2]), j[1], seed=j[3], max_tokens=8, presence_penalty=0.5)[1],
+                              f"{j}") for g, j in zip(got, jobs)])
+    s.form("n", "four seeded requests at once (mixed adapters): each as alone", concurrent)
+
+    def structured_n():
+        r = c.completions.create(model="tiny", prompt=P, n=2, seed=8, max_tokens=8,
+                                 extra_body={"response_format": {"type": "json_object"}})
+        probs = []
+        for i in range(2):
+            grammar, taken = s.engine_grammar({"type": "json_object"}), []
+
+            def mask(out, grammar=grammar, taken=taken):
+                for t in out[len(taken):]:
+                    grammar.accept(t)
+                    taken.append(t)
+                return grammar.allowed()[:260]
+            probs.append(differ(r.choices[i].text, ref.run(pid, seed=8 + i, max_tokens=8, grammar_mask=mask)[1],
+                                f"choice {i}"))
+        return first(*probs)
+    s.form("structured", "n=2 seeded json_object", structured_n)
+
+    def echo_adapter():
+        r = c.completions.create(model="a", prompt=P, max_tokens=1, temperature=0, echo=True, logprobs=1)
+        rows = ref.all_logits(pid, "a")
+        want = [float(torch.log_softmax(torch.tensor(rows[i - 1], dtype=F32), -1)[pid[i]]) for i in range(1, len(pid))]
+        got = r.choices[0].logprobs.token_logprobs[1:len(pid)]
+        return None if close(got, want) else f"{got} want {want}"
+    s.form("logprobs", "echo logprobs on adapter a", echo_adapter)
+
     s.form("structured", "completion json_object logprobs", lambda: json_object_logprobs(False))
     s.form("structured", "chat json_object logprobs", lambda: json_object_logprobs(True))
 
