@@ -439,6 +439,76 @@ def completion_forms(s):
         return None if close(got, want) else f"{got} want {want}"
     s.form("logprobs", "echo logprobs on adapter a", echo_adapter)
 
+    def bad_words():
+        text = ref.run(pid, temperature=0, max_tokens=8)[1]
+        word = text[2:4] if len(text) >= 4 and text[2:4].strip() == text[2:4] else "ab"
+        r = c.completions.create(model="tiny", prompt=P, temperature=0, max_tokens=8, extra_body={"bad_words": [word]})
+        # vLLM's: the word's last token banned where the output ends with its other tokens (one token: always)
+        wid = s.ids(word, special=False)
+        out = []
+        for _ in range(8):
+            x = torch.tensor(ref.logits(pid + out, None), dtype=F32)
+            x[TEXT_VOCAB:] = -float("inf")
+            if out[len(out) - len(wid) + 1:] == wid[:-1] or len(wid) == 1:
+                x[wid[-1]] = -float("inf")
+            out.append(int(torch.argmax(x)))
+            if out[-1] == EOS:
+                break
+        return differ(r.choices[0].text, ref.text(out), f"bad_words {word!r}")
+    s.form("sampling-greedy", "bad_words", bad_words)
+
+    def prompt_logprobs():
+        r = c.completions.create(model="tiny", prompt=P, max_tokens=1, temperature=0, extra_body={"prompt_logprobs": 2})
+        info = r.choices[0].prompt_logprobs
+        rows = ref.all_logits(pid, None)
+        probs = [differ(info[0], None, "first")]
+        for i in range(1, len(pid)):
+            lp = torch.log_softmax(torch.tensor(rows[i - 1], dtype=F32), -1).double().numpy()
+            entry = info[i]
+            own = entry[str(pid[i])]
+            rank = int((lp >= lp[pid[i]]).sum())
+            top = np.argsort(-lp, kind="stable")[:2]
+            probs += [None if close(own["logprob"], lp[pid[i]]) else f"logprob {i}", differ(own["rank"], rank, "rank"),
+                      differ(sorted(int(k) for k in entry), sorted({pid[i], *top.tolist()}), "ids")]
+        return first(*probs)
+    s.form("logprobs", "prompt_logprobs=2", prompt_logprobs)
+
+    def stream_stop(include):
+        extra = {"include_stop_str_in_output": include}
+        chunks = list(c.completions.create(model="tiny", prompt=P, temperature=0, max_tokens=16, stop=[mid],
+                                           stream=True, extra_body=extra))
+        text = "".join(ch.choices[0].text for ch in chunks if ch.choices)
+        want = ref.run(pid, temperature=0, max_tokens=16, stop=[mid], include_stop_str_in_output=include)
+        reasons = [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+        return first(differ(text, want[1], "text"), differ(reasons, [want[2]], "finish"))
+    s.form("stream", "stream stop", lambda: stream_stop(False))
+    s.form("stream", "stream stop include_stop_str_in_output", lambda: stream_stop(True))
+
+    def stream_echo_logprobs():
+        chunks = list(c.completions.create(model="tiny", prompt=P, temperature=0, max_tokens=3, echo=True, logprobs=1,
+                                           stream=True))
+        text = "".join(ch.choices[0].text for ch in chunks if ch.choices)
+        lps = [v for ch in chunks if ch.choices and ch.choices[0].logprobs for v in ch.choices[0].logprobs.token_logprobs]
+        whole = c.completions.create(model="tiny", prompt=P, temperature=0, max_tokens=3, echo=True, logprobs=1)
+        return first(differ(text, whole.choices[0].text, "text"),
+                     differ(lps, whole.choices[0].logprobs.token_logprobs, "logprobs"))
+    s.form("stream", "stream echo logprobs == whole answer", stream_echo_logprobs)
+
+    def stream_n_logprobs():
+        chunks = list(c.completions.create(model="tiny", prompt=P, seed=6, n=2, max_tokens=4, logprobs=1, stream=True))
+        per = {0: [], 1: []}
+        for ch in chunks:
+            for choice in ch.choices:
+                if choice.logprobs:
+                    per[choice.index] += choice.logprobs.token_logprobs
+        probs = []
+        for i in range(2):
+            toks, _, _, _, rows = ref.run(pid, seed=6 + i, max_tokens=4)
+            want = [row[t] for row, t in zip(rows, toks)]
+            probs.append(None if close(per[i], want) else f"choice {i} {per[i]} want {want}")
+        return first(*probs)
+    s.form("stream", "stream n=2 seeded logprobs", stream_n_logprobs)
+
     s.form("structured", "completion json_object logprobs", lambda: json_object_logprobs(False))
     s.form("structured", "chat json_object logprobs", lambda: json_object_logprobs(True))
 
@@ -512,6 +582,17 @@ def error_forms(s):
         ("stop_token_ids out of vocab", dict(extra_body={"stop_token_ids": [1000]}), 400),
         ("min_tokens > max_tokens", dict(max_tokens=2, extra_body={"min_tokens": 3}), 400),
         ("presence_penalty=3", dict(presence_penalty=3), 400),
+        ("top_k=-2", dict(extra_body={"top_k": -2}), 400),
+        ("min_p=1.5", dict(extra_body={"min_p": 1.5}), 400),
+        ("repetition_penalty=0", dict(extra_body={"repetition_penalty": 0}), 400),
+        ("n=0", dict(n=0), 400),
+        ("seed='x'", dict(extra_body={"seed": "x"}), 400),
+        ("max_tokens past the context", dict(max_tokens=100), 400),
+        ("stream_options without stream", dict(stream_options={"include_usage": True}), 400),
+        ("logit_bias key 'abc'", dict(logit_bias={"abc": 1}), 400),
+        ("allowed_token_ids []", dict(extra_body={"allowed_token_ids": []}), 400),
+        ("response_format xml", dict(extra_body={"response_format": {"type": "xml"}}), 400),
+        ("prompt_logprobs=21", dict(extra_body={"prompt_logprobs": 21}), 400),
     ]
     for name, kw, status in cases:
         def one(kw=kw, status=status):
