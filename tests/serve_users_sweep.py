@@ -412,6 +412,12 @@ def completion_forms(s):
                                                                presence_penalty=0.5).choices[0].text, jobs))
         return first(*[differ(g, ref.run(s.ids(j[2]), j[1], seed=j[3], max_tokens=8, presence_penalty=0.5)[1],
                               f"{j}") for g, j in zip(got, jobs)])
+    def prompts_times_n():
+        r = c.completions.create(model="tiny", prompt=["ab", "cd"], n=2, seed=40, max_tokens=4, echo=True)
+        want = [p + ref.run(s.ids(p), seed=40 + j, max_tokens=4)[1] for p in ("ab", "cd") for j in range(2)]
+        return first(differ([ch.index for ch in r.choices], [0, 1, 2, 3], "indices"),
+                     differ([ch.text for ch in r.choices], want, "texts (prompt i, choice j: index i * n + j)"))
+    s.form("n", "two prompts x n=2 echo: index i*n+j, seed+j", prompts_times_n)
     s.form("n", "four seeded requests at once (mixed adapters): each as alone", concurrent)
 
     def structured_n():
@@ -567,6 +573,38 @@ def chat_forms(s):
         return first(differ(text, want, "text"), differ(last, [reason], "finish"),
                      differ(chunks[-1].usage.completion_tokens, len(toks), "usage"))
     s.form("stream", "chat stream include_usage", chat_stream)
+    s.form("length", "chat max_completion_tokens=3 beside max_tokens=7 (the newer name wins)",
+           lambda: check(dict(temperature=0, max_completion_tokens=3, max_tokens=7, extra_body={"ignore_eos": True}),
+                         dict(temperature=0, max_tokens=3, ignore_eos=True)))
+    s.form("structured", "chat response_format text: unconstrained",
+           lambda: check(dict(temperature=0, max_tokens=5, response_format={"type": "text"}),
+                         dict(temperature=0, max_tokens=5)))
+
+    def no_usage():
+        chunks = list(c.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=2, seed=1, stream=True,
+                                                stream_options={"include_usage": False}))
+        return first(differ([ch.usage for ch in chunks], [None] * len(chunks), "usage"),
+                     differ(all(ch.choices for ch in chunks), True, "every chunk has a choice"))
+    s.form("stream", "chat include_usage false", no_usage)
+
+    def top0():
+        r = c.chat.completions.create(model="tiny", messages=MESSAGES, temperature=0, max_tokens=3, logprobs=True,
+                                      top_logprobs=0)
+        return differ([e.top_logprobs for e in r.choices[0].logprobs.content], [[]] * 3, "top_logprobs")
+    s.form("logprobs", "chat top_logprobs=0", top0)
+
+    def chat_seeded_sampled_top():
+        # a sampled token that is not the likeliest comes first in a chat's top_logprobs (vLLM's dict order)
+        r = c.chat.completions.create(model="tiny", messages=MESSAGES, seed=3, temperature=1.5, max_tokens=6,
+                                      logprobs=True, top_logprobs=2)
+        toks, _, _, _, rows = ref.run(ids, seed=3, temperature=1.5, max_tokens=6)
+        probs = []
+        for e, t, row in zip(r.choices[0].logprobs.content, toks, rows):
+            order = list(dict.fromkeys([t] + np.argsort(-row, kind="stable")[:2].tolist()))[:2]
+            probs.append(None if close([x.logprob for x in e.top_logprobs], row[order]) else
+                         f"{[x.logprob for x in e.top_logprobs]} want {row[order]}")
+        return first(*probs)
+    s.form("logprobs", "chat sampled top_logprobs order", chat_seeded_sampled_top)
 
 
 def error_forms(s):
