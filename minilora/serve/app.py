@@ -681,7 +681,7 @@ class _Server:
         tok, vocab = self.engine.tokenizer, self.engine.text_vocab
 
         def entry(token, logprob, rank):
-            return {"logprob": logprob, "rank": rank, "decoded_token": _decoded(tok, [token], False, vocab)}
+            return {"logprob": _shown(logprob), "rank": rank, "decoded_token": _decoded(tok, [token], False, vocab)}
         info = []
         for score in scores:
             rows = [None]
@@ -1195,7 +1195,8 @@ def _beam_logprobs(beam, generated, k, chat):
 def _shown(logprob):
     """A logprob as vLLM's answers show it: at least -9999.0, "the JSON-serializable float that OpenAI uses" for
     -inf (a token a structured output's grammar rules out has logprob -inf: its logit is masked before the sampler
-    reads it); a prompt's first token has none (None)."""
+    reads it; vLLM's clamp_prompt_logprobs does the same to prompt_logprobs); a prompt's first token has none
+    (None)."""
     return None if logprob is None else max(logprob, -9999.0)
 
 
