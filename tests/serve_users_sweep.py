@@ -206,7 +206,7 @@ def completion_forms(s):
         differ(c.completions.create(model=m, prompt=P, temperature=0, max_tokens=6, extra_body={
             "ignore_eos": True, "return_token_ids": True}).choices[0].token_ids, alone(ref.model, pid, a, 6), f"{m}")
         for m, a in (("tiny", None), ("a", "a"))]))
-    s.form("greedy", "completions greedy == transformers generate", lambda: transformers_greedy(s, pid))
+    s.form("greedy", "completions greedy == transformers (+ PEFT adapter a) generate", lambda: transformers_greedy(s, pid))
     s.form("seed", "seed=5 same twice", lambda: first(
         check(dict(seed=5, max_tokens=8), dict(max_tokens=8), seeds=[5]),
         differ(c.completions.create(model="tiny", prompt=P, seed=5, max_tokens=8).choices[0].text,
@@ -654,16 +654,17 @@ def transformers_greedy(s, pid):
         s.ref.model.save_pretrained(d + "/adapters")
         hf = transformers.LlamaForCausalLM.from_pretrained(d + "/base", dtype=torch.float64)
         out = {}
-        for name, model in (("tiny", hf), ("a", peft.PeftModel.from_pretrained(hf, d + "/adapters/a", adapter_name="a")
-                                           if False else None)):
-            if model is None:
-                continue
+        import os
+        adapter_dir = next(os.path.join(root, "") for root, _, files in os.walk(d + "/adapters")
+                           if "adapter_config.json" in files and root.rstrip("/").endswith("a"))
+        for name in ("tiny", "a"):
+            model = hf if name == "tiny" else peft.PeftModel.from_pretrained(hf, adapter_dir, adapter_name="a")
             g = model.generate(torch.tensor([pid]), max_new_tokens=6, do_sample=False, eos_token_id=None,
                                suppress_tokens=[259], pad_token_id=0)
             out[name] = g[0, len(pid):].tolist()
-    got = s.client.completions.create(model="tiny", prompt=pid, temperature=0, max_tokens=6, extra_body={
-        "ignore_eos": True, "return_token_ids": True}).choices[0].token_ids
-    return differ(got, out["tiny"], "tokens vs transformers")
+    return first(*[differ(s.client.completions.create(model=name, prompt=pid, temperature=0, max_tokens=6, extra_body={
+        "ignore_eos": True, "return_token_ids": True}).choices[0].token_ids, out[name], f"{name} vs transformers/peft")
+        for name in ("tiny", "a")])
 
 
 def main():
