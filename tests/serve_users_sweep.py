@@ -7,7 +7,8 @@ served model's twin (the prompt and the tokens so far), and vLLM's v1 sampler is
 apply_top_k_top_p, the exponential race with the request's torch.Generator; logprobs the log_softmax of the logits
 the sampler is handed -- a structured-output grammar's bitmask already applied --, vLLM's default "raw_logprobs").
 Greedy answers are also compared with minilora's and transformers' ``generate`` on the same weights.
-Prints "N of M forms differ" by class.
+Prints "N of M forms differ" by class. Round 33: 4 of 109 on START (structured: the logprobs of a response_format
+request were the unmasked model's, and a ruled-out token's -inf was never shown as vLLM's -9999.0), 0 of 109 after.
 """
 import json
 import sys

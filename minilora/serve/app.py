@@ -68,7 +68,8 @@ A choice's text is made and sampled as vLLM's v1 engine makes it (detokenizer.py
 request draws torch's numbers from its own generator, ``seed + i`` for choice i.
 Every answer carries OpenAI's ``system_fingerprint`` and its id also as the ``x-request-id`` header (a client's own
 ``X-Request-Id``, or vLLM's ``request_id`` extra, names the answer ``cmpl-ID`` and comes back as that header);
-logprobs are a log_softmax over the model's whole vocabulary (ids past the tokenizer's: ``token_id:N``).
+logprobs are a log_softmax over the model's whole vocabulary (ids past the tokenizer's: ``token_id:N``); a structured
+output's over its grammar-masked logits, as vLLM's sampler reads them (a ruled-out token's -inf shown as -9999.0).
 """
 import asyncio
 import collections
