@@ -4345,11 +4345,13 @@ def _grads_before():
 
 
 def _run_post_accumulate_grad_hooks(watched):
-    """Call the hooks of the leaves whose gradient this backward created or added to."""
-    for leaf, hooks, before in watched:
-        if _grad_state(leaf) != before:
-            for hook in list(hooks.values()):
-                _returns_none(hook(leaf))
+    """Call the hooks of the leaves whose gradient this backward created or added to. Which ones is decided
+    before any hook runs: a hook may write other leaves' gradients (DDP's reduction fills a locally unused
+    parameter's), and those leaves got no gradient from this backward, so torch calls no hook of theirs."""
+    changed = [(leaf, hooks) for leaf, hooks, before in watched if _grad_state(leaf) != before]
+    for leaf, hooks in changed:
+        for hook in list(hooks.values()):
+            _returns_none(hook(leaf))
 
 
 def _returns_none(out):

@@ -584,6 +584,8 @@ def is_initialized():
 def destroy_process_group(group=None):
     """Leave ``group``; with None, every group (MPI itself is finalized when the process exits)."""
     world = GroupMember.WORLD
+    if world is None and group is None:
+        raise AssertionError("Process group cannot be None")  # torch's assert
     if group is not None and group is not world:
         if isinstance(group, ProcessGroup) and group in _subgroups:
             _subgroups.remove(group)
@@ -814,13 +816,27 @@ def _same_dtype(*tensors):
 
 
 def _check_op(op, dtype, what):
-    if not isinstance(op, ReduceOp):
-        raise ValueError(f"{what}: op must be a ReduceOp, got {op!r}")
+    if not isinstance(op, ReduceOp):  # torch's options setter (pybind11) refuses it: a TypeError
+        raise TypeError(f"{what}(): incompatible function arguments: op must be a ReduceOp, got {op!r}")
     if op in _BITWISE and not (dtype.kind in "iub"):
         raise RuntimeError(f"Cannot use ReduceOp.{op.name} with non-integral dtype")
     if op is ReduceOp.AVG and not dtypes.is_floating(dtype):
         raise RuntimeError(f"{what}: ReduceOp.AVG needs a floating-point tensor, got {dtype} "
                            "(an integer mean would be rounded: reduce with SUM and divide yourself)")
+
+
+def _same_dtype_in_backend(output, input, what):
+    """all_gather_into_tensor / reduce_scatter_tensor: torch does not check the dtypes in Python (no ValueError
+    as the list forms'); gloo refuses a pair that differ, with a RuntimeError."""
+    if output.dtype != input.dtype:
+        raise RuntimeError(f"ProcessGroupGloo::{what}: invalid tensor type (expected {input.dtype}, got "
+                           f"{output.dtype})")
+
+
+def _contiguous(tensor, what):
+    """gloo's point-to-point calls take contiguous tensors only (torch's words); its collectives copy."""
+    if not tensor.is_contiguous():
+        raise RuntimeError(f"{what}: input tensor has to be contiguous")
 
 
 def _mpi_engine(g, what):
@@ -933,7 +949,7 @@ def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=Fal
     the elements."""
     _check_single_tensor(output_tensor, "output_tensor")
     _check_single_tensor(input_tensor, "input_tensor")
-    _same_dtype(output_tensor, input_tensor)
+    _same_dtype_in_backend(output_tensor, input_tensor, "allgather")
     g = _resolve(group, "all_gather_into_tensor")
     if g is None:
         return None
@@ -953,7 +969,7 @@ def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=F
     the ranks, and rank r's ``output`` becomes the r-th piece of the result."""
     _check_single_tensor(output, "output")
     _check_single_tensor(input, "input")
-    _same_dtype(output, input)
+    _same_dtype_in_backend(output, input, "reduce_scatter")
     g = _resolve(group, "reduce_scatter_tensor")
     if g is None:
         return None
@@ -1170,6 +1186,7 @@ def monitored_barrier(group=None, timeout=None, wait_all_ranks=False):
 def isend(tensor, dst=None, group=None, tag=0, group_dst=None):
     """Start sending ``tensor`` to rank ``dst``; the Work's ``wait()`` returns once it is sent."""
     _check_single_tensor(tensor, "tensor")
+    _contiguous(tensor, "isend")
     g = _resolve(group, "isend")
     if g is None:
         return None
@@ -1184,6 +1201,7 @@ def irecv(tensor, src=None, group=None, tag=0, group_src=None):
     """Start receiving into ``tensor`` from rank ``src`` (any rank when None); after ``wait()``,
     ``work.source_rank()`` is the sender's global rank."""
     _check_single_tensor(tensor, "tensor")
+    _contiguous(tensor, "irecv")
     g = _resolve(group, "irecv")
     if g is None:
         return None

@@ -40,6 +40,7 @@ still call the same all-reduces in the same order. A parameter no rank used keep
 import contextlib
 import inspect
 import sys
+import warnings
 
 import numpy as np
 
@@ -75,11 +76,18 @@ class DistributedDataParallel(Module):
 
     def __init__(self, module, device_ids=None, output_device=None, dim=0, broadcast_buffers=None, init_sync=True,
                  process_group=None, bucket_cap_mb=None, find_unused_parameters=False, check_reduction=False,
-                 gradient_as_bucket_view=False, static_graph=False):
-        # check_reduction (deprecated in torch), gradient_as_bucket_view and static_graph are torch's
-        # memory and speed options: the gradients are the same without them, so they are accepted as is
+                 gradient_as_bucket_view=False, static_graph=False, delay_all_reduce_named_params=None,
+                 param_to_hook_all_reduce=None, mixed_precision=None, device_mesh=None,
+                 skip_all_reduce_unused_params=False, bucket_cap_mb_list=None, batched_grad_copy=False,
+                 forward_sync_buffers=None):
+        # check_reduction (deprecated in torch), gradient_as_bucket_view, static_graph and batched_grad_copy are
+        # torch's memory and speed options: the gradients are the same without them, so they are accepted as is
         # (static_graph, as torch's, also rebuilds the buckets when find_unused_parameters=True).
         super().__init__()
+        _refuse_unsupported(delay_all_reduce_named_params=delay_all_reduce_named_params,
+                            param_to_hook_all_reduce=param_to_hook_all_reduce, mixed_precision=mixed_precision,
+                            device_mesh=device_mesh, skip_all_reduce_unused_params=skip_all_reduce_unused_params,
+                            bucket_cap_mb_list=bucket_cap_mb_list)
         if not dist.is_initialized():
             raise ValueError("DistributedDataParallel: Default process group has not been initialized, please "
                              "make sure to call init_process_group.")
@@ -90,7 +98,8 @@ class DistributedDataParallel(Module):
             raise ValueError(f"DistributedDataParallel: batches are split along dim 0 only, got dim={dim}")
         self.module, self.find_unused_parameters = module, find_unused_parameters
         self.device_ids, self.output_device = device_ids, output_device
-        self.broadcast_buffers = True if broadcast_buffers is None else broadcast_buffers
+        self.broadcast_buffers, self.forward_sync_buffers, init_sync_buffers = _buffer_sync(broadcast_buffers,
+                                                                                            forward_sync_buffers)
         self.process_group = process_group  # None: the default group
         self.gradient_as_bucket_view, self.static_graph = gradient_as_bucket_view, static_graph
         self.bucket_cap_mb = DEFAULT_BUCKET_CAP_MB if bucket_cap_mb is None else bucket_cap_mb
@@ -113,11 +122,14 @@ class DistributedDataParallel(Module):
         object.__setattr__(self, "_comm_hook", None)
         object.__setattr__(self, "_pending_hooks", [])
         object.__setattr__(self, "_require_sync", True)
+        # torch's require_forward_param_sync: buffers are synced before a forward only when the forward before it
+        # was one whose gradients are reduced (grad mode on, outside no_sync), or at the first forward
+        object.__setattr__(self, "_sync_next_forward", True)
         object.__setattr__(self, "_next_bucket", 0)  # buckets are reduced in order: the same calls on every rank
         object.__setattr__(self, "_source", dist.get_global_rank(dist.group.WORLD if process_group is None
                                                                  else process_group, 0))  # the group's rank 0
         if init_sync:
-            self._broadcast_parameters()
+            self._sync_module_states(init_sync_buffers)
         object.__setattr__(self, "_handles", [p.register_post_accumulate_grad_hook(self._grad_ready)
                                               for _, p in named])
 
@@ -183,11 +195,12 @@ class DistributedDataParallel(Module):
                 "pass find_unused_parameters=True to DistributedDataParallel.")
         if self._ready_order and is_grad_enabled():
             self._rebuild_buckets()
-        if self.broadcast_buffers:  # torch's default: buffers (e.g. running statistics) follow rank 0's
+        if self.forward_sync_buffers and self._sync_next_forward:  # buffers (running statistics) follow rank 0's
             with no_grad():
                 for _, buffer in self.module.named_buffers():
                     dist.broadcast(buffer, src=self._source, group=self.process_group)
         output = self.module(*args, **kwargs)
+        object.__setattr__(self, "_sync_next_forward", self._require_sync and is_grad_enabled())
         if self._ready_order is not None and self._require_sync and is_grad_enabled():
             object.__setattr__(self, "_torch_order", _torch_ready_order(output))
         if self.find_unused_parameters and self._require_sync and is_grad_enabled():
@@ -213,14 +226,16 @@ class DistributedDataParallel(Module):
         finally:
             object.__setattr__(self, "_require_sync", before)
 
-    def _broadcast_parameters(self):
-        """Every rank starts from rank 0's trainable weights (e.g. the LoRA A matrices were drawn
-        with each rank's own random state). Frozen weights are loaded from the same files and stay."""
+    def _sync_module_states(self, buffers):
+        """Every rank starts from rank 0's module, as torch's ``_sync_module_states``: every parameter, frozen
+        ones included (the LoRA A matrices were drawn with each rank's own random state; a frozen layer made
+        at random differs too), and, with ``buffers``, every buffer."""
+        states = [p for _, p in self.module.named_parameters()]
+        if buffers:
+            states += [b for _, b in self.module.named_buffers()]
         with no_grad():
-            for bucket in self._buckets:
-                flat = bucket.flatten([p._array for _, p in bucket.params])
-                dist.broadcast(flat, src=self._source, group=self.process_group)
-                bucket.unflatten(flat, [p for _, p in bucket.params])
+            for tensor in states:
+                dist.broadcast(tensor, src=self._source, group=self.process_group)
 
     def _grad_ready(self, param):
         if not self._require_sync:
@@ -266,8 +281,7 @@ class DistributedDataParallel(Module):
         Future is waited for when the last bucket has been handed over, as torch's finalize_backward."""
         xp = params[0].device.xp
         unused = bucket.unused if self.find_unused_parameters else set()
-        flat = bucket.flatten([xp.zeros_like(p._array) if p in unused or p.grad is None else p.grad._array
-                               for p in params])
+        flat = bucket.flatten([_bucket_gradient(p, xp) for p in params])
         used = [True] * len(params)
         if self.find_unused_parameters:
             used = self._used_anywhere(params, unused)
@@ -294,7 +308,7 @@ class DistributedDataParallel(Module):
         """Unused parameters add zeros; a second, tiny all-reduce tells which ones some rank used:
         those get the mean, the others keep their gradient (torch's "globally unused")."""
         xp = params[0].device.xp
-        flat = bucket.flatten([xp.zeros_like(p._array) if p in bucket.unused else p.grad._array for p in params])
+        flat = bucket.flatten([_bucket_gradient(p, xp) for p in params])
         used = Tensor._make(xp.asarray([float(p not in bucket.unused) for p in params]), params[0].device, False, None)
         dist.all_reduce(self._prescaled(flat), group=self.process_group)
         dist.all_reduce(used, op=dist.ReduceOp.MAX, group=self.process_group)
@@ -309,6 +323,43 @@ class DistributedDataParallel(Module):
             offset += n
         bucket.ready.clear()
         bucket.unused = set()
+
+
+def _bucket_gradient(param, xp):
+    """What a parameter puts in its bucket: its gradient, or zeros without one. A parameter this rank did not
+    use in the forward keeps the gradient it has (one accumulated before), and torch's reducer copies that in
+    as it is: only an undefined gradient counts as zeros."""
+    return xp.zeros_like(param._array) if param.grad is None else param.grad._array
+
+
+def _buffer_sync(broadcast_buffers, forward_sync_buffers):
+    """(broadcast_buffers, whether buffers are synced before a forward, whether at construction): torch 2.13's
+    rules. ``forward_sync_buffers`` (new) decides the forward and leaves the construction's sync on; the
+    deprecated ``broadcast_buffers`` decides both, with torch's FutureWarning when given."""
+    if broadcast_buffers is not None:
+        if forward_sync_buffers is not None:
+            warnings.warn("Both `broadcast_buffers` and `forward_sync_buffers` were specified. `broadcast_buffers` "
+                          "is deprecated and its value is ignored when `forward_sync_buffers` is provided.",
+                          FutureWarning, stacklevel=3)
+        else:
+            warnings.warn("`broadcast_buffers` is deprecated. Use `forward_sync_buffers` instead. IMPORTANT: unlike "
+                          "`broadcast_buffers=False`, `forward_sync_buffers=False` still syncs buffers at init. If "
+                          "you rely on buffers NOT being synced at init (e.g. rank-local buffers), keep using "
+                          "`broadcast_buffers=False` until `init_sync_buffers` is available.", FutureWarning,
+                          stacklevel=3)
+    if forward_sync_buffers is not None:
+        return bool(forward_sync_buffers), bool(forward_sync_buffers), True
+    sync = True if broadcast_buffers is None else bool(broadcast_buffers)
+    return sync, sync, sync
+
+
+def _refuse_unsupported(**options):
+    """torch 2.13's DDP options that change what is computed, which minilora's DDP does not implement: refused
+    by name rather than ignored (the defaults pass)."""
+    for name, value in options.items():
+        if value not in (None, False):
+            raise NotImplementedError(f"DistributedDataParallel: {name}={value!r} is not supported by minilora's "
+                                      "DistributedDataParallel")
 
 
 class _Bucket:
