@@ -817,9 +817,9 @@ def worker(out, names=None):
         libraries = (("torch", torch, tdist), ("minilora", ml, dist))
         for library, L, D in [x for x in libraries if x[0] in os.environ.get("SWEEP_LIBRARIES", "torch,minilora")]:
             results[library] = {}
-            for name, fn in CASES.items():
-                if names and name not in names or any(part and part in name for part in
-                                                      os.environ.get("SWEEP_SKIP", "").split(",")):
+            for name in names or list(CASES):  # (names: in their order)
+                fn = CASES[name]
+                if any(part and part in name for part in os.environ.get("SWEEP_SKIP", "").split(",")):
                     continue  # SWEEP_SKIP: cases that end the whole job on an older minilora
                 start = time.monotonic()
                 if os.environ.get("SWEEP_TRACE"):
@@ -828,15 +828,23 @@ def worker(out, names=None):
                 if time.monotonic() - start > 5:
                     print(f"rank {rank}: {library} {name} took {time.monotonic() - start:.0f} s", file=sys.stderr)
                 D.barrier()
+                if names:  # a case that ends the job (MPI_Abort) leaves the earlier ones' results
+                    _save(out, rank, results)
     except BaseException:
         import traceback
         with open(os.path.join(out, f"rank{rank}.error"), "w") as f:
             f.write(traceback.format_exc())
         raise
-    with open(os.path.join(out, f"rank{rank}.pkl"), "wb") as f:
-        pickle.dump(results, f)
+    _save(out, rank, results)
     tdist.destroy_process_group()
     dist.destroy_process_group()
+
+
+def _save(out, rank, results):
+    path = os.path.join(out, f"rank{rank}.pkl")
+    with open(path + ".part", "wb") as f:
+        pickle.dump(results, f)
+    os.replace(path + ".part", path)
 
 
 def same(theirs, ours):
