@@ -773,6 +773,100 @@ def _gathered_object(D, obj, world):
     return out
 
 
+@case("ddp:static_graph-and-bucket-view")
+def _(L, D, rank, world):
+    out = []
+    for kwargs in (dict(static_graph=True), dict(gradient_as_bucket_view=True), dict(bucket_cap_mb=1e-5)):
+        model = _model(L, rank)
+        ddp = L.ddp(model, **kwargs)
+        steps = []
+        for k in range(3):
+            ddp(_x(L, rank, k)).pow(2).sum().backward()
+            steps.append(_grads(model))
+            model.zero_grad(set_to_none=False)
+        out.append(steps)
+    return out
+
+
+@case("ddp:positional-arguments")
+def _(L, D, rank, world):
+    model = _model(L, rank)
+    ddp = L.ddp(model, None, None, 0, False, True, None, 25, True)
+    ddp(_x(L, rank), use_c=rank == 0).sum().backward()
+    return [_state(model), _grads(model)]
+
+
+@case("ddp:shared-weight")
+def _(L, D, rank, world):
+    model = _model(L, rank, buffer=False)
+    model.c.weight = model.c.weight  # (kept) and a layer used twice
+    ddp = L.ddp(model)
+
+    def twice(x):
+        return model.c(model.c(model.b(model.a(x).tanh())))
+    ddp.module.forward = twice
+    ddp(_x(L, rank)).pow(2).sum().backward()
+    return _grads(model)
+
+
+@case("ddp:find_unused-dict-output")
+def _(L, D, rank, world):
+    model = _model(L, rank)
+
+    class Wrap(L.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x):
+            return {"out": self.inner(x, use_c=rank == 1), "aux": [x.sum()]}
+    ddp = L.ddp(Wrap(), find_unused_parameters=True)
+    for k in range(2):
+        ddp(_x(L, rank, k))["out"].sum().backward()
+    return _grads(model)
+
+
+@case("ddp:eval-no_grad-then-train")
+def _(L, D, rank, world):
+    model = _model(L, rank)
+    ddp = L.ddp(model)
+    ddp.eval()
+    with L.no_grad():
+        first = ddp(_x(L, rank))
+    ddp.train()
+    ddp(_x(L, rank, 1)).sum().backward()
+    return [first, _grads(model)]
+
+
+@case("ddp:no_sync-twice-then-sync")
+def _(L, D, rank, world):
+    model = _model(L, rank)
+    ddp = L.ddp(model, find_unused_parameters=True)
+    with ddp.no_sync():
+        for k in range(2):
+            ddp(_x(L, rank, k), use_c=(k + rank) % 2 == 0).sum().backward()
+    ddp(_x(L, rank, 2), use_c=rank == 0).sum().backward()
+    return _grads(model)
+
+
+@case("api:send_object_list-recv_object_list")
+def _(L, D, rank, world):
+    if rank == 0:
+        D.send_object_list([{"a": 1}, "two", 3.0], dst=1)
+        D.send_object_list(object_list=[None, [1, 2]], dst=1)
+        return None
+    out, out2 = [None, None, None], [None, None, None]
+    sender = D.recv_object_list(out, src=0)
+    out2 = [None, None]
+    sender2 = D.recv_object_list(object_list=out2, src=0)
+    return [out, sender, out2, sender2]
+
+
+@case("api:names")
+def _(L, D, rank, world):
+    return [D.is_torchelastic_launched(), D.default_pg_timeout.total_seconds(), D.get_node_local_rank(7)]
+
+
 # --------------------------------------------------------------------------------------------------
 # DistributedSampler inside the launcher: num_replicas and rank from the group
 # --------------------------------------------------------------------------------------------------

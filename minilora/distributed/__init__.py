@@ -73,10 +73,12 @@ __all__ = ["ReduceOp", "init_process_group", "destroy_process_group", "is_availa
            "all_gather", "all_gather_into_tensor", "reduce_scatter", "reduce_scatter_tensor", "gather",
            "scatter", "all_to_all_single", "all_to_all", "send", "recv", "isend", "irecv", "P2POp", "batch_isend_irecv", "all_gather_object",
            "broadcast_object_list", "gather_object", "scatter_object_list", "DistError", "DistBackendError",
-           "comm_stats", "reset_comm_stats", "launcher_world_size", "local_world_size", "abort"]
+           "send_object_list", "recv_object_list", "is_torchelastic_launched", "get_node_local_rank",
+           "default_pg_timeout", "comm_stats", "reset_comm_stats", "launcher_world_size", "local_world_size", "abort"]
 
 _DEFAULT_FIRST_BUCKET_BYTES = 2 ** 20  # torch's: DDP's first bucket when bucket_cap_mb is left out
 DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)  # torch's default for its CPU backends
+default_pg_timeout = DEFAULT_TIMEOUT  # torch's name for it
 
 
 class DistError(RuntimeError):
@@ -131,6 +133,23 @@ def is_nccl_available():
     except Exception:  # ImportError, or CuPy without a GPU driver
         return False
     return True
+
+
+def is_torchelastic_launched():
+    """torch's: whether torchrun (torchelastic) started this process, read off ``TORCHELASTIC_RUN_ID``."""
+    return os.getenv("TORCHELASTIC_RUN_ID") is not None
+
+
+def get_node_local_rank(fallback_rank=None):
+    """torch's: this process's rank on its machine, from the launcher's ``LOCAL_RANK`` (``fallback_rank``
+    without one; torch's error without either)."""
+    if "LOCAL_RANK" in os.environ:
+        return int(os.environ["LOCAL_RANK"])
+    if fallback_rank is not None:
+        return int(fallback_rank)
+    raise RuntimeError("LOCAL_RANK is not in the environment. Consider passing fallback_rank to allow "
+                       "`get_node_local_rank` to work, assuming you are not running in a multi-device context and "
+                       "want the code to run locally instead.")
 
 
 def is_available():
@@ -1330,6 +1349,42 @@ def broadcast_object_list(object_list, src=None, group=None, device=None, group_
         for i, piece in enumerate(np.split(data, np.cumsum(sizes)[:-1])):
             object_list[i] = pickle.loads(piece.tobytes())
     return None
+
+
+def send_object_list(object_list, dst=None, group=None, device=None, group_dst=None, use_batch=False):
+    """Send the pickled objects of ``object_list`` to rank ``dst``, which takes them with ``recv_object_list``:
+    their sizes, then their bytes, as torch's two messages."""
+    g = _resolve(group, "send_object_list")
+    if g is None:
+        return None
+    peer = _peer(g, dst, group_dst, "send_object_list", "destination")
+    engine = _mpi_engine(g, "send_object_list")
+    pieces = [_pickled(obj) for obj in object_list]
+    sizes = np.array([p.size for p in pieces], np.int64)
+    data = np.concatenate(pieces) if pieces else np.empty(0, np.uint8)
+    _now(g, "send_object_list", [engine.send(sizes.view(np.uint8), peer, 0), engine.send(data, peer, 0)])
+    _count("send_object_list", data.size)
+    return None
+
+
+def recv_object_list(object_list, src=None, group=None, device=None, group_src=None, use_batch=False):
+    """In place: ``object_list`` (as long as the sender's) becomes the objects rank ``src`` (any rank when None)
+    sent with ``send_object_list``; returns the sender's global rank (-1 outside ``group``)."""
+    g = _resolve(group, "recv_object_list")
+    if g is None:
+        return -1
+    peer = None if src is None and group_src is None else _peer(g, src, group_src, "recv_object_list", "source")
+    engine = _mpi_engine(g, "recv_object_list")
+    sizes = np.empty(len(object_list), np.int64)
+    request, status = engine.recv(sizes.view(np.uint8), peer, 0)
+    Work("recv_object_list", g.timeout, [lambda: request.Test(status)], lambda: None).wait()
+    sender = status.Get_source()  # the objects come from the rank that sent the sizes
+    data = np.empty(int(sizes.sum()), np.uint8)
+    request, status = engine.recv(data, sender, 0)
+    Work("recv_object_list", g.timeout, [lambda: request.Test(status)], lambda: None).wait()
+    for i, piece in enumerate(np.split(data, np.cumsum(sizes)[:-1])):
+        object_list[i] = pickle.loads(piece.tobytes())
+    return g.ranks[sender]
 
 
 def scatter_object_list(scatter_object_output_list, scatter_object_input_list=None, src=None, group=None,
