@@ -20,7 +20,7 @@ and the rest of torch.distributed's collectives, with its argument names and che
 ``all_gather``, ``all_gather_into_tensor``, ``reduce``, ``reduce_scatter``, ``reduce_scatter_tensor``,
 ``gather``, ``scatter``, ``all_to_all_single``, ``all_to_all``, point to point ``send``/``recv``/``isend``/``irecv``/``batch_isend_irecv``,
 the pickled-object versions (``all_gather_object``, ``broadcast_object_list``, ``gather_object``,
-``scatter_object_list``), ``monitored_barrier``, and sub-groups (``new_group(ranks)``; ranks
+``scatter_object_list``, ``send_object_list``/``recv_object_list``), ``monitored_barrier``, and sub-groups (``new_group(ranks)``; ranks
 outside a group get ``GroupMember.NON_GROUP_MEMBER``, and a collective they call on it warns and
 does nothing, as torch). ``src``/``dst`` are global ranks, ``group_src``/``group_dst`` ranks in the
 group. ``async_op=True`` returns a ``Work`` whose ``wait()`` finishes the operation (MPI runs it

@@ -3,7 +3,7 @@
     import minilora.distributed as dist
     from minilora.nn.parallel import DistributedDataParallel as DDP
     dist.init_process_group("mpi")
-    model = DDP(get_peft_model(base, config))   # rank 0's trainable weights are broadcast to all
+    model = DDP(get_peft_model(base, config))   # rank 0's parameters and buffers are broadcast to all
     loss = model(ids, labels=labels).loss       # this rank's micro-batch
     loss.backward()                             # ... and here the gradients are averaged over ranks
     optimizer.step()                            # the same step on every rank
@@ -23,9 +23,13 @@ reverse); the next forward rebuilds them in the order the gradients became ready
 first rank, each closed once it reaches ``bucket_cap_mb`` MB (torch's default 25), the first one at
 1 MiB when ``bucket_cap_mb`` is left out. A communication hook (``register_comm_hook``) sees them.
 
-Buffers (none in a Llama; running statistics elsewhere) are broadcast from rank 0 at each forward
-when ``broadcast_buffers=True``, torch's default. ``process_group=new_group(ranks)`` runs all of
-this within those ranks (their first rank is the source of the weights and buffers).
+Construction starts every rank from rank 0's module, as torch's: every parameter (frozen ones too) and,
+unless ``broadcast_buffers=False``, every buffer. Buffers (a Llama's rotary table; running statistics
+elsewhere) are broadcast from rank 0 again before a forward when ``broadcast_buffers=True`` (torch's
+default; torch 2.13's ``forward_sync_buffers`` says it for the forward alone), but, as torch's, only when
+the forward before was one whose gradients are reduced (grad mode on, outside ``no_sync``), or the first.
+``process_group=new_group(ranks)`` runs all of this within those ranks (their first rank is the source of
+the weights and buffers).
 
 ``with model.no_sync():`` turns the communication off, so the gradients of several micro-batches
 add up locally; the first backward outside it averages the accumulated sum.
@@ -33,7 +37,8 @@ add up locally; the first backward outside it averages the accumulated sum.
 A trainable parameter the forward does not use gets no gradient, so its bucket would never be
 reduced: the next forward raises, as torch's. ``find_unused_parameters=True`` walks the autograd
 graph of each forward's outputs and marks the parameters it does not reach as ready (their slot in
-the bucket is zeros); buckets are then reduced in order, so ranks that used different parameters
+the bucket is its gradient from before, zeros without one: torch's reducer copies a defined gradient in);
+buckets are then reduced in order, so ranks that used different parameters
 still call the same all-reduces in the same order. A parameter no rank used keeps its gradient
 (None stays None); one that some rank used gets the mean, as in torch.
 """
