@@ -510,6 +510,86 @@ def _(L, D, rank, world):
     return [t, u, member, D.get_rank(g), D.get_world_size(g), r1, D.get_process_group_ranks(g)]
 
 
+@case("collective:reduce-avg")
+def _(L, D, rank, world):
+    a = inexact(L, rank)
+    D.reduce(a, dst=0, op=D.ReduceOp.AVG)
+    return a if rank == 0 else None
+
+
+@case("collective:gather_object-scatter_object_list")
+def _(L, D, rank, world):
+    got = [None] * world if rank == 1 else None
+    D.gather_object({"r": rank, "t": (rank, "x")}, got, dst=1)
+    out = [None]
+    D.scatter_object_list(out, [f"to {i}" for i in range(world)] if rank == 0 else None, src=0)
+    out2 = [None]
+    D.scatter_object_list(scatter_object_output_list=out2, scatter_object_input_list=[[i] * 2 for i in range(world)],
+                          src=1)
+    return [got, out, out2]
+
+
+@case("collective:batch_isend_irecv")
+def _(L, D, rank, world):
+    out = L.zeros(3, dtype=L.float64)
+    ops = [D.P2POp(D.isend, inexact(L, rank, n=3), 1 - rank), D.P2POp(D.irecv, out, 1 - rank)]
+    works = D.batch_isend_irecv(ops)
+    for w in works:
+        w.wait()
+    return [len(works), out]
+
+
+@case("collective:monitored_barrier")
+def _(L, D, rank, world):
+    return [D.monitored_barrier(), D.monitored_barrier(wait_all_ranks=True)]
+
+
+@case("collective:group-ranks")
+def _(L, D, rank, world):
+    g = D.new_group()
+    return [D.get_process_group_ranks(g), D.get_global_rank(g, 1), D.get_group_rank(g, 0), D.get_rank(group=g),
+            D.get_world_size(group=g)]
+
+
+@case("collective:all_to_all_single-output-splits-only")
+def _(L, D, rank, world):
+    out = L.zeros(4, dtype=L.float64)
+    D.all_to_all_single(out, inexact(L, rank, n=4), output_split_sizes=[2, 2])
+    return out
+
+
+@case("collective:all_to_all_single-2d-splits")
+def _(L, D, rank, world):
+    send = [1, 2] if rank == 0 else [3, 1]
+    recv = [1, 3] if rank == 0 else [2, 1]
+    out = L.zeros(sum(recv), 2, dtype=L.int64)
+    D.all_to_all_single(out, data(L, rank, "int64", (sum(send), 2)), recv, send)
+    return out
+
+
+@case("collective:broadcast-bool-scalar-and-empty")
+def _(L, D, rank, world):
+    a, b = L.tensor(rank == 1), L.zeros(0, 2, dtype=L.float64)
+    D.broadcast(a, src=1)
+    D.broadcast(b, src=0)
+    return [a, b]
+
+
+@case("collective:all_reduce-bfloat16-sum-inexact")
+def _(L, D, rank, world):
+    t = inexact(L, rank, "bfloat16", n=8) * 3.7
+    D.all_reduce(t)
+    return t
+
+
+@case("collective:work-exception-result")
+def _(L, D, rank, world):
+    t = inexact(L, rank)
+    w = D.all_reduce(t, async_op=True)
+    w.wait()
+    return [w.exception(), w.is_success(), w.result()]
+
+
 @case("collective:new_group-bad-rank")
 def _(L, D, rank, world):
     D.new_group([0, world + 1])
