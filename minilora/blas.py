@@ -796,6 +796,7 @@ _LAPACKE_ARGUMENTS = {  # (after the layout) the argument types of the LAPACKE r
     "gesdd": [ctypes.c_char, _I32, _I32, _PTR, _I32, _PTR, _PTR, _I32, _PTR, _I32],
     "geqrf": [_I32, _I32, _PTR, _I32, _PTR],
     "orgqr": [_I32, _I32, _I32, _PTR, _I32, _PTR],
+    "getrf": [_I32, _I32, _PTR, _I32, _PTR],
 }
 
 
@@ -833,6 +834,17 @@ def gesdd(a, full_matrices):
     info = _with_mkl_threads(_lapacke("gesdd", a.dtype.type), _LAPACK_COL_MAJOR, b"A" if full_matrices else b"S",
                              m, n, work.ctypes.data, m, S.ctypes.data, U.ctypes.data, m, Vh.ctypes.data, Vh.shape[0])
     return None if info != 0 else (U, S, Vh)
+
+
+def getrf(a):
+    """``(LU, pivots, info)`` of a float32/float64 matrix [m, n] from MKL's LU with partial pivoting, as torch's CPU
+    ``linalg.lu_factor`` computes it (``?getrf`` on a column-major copy): LU as a NumPy matrix, pivots 1-based int32,
+    info the first zero pivot's 1-based index (0: none). Only where MKL is the library."""
+    m, n = a.shape
+    work, pivots = np.array(a, order="F"), np.zeros(min(m, n), np.int32)
+    info = _with_mkl_threads(_lapacke("getrf", a.dtype.type), _LAPACK_COL_MAJOR, m, n, work.ctypes.data, max(1, m),
+                             pivots.ctypes.data)
+    return work, pivots, max(info, 0)
 
 
 def geqrf_orgqr(a, complete):

@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from . import amp as _amp, blas as _blas, dtypes, ops, return_types
+from . import amp as _amp, blas as _blas, dtypes, float32_math as _float32_math, ops, return_types
 from .device import holds_no_values as _holds_no_values, unwritten_zeros as _unwritten_zeros, xp_of
 from .factories import contiguous_format, known_layout
 from .tensor import Function, Tensor, name_node, no_forward_formula, share_node
@@ -980,6 +980,11 @@ def _lu_arrays(a):
         return _unwritten(a.shape, dtype=a.dtype), *_unwritten(batch + (k,), batch, dtype=np.int32)
     count = math.prod(batch)
     work = a.reshape((count, m, n)).copy()
+    if _getrf_by_mkl(work):
+        factored = [_blas.getrf(matrix) for matrix in work]
+        return (np.stack([lu for lu, _, _ in factored]).reshape(a.shape),
+                np.stack([p for _, p, _ in factored]).reshape(batch + (k,)),
+                np.array([i for _, _, i in factored], np.int32).reshape(batch))
     rows = xp.arange(count)
     pivots = xp.zeros((count, k), np.int32)
     info = xp.zeros(count, np.int32)
@@ -1004,10 +1009,19 @@ _GETRF_UNBLOCKED_UP_TO = 16  # MKL's getrf factors square matrices up to this or
 
 
 def _in_getrf_order(work, m, n):
-    """Whether ``_getrf_step`` gives MKL's (torch's) LU bit for bit: square float32 / float64 host matrices of order up
-    to 16 (every element equal on random ones; from 17 MKL blocks the update, not modelled)."""
-    return (type(work) is np.ndarray and work.dtype in (np.float32, np.float64) and m == n
-            and n <= _GETRF_UNBLOCKED_UP_TO and _blas.library() == "mkl")
+    """Whether the LU here is MKL's (torch's) bit for bit: by ``_getrf_step`` (square float32 / float64 host matrices
+    of order up to 16 on the CPU it was measured on, an Intel with AVX-512: every element equal on random ones; from
+    17 MKL blocks the update, not modelled), or by MKL's own getrf elsewhere (``_getrf_by_mkl``)."""
+    return _getrf_by_mkl(work) or (type(work) is np.ndarray and work.dtype in (np.float32, np.float64) and m == n
+                                   and n <= _GETRF_UNBLOCKED_UP_TO and _blas.library() == "mkl")
+
+
+def _getrf_by_mkl(work):
+    """Whether MKL's own getrf factors these matrices (``blas.getrf``, called as ATen's lapackLu): MKL is the library,
+    on a CPU other than the one ``_getrf_step`` was measured on (MKL's kernels there differ: an AMD Zen 4's LU of
+    order 2-16 was off torch's in most matrices), float32/float64 host matrices."""
+    return (type(work) is np.ndarray and work.dtype in (np.float32, np.float64) and _blas.library() == "mkl"
+            and not _float32_math.MKL_SQRT_CPU and work.size > 0)
 
 
 def _getrf_step(work, j, pivot):
