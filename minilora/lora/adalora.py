@@ -15,7 +15,6 @@ Two things keep it an SVD and make the ranks adaptive:
   mask is ``config.rank_pattern`` (lists of booleans per layer), saved in ``adapter_config.json``;
   a saved adapter keeps only the surviving triplets, as in PEFT's files.
 """
-import numbers
 import warnings
 from dataclasses import dataclass
 
@@ -27,7 +26,7 @@ from ..factories import eye, randn
 from ..nn import Dropout, Identity, ModuleDict, Parameter, init
 from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
-from ..tensor import Tensor
+from ..tensor import Tensor, with_note
 from .config import PEFT_TYPE_TO_CONFIG, LoraConfig, _BIAS_MODES, _is_number
 from .layers import BaseTunerLayer, ParameterDict
 from .model import PEFT_TYPE_TO_TUNER, LoraModel
@@ -55,29 +54,28 @@ class AdaLoraConfig(LoraConfig):
 
     PEFT_TYPE = "ADALORA"
     # LoRA's lora_bias and trainable_token_indices are not built into SVDLinear / AdaLoraModel here
-    _unimplemented = {**LoraConfig._unimplemented, "lora_bias": False, "trainable_token_indices": None,
-                      "layer_replication": None, "target_parameters": None, "loftq_config": {}, "eva_config": None,
+    # (lora_bias is accepted and unused, as PEFT's SVDLinear ignores it; a loftq_config is LoraConfig's warning)
+    _unimplemented = {**LoraConfig._unimplemented, "trainable_token_indices": None,
+                      "layer_replication": None, "target_parameters": None, "eva_config": None,
                       "corda_config": None, "lora_ga_config": None, "alora_invocation_tokens": None,
                       "use_qalora": False, "qalora_group_size": 16}  # (LoRA's data inits and variants: none here)
 
     def __post_init__(self):
+        # PEFT's AdaLoRA refuses LoftQ; minilora's LoraConfig would refuse init_lora_weights='loftq' in its own
+        # words first, so PEFT's refusal is made here (LoraConfig's missing-loftq_config error stays first)
+        if self.init_lora_weights == "loftq" and self.loftq_config and not self.use_dora:
+            raise ValueError("PeftType.ADALORA does not support LOFTQ.")
         pattern, self.rank_pattern = self.rank_pattern, {}  # LoraConfig's rank_pattern holds ints; ours, masks
         super().__post_init__()
         self.rank_pattern = pattern
         if self.use_dora:
-            raise ValueError("ADALORA does not support DoRA.")
+            raise ValueError(f"{self.peft_type} does not support DoRA.")  # "PeftType.ADALORA ...", as PEFT
         if self.r != 8:  # PEFT's warning: r is LoraConfig's, AdaLoRA starts at init_r
             warnings.warn("Note that `r` is not used in AdaLora and will be ignored."
                           "If you intended to set the initial rank, use `init_r` instead.")
-        for name in ("target_r", "init_r", "tinit", "tfinal", "deltaT"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        if self.deltaT < 1 or self.init_r < 1:
-            raise ValueError(f"deltaT and init_r must be >= 1, got deltaT={self.deltaT}, init_r={self.init_r}")
-        for name in ("beta1", "beta2"):
-            if not _is_number(getattr(self, name)) or not 0 < getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)!r}")
+        # PEFT checks nothing else here: beta1/beta2 are asserted by the RankAllocator (a trainable adapter only),
+        # a negative init_r is refused by the layer, deltaT=0 fails at the first budget step (step % 0), and
+        # tinit/tfinal/target_r take any number; refusing them here would refuse configs PEFT loads and trains
         if self.total_step is None or self.total_step <= 0:
             raise ValueError("AdaLoRA does not work when `total_step` is None, supply a value > 0.")
         if self.orth_reg_weight < 0:
@@ -86,9 +84,6 @@ class AdaLoraConfig(LoraConfig):
         if self.tinit >= (self.total_step - self.tfinal):
             raise ValueError("The supplied schedule values don't allow for a budgeting phase. Decrease "
                              "`tfinal`/`tinit` or increase `total_step`.")
-        if self.init_lora_weights not in (True, False):
-            raise ValueError(f"AdaLoRA's init_lora_weights is True (A, B ~ N(0, 0.02^2), E = 0) or False "
-                             f"(all N(0, 1)), got {self.init_lora_weights!r}")
 
 
 # ==================================================================================================
@@ -118,6 +113,8 @@ class SVDLinear(BaseTunerLayer):
     def update_layer(self, adapter_name, config, r, lora_alpha):
         """Create (or re-create at rank ``r``) adapter ``adapter_name``: A, B ~ N(0, 0.02^2) and E = 0, so
         the model starts at the base (``init_lora_weights=False``: all three N(0, 1), as PEFT)."""
+        if r < 0:  # PEFT's check (r == 0 is allowed for AdaLoRA: an adapter cut to nothing)
+            raise ValueError(f"`r` should be a positive integer or 0, but the value passed is {r}")
         W0 = self.base_layer.weight
         self.r[adapter_name], self.lora_alpha[adapter_name] = r, lora_alpha
         self.scaling[adapter_name] = lora_alpha if lora_alpha > 0 else float(r)
@@ -126,7 +123,7 @@ class SVDLinear(BaseTunerLayer):
         # reset then zeroes E and draws A and B again as N(0, 0.02^2)), so the same seed gives its numbers
         factors = {"A": randn(r, self.in_features), "E": randn(r, 1), "B": randn(self.out_features, r)}
         randn(1)  # ranknum's draw (the value is r)
-        if config.init_lora_weights:
+        if config.init_lora_weights:  # PEFT tests its truth only: "gaussian", "pissa", ... start as True does
             init.zeros_(factors["E"])
             init.normal_(factors["A"], 0.0, 0.02)
             init.normal_(factors["B"], 0.0, 0.02)
@@ -181,6 +178,9 @@ class RankAllocator:
     def __init__(self, model, peft_config, adapter_name):
         self.peft_config, self.adapter_name = peft_config, adapter_name
         self.beta1, self.beta2 = peft_config.beta1, peft_config.beta2
+        # PEFT's asserts (a bare AssertionError at get_peft_model; the config itself takes any beta)
+        assert self.beta1 > 0 and self.beta1 < 1
+        assert self.beta2 > 0 and self.beta2 < 1
         self.reset_ipt()
         self._set_budget_scheduler(model)
 
@@ -249,11 +249,11 @@ class RankAllocator:
         scores = self._triplet_scores(model)
         everything = np.concatenate(list(scores.values()))
         k = self.init_bgt - budget  # torch.kthvalue(k) is the k-th smallest, k counted from 1
-        if k < 1:  # target_r >= init_r: nothing to drop, and PEFT's kthvalue(k <= 0) raises
-            raise RuntimeError(f"kthvalue(): selected number k out of range for dimension 0 (AdaLoRA's budget "
-                               f"{budget} does not fall below the initial {self.init_bgt} ranks: choose "
-                               f"target_r < init_r, as PEFT needs)")
-        threshold = np.partition(everything, k - 1)[k - 1]
+        try:  # the ops' kthvalue: torch's errors where PEFT's call fails (k <= 0, no ranks at all)
+            threshold = ops.kthvalue(Tensor(everything, dtype=everything.dtype), k)[0].item()  # (float32 by default)
+        except (RuntimeError, IndexError) as error:
+            raise with_note(error, f"AdaLoRA's budget {budget} does not fall below the initial {self.init_bgt} "
+                                   "ranks: PEFT needs target_r < init_r") from None
         rank_pattern = {}
         for n, p in model.named_parameters():
             if n in scores:
@@ -272,7 +272,8 @@ class RankAllocator:
 
     def mask_using_rank_pattern(self, model, rank_pattern):
         """Re-apply a fixed mask (during the final ``tfinal`` steps: masked values stay 0)."""
-        truncated = self.adapter_name not in next(iter(rank_pattern))
+        # rank_pattern.keys(): with no pattern yet (a step past total_step - tfinal first), PEFT's AttributeError
+        truncated = self.adapter_name not in next(iter(rank_pattern.keys()))
         for n, p in model.named_parameters():
             if f"lora_E.{self.adapter_name}" in n:
                 key = n.replace(f".{self.adapter_name}", "") if truncated else n
@@ -336,8 +337,12 @@ class AdaLoraModel(LoraModel):
 
     def add_to_loss(self, outputs):
         """Called by ``PeftModel.forward``: a loss gets ``orth_reg_weight * orthogonal_regularizer()``."""
-        if getattr(outputs, "loss", None) is None or not hasattr(self, "trainable_adapter_name"):
+        if getattr(outputs, "loss", None) is None:
             return outputs
+        # an adapter loaded for inference has no trainable adapter: PEFT's forward fails on the name (with labels
+        # only), so a loss is never reported without the regulariser PEFT would have added
+        if not hasattr(self, "trainable_adapter_name"):
+            raise AttributeError(f"'{type(self.model).__name__}' object has no attribute 'trainable_adapter_name'")
         weight = self.peft_config[self.trainable_adapter_name].orth_reg_weight
         if weight < 0:
             raise ValueError("orth_reg_weight should be greater than or equal to 0. ")
@@ -402,15 +407,43 @@ class AdaLoraModel(LoraModel):
         if pattern is None:
             return {path: layer.r[adapter_name] for path, layer in self.model.named_modules()
                     if isinstance(layer, SVDLinear) and adapter_name in layer.lora_A}
-        return {path: int(keep.sum()) for path, keep in self._pattern_layers(pattern, adapter_name)}
+        return {self._pattern_module_path(name, adapter_name): int(self._kept_and_rank(keep)[1])
+                for name, keep in pattern.items()}
 
     # --- files: PEFT saves only the triplets rank_pattern keeps, and resizes to them when loading ---------
-    def _pattern_layers(self, rank_pattern, adapter_name):
-        """(module path, keep mask) per rank_pattern entry; keys may carry the adapter name or not."""
+    @staticmethod
+    def _pattern_module_path(name, adapter_name):
+        """The module a rank_pattern key names: PEFT drops ``lora_E.<adapter>`` when the adapter's name is in
+        the key (a substring test, as PEFT's), else ``lora_E``."""
+        parts = name.split(".")
+        return ".".join(parts[:-2] if adapter_name in name else parts[:-1])
+
+    @staticmethod
+    def _kept_and_rank(keep):
+        """(index, rank) of a rank_pattern entry: a list (of booleans, or PEFT's integer indices) or a Tensor."""
+        if isinstance(keep, list):
+            return np.asarray(keep), sum(keep)
+        if isinstance(keep, Tensor):
+            keep = keep.numpy(force=True).reshape(-1)
+            return keep, keep.sum().item()
+        raise TypeError("Unexpected type of rank_idx")
+
+    def _cut_tensors(self, rank_pattern, tensors, adapter_name, key_of):
+        """PEFT's ``resize_state_dict_by_rank_pattern``: each layer's E, A (rows) and B (columns) indexed by its
+        pattern, unless they already hold that many ranks (an adapter loaded cut is saved as it is)."""
         for name, keep in rank_pattern.items():
-            parts = name.split(".")
-            path = ".".join(parts[:-2] if parts[-1] == adapter_name else parts[:-1])  # drop lora_E(.name)
-            yield path, np.asarray(keep, dtype=bool)
+            index, rank = np.asarray(keep), sum(keep)
+            prefix = self._pattern_module_path(name, adapter_name)
+            for part, axis in (("lora_E", 0), ("lora_A", 0), ("lora_B", 1)):
+                key = key_of(prefix, part)
+                if rank != tensors[key].shape[axis]:
+                    tensors[key] = tensors[key][index] if axis == 0 else tensors[key][:, index]
+        return tensors
+
+    def resize_state_dict_by_rank_pattern(self, rank_pattern, state_dict, adapter_name):
+        """PEFT's: ``state_dict`` keyed ``base_model.model.<module>.lora_E.<adapter>`` cut to the pattern (in place)."""
+        return self._cut_tensors(rank_pattern, state_dict, adapter_name,
+                                 lambda prefix, part: f"base_model.model.{prefix}.{part}.{adapter_name}")
 
     def tensors_for_file(self, adapter_name, tensors):
         """As PEFT: no ranknum (it is always the initial rank), and with a rank_pattern only the kept
@@ -419,30 +452,31 @@ class AdaLoraModel(LoraModel):
         if config.rank_pattern is None:
             return tensors
         config.rank_pattern = {k.replace(f".{adapter_name}", ""): v for k, v in config.rank_pattern.items()}
-        tensors = dict(tensors)
-        for path, keep in self._pattern_layers(config.rank_pattern, adapter_name):
-            prefix = f"base_model.model.{path}"
-            for part in ("lora_E", "lora_A"):
-                tensors[f"{prefix}.{part}"] = tensors[f"{prefix}.{part}"][keep]
-            tensors[f"{prefix}.lora_B"] = tensors[f"{prefix}.lora_B"][:, keep]
-        return tensors
+        return self._cut_tensors(config.rank_pattern, dict(tensors), adapter_name,
+                                 lambda prefix, part: f"base_model.model.{prefix}.{part}")
+
+    def resize_modules_by_rank_pattern(self, rank_pattern, adapter_name):
+        """PEFT's: every layer the pattern names re-created at its kept rank, holding the kept triplets (and the
+        initial rank's ranknum, so the scale stays; a layer cut to rank 0 keeps nothing)."""
+        config = self.peft_config[adapter_name]
+        for name, keep in rank_pattern.items():
+            index, rank = self._kept_and_rank(keep)
+            layer = self.model.get_submodule(self._pattern_module_path(name, adapter_name))
+            kept = {t: getattr(layer, t)[adapter_name]._array[index] for t in ("lora_E", "lora_A")}
+            kept["lora_B"] = layer.lora_B[adapter_name]._array[:, index]
+            ranknum = layer.ranknum[adapter_name]._array.copy()
+            layer.update_layer(adapter_name, config, int(rank), config.lora_alpha)
+            if rank > 0:
+                for table, value in kept.items():
+                    getattr(layer, table)[adapter_name]._array[...] = value
+                layer.ranknum[adapter_name]._array[...] = ranknum
+        self.set_adapter(self.active_adapter)  # the re-created weights train only if the adapter does
 
     def prepare_to_load(self, adapter_name):
-        """Shrink every layer to the ranks the saved rank_pattern keeps (ranknum stays the initial rank)."""
+        """Shrink every layer to the ranks the saved rank_pattern keeps, as PEFT before loading the weights."""
         config = self.peft_config[adapter_name]
-        if config.rank_pattern is None:
-            return
-        for path, keep in self._pattern_layers(config.rank_pattern, adapter_name):
-            layer = self.model.get_submodule(path)
-            kept = {t: getattr(layer, t)[adapter_name]._array for t in ("lora_A", "lora_E")}
-            kept_B = layer.lora_B[adapter_name]._array[:, keep]
-            ranknum = layer.ranknum[adapter_name]._array.copy()
-            layer.update_layer(adapter_name, config, int(keep.sum()), config.lora_alpha)
-            for table, value in kept.items():
-                getattr(layer, table)[adapter_name]._array[...] = value[keep]
-            layer.lora_B[adapter_name]._array[...] = kept_B
-            layer.ranknum[adapter_name]._array[...] = ranknum
-        self.set_adapter(self.active_adapter)  # the re-created weights train only if the adapter does
+        if config.rank_pattern is not None:
+            self.resize_modules_by_rank_pattern(config.rank_pattern, adapter_name)
 
     def add_weighted_adapter(self, *args, **kwargs):
         raise TypeError(f"{type(self).__name__} does not support add_weighted_adapter method.")
