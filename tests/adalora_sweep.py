@@ -349,6 +349,54 @@ def train_on_from_saved_trainable():
         train(a, b, 11)
 
 
+def save_both_ways(theirs, ours):
+    with tempfile.TemporaryDirectory() as d:
+        theirs.save_pretrained(f"{d}/p"), ours.save_pretrained(f"{d}/o")
+        compare_dirs(f"{d}/p", f"{d}/o", "save")
+        for src in ("p", "o"):
+            reference, model = base_pair(HF)
+            a = peft.PeftModel.from_pretrained(reference, f"{d}/{src}", is_trainable=True)
+            b = PeftModel.from_pretrained(model, f"{d}/{src}", is_trainable=True)
+            close("load", f"logits from {src}", logits(b), logits(a))
+            compare_state(a, b, 0)
+
+
+@form("save")
+def save_lora_bias():
+    save_both_ways(*trained(lora_bias=True))
+
+
+@form("save")
+def save_init_r_0():
+    save_both_ways(*pair(init_r=0, target_r=0))
+
+
+@form("save")
+def save_user_rank_pattern_untrained():
+    """A rank_pattern given in the config (masks, keys without the adapter name) cuts the saved file."""
+    names = ["model.layers.0.self_attn.q_proj.lora_E", "model.layers.1.mlp.down_proj.lora_E"]
+    save_both_ways(*pair(rank_pattern={names[0]: [True, False, True, False], names[1]: [False] * 4}))
+
+
+@form("warn")
+def warnings_loading_a_cut_adapter():
+    theirs, ours = trained()
+    with tempfile.TemporaryDirectory() as d:
+        theirs.save_pretrained(d)
+        got = []
+        for side in ("peft", "ours"):
+            reference, model = base_pair(HF)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                if side == "peft":
+                    peft.PeftModel.from_pretrained(reference, d)
+                else:
+                    PeftModel.from_pretrained(model, d)
+            got.append(sorted({(w.category.__name__, str(w.message)) for w in caught}))
+        if got[0] != got[1]:
+            raise Differs("warn", f"ours {got[1]} != PEFT's {got[0]}")
+
+
 @form("merge")
 def merge_and_unload_after_training():
     theirs, ours = trained()
