@@ -1,4 +1,4 @@
-"""AdaLoRA (Zhang et al. 2023): LoRA in SVD form whose rank budget moves to where it matters. PEFT 0.21's API.
+"""AdaLoRA (Zhang et al. 2023): LoRA in SVD form whose rank budget moves to where it matters. PEFT 0.22's API.
 
 Each adapted Linear gets ``h = W0 x + (alpha / ranknum) * B diag(E) A x`` with ``A`` [r, in] (right
 singular vectors), ``E`` [r, 1] (singular values, start at 0) and ``B`` [out, r] (left singular vectors).
@@ -27,7 +27,7 @@ from ..nn import Dropout, Identity, ModuleDict, Parameter, init
 from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
 from ..tensor import Tensor, with_note
-from .config import PEFT_TYPE_TO_CONFIG, LoraConfig, _BIAS_MODES, _is_number
+from .config import PEFT_TYPE_TO_CONFIG, LoraConfig, _BIAS_MODES
 from .layers import BaseTunerLayer, ParameterDict
 from .model import PEFT_TYPE_TO_TUNER, LoraModel
 
@@ -53,7 +53,7 @@ class AdaLoraConfig(LoraConfig):
     rank_pattern: dict = None
 
     PEFT_TYPE = "ADALORA"
-    # LoRA's lora_bias and trainable_token_indices are not built into SVDLinear / AdaLoraModel here
+    # LoRA's trainable_token_indices, layer replication and parameter targets are not built into AdaLoraModel here
     # (lora_bias is accepted and unused, as PEFT's SVDLinear ignores it; a loftq_config is LoraConfig's warning)
     _unimplemented = {**LoraConfig._unimplemented, "trainable_token_indices": None,
                       "layer_replication": None, "target_parameters": None, "eva_config": None,
@@ -252,8 +252,8 @@ class RankAllocator:
         try:  # the ops' kthvalue: torch's errors where PEFT's call fails (k <= 0, no ranks at all)
             threshold = ops.kthvalue(Tensor(everything, dtype=everything.dtype), k)[0].item()  # (float32 by default)
         except (RuntimeError, IndexError) as error:
-            raise with_note(error, f"AdaLoRA's budget {budget} does not fall below the initial {self.init_bgt} "
-                                   "ranks: PEFT needs target_r < init_r") from None
+            raise with_note(error, f"AdaLoRA masks the {k} least important of its {self.init_bgt} ranks at budget "
+                                   f"{budget}: PEFT needs 0 < target_r < init_r") from None
         rank_pattern = {}
         for n, p in model.named_parameters():
             if n in scores:
