@@ -378,6 +378,25 @@ def save_user_rank_pattern_untrained():
     save_both_ways(*pair(rank_pattern={names[0]: [True, False, True, False], names[1]: [False] * 4}))
 
 
+@form("save")
+def load_adapter_beside_the_trained_one():
+    """A cut adapter loaded as a second (inference) adapter into a model being trained, then training goes on."""
+    source, _ = trained()
+    with tempfile.TemporaryDirectory() as d:
+        source.save_pretrained(d)
+        theirs, ours = pair()
+        train(theirs, ours, 3)
+        theirs.load_adapter(d, "other"), ours.load_adapter(d, "other")
+        want = {n for n, p in theirs.named_parameters() if p.requires_grad}
+        got = {n for n, p in ours.named_parameters() if p.requires_grad}
+        if want != got:
+            raise Differs("load", f"trainable after load_adapter: {sorted(want ^ got)}")
+        # (PEFT froze the trained adapter in every resized layer: its backward then has nothing to differentiate)
+        opt_t, opt_o = torch.optim.AdamW(theirs.parameters(), lr=0.05), ml.optim.AdamW(ours.parameters(), lr=0.05)
+        same_error("load", "a step after load_adapter", lambda: user_step(theirs, opt_t, BATCHES[0], 3, torch),
+                   lambda: user_step(ours, opt_o, BATCHES[0], 3, ml))
+
+
 @form("warn")
 def warnings_loading_a_cut_adapter():
     theirs, ours = trained()

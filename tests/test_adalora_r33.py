@@ -182,3 +182,17 @@ def test_refusals_in_peft_words(changes):
     want = error_of(lambda: peft.AdaLoraConfig(**options))
     assert want is not None and want[0] == "ValueError"
     assert error_of(lambda: AdaLoraConfig(**options)) == want
+
+
+def test_load_adapter_of_a_cut_adapter_freezes_as_peft(hf64, tmp_path):
+    """PEFT's resize on loading calls update_layer with the loaded (inference) config, whose set_adapter freezes
+    the active adapter in every resized layer: training it on would change nothing in PEFT (minilora trained on)."""
+    source, other = adalora_pair(hf64)
+    cut_by_hand(source, other)
+    source.save_pretrained(tmp_path)
+    theirs, ours = adalora_pair(hf64)
+    theirs.load_adapter(tmp_path, "other")
+    ours.load_adapter(tmp_path, adapter_name="other")
+    want = {n for n, p in theirs.named_parameters() if p.requires_grad}
+    assert {n for n, p in ours.named_parameters() if p.requires_grad} == want
+    assert not any(".default" in n for n in want)

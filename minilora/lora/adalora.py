@@ -470,7 +470,10 @@ class AdaLoraModel(LoraModel):
                 for table, value in kept.items():
                     getattr(layer, table)[adapter_name]._array[...] = value
                 layer.ranknum[adapter_name]._array[...] = ranknum
-        self.set_adapter(self.active_adapter)  # the re-created weights train only if the adapter does
+            # PEFT's update_layer ends with set_adapter(active adapters, inference_mode=<this config's>): the
+            # re-created weights train only if the adapter does, and loading a cut adapter for inference beside a
+            # trained one (load_adapter) freezes the active adapter's weights in every resized layer, as PEFT's
+            layer.set_adapter(layer.active_adapters, inference_mode=config.inference_mode)
 
     def prepare_to_load(self, adapter_name):
         """Shrink every layer to the ranks the saved rank_pattern keeps, as PEFT before loading the weights."""
