@@ -149,7 +149,13 @@ def train(theirs, ours, steps, optimizer="adamw", start=0, seed=None, call="kw")
         batch = BATCHES[step % len(BATCHES)]
         if seed is not None:
             torch.manual_seed(seed + step)
-        want = user_step(theirs, opt_t, batch, step, torch, call)
+        try:
+            want = user_step(theirs, opt_t, batch, step, torch, call)
+        except Exception as error:  # noqa: BLE001  (PEFT fails: ours must fail there too, with its type)
+            got = error_of(lambda: user_step(ours, opt_o, batch, step, ml, call))
+            if got is None or got[0] != type(error).__name__:
+                raise Differs("error", f"step {step}: ours {got} != PEFT's {type(error).__name__}: {error}")
+            return
         if seed is not None:
             ml.manual_seed(seed + step)
         got = user_step(ours, opt_o, batch, step, ml, call)
@@ -215,6 +221,11 @@ TRAIN_FORMS = {
     "user_rank_pattern": dict(rank_pattern={"model.layers.0.self_attn.q_proj.lora_E": [True, False, True, True]}),
     "total_step_big": dict(total_step=40, tinit=2, tfinal=5),
     "init_r_equal_target_pastfinal": dict(tinit=0, tfinal=0, total_step=3, deltaT=5),
+    "modules_to_save": dict(modules_to_save=["lm_head"]),
+    "rslora": dict(use_rslora=True),
+    "fan_in_fan_out": dict(fan_in_fan_out=True),
+    "layers_pattern": dict(layers_to_transform=[0], layers_pattern="layers"),
+    "bias_all": dict(bias="all"),
 }
 
 
@@ -359,6 +370,23 @@ def save_both_ways(theirs, ours):
             b = PeftModel.from_pretrained(model, f"{d}/{src}", is_trainable=True)
             close("load", f"logits from {src}", logits(b), logits(a))
             compare_state(a, b, 0)
+
+
+@form("save")
+def train_on_from_a_file_with_a_rank_0_layer():
+    theirs, ours = pair(target_r=1)  # (3 layers of rank 3 and 3 of rank 0: a budget of 9 falls to 6)
+    names = [n for n, _ in theirs.base_model.model.named_parameters() if ".lora_E." in n]
+    pattern = {n: [True, True, False, True] if i % 2 else [False] * 4 for i, n in enumerate(names)}
+    theirs.peft_config["default"].rank_pattern = dict(pattern)
+    ours.peft_config["default"].rank_pattern = dict(pattern)
+    with tempfile.TemporaryDirectory() as d:
+        theirs.save_pretrained(f"{d}/p"), ours.save_pretrained(f"{d}/o")
+        compare_dirs(f"{d}/p", f"{d}/o", "save")
+        reference, model = base_pair(HF)
+        a = peft.PeftModel.from_pretrained(reference, f"{d}/p", is_trainable=True)
+        b = PeftModel.from_pretrained(model, f"{d}/o", is_trainable=True)
+        compare_state(a, b, 0)
+        train(a, b, 11)
 
 
 @form("save")
