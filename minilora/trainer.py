@@ -1004,6 +1004,21 @@ def _host(value):
     return value.numpy(force=True) if isinstance(value, Tensor) else np.asarray(value)
 
 
+def _loss_sum(value=0.0):
+    """The sum of the micro-batch losses between two logs: transformers' ``torch.tensor(0.0)``, a 0-d tensor of
+    the default dtype (float32; float64 after ``set_default_dtype(float64)``), whatever the model's dtype."""
+    from .dtypes import get_default_dtype
+    return np.asarray(value, dtype=get_default_dtype())[()]
+
+
+def _loss_values(loss):
+    """An evaluation batch's loss in its own dtype (a float64 model's eval_loss is a float64 mean), bfloat16 as
+    float32: what transformers' ``nested_numpify`` hands NumPy."""
+    from .dtypes import is_bfloat16
+    value = np.asarray(_host(loss))
+    return value.astype(np.float32) if is_bfloat16(value.dtype) else value
+
+
 def _as_tensors(batch):
     """A collated batch with its arrays as Tensors (``default_data_collator(return_tensors='np')`` and users'
     collators may hand back NumPy), as the model's forward is called with them."""
@@ -1079,6 +1094,10 @@ def _activate_neftune(model, alpha):
 # The Trainer
 # ----------------------------------------------------------------------------------------------
 class Trainer:
+    # transformers' switch for a compute_loss override: True, its loss is already a share of the whole accumulated
+    # step (used as is); False, a per-batch mean (divided by the accumulation count); None, decided as transformers
+    loss_is_scaled_for_ga = None
+
     def __init__(self, model=None, args=None, data_collator=None, train_dataset=None, eval_dataset=None,
                  processing_class=None, model_init=None, compute_loss_func=None, compute_metrics=None,
                  callbacks=None, optimizers=(None, None), optimizer_cls_and_kwargs=None,
@@ -1338,8 +1357,10 @@ class Trainer:
         model.train()
         with self._autocast():
             loss = self.compute_loss(model, _as_tensors(inputs), num_items_in_batch=num_items_in_batch)
-        scaled_for_accumulation = (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or \
-            self.compute_loss_func is not None
+        scaled_for_accumulation = self.loss_is_scaled_for_ga
+        if scaled_for_accumulation is None:  # (normalized by num_items_in_batch, by the model or compute_loss_func)
+            scaled_for_accumulation = (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or \
+                self.compute_loss_func is not None
         if not scaled_for_accumulation:
             loss = loss / self.current_gradient_accumulation_steps
         loss.backward()
@@ -1457,7 +1478,7 @@ class Trainer:
         start_time = time.time()
         self._initial_global_step = self.state.global_step
         self._initial_num_input_tokens_seen = self.state.num_input_tokens_seen
-        self._tr_loss = np.float32(0.0)  # (transformers sums the micro-batch losses in a float32 tensor)
+        self._tr_loss = _loss_sum()
         self._total_loss_scalar, self._globalstep_last_logged = 0.0, self.state.global_step
         self.model.zero_grad()
         self._event("on_train_begin")
@@ -1553,11 +1574,12 @@ class Trainer:
     def _accumulate_loss(self, loss):
         """A NaN or infinite micro-batch loss adds the mean of the losses logged so far instead (transformers'
         ``logging_nan_inf_filter``)."""
-        value = np.float32(loss.item())
-        if self.args.logging_nan_inf_filter and not np.isfinite(value):
-            self._tr_loss += self._tr_loss / np.float32(1 + self.state.global_step - self._globalstep_last_logged)
-        else:
-            self._tr_loss += value
+        value, total = np.asarray(_host(loss)), self._tr_loss
+        if self.args.logging_nan_inf_filter and not np.isfinite(value).all():
+            self._tr_loss = total + total / total.dtype.type(1 + self.state.global_step - self._globalstep_last_logged)
+        else:  # (torch's 0-d in-place add: computed in the wider dtype, rounded to the sum's)
+            wide = np.result_type(total.dtype, value.dtype)
+            self._tr_loss = (total.astype(wide) + value.astype(wide)).astype(total.dtype)[()]
 
     def _optimizer_step(self):
         """Clip (the norm before clipping is returned, even with clipping off), step, schedule, zero."""
@@ -1576,7 +1598,7 @@ class Trainer:
     def _maybe_log_save_evaluate(self, grad_norm, learning_rate, ignore_keys_for_eval, start_time):
         if self.control.should_log and self.state.global_step > self._globalstep_last_logged:
             loss_scalar = float(self._tr_loss)
-            self._tr_loss = np.float32(0.0)
+            self._tr_loss = _loss_sum()
             logs = {"loss": loss_scalar / (self.state.global_step - self._globalstep_last_logged)}
             if grad_norm is not None:
                 logs["grad_norm"] = grad_norm.item() if isinstance(grad_norm, Tensor) else grad_norm
@@ -1602,7 +1624,7 @@ class Trainer:
 
     def _finalize_training(self, num_samples, start_time):
         self._total_loss_scalar += float(self._tr_loss)
-        self._tr_loss = np.float32(0.0)
+        self._tr_loss = _loss_sum()
         steps_run = self.state.global_step - self._initial_global_step
         train_loss = self._total_loss_scalar / max(steps_run, 0.001)
         share = steps_run / max(self.state.max_steps, 1)  # (of the whole schedule's samples: this call's)
@@ -1712,7 +1734,7 @@ class Trainer:
             examples = len(_host(next(iter(inputs.values()))))  # (transformers' find_batch_size)
             seen += examples
             if loss is not None:
-                losses.append(np.repeat(np.float32(loss.item()), examples))
+                losses.append(np.repeat(_loss_values(loss), examples))
             if "inputs" in args.include_for_metrics:
                 ids.append(_host(inputs[main_input]))
             if logits is not None:
@@ -1920,7 +1942,7 @@ class Trainer:
         kept = (attributes or {}).get("unlogged_loss"), (attributes or {}).get("last_logged_step")
         if not (isinstance(kept[0], (int, float)) and isinstance(kept[1], int)) or isinstance(kept[1], bool):
             return
-        self._tr_loss, self._globalstep_last_logged = np.float32(kept[0]), kept[1]
+        self._tr_loss, self._globalstep_last_logged = _loss_sum(kept[0]), kept[1]
         self._total_loss_scalar = -float(self._tr_loss)  # (train_loss: this call's steps' losses, as transformers')
 
     def _load_callback_state(self):
@@ -1988,7 +2010,9 @@ class Trainer:
         for name in ("model.safetensors", WEIGHTS_NAME):  # (transformers' save_safetensors=False writes the .bin)
             path = os.path.join(folder, name)
             if os.path.isfile(path):
-                self.model.load_state_dict({k: Tensor(v) for k, v in load_weights(path).items()}, strict=False)
+                # (each array in its own dtype, as safetensors' load_file: Tensor(array) is torch.Tensor's constructor,
+                # which would round a float64 checkpoint to the default float32 before it reached the weights)
+                self.model.load_state_dict({k: Tensor(v, dtype=v.dtype) for k, v in load_weights(path).items()}, strict=False)
                 return
         raise ValueError(f"Can't find a valid checkpoint at {folder} (no model.safetensors or {WEIGHTS_NAME})")
 
