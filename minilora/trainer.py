@@ -1074,11 +1074,17 @@ def align_special_tokens(model, tokenizer):
 
 def _neftune_post_forward_hook(module, inputs, output):
     """NEFTune: while training, the embeddings get uniform noise of magnitude alpha / sqrt(length x width),
-    computed in float32 as transformers' hook does (alpha / torch.sqrt of an integer tensor)."""
+    computed as transformers' hook does: ``alpha / torch.sqrt(torch.tensor(n))``, the root of an integer tensor in
+    the default dtype (float32, float64 after ``set_default_dtype``; MKL's root, ``float32_math.mkl_sqrt``), and a
+    number over a tensor is torch's ``__rtruediv__``, ``root.reciprocal() * alpha``: not one division."""
     if not module.training:
         return output
+    from .dtypes import get_default_dtype
     from .factories import zeros_like
-    magnitude = float(np.float32(module.neftune_noise_alpha) / np.sqrt(np.float32(output.shape[1] * output.shape[2])))
+    from .float32_math import mkl_sqrt
+    dtype = np.dtype(get_default_dtype()).type
+    root = mkl_sqrt(np.array([output.shape[1] * output.shape[2]], dtype))[0]
+    magnitude = float(dtype(1) / root * dtype(module.neftune_noise_alpha))
     return output + zeros_like(output).uniform_(-magnitude, magnitude)
 
 

@@ -147,3 +147,14 @@ def test_float64_resume_continues_the_uninterrupted_run(base, tmp_path):
         np.testing.assert_array_equal(p.numpy(), weights[name].numpy(), err_msg=name)
     steps = [e for e in whole.state.log_history if "grad_norm" in e]
     assert [e for e in resumed.state.log_history if "grad_norm" in e] == steps
+
+
+def test_neftune_noise_magnitude_as_transformers(base, tmp_path, float64_reference):
+    """``neftune_noise_alpha=5``: transformers' magnitude is ``alpha / torch.sqrt(torch.tensor(n))``, a number over
+    a tensor, which torch computes as ``reciprocal() * alpha``; minilora divided once (at n = 7 x 16: 0.47245559 for
+    0.47245562), so the noise, and every gradient after it, differed (grad_norm 1.3997239853800103 for
+    1.3997239849086216)."""
+    arguments = dict(neftune_noise_alpha=5.0, max_steps=3)
+    theirs = train(transformers, base, tmp_path / "theirs", **arguments)
+    ours = train(ml_trainer, base, tmp_path / "ours", **arguments)
+    assert_same(theirs, ours)
