@@ -157,6 +157,22 @@ def _forms():
     lg("best model", save_strategy="steps", save_steps=2, eval_strategy="steps", eval_steps=2,
        load_best_model_at_end=True, save_total_limit=1)
     lg("save best", save_strategy="best", eval_strategy="steps", eval_steps=3, metric_for_best_model="loss")
+    lg("f64 default + logging 3", {"default_float64": True}, logging_steps=3, eval_strategy="steps", eval_steps=3)
+    lg("f64 default + label_smoothing", {"default_float64": True}, label_smoothing_factor=0.2,
+       gradient_accumulation_steps=2)
+    lg("f64 default + compute_loss_func", {"default_float64": True, "compute_loss_func": True},
+       gradient_accumulation_steps=3)
+    lg("f64 default + peft", {"default_float64": True, "peft": True}, weight_decay=0.1, gradient_accumulation_steps=2)
+    lg("f64 default + neftune", {"default_float64": True}, neftune_noise_alpha=3.0)
+    lg("f64 default + resume", {"default_float64": True, "resume": True}, save_strategy="steps", save_steps=4,
+       gradient_accumulation_steps=2, num_train_epochs=3)
+    lg("callback stops", {"stop_at": 3}, gradient_accumulation_steps=2)
+    lg("user optimizers", {"user_optim": True}, gradient_accumulation_steps=2)
+    lg("optimizer_cls_and_kwargs", {"cls_kwargs": True})
+    lg("group_by_length", train_sampling_strategy="group_by_length", gradient_accumulation_steps=2)
+    lg("lr_scheduler_kwargs json", lr_scheduler_type="cosine_with_restarts", lr_scheduler_kwargs='{"num_cycles": 2}')
+    lg("warmup 2.5", warmup_steps=2.5)
+    lg("max_grad_norm -1", max_grad_norm=-1.0)
     lg("data_seed", data_seed=7, seed=3)
     lg("seed 0", seed=0)
     lg("label_names", label_names=["labels"])
@@ -250,13 +266,25 @@ def run(lib, base, folder, arguments, extra):
         def on_optimizer_step(self, args, state, control, **kwargs):
             steps.append(state.global_step)
 
+    class Stop(lib_t.TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == extra["stop_at"]:
+                control.should_training_stop = True
+
     def make():
         args = lib_t.TrainingArguments(output_dir=str(folder), **arguments)
         kw = {"compute_loss_func": _loss_func(lib)} if extra.get("compute_loss_func") else {}
+        model = _model(lib, base, extra.get("peft"))
+        optim = torch.optim if lib is transformers else ml.optim
+        if extra.get("user_optim"):
+            opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+            kw["optimizers"] = (opt, optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5))
+        if extra.get("cls_kwargs"):
+            kw["optimizer_cls_and_kwargs"] = (optim.RMSprop, {"lr": 0.003, "alpha": 0.95})
+        callbacks = [Count()] + ([events] if events else []) + ([Stop()] if "stop_at" in extra else [])
         return _trainer_class(lib_t, extra)(
-            model=_model(lib, base, extra.get("peft")), args=args, train_dataset=examples(11),
-            eval_dataset=examples(5), data_collator=collator(tensor),
-            callbacks=[Count()] + ([events] if events else []), **kw)
+            model=model, args=args, train_dataset=examples(11), eval_dataset=examples(5),
+            data_collator=collator(tensor), callbacks=callbacks, **kw)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
