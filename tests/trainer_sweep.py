@@ -173,6 +173,9 @@ def _forms():
     lg("lr_scheduler_kwargs json", lr_scheduler_type="cosine_with_restarts", lr_scheduler_kwargs='{"num_cycles": 2}')
     lg("warmup 2.5", warmup_steps=2.5)
     lg("max_grad_norm -1", max_grad_norm=-1.0)
+    lg("warmup_ratio (gone in 5)", warmup_ratio=0.1)
+    lg("unknown scheduler", lr_scheduler_type="cosine_annealing")
+    lg("unknown optim", optim="adamw")
     lg("data_seed", data_seed=7, seed=3)
     lg("seed 0", seed=0)
     lg("label_names", label_names=["labels"])
@@ -310,6 +313,7 @@ def run(lib, base, folder, arguments, extra):
                for e in trainer.state.log_history]
     return {"history": history, "weights": _weights(lib, trainer.model), "global_step": trainer.state.global_step,
             "optimizer_steps": len(steps), "events": events.events if events else None,
+            "optimizer_groups": [(len(g["params"]), g.get("weight_decay")) for g in trainer.optimizer.param_groups],
             "uninterrupted": uninterrupted}
 
 
@@ -328,7 +332,7 @@ def compare(theirs, ours):
     """The first difference as a string, or None; a resumed run is also compared with its own uninterrupted run
     (bit for bit)."""
     rel = REL
-    for key in ("global_step", "optimizer_steps", "events"):
+    for key in ("global_step", "optimizer_steps", "events", "optimizer_groups"):
         if theirs[key] != ours[key]:
             return f"{key}: {ours[key]} != transformers' {theirs[key]}"
     th, oh = theirs["history"], ours["history"]
