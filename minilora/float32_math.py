@@ -821,7 +821,7 @@ def vml(name, a):
     gets: float32 correctly rounded, other dtypes (and CuPy arrays) NumPy's own."""
     if _is_16bit_array(a) and not (a.dtype == np.float16 and name in _NUMPY_FLOAT16):  # (float16 exp(0.0073) is
         return vml(name, a.astype(_F32)).astype(a.dtype)  # a float32 tie: rounded from float32, as torch's)
-    if name == "sqrt" and type(a) is np.ndarray and a.dtype == _F64:
+    if name == "sqrt" and type(a) is np.ndarray and a.dtype in (_F32, _F64):
         return mkl_sqrt(a)
     in_mkl = mkl_vml.compute(name, a)  # torch's own MKL function, where MKL is loaded (sin, cos, tanh, log2, ...)
     if in_mkl is not None:
@@ -839,7 +839,12 @@ def mkl_sqrt(a, out=None):
     """torch's sqrt of a float32 or float64 NumPy array: MKL's, compiled (``ml_mkl_sqrt``, ``ml_mkl_sqrt64``: an
     estimate of 1/sqrt from AVX-512's rsqrt14 refined, not correctly rounded: ~1 root in 150 an ulp off), where it
     was matched (``MKL_SQRT_CPU``: an Intel CPU with AVX-512); elsewhere, and without a compiler, the correctly
-    rounded root (NumPy's sqrt is correctly rounded). Into ``out`` if given."""
+    rounded root (NumPy's sqrt is correctly rounded) -- but where MKL is loaded on another CPU, MKL's own vsSqrt
+    (``mkl_vml``: torch's there, measured on an AMD Zen 4). Into ``out`` if given."""
+    if not MKL_SQRT_CPU and type(a) is np.ndarray and a.size:
+        in_mkl = mkl_vml.compute("sqrt", a, out)
+        if in_mkl is not None:
+            return in_mkl
     library = _native_library()
     if not MKL_SQRT_CPU or library is None or a.size == 0 or a.dtype not in (_FLOAT32, _FLOAT64):
         return np.sqrt(a, out=out) if out is not None else np.sqrt(a)
@@ -1982,7 +1987,10 @@ def onednn_gelu_erf_derivative(x):
 
 def onednn_runs_gelu_erf(x, onednn=True):
     """Does torch's float32 F.gelu (and its backward) of ``x`` run oneDNN's kernel, one minilora reproduces (see
-    gelu_erf)?"""
+    gelu_erf)? (A float16 ``x`` only where oneDNN has fp16 arithmetic, AVX512-FP16: ATen's use_mkldnn device check;
+    an AMD Zen 4 runs ATen's loop.)"""
+    if x.dtype == np.float16 and not cpu_features().get("AVX512FP16"):
+        return False
     return onednn and x.flags.c_contiguous and x.size > 1 and ONEDNN_AVX512
 
 
@@ -2481,6 +2489,10 @@ def vectorized64(name, x):
 _GRAIN_SIZE = 32768  # at::internal::GRAIN_SIZE: below it, one thread runs the whole loop
 _VECTOR_STEP = 2 * FLOAT_LANES  # cpu_kernel_vec's vectorized loop takes two vectors at a time
 HALF_STEP = 32  # its float16/bfloat16 step: 32 elements with AVX2 and AVX-512 alike (torch 2.13, measured)
+# A kernel whose vector lambda takes Vectorized<Half/BFloat16> itself (GeluKernelImpl's reduced-float branch) steps two
+# 16-bit vectors: 64 elements with AVX-512 (measured: F.gelu of 33 float16 numbers all scalar, of 64 all vector, on an
+# AMD Zen 4, where oneDNN takes no float16), 32 with AVX2
+HALF_VECTOR_STEP = 4 * FLOAT_LANES
 
 
 def scalar_tail(n, threads=None, step=_VECTOR_STEP):

@@ -32,17 +32,23 @@ _PREFIX = {np.dtype(np.float32): "vms", np.dtype(np.float64): "vmd"}
 _functions = {}
 
 
+# torch's sqrt is VML's too (measured on an AMD Zen 4: every bit, float32 and float64, contiguous and strided); on the
+# Intel host it was matched first by a compiled model (float32_math.mkl_sqrt), which stays there: asked by name only
+_NAMED_ONLY = {"sqrt": "Sqrt"}
+
+
 def applies(name, a):
     """Whether ``compute(name, a)`` gives torch's VML result: MKL is minilora's BLAS, ``name`` is one of torch's
-    VML functions, ``a`` a float32 or float64 NumPy array."""
-    return (name in _TORCH_CALLS_VML and type(a) is np.ndarray and a.dtype in _PREFIX
+    VML functions (or ``_NAMED_ONLY``'s, which callers ask for themselves), ``a`` a float32 or float64 NumPy array."""
+    return ((name in _TORCH_CALLS_VML or name in _NAMED_ONLY) and type(a) is np.ndarray and a.dtype in _PREFIX
             and blas.library() == "mkl")
 
 
 def _function(name, dtype):
     key = (name, dtype)
     if key not in _functions:
-        fn = getattr(blas._mkl_library(), f"{_PREFIX[dtype]}{_TORCH_CALLS_VML[name]}_64")
+        vml_name = _TORCH_CALLS_VML.get(name) or _NAMED_ONLY[name]
+        fn = getattr(blas._mkl_library(), f"{_PREFIX[dtype]}{vml_name}_64")
         fn.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
         fn.restype = None
         _functions[key] = fn

@@ -861,7 +861,7 @@ class Gelu(Function):
             # (a 16-bit input oneDNN does not take, a strided one or a single number, runs ATen's loop, its scalar
             # lambda where the 16-bit input's layout puts it: the float32 copy's contiguity is not torch's)
             exact = float32_math.gelu_erf(a_, onednn=False, positions=float32_math.scalar_positions(
-                np.asarray(sixteen).transpose(layout_order(sixteen)), step=float32_math.HALF_STEP))
+                np.asarray(sixteen).transpose(layout_order(sixteen)), step=float32_math.HALF_VECTOR_STEP))
         elif exact is not None and sixteen is not None and is_bfloat16(sixteen.dtype):  # (oneDNN's bfloat16 store,
             tiny = np.abs(exact) < np.float32(2.0 ** -126)  # vcvtneps2bf16, flushes a float32 subnormal to zero)
             exact = np.where(tiny, np.copysign(np.float32(0), exact), exact)
