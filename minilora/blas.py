@@ -630,6 +630,16 @@ def _aligned_empty(shape, dtype):
     return buffer[start:start + count * dtype.itemsize].view(dtype).reshape(shape)
 
 
+def torch_aligned(a):
+    """``a`` C-contiguous from a multiple of 64 bytes, as torch's allocator places a tensor (``a`` itself where it is
+    already so, else a copy): for MKL calls whose kernels read an operand by where it lies."""
+    if a.flags.c_contiguous and a.ctypes.data % _TORCH_ALIGNMENT == 0:
+        return a
+    aligned = _aligned_empty(a.shape, a.dtype)
+    aligned[...] = a
+    return aligned
+
+
 def _one_row_aligned(a, b, out, alpha, beta):
     """``gemm`` of one row into a 64-byte aligned row (see _TORCH_ALIGNMENT), copied into ``out``."""
     row = _aligned_empty(out.shape, out.dtype)

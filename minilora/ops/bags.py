@@ -14,7 +14,7 @@ gradient and its row (torch's BLAS ``dot``: MKL's order, ``mkl_dot``, where it i
 """
 import numpy as np
 
-from .. import fastmath, mkl_dot, std_sort
+from .. import blas, fastmath, mkl_dot, std_sort
 from ..tensor import Function
 
 __all__ = ["DenseBagGradient"]
@@ -41,14 +41,20 @@ class DenseBagGradient(Function):
             return (grad_weight,)
         grad_weights = None
         if ctx.needs_input_grad[1]:  # each sample's <grad of its bag, its row>, 0 where not reached
-            grad_weights = np.where(kept, _sample_dots(g[ctx.bag_of], ctx.weight[ctx.ids]), 0)
+            grad_weights = np.where(kept, _sample_dots(g, ctx.bag_of, ctx.weight, ctx.ids), 0)
             grad_weights = grad_weights.astype(ctx.weights.dtype).reshape(ctx.weights.shape)
         return grad_weight, grad_weights
 
 
-def _sample_dots(bag_grads, rows):
-    """Each sample's dot product of its bag's gradient and its row, as torch's ``dot_impl`` (BLAS ``dot``): MKL's
-    order where ``mkl_dot`` knows it, else a float64 sum, rounded."""
+def _sample_dots(g, bag_of, weight, ids):
+    """Each sample's dot product of its bag's gradient (a row of ``g``) and its row of ``weight``, as torch's
+    ``dot_impl`` (BLAS ``dot``): MKL's order where ``mkl_dot`` knows it, MKL's own dot where it calls that (its
+    kernels there read a row by where it lies, mod 64 bytes: the rows at torch's places, in 64-byte aligned copies),
+    else a float64 sum, rounded."""
+    if mkl_dot.direct() and g.dtype == weight.dtype and g.dtype in (np.float32, np.float64) and g.ndim == 2:
+        g, weight = blas.torch_aligned(g), blas.torch_aligned(weight)
+        return np.array([blas.dot(g[b], weight[i]) for b, i in zip(bag_of, ids)], g.dtype)
+    bag_grads, rows = g[bag_of], weight[ids]
     products = bag_grads.astype(np.float64) * rows.astype(np.float64)
     dots = products.sum(axis=1)
     for sample, (x, y) in enumerate(zip(bag_grads, rows)):
