@@ -464,7 +464,9 @@ def test_a_state_dict_for_another_base_is_named_as_such_not_as_a_file():
     before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
     with pytest.raises(AdapterMismatchError) as caught:
         set_peft_model_state_dict(model, state)
-    assert str(caught.value).startswith("peft_model_state_dict: size mismatch for "), caught.value
+    assert str(caught.value).startswith("Error(s) in loading state_dict for PeftModel:\n\tsize mismatch for "), \
+        caught.value  # (torch's words, as PEFT's; where the tensors came from is the note)
+    assert caught.value.__notes__[0].startswith("peft_model_state_dict: "), caught.value.__notes__
     assert all(np.array_equal(v.numpy(), before[k]) for k, v in model.state_dict().items())
 
 

@@ -96,6 +96,7 @@ class SVDLinear(BaseTunerLayer):
     (file keys ``...q_proj.lora_A``), ``ranknum.<name>`` a frozen [1] holding the initial rank."""
 
     peft_name = "adalora.SVDLinear"  # as print(model) shows it in PEFT
+    is_lora_layer = True  # PEFT's AdaLoraLayer is a LoraLayer (rescale_adapter_scale scales it too)
     delta_rounded_first_in = frozenset()  # (PEFT's AdaLoRA adds the float32 update on every path)
     adapter_layer_names = ("lora_A", "lora_B", "lora_E")
     other_param_names = ("ranknum", "lora_dropout")

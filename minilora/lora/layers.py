@@ -9,6 +9,7 @@ adapters live in dicts keyed by name (``lora_A["default"]``), so parameter names
 ``q_proj.lora_A.default.weight`` and ``q_proj.base_layer.weight``, exactly as in PEFT.
 """
 import copy
+import math
 import warnings
 
 import numpy as np
@@ -21,7 +22,7 @@ from ..nn import Embedding as _NNEmbedding
 from ..nn import Linear as _NNLinear
 from ..nn import init
 from ..ops.matmul import linear_node
-from ..tensor import Tensor, _host, is_grad_enabled, name_node
+from ..tensor import Tensor, _host, is_grad_enabled, name_node, with_note
 from .inits import (_torch_randn, corda_init, init_name, is_weight_mutating_init, lora_ga_init, mica_init,
                     olora_init, orthogonal_init, pissa_init)
 
@@ -275,7 +276,7 @@ class BaseTunerLayer(Module):
     def enable_adapters(self, enabled):
         self.disable_adapters = not enabled
 
-    per_adapter_settings = ("r", "lora_alpha", "scaling", "lora_bias", "use_alora")  # plain dicts keyed by adapter
+    per_adapter_settings = ("r", "lora_alpha", "scaling", "use_rslora", "lora_bias", "use_alora")  # plain dicts
 
     def delete_adapter(self, adapter_name):
         for layer_name in self.adapter_layer_names + getattr(self, "other_param_names", ()):
@@ -340,15 +341,18 @@ class BaseTunerLayer(Module):
     def _check_mixed_batch(self, x, adapter_names):
         """``adapter_names`` (per-sample adapters) must name one adapter per sample, unmerged, and none of
         them a DoRA adapter (PEFT refuses those in a mixed batch)."""
-        if len(adapter_names) != x.shape[0]:
-            raise ValueError(f"adapter_names has {len(adapter_names)} entries but the batch has "
-                             f"{x.shape[0]} samples: give one adapter name (or '{BASE_ADAPTER}') per sample")
+        if len(adapter_names) != x.shape[0]:  # PEFT's words (each check's), minilora's hint as a note
+            raise with_note(ValueError("Length of `adapter_names` should be the same as the number of inputs, but got "
+                                       f"{len(adapter_names)} and {x.shape[0]} respectively."),
+                            f"give one adapter name (or '{BASE_ADAPTER}') per sample")
         if self.merged:
-            raise ValueError("cannot use adapter_names while adapters are merged: call unmerge_adapter() first")
+            raise ValueError("Cannot pass `adapter_names` when there are merged adapters, please call "
+                             "`unmerge_adapter` first.")
         dora = getattr(self, "lora_magnitude_vector", {})
         for name in set(adapter_names):
             if name in dora:
-                raise ValueError(f"adapter_names cannot include DoRA adapters ({name!r}), as in PEFT")
+                raise with_note(ValueError("Cannot pass `adapter_names` when DoRA is enabled."),
+                                f"{name!r} is a DoRA adapter")
             if getattr(self, "use_alora", {}).get(name):
                 raise NotImplementedError(f"adapter_names with an aLoRA adapter ({name!r}) is not implemented in "
                                           "minilora (PEFT runs each adapter's rows with their own offsets)")
@@ -478,10 +482,42 @@ def _to_base_dtype(modules, W0):
             module.to(W0.dtype)
 
 
+class _LoraScales:
+    """PEFT's ``LoraLayer.set_scale`` / ``scale_layer`` / ``unscale_layer``, which diffusers' ``set_adapters``
+    and ``scale_lora_layers`` call on every LoRA layer (Linear, Embedding, convolutions): the scale of the
+    adapters is ``scaling[name]``, which every forward and merge reads."""
+
+    def _initial_scale(self, adapter):
+        r, alpha = self.r[adapter], self.lora_alpha[adapter]
+        return alpha / math.sqrt(r) if self.use_rslora.get(adapter, False) else alpha / r
+
+    def set_scale(self, adapter, scale):
+        """The adapter's scale: its initial ``alpha / r`` (rsLoRA: ``/ sqrt(r)``) times ``scale`` (an adapter
+        this layer does not hold: nothing, as PEFT)."""
+        if adapter in self.scaling:
+            self.scaling[adapter] = scale * self._initial_scale(adapter)
+
+    def scale_layer(self, scale):
+        """Multiply the active adapters' current scales by ``scale``."""
+        if scale == 1:
+            return
+        for adapter in self.active_adapters:
+            if adapter in self.scaling:
+                self.scaling[adapter] *= scale
+
+    def unscale_layer(self, scale=None):
+        """Divide the active adapters' current scales by ``scale``; None: back to the initial scales."""
+        for adapter in self.active_adapters:
+            if adapter in self.scaling:
+                self.scaling[adapter] = self._initial_scale(adapter) if scale is None else \
+                    self.scaling[adapter] / scale
+
+
 def _add_lora_dicts(layer):
     """The per-adapter dicts PEFT's ``LoraLayer`` gives every LoRA layer, Linear or Embedding, in its
     order (so ``print(model)`` lists the same children; a Linear's embedding dicts stay empty)."""
     layer.r, layer.lora_alpha, layer.scaling = {}, {}, {}
+    layer.use_rslora = {}  # adapter name -> whether its scale is alpha / sqrt(r) (set_scale, unscale_layer)
     layer.lora_bias = {}  # adapter name -> whether its lora_B has a bias (LoraConfig.lora_bias)
     layer.use_alora = {}  # adapter name -> whether it is an activated LoRA (LoraConfig.alora_invocation_tokens)
     layer.lora_dropout = ModuleDict()  # Dropout modules hold p; the fused op applies the mask
@@ -552,7 +588,7 @@ def _shown_as_peft_in_autocast(out, x, base_layer, A, B, dropout_p):
     return name_node(out, graph[0], graph=graph[1:])
 
 
-class Linear(BaseTunerLayer):
+class Linear(_LoraScales, BaseTunerLayer):
     """LoRA around a frozen Linear: ``h = W0 x + b + (alpha/r) * B A dropout(x)``.
 
     ``lora_A[name]`` is a Linear ``in -> r`` (weight ``[r, in]``), ``lora_B[name]`` a Linear
@@ -575,6 +611,7 @@ class Linear(BaseTunerLayer):
         self.use_alora[adapter_name] = _check_variants(self, config)
         self.r[adapter_name], self.lora_alpha[adapter_name] = r, lora_alpha
         self.scaling[adapter_name] = config.scaling(r, lora_alpha)
+        self.use_rslora[adapter_name] = bool(config.use_rslora)
         self.lora_dropout[adapter_name] = _dropout_module(config)
         self.lora_bias[adapter_name] = config.lora_bias
         if config.lora_bias and self.base_bias is None:  # PEFT's warning
@@ -819,7 +856,7 @@ class Linear(BaseTunerLayer):
         return b - delta if unmerge else b + delta
 
 
-class Embedding(BaseTunerLayer):
+class Embedding(_LoraScales, BaseTunerLayer):
     """LoRA around a frozen Embedding (PEFT's ``lora.Embedding``): ``h = W0[x] + s * A^T[x] B^T``.
 
     ``lora_embedding_A[name]`` ``[r, num_embeddings]`` and ``lora_embedding_B[name]`` ``[dim, r]`` are
@@ -855,6 +892,7 @@ class Embedding(BaseTunerLayer):
         self.r[adapter_name], self.lora_alpha[adapter_name] = r, lora_alpha
         self.lora_bias[adapter_name] = False
         self.scaling[adapter_name] = config.scaling(r, lora_alpha)
+        self.use_rslora[adapter_name] = bool(config.use_rslora)
         self.lora_dropout[adapter_name] = _dropout_module(config)  # PEFT's; its embedding LoRA never applies it
         A = _torch_randn((r, self.in_features))  # init_lora_weights=False keeps these (PEFT: torch.randn)
         B = _torch_randn((self.out_features, r))
@@ -953,7 +991,26 @@ class Embedding(BaseTunerLayer):
         return W / factor - delta if unmerge else factor * (W + delta)
 
 
-LoraLayer = Linear  # PEFT's name for the LoRA layer base class (``isinstance(m, LoraLayer)``)
+class _EveryLoraLayerKind(type):
+    """``isinstance(m, LoraLayer)`` holds for every LoRA layer kind, as PEFT's base class does for its Linear,
+    Embedding, convolutions and AdaLoRA's SVDLinear (helpers.rescale_adapter_scale and users' loops over the
+    LoRA layers ask it; a check that missed the embedding's layer would leave its scale alone, silently). The kinds
+    say so with ``is_lora_layer``; a user's subclass of LoraLayer (a Linear) is checked as any class."""
+
+    def __instancecheck__(cls, obj):
+        return cls.__subclasscheck__(type(obj))
+
+    def __subclasscheck__(cls, sub):
+        if cls.__name__ == "LoraLayer" and cls.__module__ == __name__:
+            return bool(getattr(sub, "is_lora_layer", False))
+        return super().__subclasscheck__(sub)
+
+
+class LoraLayer(Linear, metaclass=_EveryLoraLayerKind):
+    """PEFT's name for the LoRA layer base class: subclass it to write a custom LoRA layer (a Linear's)."""
+
+
+Linear.is_lora_layer = Embedding.is_lora_layer = True
 
 
 class ParamWrapper(Linear):

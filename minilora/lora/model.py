@@ -33,7 +33,7 @@ from ..nn import Module, ModuleDict, ModuleList
 from ..nn import MultiheadAttention as _NNMultiheadAttention
 from ..random import Generator, fork_rng
 from ..device import META as _META
-from ..tensor import Tensor
+from ..tensor import Tensor, with_note
 from . import save as _io
 from .config import PeftConfig, TaskType, config_from_dict
 from .conv import Conv1d as LoraConv1d
@@ -368,7 +368,7 @@ class LoraModel(_Wrapper):
             if wanted_parameters is not None and not config.target_modules:
                 raise ValueError("No `target_modules` passed but also no `target_parameters` found. Please check "
                                  "the values for these arguments.")
-            raise NoMatchingPeftModuleError(self._no_match_message(config))
+            raise self._no_match_error(config)
         if config.target_modules and not modules:
             warnings.warn(f"target_modules={config.target_modules} were set but no module was matched.", RuntimeWarning)
         elif wanted_parameters and not parameters:
@@ -448,6 +448,11 @@ class LoraModel(_Wrapper):
                 if _is_linear(module, self.layer_cls) and module is not head)
         return config
 
+    def _no_match_error(self, config):
+        """PEFT's NoMatchingPeftModuleError, in its words; minilora's list of this model's names as a note."""
+        words, hint = self._no_match_message(config)
+        return with_note(NoMatchingPeftModuleError(words), hint)
+
     def _no_match_message(self, config):
         names = [key for key, _ in self._candidate_modules()]
         short = sorted({key.rsplit(".", 1)[-1] for key in names if not key.rsplit(".", 1)[-1].isdigit()})
@@ -455,11 +460,28 @@ class LoraModel(_Wrapper):
             short = names
         filters = config.layers_to_transform is not None or getattr(config, "exclude_modules", None)
         targets = config.target_modules if isinstance(config.target_modules, str) else set(config.target_modules or ())
-        return (f"Target modules {targets} not found in the base model. Please check the target modules and "
-                f"try again. target_modules={config.target_modules!r} matched no module of {type(self.model).__name__}"
-                f"{' (after layers_to_transform / exclude_modules)' if filters else ''}. "
-                f"Module names in this model: {', '.join(short)} "
-                f"(full names look like {names[len(names) // 2]!r})")
+        # PEFT's words tell the module names that exclude_modules took out from those nothing matched
+        exclude = getattr(config, "exclude_modules", None)
+        excluded = [key for key in names if exclude and _matches_list_or_regex(exclude, key)]
+        if excluded and len(excluded) == len(names):
+            return ("All modules were excluded. This is likely unintended. Check your `target_modules`, "
+                    "`exclude_modules` and `modules_to_save` configuration."), f"exclude_modules={exclude!r}"
+        if excluded:
+            peft_words = ("No modules were targeted for adaptation. This might be caused by a combination of "
+                          "mismatched target modules and excluded modules. Please check your `target_modules` and "
+                          "`exclude_modules` configuration. You may also have only targeted modules that are marked "
+                          "to be saved (`modules_to_save`).")
+        else:
+            peft_words = (f"Target modules {targets} not found in the base model. Please check the target modules "
+                          "and try again.")
+        if config.layers_to_transform is not None:  # PEFT's notes on the layer filter, in its words
+            peft_words += f" Note: You specified 'layers_to_transform': {config.layers_to_transform}."
+        if config.layers_pattern is not None:
+            peft_words += f" You also specified 'layers_pattern': {config.layers_pattern}."
+        return peft_words, (f"target_modules={config.target_modules!r} matched no module of "
+                            f"{type(self.model).__name__}{' (after layers_to_transform / exclude_modules)' if filters else ''}. "
+                            f"Module names in this model: {', '.join(short)} "
+                            f"(full names look like {names[len(names) // 2]!r})")
 
     def _replace(self, key, new_module):
         parent_name, _, child = key.rpartition(".")
@@ -794,9 +816,9 @@ class LoraModel(_Wrapper):
             for name in (adapter_names or layer.active_adapters):
                 if getattr(layer, "lora_bias", {}).get(name) and layer.base_bias is None and \
                         name not in layer.merged_adapters:
-                    raise RuntimeError(f"Impossible to merge LoRA with `lora_bias=True` because the base layer has "
-                                       f"no bias ({_module_name(self.model, layer)}, adapter {name!r}); no weight "
-                                       "was changed")
+                    raise with_note(RuntimeError("Impossible to merge LoRA with `lora_bias=True` because the base "
+                                                 "layer has no bias."),  # PEFT's words; where, as a note
+                                    f"{_module_name(self.model, layer)}, adapter {name!r}; no weight was changed")
 
     def _warn_already_merged(self, adapter_names):
         """PEFT's warnings (once here, not once per layer) when some or all of the adapters are merged."""
@@ -898,13 +920,13 @@ class LoraModel(_Wrapper):
         if adapter_names is None:
             yield
             return
-        if self.training:
-            raise ValueError("adapter_names (one adapter per sample) is for inference: call model.eval() "
-                             "first (PEFT refuses it in training mode too)")
+        if self.training:  # PEFT's words; minilora's hint as a note
+            raise with_note(ValueError("Cannot pass `adapter_names` when the model is in training mode."),
+                            "adapter_names (one adapter per sample) is for inference: call model.eval() first")
         unknown = sorted(set(adapter_names) - set(self.peft_config) - {BASE_ADAPTER})
         if unknown:
-            raise ValueError(f"adapter_names has unknown adapter(s) {unknown}; adapters: "
-                             f"{sorted(self.peft_config)} (or {BASE_ADAPTER!r} for the base model)")
+            raise with_note(ValueError(f"Trying to infer with non-existing adapter(s): {', '.join(unknown)}"),
+                            f"adapters: {sorted(self.peft_config)} (or {BASE_ADAPTER!r} for the base model)")
         modules = self._adapter_modules()
         for module in modules:
             module.batch_adapter_names = list(adapter_names)
@@ -1004,7 +1026,7 @@ class VeraModel(LoraModel):
         shapes = [m.weight.shape for key, m in self._candidate_modules()
                   if isinstance(m, (_NNLinear, VeraLinear)) and target_module_matches(config, key)]
         if not shapes:
-            raise NoMatchingPeftModuleError(self._no_match_message(config))
+            raise self._no_match_error(config)
         out_max, in_max = max(s[0] for s in shapes), max(s[1] for s in shapes)
         if "vera_A" not in self._modules:
             self.vera_A, self.vera_B = BufferDict(), BufferDict()

@@ -24,8 +24,8 @@ from ..dtypes import is_floating
 from .. import nn, serialization
 from ..nn.llama import LlamaForCausalLM
 from ..nn.module import IncompatibleKeys
-from ..size import Size
-from ..tensor import Tensor, tensor
+from ..size import Size, torch_spelling
+from ..tensor import Tensor, tensor, with_note
 from .config import CONFIG_KEYS_WITH_PRESERVED_ORDER, CONFIG_NAME, written_by_minilora
 from .layers import BaseTunerLayer, ModulesToSaveWrapper, TrainableTokensWrapper
 from .mha import double_out_proj_of_old_peft_files
@@ -266,6 +266,21 @@ def _array_for(target, value):
     return target.device.xp.asarray(value, dtype=target.dtype)
 
 
+def _check_sizes(model, state, targets, names, source):
+    """Every tensor of the file of another shape than the model's: torch's load_state_dict error, which PEFT's
+    load raises (each such parameter by its name in the model, in the model's order); minilora's hint as a note."""
+    order = {name: i for i, name in enumerate(names.values())}
+    mismatched = sorted(((names[id(t)], _shape(state[key]), tuple(t.shape)) for key, t in targets.items()
+                         if _shape(state[key]) != tuple(t.shape)), key=lambda m: order[m[0]])
+    if not mismatched:
+        return
+    lines = "".join(f"\n\tsize mismatch for {name}: copying a param with shape {torch_spelling(given)} from "
+                    f"checkpoint, the shape in current model is {torch_spelling(wanted)}."
+                    for name, given, wanted in mismatched)
+    raise with_note(AdapterMismatchError(f"Error(s) in loading state_dict for {type(model).__name__}:{lines}"),
+                    f"{source}: the adapter was made for another base model (or another rank r)")
+
+
 def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="default", ignore_mismatched_sizes=False,
                               low_cpu_mem_usage=False, *, source="peft_model_state_dict"):
     """Copy ``{file key: Tensor or array}`` into the adapter (PEFT's signature). The first mismatch is named in
@@ -294,13 +309,8 @@ def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="defaul
         raise AdapterMismatchError(f"{source} has no tensor {missing[0]!r} ({len(missing)} missing), "
                                    "which this model's adapter needs")
     targets = {k: t for k, (t, _) in entries.items() if k in state}
-    for key, target in targets.items():
-        shape = _shape(state[key])
-        if shape != tuple(target.shape):  # PEFT's (torch's load_state_dict's) words
-            raise AdapterMismatchError(f"{source}: size mismatch for {key!r}: copying a param with shape {shape} "
-                                       f"from checkpoint, the shape in current model is {tuple(target.shape)}: "
-                                       "the adapter was made for another base model (or another rank r)")
     names = {id(t): k for k, t in model.state_dict(keep_vars=True).items()}
+    _check_sizes(model, state, targets, names, source)
     if low_cpu_mem_usage:
         loaded = model.load_state_dict({names[id(t)]: _as_tensor(state[key]) for key, t in targets.items()},
                                        strict=False, assign=True)
