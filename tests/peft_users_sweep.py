@@ -1328,6 +1328,120 @@ def _(lib, lib_peft):
     return adapted(lib, lib_peft, layers_to_transform=[5])
 
 
+
+for _name, _cfg in {
+    "dora_init_true": dict(use_dora=True, init_lora_weights=True),
+    "dora_gaussian_embed": dict(use_dora=True, init_lora_weights="gaussian", target_modules=["embed_tokens", "q_proj"]),
+    "layers_int_zero": dict(layers_to_transform=0, layers_pattern="layers"),
+    "layers_tuple": dict(layers_to_transform=(0, 1)),
+    "modules_to_save_dotted": dict(modules_to_save=["model.norm"]),
+    "modules_to_save_mlp": dict(modules_to_save=["layers.1.mlp.down_proj"]),
+    "target_mlp_and_attn_dora_bias": dict(target_modules=["up_proj", "o_proj"], use_dora=True, bias="all"),
+    "lora_bias_all_linear": dict(lora_bias=True, target_modules="all-linear"),
+    "alpha_zero": dict(lora_alpha=0),
+    "negative_alpha": dict(lora_alpha=-4),
+}.items():
+    FORMS["config:" + _name] = config_form(**_cfg)
+
+
+@form("method:two_active_save")
+def _(lib, lib_peft):
+    model = two(lib, lib_peft)
+    model.base_model.set_adapter(["default", "other"])
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        return files(tmp)
+
+
+@form("method:delete_one_of_two_active")
+def _(lib, lib_peft):
+    model = two(lib, lib_peft)
+    model.base_model.set_adapter(["default", "other"])
+    model.base_model.delete_adapter("other")
+    return {"l": logits(lib, model), "a": model.base_model.active_adapters, "t": trainable(model)}
+
+
+@form("method:merge_progressbar")
+def _(lib, lib_peft):
+    model = two(lib, lib_peft)
+    return logits(lib, model.merge_and_unload(progressbar=True))
+
+
+@form("method:rewrap_after_unload")
+def _(lib, lib_peft):
+    model = two(lib, lib_peft)
+    base = model.unload()
+    lib.manual_seed(4)
+    again = lib_peft.get_peft_model(base, lib_peft.LoraConfig(**dict(BASE, r=3)))
+    return everything(lib, lib_peft, again)
+
+
+@form("method:weighted_negative_linear")
+def _(lib, lib_peft):
+    model = two(lib, lib_peft, other=dict(r=4, lora_alpha=8))
+    model.add_weighted_adapter(["default", "other"], [-0.5, 2.0], "mix", combination_type="linear")
+    model.set_adapter("mix")
+    return {"l": logits(lib, model), "s": sd(lib, lib_peft, model, adapter_name="mix")}
+
+
+@form("method:weighted_single_adapter_svd")
+def _(lib, lib_peft):
+    model = two(lib, lib_peft)
+    model.add_weighted_adapter(["other"], [1.5], "mix", combination_type="svd", svd_rank=2)
+    model.set_adapter("mix")
+    return logits(lib, model)
+
+
+@form("method:weighted_ties_trim_total")
+def _(lib, lib_peft):
+    model = two(lib, lib_peft, other=dict(r=4, lora_alpha=8))
+    model.add_weighted_adapter(["default", "other"], [0.7, 0.9], "mix", combination_type="ties_svd", density=0.3,
+                               majority_sign_method="frequency", svd_rank=3)
+    model.set_adapter("mix")
+    return logits(lib, model)
+
+
+@form("load:from_pretrained_config_override")
+def _(lib, lib_peft):
+    with tempfile.TemporaryDirectory() as tmp:
+        two(lib, lib_peft).save_pretrained(tmp)
+        config = lib_peft.LoraConfig(**dict(BASE, lora_alpha=2))
+        loaded = lib_peft.PeftModel.from_pretrained(llama(lib), tmp, config=config)
+        return logits(lib, loaded)
+
+
+@form("load:torch_device_cpu")
+def _(lib, lib_peft):
+    with tempfile.TemporaryDirectory() as tmp:
+        two(lib, lib_peft).save_pretrained(tmp)
+        loaded = lib_peft.PeftModel.from_pretrained(llama(lib), tmp)
+        loaded.load_adapter(os.path.join(tmp, "other"), "o2", torch_device="cpu")
+        loaded.set_adapter("o2")
+        return logits(lib, loaded)
+
+
+@form("load:set_state_dict_modules_to_save")
+def _(lib, lib_peft):
+    model = two(lib, lib_peft, modules_to_save=["lm_head"])
+    with lib.no_grad():
+        for n, p in model.named_parameters():
+            if "modules_to_save.default" in n:
+                p.mul_(1.5)
+    state = lib_peft.get_peft_model_state_dict(model)
+    fresh = adapted(lib, lib_peft, seed=9, modules_to_save=["lm_head"])
+    lib_peft.set_peft_model_state_dict(fresh, state)
+    return {"keys": sorted(state), "l": logits(lib, fresh)}
+
+
+
+@form("load:from_pretrained_torch_device_cpu")
+def _(lib, lib_peft):
+    with tempfile.TemporaryDirectory() as tmp:
+        two(lib, lib_peft).save_pretrained(tmp)
+        loaded = lib_peft.PeftModel.from_pretrained(llama(lib), tmp, torch_device="cpu", is_trainable=True)
+        return {"l": logits(lib, loaded), "t": trainable(loaded)}
+
+
 # --------------------------------------------------------------------------------------------------
 # comparing
 # --------------------------------------------------------------------------------------------------

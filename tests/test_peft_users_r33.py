@@ -220,3 +220,21 @@ def test_loading_weights_of_another_rank_is_torchs_load_state_dict_error(tmp_pat
         assert got["minilora"][1].startswith(f"Error(s) in loading state_dict for {model_class}:\n\tsize mismatch "
                                              "for base_model.model.model.layers.0.self_attn.q_proj.lora_A.default")
         assert got["minilora"][1].count("size mismatch") == 8  # every mismatched parameter, as torch lists them
+
+
+# ==================================================================================================
+# torch_device="cpu": taken, as PEFT's (the adapter's weights sit on the model's device either way)
+# ==================================================================================================
+def test_loading_with_torch_device_cpu_as_peft(tmp_path):
+    def script(lib, lib_peft):
+        folder = str(tmp_path / name_of(lib))
+        two(lib, lib_peft).save_pretrained(folder)
+        model = lib_peft.PeftModel.from_pretrained(llama(lib), folder, torch_device="cpu", is_trainable=True)
+        model.load_adapter(f"{folder}/other", "again", False, "cpu")  # (positional: is_trainable, torch_device)
+        first = logits(lib, model)
+        model.set_adapter("again")
+        return first, logits(lib, model)
+    assert_same_arrays(in_both(script))
+    with pytest.raises(NotImplementedError, match="torch_device='cuda:7'"):  # a copy minilora does not make
+        LIBRARIES["minilora"][1].PeftModel.from_pretrained(llama(LIBRARIES["minilora"][0]), str(tmp_path / "minilora"),
+                                                           torch_device="cuda:7")

@@ -33,6 +33,7 @@ from ..nn import Module, ModuleDict, ModuleList
 from ..nn import MultiheadAttention as _NNMultiheadAttention
 from ..random import Generator, fork_rng
 from ..device import META as _META
+from ..device import device as _device
 from ..tensor import Tensor, with_note
 from . import save as _io
 from .config import PeftConfig, TaskType, config_from_dict
@@ -1411,7 +1412,8 @@ class PeftModel(_Wrapper):
         _check_is_trainable(is_trainable)
         if config is not None and not isinstance(config, PeftConfig):  # PEFT's check and words
             raise ValueError(f"The input config must be a PeftConfig, got {config.__class__}")
-        ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)  # PEFT's load_adapter keyword
+        ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)  # PEFT's load_adapter keywords
+        _check_torch_device(model, kwargs.pop("torch_device", None), "PeftModel.from_pretrained")
         model_id = _io.adapter_folder(model_id, kwargs, "PeftModel.from_pretrained")
         with one_version_of(model_id):  # (the config and the weights of one save, whatever another process saves)
             config = config if config is not None else config_from_dict(_io.read_adapter_config(model_id))
@@ -1446,7 +1448,7 @@ class PeftModel(_Wrapper):
         unexpected_keys)`` of this adapter's own weights (a mismatch raised already, so both are empty but for
         PEFT's filter by name, see ``_report_adapter_keys``), reported as ``strict_adapter_check`` says (PEFT
         0.22): "warn", "error" (RuntimeError) or "ignore"."""
-        _refuse("torch_device", torch_device, None, "load_adapter")
+        _check_torch_device(self, torch_device, "load_adapter")
         _refuse_load_options(ephemeral_gpu_offload, "load_adapter")
         _check_strict_adapter_check(strict_adapter_check)
         _check_is_trainable(is_trainable)
@@ -1760,6 +1762,20 @@ def _unloaded_module_to_save(wrapper, merge, adapter_names):
 def _check_strict_adapter_check(value):
     if value not in ("warn", "error", "ignore"):  # PEFT 0.22's words
         raise ValueError(f"strict_adapter_check must be one of 'warn', 'error' or 'ignore', got {value!r}.")
+
+
+def _check_torch_device(model, torch_device, what):
+    """PEFT reads the file onto ``torch_device`` and copies it into the adapter's weights, which sit on their
+    base layers' device: naming the device the model is on (``"cpu"``, as scripts do) changes nothing, so it
+    is taken; another device (a copy minilora does not make) is refused by name."""
+    if torch_device is None:
+        return
+    try:
+        wanted = str(_device(torch_device))
+    except Exception:  # noqa: BLE001  (a device this machine cannot make: the refusal below names it)
+        wanted = None
+    if {str(p.device) for p in model.parameters()} != {wanted}:
+        _refuse("torch_device", torch_device, None, what)
 
 
 def _refuse_load_options(ephemeral_gpu_offload, what):
