@@ -1001,7 +1001,7 @@ class _EveryLoraLayerKind(type):
         return cls.__subclasscheck__(type(obj))
 
     def __subclasscheck__(cls, sub):
-        if cls.__name__ == "LoraLayer" and cls.__module__ == __name__:
+        if cls is LoraLayer:  # (the class below; a subclass of it is checked as any class)
             return bool(getattr(sub, "is_lora_layer", False))
         return super().__subclasscheck__(sub)
 
