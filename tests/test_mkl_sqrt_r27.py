@@ -86,10 +86,16 @@ def test_optimizers_step_torchs_weights(name, options, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_elsewhere_the_correctly_rounded_root(monkeypatch, dtype):
-    """Where MKL's code was not matched (an AMD CPU, AVX2, no compiler) mkl_sqrt is NumPy's correctly rounded root."""
+def test_elsewhere_mkls_own_root_or_the_correctly_rounded_one(monkeypatch, dtype):
+    """Where MKL's code was not matched (an AMD CPU, AVX2, no compiler) mkl_sqrt is MKL's own vsSqrt where MKL is
+    loaded (torch's sqrt: every bit on an AMD Zen 4), else NumPy's correctly rounded root."""
+    from minilora import mkl_vml
+    measured_here = float32_math.MKL_SQRT_CPU
     monkeypatch.setattr(float32_math, "MKL_SQRT_CPU", False)
     x = np.abs(_values(dtype, seed=5))
-    np.testing.assert_array_equal(_bits(float32_math.mkl_sqrt(x)), _bits(np.sqrt(x)))
+    expected = mkl_vml.compute("sqrt", x) if mkl_vml.applies("sqrt", x) else np.sqrt(x)
+    np.testing.assert_array_equal(_bits(float32_math.mkl_sqrt(x)), _bits(expected))
+    if mkl_vml.applies("sqrt", x) and not measured_here:
+        np.testing.assert_array_equal(_bits(float32_math.mkl_sqrt(x)), _bits(torch.sqrt(torch.from_numpy(x)).numpy()))
     out = np.empty_like(x)
     assert float32_math.mkl_sqrt(x, out=out) is out
