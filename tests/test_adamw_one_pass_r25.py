@@ -8,6 +8,11 @@ from minilora import float32_math, parallel
 from minilora.optim import Adam, AdamW
 
 pytestmark = pytest.mark.skipif(not float32_math.native_available(), reason="no C compiler: the NumPy update runs")
+# Where torch's sqrt is MKL's own vsSqrt (MKL loaded on a CPU its sqrt was not modelled on: an AMD Zen 4) the one pass
+# is declined -- its root is the correctly rounded one -- and the NumPy update, which calls vsSqrt, runs
+_one_pass_taken = pytest.mark.skipif(
+    not float32_math.MKL_SQRT_CPU and ml.mkl_vml.applies("sqrt", np.zeros(1, np.float32)),
+    reason="the one pass is declined here: torch's sqrt is MKL's own vsSqrt on this CPU (the NumPy update calls it)")
 
 
 def _weights(rng, shapes):
@@ -50,6 +55,7 @@ def threads(request):
     (AdamW, dict(lr=1e-3, weight_decay=0.01)), (AdamW, dict(lr=3e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.0)),
     (Adam, dict(lr=1e-3)), (Adam, dict(lr=1e-3, weight_decay=0.1)), (AdamW, dict(lr=1e-3, maximize=True)),
     (AdamW, dict(lr=1e-3, amsgrad=True))])
+@_one_pass_taken
 def test_one_pass_is_the_numpy_update_to_the_bit(threads, monkeypatch, fused, opt_class, options):
     monkeypatch.setattr(float32_math, "FUSED_MULTIPLY_ADD", fused)  # the roundings of both kinds of torch build
     rng = np.random.default_rng(0)
