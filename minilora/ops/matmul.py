@@ -222,6 +222,28 @@ def _matmul_grads(g, a, b, need_a, need_b, matmul=blas.matmul):
     return ga, gb
 
 
+def _column_major(x):
+    """torch's test in ``mm_mat1_backward``/``mm_mat2_backward``: an operand laid out by columns (``W.t()``)."""
+    return x.strides[0] == x.itemsize and x.strides[1] == x.shape[0] * x.itemsize
+
+
+def _mm_grads_as_torch(g, a, b, need_a, need_b):
+    """The gradients of an mm ``a @ b`` (2-D float32/float64 NumPy arrays) as torch's autograd forms them where MKL's
+    own gemm is called (``mkl_dot.direct``): an operand laid out by columns gets its gradient as the transpose of the
+    transposed product -- ``(g^T @ a)^T`` for ``b``, ``(b @ g^T)^T`` for ``a`` -- a gemm of the other shape, which
+    MKL on a CPU the orders were not measured on (an AMD Zen 4) sums otherwise than ``a^T @ g`` (up to half of an
+    MHA's or a batch-first GRU's input-projection weight gradient an ulp off). Else None."""
+    if not (mkl_dot.direct() and a.ndim == b.ndim == g.ndim == 2 and type(a) is type(b) is type(g) is np.ndarray
+            and a.dtype == b.dtype == g.dtype and a.dtype in (np.float32, np.float64)):
+        return None
+    ga = gb = None
+    if need_a:
+        ga = _torch_products(b, g.T).T if _column_major(a) else _torch_products(g, b.T)
+    if need_b:
+        gb = _torch_products(g.T, a).T if _column_major(b) else _torch_products(a.T, g)
+    return ga, gb
+
+
 def _linear_backward_rows(g, x, gx, w, need_w, need_b):
     """The gradients of ``x W^T + b`` for rows of ``g`` [rows, out]: fills ``gx`` [rows, in] (None: not
     needed) and returns these rows' terms ``(gw, gb)`` of the sums over rows (None where not needed).
@@ -386,7 +408,7 @@ class MatMul(Function):
                 return tuple(None if grad is None else grad.reshape(shape).astype(dtype, copy=False)
                              for grad, shape in ((ga, a.shape), (gb, b.shape)))
             g, a2, b2 = upcast(g), upcast(a2), upcast(b2)  # as torch: in float32, each gradient rounded once
-        ga, gb = _matmul_grads(g, a2, b2, na, nb, matmul=products)
+        ga, gb = _mm_grads_as_torch(g, a2, b2, na, nb) or _matmul_grads(g, a2, b2, na, nb, matmul=products)
         return tuple(None if grad is None else grad.reshape(shape).astype(dtype, copy=False)
                      for grad, shape in ((ga, a.shape), (gb, b.shape)))
 
