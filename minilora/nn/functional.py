@@ -1682,13 +1682,16 @@ def _multi_head_attention(query, key, value, embed_dim, num_heads, weights, in_p
     if need_weights or native:
         scale = _native_query_scale(heads.head_dim, q.dtype) if native else math.sqrt(1.0 / float(heads.head_dim))
         out, attention = _attention_with_weights(heads.split(q), k, v, attn_mask, dropout_p, scale, native)
-        out = out.transpose(0, 1).reshape(length * n, embed_dim)
+        if native:  # (the kernel's transform_0213: its rows batch first, as the output projection takes them)
+            out = out.view(n, num_heads, length, heads.head_dim).transpose(1, 2).reshape(n * length, embed_dim)
+        else:
+            out = out.transpose(0, 1).reshape(length * n, embed_dim)
         attention = attention if need_weights else None
     else:
         out, attention = _attention_by_sdpa(heads.split(q), k, v, attn_mask, dropout_p, sdpa_causal, heads), None
         out = out.permute(2, 0, 1, 3).reshape(n * length, embed_dim)
-    out = out_proj(out)
-    out = out.view(length, n, out.shape[1])
+    out = out_proj(out)  # (the rows' order counts: MKL's gemm may sum a block's last rows in another order)
+    out = out.view(n, length, out.shape[1]).transpose(1, 0) if native else out.view(length, n, out.shape[1])
     if attention is not None:
         attention = attention.view(n, num_heads, length, k.shape[1])
         if average_attn_weights:
