@@ -720,6 +720,14 @@ static int64_t flash_first_future_key(int64_t causal, int64_t query_less_first_k
 
 enum { FLASH_ROW_MAJOR = 101, FLASH_NO_TRANS = 111, FLASH_TRANS = 112, FLASH_KV_BLOCK = 512 };
 
+/* torch's scratch buffers are tensors (at::empty: 64-byte aligned), and MKL's gemm may sum otherwise by where its
+ * operands and output lie (measured on an AMD Zen 4), so the kernels' buffers start where torch's do. */
+static size_t flash_aligned_size(size_t bytes) { return (bytes + 63) / 64 * 64; }
+static void *flash_aligned_alloc(size_t bytes, void **block) {  /* (C99: no aligned_alloc; free(*block)) */
+    *block = malloc(flash_aligned_size(bytes) + 64);
+    return *block == NULL ? NULL : (void *)(((uintptr_t)*block + 63) / 64 * 64);
+}
+
 #define FLASH_BACKWARD(NAME, T, EXP, PAIRWISE)                                                                        \
 typedef void (*NAME##_gemm)(int, int, int, int64_t, int64_t, int64_t, T, const T *, int64_t, const T *, int64_t, T, \
                             T *, int64_t);                                                                          \
@@ -755,7 +763,8 @@ void NAME(const void *gemm_address, const int64_t *dims, const int64_t *strides,
     int64_t causal = dims[7], lanes = dims[8], group = hq / hkv, kv_split = tk < FLASH_KV_BLOCK ? tk : FLASH_KV_BLOCK;\
     const int64_t *sq = strides, *sk = strides + 3, *sv = strides + 6, *sg = strides + 9, *so = strides + 12;       \
     const int64_t *sl = strides + 15, *sb = strides + 18, *sdq = strides + 22, *sdk = strides + 25, *sdv = strides + 28;\
-    T scale = *scale_at, *weights = malloc(sizeof(T) * (2 * step * kv_split + step));                               \
+    void *block;                                                                                                    \
+    T scale = *scale_at, *weights = flash_aligned_alloc(sizeof(T) * (2 * step * kv_split + step), &block);          \
     T *score_grads = weights + step * kv_split, *row_dots = score_grads + step * kv_split;                          \
     if (weights == NULL) return;                                                                                    \
     for (int64_t b = 0; b < batch; b++)                                                                             \
@@ -796,7 +805,7 @@ void NAME(const void *gemm_address, const int64_t *dims, const int64_t *strides,
                 }                                                                                                   \
             }                                                                                                       \
         }                                                                                                           \
-    free(weights);                                                                                                  \
+    free(block);                                                                                                    \
 }
 
 FLASH_BACKWARD(ml_flash_backward, float, sleef_exp, 1)
@@ -872,10 +881,14 @@ void NAME(const void *gemm_address, const int64_t *dims, const int64_t *strides,
     int64_t causal = dims[7], lanes = dims[8], fused = dims[9], group = hq / hkv;                                   \
     int64_t kv_split = tk < FLASH_KV_BLOCK ? tk : FLASH_KV_BLOCK;                                                   \
     const int64_t *sq = strides, *sk = strides + 3, *sv = strides + 6, *sb = strides + 9, *so = strides + 13;       \
-    T scale = *scale_at, *scores = malloc(sizeof(T) * (2 * step * kv_split + step * (d + 4)));                      \
+    /* torch's per-thread buffer (64-byte aligned, as at::empty): qk, qk_max, qk_sum, dst in a row -- MKL's sums may  \
+     * depend on where its operands lie (an AMD Zen 4: dst's offset changed an ulp); e where torch's exp writes: qk */ \
+    size_t torch_part = flash_aligned_size(sizeof(T) * (step * kv_split + 2 * step + step * d));                    \
+    void *block;                                                                                                    \
+    T scale = *scale_at, *scores = flash_aligned_alloc(torch_part + sizeof(T) * (step * kv_split + 2 * step), &block);\
     if (scores == NULL) return;                                                                                     \
-    T *e = scores + step * kv_split, *dst = e + step * kv_split, *top = dst + step * d, *total = top + step;        \
-    T *block_total = total + step, *rescale = block_total + step;                                                   \
+    T *top = scores + step * kv_split, *total = top + step, *dst = total + step;                                    \
+    T *e = (T *)((char *)scores + torch_part), *block_total = e + step * kv_split, *rescale = block_total + step;   \
     for (int64_t b = 0; b < batch; b++)                                                                             \
         for (int64_t j = 0; j < hq; j++) {                                                                          \
             int64_t h = j / group;                                                                                  \
@@ -924,7 +937,7 @@ void NAME(const void *gemm_address, const int64_t *dims, const int64_t *strides,
                 }                                                                                                   \
             }                                                                                                       \
         }                                                                                                           \
-    free(scores);                                                                                                   \
+    free(block);                                                                                                    \
 }
 
 FLASH_FORWARD(ml_flash_forward, float, flash_exp_sum_row_float, flash_expf, logf, fmaf)
