@@ -411,7 +411,7 @@ class FlashAttention32(Function):
     @staticmethod
     def backward(ctx, g):
         q, k, v, g = ctx.q, ctx.k, ctx.v, np.ascontiguousarray(g)  # (torch's too: a broadcast dO has no rows BLAS reads)
-        dq, dk, dv = (np.zeros_like(a) for a in (q, k, v))  # (laid out as the inputs, as the fused node's)
+        dq, dk, dv = (_torch_zeros_like(a) for a in (q, k, v))  # (laid out as the inputs, as the fused node's)
 
         def batch_rows(q, k, g, v, out, lse, bias, dq, dk, dv):
             flash_backward(g, q, k, v, out, lse, bias, ctx.scale, ctx.causal, (dq, dk, dv))
@@ -428,6 +428,17 @@ class FlashAttention32(Function):
             causal = _fill_future_keys(np.zeros((tq, tk), ctx.q.dtype), 0, 0, -np.inf)
             bias = causal if bias is None else bias + causal
         return bias
+
+
+def _torch_zeros_like(a):
+    """``np.zeros_like(a)`` (its layout) starting at a multiple of 64 bytes, as torch's ``zeros_like``: the gradients
+    MKL's products add into (beta = 1), whose sums may depend on where they lie (measured on an AMD Zen 4)."""
+    dense = np.zeros_like(a)
+    if dense.ctypes.data % 64 == 0 or dense.size == 0:
+        return dense
+    block = blas._aligned_empty(dense.size, a.dtype)
+    block[...] = 0
+    return np.lib.stride_tricks.as_strided(block, dense.shape, dense.strides)
 
 
 def _by_batch_rows(fn, q, k, *arrays):
