@@ -227,14 +227,20 @@ def _column_major(x):
     return x.strides[0] == x.itemsize and x.strides[1] == x.shape[0] * x.itemsize
 
 
+def _mkl_matrices(*arrays):
+    """Whether these are 2-D float32/float64 NumPy arrays of one dtype whose products MKL's own gemm computes on a
+    CPU its orders were not measured on (``mkl_dot.direct``)."""
+    return (mkl_dot.direct() and all(type(x) is np.ndarray and x.ndim == 2 and x.dtype == arrays[0].dtype
+                                     for x in arrays) and arrays[0].dtype in (np.float32, np.float64))
+
+
 def _mm_grads_as_torch(g, a, b, need_a, need_b):
     """The gradients of an mm ``a @ b`` (2-D float32/float64 NumPy arrays) as torch's autograd forms them where MKL's
     own gemm is called (``mkl_dot.direct``): an operand laid out by columns gets its gradient as the transpose of the
     transposed product -- ``(g^T @ a)^T`` for ``b``, ``(b @ g^T)^T`` for ``a`` -- a gemm of the other shape, which
     MKL on a CPU the orders were not measured on (an AMD Zen 4) sums otherwise than ``a^T @ g`` (up to half of an
     MHA's or a batch-first GRU's input-projection weight gradient an ulp off). Else None."""
-    if not (mkl_dot.direct() and a.ndim == b.ndim == g.ndim == 2 and type(a) is type(b) is type(g) is np.ndarray
-            and a.dtype == b.dtype == g.dtype and a.dtype in (np.float32, np.float64)):
+    if not _mkl_matrices(g, a, b):
         return None
     ga = gb = None
     if need_a:
@@ -490,6 +496,7 @@ class Linear(Function):
         # The input is kept only for the weight gradient: a frozen weight does not hold it alive.
         ctx.x2 = x2 if ctx.needs_input_grad[1] else None
         ctx.w, ctx.x_shape, ctx.rows = w, x.shape, x2.shape[0]
+        ctx.x_by_columns = x.ndim == 2 and x2.size > 0 and _column_major(x2)  # (x.t(): mm_mat1_backward's form)
         return out.reshape(x.shape[:-1] + (w.shape[0],))
 
     @staticmethod
@@ -506,11 +513,14 @@ class Linear(Function):
             g2, x2, w = upcast(g2), None if x2 is None else upcast(x2), upcast(w)  # torch's CPU way: float32
         elif _is_16bit_float(g2):  # cuda: the GEMMs on cuBLAS in 16 bits, but CuPy may sum bf16 in bf16
             sum_bias_in_float32, nb = nb, False
-        gx = xp_of(g2).empty((g2.shape[0], w.shape[1]), g2.dtype) if nx else None
+        by_columns = nx and ctx.x_by_columns and g2.dtype == dtype and _mkl_matrices(g2, w)
+        gx = xp_of(g2).empty((g2.shape[0], w.shape[1]), g2.dtype) if nx and not by_columns else None
         # dX = dY W and dW = dY^T X side by side on threads, each through _linear_backward_rows
         gw, _ = parallel.input_and_weight_grads(_linear_backward_rows, g2, x2, gx, w, nw, False,
                                                 as_products=_linear_backward_products
                                                 if _linear_backward_is_the_solution() else None)
+        if by_columns:  # an input laid out by columns (x.t()): torch's (W^T dY^T)^T, see _mm_grads_as_torch
+            gx = _torch_products(w.T, g2.T).T
         gb = None
         if nb or sum_bias_in_float32:  # the region again, on all of dY: its sum's order is torch's over the whole
             _, gb = _linear_backward_rows(upcast(g2) if sum_bias_in_float32 else g2, None, None, w, False, True)
@@ -1255,6 +1265,9 @@ def product_gradients(first, second, summed=False):
     """``products`` for ``_with_torchs_gradients`` of a matrix product (addmm's mm, baddbmm's bmm; addbmm's with
     ``summed``, g the same for each batch): g @ second^T and first^T @ g, as mm's and bmm's backward"""
     def products(g, need_first, need_second):
+        as_torch = None if summed else _mm_grads_as_torch(g, first._array, second._array, need_first, need_second)
+        if as_torch is not None:  # (mm's backward: an operand laid out by columns gets the transposed product)
+            return as_torch
         expanded = np.broadcast_to(g, (first.shape[0], *g.shape)) if summed else g
         return (_torch_products(expanded, second._array.swapaxes(-1, -2)) if need_first else None,
                 _torch_products(first._array.swapaxes(-1, -2), expanded) if need_second else None)
