@@ -40,6 +40,14 @@ Round 31 (tests/test_nn_users3_r31.py): 58 forms differing -> 34. float32 convol
 kernels' orders (ops/conv_onednn.py: jit:avx512_core's input gradient, jit:avx2's weight gradient and its threads'
 split, jit_dw's and jit_1x1's, gemm:jit's columns, 16-lane weight dot products and row-by-row bias sums) and transposed convolutions as
 oneDNN's deconvolution computes them (a convolution's input gradient, forward and weight gradient, roles swapped).
+
+Round 33 on an AMD EPYC (Zen 4; MKL called as torch calls it, ``mkl_dot.direct``): 111 of 695 forms differed -> 53.
+MKL there sums a product by its shape and by where its operands lie, so minilora now makes torch's calls: mm's
+backward of a ``W.t()`` or ``x.t()`` operand as the transposed product (MHA, batch-first GRU, F.linear/addmm of
+transposed operands), the MHA inference kernel's output projection on batch-first rows, the flash kernels' scratch
+blocks and gradients where torch's buffers lie (64-byte aligned). Left there: oneDNN's LSTMs (as on Intel), 1-2
+elements of float64 convolutions (not reproduced with torch on one thread), optimizers' steps (MKL's sqrt/VML,
+float32_math's model), the losses and transposed convolutions listed above.
 """
 import sys
 import traceback
