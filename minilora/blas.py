@@ -819,6 +819,14 @@ def _lapacke(routine, dtype):
     return fn
 
 
+def _aligned_columns(a):
+    """A column-major copy of the matrix ``a`` from a multiple of 64 bytes, as torch's LAPACK calls get theirs (a
+    tensor's storage is 64-byte aligned; MKL's blocked kernels on an AMD Zen 4 read a matrix by where it lies)."""
+    copy = _aligned_empty(a.shape[::-1], a.dtype).T
+    copy[...] = a
+    return copy
+
+
 def _lapack_takes(a):
     """Whether MKL's LAPACK computes this factorisation: MKL is the library, and ``a`` a float32/float64 matrix."""
     return library() == "mkl" and a.dtype in (np.float32, np.float64) and a.ndim == 2
@@ -837,9 +845,9 @@ def gesdd(a, full_matrices):
         return None
     m, n = a.shape
     k = min(m, n)
-    work = np.array(a, order="F")  # (gesdd overwrites its input)
-    U = np.empty((m, m if full_matrices else k), a.dtype, order="F")
-    Vh = np.empty((n if full_matrices else k, n), a.dtype, order="F")
+    work = _aligned_columns(a)  # (gesdd overwrites its input)
+    U = _aligned_columns(np.empty((m, m if full_matrices else k), a.dtype))
+    Vh = _aligned_columns(np.empty((n if full_matrices else k, n), a.dtype))
     S = np.empty(k, a.dtype)
     info = _with_mkl_threads(_lapacke("gesdd", a.dtype.type), _LAPACK_COL_MAJOR, b"A" if full_matrices else b"S",
                              m, n, work.ctypes.data, m, S.ctypes.data, U.ctypes.data, m, Vh.ctypes.data, Vh.shape[0])
@@ -851,7 +859,7 @@ def getrf(a):
     ``linalg.lu_factor`` computes it (``?getrf`` on a column-major copy): LU as a NumPy matrix, pivots 1-based int32,
     info the first zero pivot's 1-based index (0: none). Only where MKL is the library."""
     m, n = a.shape
-    work, pivots = np.array(a, order="F"), np.zeros(min(m, n), np.int32)
+    work, pivots = _aligned_columns(a), np.zeros(min(m, n), np.int32)
     info = _with_mkl_threads(_lapacke("getrf", a.dtype.type), _LAPACK_COL_MAJOR, m, n, work.ctypes.data, max(1, m),
                              pivots.ctypes.data)
     return work, pivots, max(info, 0)
@@ -865,7 +873,7 @@ def geqrf_orgqr(a, complete):
         return None
     m, n = a.shape
     k = min(m, n)
-    reflectors, tau = np.array(a, order="F"), np.empty(k, a.dtype)
+    reflectors, tau = _aligned_columns(a), np.empty(k, a.dtype)
     if _with_mkl_threads(_lapacke("geqrf", a.dtype.type), _LAPACK_COL_MAJOR, m, n, reflectors.ctypes.data, m,
                          tau.ctypes.data) != 0:
         return None

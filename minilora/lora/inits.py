@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from .. import dtypes, linalg
+from .. import blas, dtypes, float32_math, linalg
 from ..checkpoint import atomic_folder, load_file, save_file, save_json
 from ..factories import randn
 from ..tensor import Tensor, _host, no_grad
@@ -97,7 +97,7 @@ def _write_factors(layer, adapter_name, W, A, B):
     to_device = weight.device.xp.asarray  # the factors are computed on the host (NumPy's SVD and QR)
     for table, factor in ((layer.lora_A, A), (layer.lora_B, B)):
         _replace_data(table[adapter_name].weight, to_device(factor))
-    residual = W - (W.dtype.type(layer.scaling[adapter_name]) * B) @ A
+    residual = W - blas.matmul(W.dtype.type(layer.scaling[adapter_name]) * B, A)  # (torch's mm: MKL's gemm)
     weight._array[...] = to_device(residual.astype(weight._array.dtype))
 
 
@@ -122,7 +122,7 @@ def pissa_init(layer, adapter_name, init_lora_weights):
     else:
         Ur, Sr, V = svd_lowrank(W, r, niter=niter)
         Sr, Vhr = Sr / s, V.T
-    root = np.sqrt(Sr)
+    root = float32_math.mkl_sqrt(Sr)  # (torch.sqrt: MKL's, not correctly rounded)
     _write_factors(layer, adapter_name, W, A=root[:, None] * Vhr, B=Ur * root)
 
 
@@ -164,7 +164,7 @@ def corda_init(layer, adapter_name):
                              "`lora_config` and `model` argument of `preprocess_corda` is consistent with "
                              "`get_peft_model`. If you're using cache in `preprocess_corda`, please make sure the "
                              "cache is built with the same model and LoRA rank.")
-    root = np.sqrt(S / S.dtype.type(s))
+    root = float32_math.mkl_sqrt(S / S.dtype.type(s))  # (torch.sqrt: MKL's)
     _write_factors(layer, adapter_name, W, A=V.T * root[:, None], B=U * root)
     del linear.eigens
 
@@ -199,7 +199,7 @@ def lora_ga_init(layer, adapter_name, lora_ga_config):
     A, B = (Tensor(f, device=weight.device).to(weight.dtype) for f in (A, B))  # the base's dtype, as PEFT's
     for table, factor in ((layer.lora_A, A), (layer.lora_B, B)):
         _replace_data(table[adapter_name].weight, factor._array)
-    offset = np.float32(s) * (dtypes.upcast(_host(B._array)) @ dtypes.upcast(_host(A._array)))
+    offset = np.float32(s) * blas.matmul(dtypes.upcast(_host(B._array)), dtypes.upcast(_host(A._array)))
     residual = _host(weight._array).astype(np.float32) - offset
     weight._array[...] = weight.device.xp.asarray(residual.astype(weight._array.dtype))
     del base._peft_loraga_grad
