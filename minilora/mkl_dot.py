@@ -257,7 +257,10 @@ def addmv(y, mat, vec, beta, alpha):
     """``beta * y + alpha * (mat @ vec)`` by MKL's ``?gemv`` called as ATen's ``addmv`` calls it (``direct``): the
     matrix as it lies where it is laid out by columns (``gemv('n', ...)``) or by rows (``gemv('t', ...)``), else a
     C-contiguous copy by rows; the vector with its stride; ``y`` ignored for ``beta`` 0 (a new array). None where ATen
-    would not call BLAS (a vector's stride not positive) or there is nothing to sum."""
+    would not call BLAS (not float32/float64 NumPy arrays of one dtype, a vector's stride not positive) or there is
+    nothing to sum."""
+    if not (_numpy_float_arrays(mat, vec) and mat.ndim == 2 and vec.ndim == 1):
+        return None
     rows, cols = mat.shape
     size = mat.itemsize
     if not rows or not cols or vec.strides[0] <= 0 or vec.strides[0] % size:
