@@ -45,7 +45,8 @@ import operator
 
 import numpy as np
 
-from .. import amp as _amp, bf16_products, blas, dtypes, float32_sums, gemm_pool, half_products, kernels, mkl_half_gemm, parallel, solutions
+from .. import (amp as _amp, bf16_products, blas, dtypes, float32_sums, gemm_pool, half_products, kernels, mkl_dot,
+               mkl_half_gemm, parallel, solutions)
 from ..blas import addmm_, matmul
 from ..device import xp_of
 from ..random import fresh_seed
@@ -283,8 +284,11 @@ def _beta_adds_rounded(rows, r):
     """Whether BLAS's beta = 1 (``addmm_(Y, U, B.T)``, ``dX += V A``) adds the rounded rank-r product onto its target,
     as torch adds PEFT's two results: measured on MKL (round 31: 1-512 rows, r 1-128, 64-4096 columns, float32 and
     float64, 1 and 2 threads) everywhere but for one or two rows, which MKL sums onto the target as it goes (its
-    matrix-vector ways: dx an ulp off PEFT's), and for r = 1 (an outer product, each term added onto the target)."""
-    return rows > 2 and r > 1
+    matrix-vector ways: dx an ulp off PEFT's), and for r = 1 (an outer product, each term added onto the target).
+    Only on the CPU it was measured on (``mkl_dot.APPLIES``): MKL picks its kernels by the CPU, and on an AMD EPYC
+    (Zen 4) dgemm's beta = 1 sums onto the target from 3 rows up at r 8 and 64 (y and dx an ulp off PEFT's); there
+    the product is rounded first, PEFT's order by construction."""
+    return mkl_dot.APPLIES and rows > 2 and r > 1
 
 
 def _pefts_order_needed(X, A, s):
@@ -332,7 +336,7 @@ def _backward_in_pefts_order(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_d
     V = (s dY) B, dX = dY W0 + V A (dropout's mask on the second), dA = V^T dropout(X), dB = (s dY)^T U.
     ``onto``: as _backward_in_c_threads'."""
     scaled = dY * s
-    V[...] = parallel.matmul(scaled, B)
+    V[...] = _u_gradient(scaled, B)
     if dX is not None:
         dX[...] = parallel.matmul(dY, W0)
         if onto is None:
@@ -342,6 +346,17 @@ def _backward_in_pefts_order(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_d
     dA = matmul(V.T, X if keep is None else X * keep) if need_dA else None
     dB = matmul(scaled.T, U) if need_dB else None
     return dA, dB
+
+
+def _u_gradient(scaled, B):
+    """V = (s dY) B, the gradient reaching U, as torch's ``mm_mat1_backward`` takes it for PEFT's lora_B: where U is
+    [1, 1] (one row, r = 1: its strides look column-major to ATen) as ``(B^T (s dY)^T)^T``, MKL called with those
+    operands (``blas.gemm`` of one output column), where MKL is called as ATen calls it (``mkl_dot.direct``: on an AMD
+    EPYC, Zen 4, MKL's sums of the two forms differ, float64 V 2 ulps off at 688 columns); else the row product (on
+    the Intel CPU the orders were measured on it gave PEFT's bits)."""
+    if len(scaled) == 1 and B.shape[1] == 1 and mkl_dot.direct():
+        return blas.gemm(B.T, scaled.T, np.empty((1, 1), scaled.dtype)).T
+    return parallel.matmul(scaled, B)
 
 
 def _add_branch(target, V, A, keep):
