@@ -163,7 +163,25 @@ def _products_whole():
     always, the sums over the rows --; whole, 0 (with dB = dY^T U, torch's orientation). Whole costs speed where blocks
     happened to be right: one layer of benchmarks/lora_step.py (1024 rows, 256 -> 688, r 8: there dA and dB were off)
     took 4.4 ms for forward and backward, 3.7 by blocks (fastest of 40), about the same CPU time."""
-    return blas.threads_products()
+    return blas.threads_products() or not _blocks_of_rows_alike()
+
+
+def _blocks_of_rows_alike():
+    """Whether a product on blocks of rows gives the rows of the whole product, bit for bit, so that minilora's threads
+    may split the layer's products by rows where torch's (PEFT's) are whole: OpenBLAS, and MKL on the Intel CPU its
+    orders were measured on (``mkl_dot.APPLIES``). Not MKL elsewhere: on an AMD EPYC (Zen 4) its dgemm sums a row
+    by the call's number of rows (a 300-row layer, 256 -> 256, r 64, float64: V, dx and dA off by 2 blocks of 150)."""
+    return blas.library() != "mkl" or mkl_dot.APPLIES
+
+
+def _rows_matmul(a, b):
+    """``a @ b`` split by rows in minilora's threads (``parallel.matmul``) where that keeps the bits, else whole."""
+    return parallel.matmul(a, b) if _blocks_of_rows_alike() else matmul(a, b)
+
+
+def _rows_matmul_into(out, a, b):
+    """``out += a @ b`` (BLAS's beta = 1) split by rows where that keeps the bits (``_rows_matmul``), else whole."""
+    return parallel.matmul_into(out, a, b) if _blocks_of_rows_alike() else blas.gemm(a, b, out, beta=1.0)
 
 
 def _forward_in_c_threads(X, keep, U, Y, W0, A, B, bias, s, work):
@@ -320,13 +338,13 @@ def _forward_another_way(X, keep, U, Y, W0, A, B, bias, s, work):
 def _forward_in_pefts_order(X, keep, U, Y, W0, A, B, bias, s):
     """The forward as PEFT rounds it for any s (``_pefts_order_needed``): ``base + (U B^T) * s``, each step rounded; the
     products split by rows (``parallel``), the rank-r term through a temporary."""
-    U[...] = parallel.matmul(X if keep is None else X * keep, A.T)
+    U[...] = _rows_matmul(X if keep is None else X * keep, A.T)
     if bias is None:
-        Y[...] = parallel.matmul(X, W0.T)
+        Y[...] = _rows_matmul(X, W0.T)
     else:
         Y[...] = bias
-        parallel.matmul_into(Y, X, W0.T)
-    lora = parallel.matmul(U, B.T)
+        _rows_matmul_into(Y, X, W0.T)
+    lora = _rows_matmul(U, B.T)
     lora *= s
     Y += lora
 
@@ -338,7 +356,7 @@ def _backward_in_pefts_order(dY, X, U, keep, V, dX, W0, A, B, s, need_dA, need_d
     scaled = dY * s
     V[...] = _u_gradient(scaled, B)
     if dX is not None:
-        dX[...] = parallel.matmul(dY, W0)
+        dX[...] = _rows_matmul(dY, W0)
         if onto is None:
             _add_branch(dX, V, A, keep)
         else:
@@ -356,7 +374,7 @@ def _u_gradient(scaled, B):
     the Intel CPU the orders were measured on it gave PEFT's bits)."""
     if len(scaled) == 1 and B.shape[1] == 1 and mkl_dot.direct():
         return blas.gemm(B.T, scaled.T, np.empty((1, 1), scaled.dtype)).T
-    return parallel.matmul(scaled, B)
+    return _rows_matmul(scaled, B)
 
 
 def _add_branch(target, V, A, keep):
@@ -365,7 +383,7 @@ def _add_branch(target, V, A, keep):
     inner size of LoRA's rank adds the rounded product to target, as torch's add of the two gradients, where it does
     (``_beta_adds_rounded``); else the product is rounded first."""
     if keep is None and _beta_adds_rounded(len(target), A.shape[0]):
-        parallel.matmul_into(target, V, A)
+        _rows_matmul_into(target, V, A)
     elif keep is None:
         target += matmul(V, A)
     else:
@@ -526,7 +544,7 @@ def _in_c_order(grad):
 def _base_grads(ctx, dY, dX):
     """What both backward paths share: dW0 (full fine-tuning only), dbias, and dX back in x's shape."""
     _, nw, _, _, nbias = ctx.needs_input_grad[:5]
-    dW0 = parallel.matmul(dY.T, ctx.X) if nw else None  # only when the caller made W0 trainable
+    dW0 = _rows_matmul(dY.T, ctx.X) if nw else None  # only when the caller made W0 trainable
     dbias = _bias_grad(dY) if nbias else None
     return (None if dX is None else dX.reshape(ctx.x_shape)), dW0, dbias
 
