@@ -34,9 +34,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
-def _in_a_child(code):
+# The pool's blocks compared with NumPy's own products of the same blocks: the pool over NumPy's OpenBLAS. (With MKL
+# as minilora's BLAS the pool calls MKL's ?gemm, whose bits are not OpenBLAS's: on an AMD EPYC, Zen 4, the float32
+# products below differed; on the Intel host they had happened to agree.)
+OPENBLAS = {**ENV, "MINILORA_BLAS": "openblas"}
+
+
+def _in_a_child(code, env=ENV):
     """``code``'s stdout, run in a fresh Python (what it tests could corrupt this process's memory before the fix)."""
-    done = background_runs.run_process([sys.executable, "-c", code], env=ENV, cwd=ROOT, timeout=60)
+    done = background_runs.run_process([sys.executable, "-c", code], env=env, cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -53,7 +59,7 @@ print(np.array_equal(got, np.concatenate([rows @ w.T for rows in np.array_split(
 
 
 def test_more_threads_than_the_pool_has_slots_run_numpys_blocks():
-    assert _in_a_child(SIXTY_FIVE_THREADS).split() == ["True"]
+    assert _in_a_child(SIXTY_FIVE_THREADS, OPENBLAS).split() == ["True"]
 
 
 TWO_CALLERS = """
@@ -83,7 +89,7 @@ print(len(wrong))
 
 
 def test_two_threads_calling_the_pool_at_once_are_not_mixed():
-    assert _in_a_child(TWO_CALLERS).split() == ["0"]
+    assert _in_a_child(TWO_CALLERS, OPENBLAS).split() == ["0"]
 
 
 MORE_BLOCKS_THAN_SLABS = """

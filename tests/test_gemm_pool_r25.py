@@ -13,10 +13,22 @@ import numpy as np
 import pytest
 
 import minilora as ml
-from minilora import gemm_pool, parallel
+from minilora import blas, gemm_pool, parallel
 from minilora.ops import lora as L
 
 pytestmark = pytest.mark.skipif(not gemm_pool.available(), reason="no OpenBLAS CBLAS or no C compiler here")
+
+
+@pytest.fixture(autouse=True)
+def _blas_whose_blocks_are_its_rows():
+    """The pool's products are the NumPy code's on the same blocks; where MKL's product of a block of rows is not
+    those rows of the whole product (MKL on a CPU other than the measured Intel one: ops/lora.py's
+    ``_blocks_of_rows_alike``), the layer does not split its products, and the pool is checked over OpenBLAS."""
+    alike = L._blocks_of_rows_alike()  # (it asks blas.library(): the choice is made, select() returns it)
+    before = None if alike else blas.select("openblas")
+    yield
+    if not alike:
+        blas.select(before or "mkl")
 
 
 @pytest.fixture
