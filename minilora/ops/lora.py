@@ -170,7 +170,8 @@ def _blocks_of_rows_alike():
     """Whether a product on blocks of rows gives the rows of the whole product, bit for bit, so that minilora's threads
     may split the layer's products by rows where torch's (PEFT's) are whole: OpenBLAS, and MKL on the Intel CPU its
     orders were measured on (``mkl_dot.APPLIES``). Not MKL elsewhere: on an AMD EPYC (Zen 4) its dgemm sums a row
-    by the call's number of rows (a 300-row layer, 256 -> 256, r 64, float64: V, dx and dA off by 2 blocks of 150)."""
+    by the call's number of rows (a 300-row layer, 256 -> 256, r 64, float64: V, dx and dA off by 2 blocks of 150;
+    its float32 products were alike on the shapes tried, but that was not measured widely enough to rely on)."""
     return blas.library() != "mkl" or mkl_dot.APPLIES
 
 
@@ -337,7 +338,8 @@ def _forward_another_way(X, keep, U, Y, W0, A, B, bias, s, work):
 
 def _forward_in_pefts_order(X, keep, U, Y, W0, A, B, bias, s):
     """The forward as PEFT rounds it for any s (``_pefts_order_needed``): ``base + (U B^T) * s``, each step rounded; the
-    products split by rows (``parallel``), the rank-r term through a temporary."""
+    products split by rows (``parallel``) where that keeps their bits (``_rows_matmul``), the rank-r term through a
+    temporary."""
     U[...] = _rows_matmul(X if keep is None else X * keep, A.T)
     if bias is None:
         Y[...] = _rows_matmul(X, W0.T)
