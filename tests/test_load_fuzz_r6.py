@@ -611,7 +611,7 @@ def _verdict(result, error, intact, path, undetectable):
         return "loaded OTHER values in silence"
     if isinstance(error, RAW_ERRORS) or not isinstance(error, CLEAR_ERRORS):
         return f"raw {type(error).__name__}: {error}"
-    message = str(error)
+    message = "\n".join([str(error)] + getattr(error, "__notes__", []))  # (PEFT's words, minilora's hints as notes)
     if undetectable in ("FLIPPED", "LEFT ALONE") or message.startswith(PEFT_WORDS):
         return None  # another valid file, refused later (by the tokenizers library at the first call)
     folder, name = os.path.dirname(path), os.path.basename(path)
