@@ -806,7 +806,7 @@ _LAPACKE_ARGUMENTS = {  # (after the layout) the argument types of the LAPACKE r
     "gesdd": [ctypes.c_char, _I32, _I32, _PTR, _I32, _PTR, _PTR, _I32, _PTR, _I32],
     "geqrf": [_I32, _I32, _PTR, _I32, _PTR],
     "orgqr": [_I32, _I32, _I32, _PTR, _I32, _PTR],
-    "getrf": [_I32, _I32, _PTR, _I32, _PTR],
+    "getrf_work": [_I32, _I32, _PTR, _I32, _PTR],  # (the _work form: no NaN check first -- torch calls getrf on NaN)
 }
 
 
@@ -860,7 +860,7 @@ def getrf(a):
     info the first zero pivot's 1-based index (0: none). Only where MKL is the library."""
     m, n = a.shape
     work, pivots = _aligned_columns(a), np.zeros(min(m, n), np.int32)
-    info = _with_mkl_threads(_lapacke("getrf", a.dtype.type), _LAPACK_COL_MAJOR, m, n, work.ctypes.data, max(1, m),
+    info = _with_mkl_threads(_lapacke("getrf_work", a.dtype.type), _LAPACK_COL_MAJOR, m, n, work.ctypes.data, max(1, m),
                              pivots.ctypes.data)
     return work, pivots, max(info, 0)
 

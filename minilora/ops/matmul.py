@@ -415,7 +415,8 @@ class MatMul(Function):
                              for grad, shape in ((ga, a.shape), (gb, b.shape)))
             g, a2, b2 = upcast(g), upcast(a2), upcast(b2)  # as torch: in float32, each gradient rounded once
         ga, gb = _matmul_grads(g, a2, b2, na, nb, matmul=products)  # (exercise 1.4's region runs, always)
-        by_columns = _mm_grads_as_torch(g, a2, b2, na and _column_major(a2), nb and _column_major(b2))
+        by_columns = None if products is not _torch_products else _mm_grads_as_torch(  # (not oneDNN's bf16 products)
+            g, a2, b2, na and _column_major(a2), nb and _column_major(b2))
         if by_columns is not None:  # (an operand laid out by columns, where MKL is called directly: torch's form)
             ga, gb = (ours if theirs is None else theirs for ours, theirs in zip((ga, gb), by_columns))
         return tuple(None if grad is None else grad.reshape(shape).astype(dtype, copy=False)
