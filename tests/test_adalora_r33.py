@@ -6,6 +6,7 @@ saves around a training run, on the same float64 tiny Llama and the same initial
 * configs PEFT takes (any beta until the allocator asserts, deltaT=0 until the first budget step, a negative
   tinit, init_r=0, any init_lora_weights by its truth, lora_bias) and its refusals' words;
 * a labelled forward on an adapter loaded for inference and a step past the final one first fail as PEFT's."""
+import importlib.util
 import json
 
 import numpy as np
@@ -176,7 +177,9 @@ def test_gaussian_init_draws_as_peft(hf64):
         assert_close(q.numpy(), p.detach().numpy(), rtol=0, atol=0, name=n)
 
 
-@pytest.mark.parametrize("changes", [dict(use_dora=True), dict(init_lora_weights="loftq", loftq_config={"loftq_bits": 4})])
+@pytest.mark.parametrize("changes", [dict(use_dora=True), pytest.param(
+    dict(init_lora_weights="loftq", loftq_config={"loftq_bits": 4}), marks=pytest.mark.skipif(
+        importlib.util.find_spec("scipy") is None, reason="without scipy PEFT's LoftQ check refuses for it first"))])
 def test_refusals_in_peft_words(changes):
     options = dict(OPTIONS, **changes)
     want = error_of(lambda: peft.AdaLoraConfig(**options))
