@@ -4341,7 +4341,8 @@ def _grads_before():
         return ()
     for key in [k for k, (ref, hooks) in _post_accumulate_grad_hooks.items() if ref() is None or not hooks]:
         del _post_accumulate_grad_hooks[key]
-    return [(ref(), hooks, _grad_state(ref())) for ref, hooks in _post_accumulate_grad_hooks.values()]
+    live = [(ref(), hooks) for ref, hooks in _post_accumulate_grad_hooks.values()]  # (held: a collection between
+    return [(leaf, hooks, _grad_state(leaf)) for leaf, hooks in live if leaf is not None]  # two ref() calls frees one)
 
 
 def _run_post_accumulate_grad_hooks(watched):
