@@ -46,6 +46,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 MINILORA_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(ml.__file__)))  # (the child runs this one)
 CHILD_ENV = {**ENV, "PYTHONPATH": os.pathsep.join([MINILORA_ROOT, HERE, ENV.get("PYTHONPATH", "")])}
 
+
+def child_env():
+    """CHILD_ENV with this process's MKL threads for a product (OMP_NUM_THREADS: what minilora's products take where
+    torch is not imported): once a test imported torch, conftest put it on one thread, and the child, without torch,
+    multiplied on two -- on an AMD EPYC a 1-ulp different adapter after the resume (two loaded CI runs)."""
+    return {**CHILD_ENV, "OMP_NUM_THREADS": str(ml.blas._threads_for_product())}
+
 # the Ctrl-C tests need Python's own SIGINT handler: a shell that starts pytest in the background leaves SIGINT
 # ignored, and then Python installs none (conftest's python_sigint)
 pytestmark = pytest.mark.usefixtures("python_sigint")
@@ -120,7 +127,7 @@ def test_a_trainer_killed_after_its_last_checkpoint_resumes_to_the_uninterrupted
     expected = outcome(uninterrupted)
     out = tmp_path / "killed"
     code = f"import test_faults_r19 as t; t.run_killed_after_the_last_checkpoint({str(out)!r}, 4)"
-    done = background_runs.run_process([sys.executable, "-c", code], env=CHILD_ENV, cwd=MINILORA_ROOT, timeout=120)
+    done = background_runs.run_process([sys.executable, "-c", code], env=child_env(), cwd=MINILORA_ROOT, timeout=120)
     assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
     resumed = make_trainer(out)
     ml.manual_seed(1234)  # (whatever the resuming process drew before)
@@ -608,7 +615,7 @@ def test_a_save_killed_between_its_swaps_two_renames_still_loads_the_old_version
     _versions_of(what, model_of)[0](folder)
     before = snapshot(folder)
     code = f"import test_faults_r19 as t; t.save_killed_between_the_swaps_renames({folder!r}, {what!r})"
-    done = background_runs.run_process([sys.executable, "-c", code], env=CHILD_ENV, cwd=MINILORA_ROOT, timeout=120)
+    done = background_runs.run_process([sys.executable, "-c", code], env=child_env(), cwd=MINILORA_ROOT, timeout=120)
     assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
     assert not os.path.exists(folder)  # (the old version set aside, the new one not yet in)
     load = {"model": LlamaForCausalLM.from_pretrained, "adapter": PeftConfig.from_pretrained,
