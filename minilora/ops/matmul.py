@@ -153,9 +153,7 @@ def _mkl_dot(a, b):
         return None
     if a.ndim == b.ndim == 1:
         return mkl_dot.dot(a, b)
-    if mkl_dot.direct():  # MKL's own routines: torch's dot, its gemv, and its gemm for every product of matrices
-        if a.ndim == b.ndim == 1:
-            return mkl_dot.dot(a, b)
+    if mkl_dot.direct():  # MKL's own routines (its dot above): torch's gemv, and its gemm for products of matrices
         if a.ndim == 2 and b.ndim == 1:
             return mkl_dot.addmv(None, a, b, 0, 1)
         return parallel.matmul(a[None], b)[0] if a.ndim == 1 and b.ndim == 2 else None
